@@ -1,0 +1,1 @@
+"""zskit: zsmalloc development, review and CI harness."""

@@ -1,0 +1,60 @@
+"""Build the rendered modules with Kbuild against the provisioned kernel.
+
+`make -C KDIR M=DIR modules` with the kernel's own flags. Compiler warnings
+are collected and shown; a failed build raises with each error as
+file:line and the compiler's message, not a wall of make output.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .kernels import Kernel
+from .progress import CommandError, Progress, StageError
+from .render import RenderedSources
+
+# gcc: "path/file.c:12:5: warning: text [-Wflag]"
+DIAGNOSTIC = re.compile(r"^(?P<loc>[^\s:]+:\d+(?::\d+)?): (?P<kind>warning|error): (?P<msg>.*)$")
+# modpost and ld report problems without a source location.
+LINK_ERROR = re.compile(r"^(ERROR|WARNING): modpost: .*$")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    modules: tuple[Path, ...]  # .ko files in load order
+    warnings: tuple[str, ...]
+
+
+def diagnostics(output: str, kind: str) -> list[str]:
+    """'file:line:col: message' for each compiler diagnostic of this kind, plus modpost's."""
+    found: list[str] = []
+    for line in output.splitlines():
+        m = DIAGNOSTIC.match(line.strip())
+        if m and m["kind"] == kind:
+            found.append(f"{os.path.basename(m['loc'])}: {m['msg']}")
+        elif LINK_ERROR.match(line.strip()) and line.startswith(kind.upper()):
+            found.append(line.strip())
+    return found
+
+
+def build(kernel: Kernel, sources: RenderedSources, progress: Progress) -> BuildResult:
+    jobs = str(os.cpu_count() or 1)
+    cmd = ["make", "-C", kernel.kdir, f"M={sources.directory}", f"-j{jobs}", "modules"]
+    try:
+        output = progress.run(cmd, what="building the modules", stream=progress.verbose)
+    except CommandError as e:
+        errors = diagnostics(e.output, "error")
+        if errors:
+            raise StageError("build failed:\n  " + "\n  ".join(errors)) from None
+        raise
+    warnings = tuple(diagnostics(output, "warning"))
+    for w in warnings:
+        progress.say(f"warning: {w}")
+    modules = tuple(sources.directory / f"{name}.ko" for name in sources.modules)
+    for ko in modules:
+        if not ko.exists():
+            raise StageError(f"make succeeded but {ko} is missing; see the output with -v")
+    return BuildResult(modules=modules, warnings=warnings)

@@ -1,0 +1,562 @@
+"""Reference model of upstream zsmalloc, used to predict what a real kernel pool reports.
+
+What is modelled
+================
+
+A zsmalloc pool is an array of 255 *size classes* (sizes 32, 48, ... 4096 in steps of 16).
+Adjacent classes with the same geometry are merged: when the table is built from index 254
+down to 0, an index whose (pages per zspage, objects per zspage) equals the nearest larger
+distinct class's simply aliases that class, so a lookup can land in a larger class.
+
+Every distinct class owns a set of *zspages*. A zspage is a chain of ``ppz`` order-0 pages cut
+into ``opz`` equal slots; slot ``j`` sits at byte ``j * size`` of the chain. Free slots form a
+singly-linked LIFO list, initialised 0, 1, ..., opz-1 in address order: malloc pops the head
+and free pushes onto it. That ordering decides which object index (and hence which address)
+each allocation gets, which later matters for compaction and object placement.
+
+Each zspage sits on exactly one *fullness list* of its class. The group is a function of
+``inuse`` (6.1: EMPTY / ALMOST_EMPTY / ALMOST_FULL / FULL; 6.12+: twelve 10%-ratio groups).
+Lists are ordered: an allocation takes the head of the first non-empty list in a
+version-specific search order, and a zspage is only moved (unlinked and re-inserted) when its
+group changes, so list positions are observable through which zspage the next malloc uses.
+A zspage is created when no list yields one and freed the moment its last object is freed.
+
+Everything version-specific lives in a frozen ``Policy``; ``PoolModel`` only follows it.
+The rules come from /work/shared/reference/zsmalloc-upstream.md (sections 3.1-3.7).
+Only a single-threaded sequence on one pool is modelled; the model has unlimited memory, so
+it never returns -ENOMEM, and there is no migration, async free or compaction yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+__all__ = [
+    "EINVAL",
+    "ENOMEM",
+    "ENOSPC",
+    "ChainRule",
+    "ClassStats",
+    "FullnessScheme",
+    "InsertRule",
+    "Placement",
+    "Policy",
+    "PoolModel",
+    "SizeClass",
+    "class_table",
+    "huge_class_size",
+    "known_policies",
+    "policy",
+]
+
+# Linux errno values (fixed by the kernel ABI, independent of the host's errno module).
+EINVAL = 22
+ENOMEM = 12
+ENOSPC = 28
+
+# Geometry shared by every modelled version on amd64 (reference section 3.1).
+PAGE_SIZE = 4096
+ZS_MIN_ALLOC_SIZE = 32
+CLASS_BITS = 8
+ZS_HANDLE_SIZE = 8
+
+
+class ChainRule(Enum):
+    """How many pages a zspage of a given object size spans."""
+
+    #: 6.1 ``get_pages_per_zspage``: first k maximising the integer used-percentage.
+    USEDPC = "usedpc"
+    #: 6.12+ ``calculate_zspage_chain_size``: 1 for powers of two, else first k with the
+    #: least tail waste ``(k * PAGE_SIZE) % size``.
+    MIN_WASTE = "min-waste"
+
+
+class InsertRule(Enum):
+    """Where ``insert_zspage`` links a zspage into its fullness list."""
+
+    #: Always at the head (6.12+, and the 2013 design).
+    HEAD = "head"
+    #: 6.1: second position if the list is non-empty and the zspage has fewer objects in use
+    #: than the current head, else the head. Keeps the fuller zspage first for allocation.
+    SECOND_IF_LESS_USED = "second-if-less-used"
+
+
+class FullnessScheme(Enum):
+    """Maps ``(inuse, opz)`` to a fullness group number (the index of its list)."""
+
+    #: 6.1: EMPTY=0, ALMOST_EMPTY=1, ALMOST_FULL=2, FULL=3, with the 3/4 threshold.
+    QUARTERS = "quarters"
+    #: 6.12+: ZS_INUSE_RATIO_0=0, 10%-buckets 1..10 (10 is "99%"), ZS_INUSE_RATIO_100=11.
+    INUSE_RATIO = "inuse-ratio"
+
+    @property
+    def groups(self) -> int:
+        """Number of fullness lists per class."""
+        return 4 if self is FullnessScheme.QUARTERS else 12
+
+    @property
+    def empty_group(self) -> int:
+        return 0
+
+    @property
+    def full_group(self) -> int:
+        return self.groups - 1
+
+    def group(self, inuse: int, opz: int) -> int:
+        """The group a zspage with ``inuse`` of ``opz`` objects in use belongs to."""
+        if not 0 <= inuse <= opz:
+            raise ValueError(f"inuse {inuse} outside 0..{opz}")
+        if inuse == 0:
+            return self.empty_group
+        if inuse == opz:
+            return self.full_group
+        if self is FullnessScheme.QUARTERS:
+            # The kernel comment says N/f but the code uses 3N/4 (fullness_threshold_frac=4).
+            return QUARTER_ALMOST_EMPTY if inuse <= 3 * opz // 4 else QUARTER_ALMOST_FULL
+        return (100 * inuse // opz) // 10 + 1
+
+
+# 6.1 group numbers (enum fullness_group).
+QUARTER_EMPTY = 0
+QUARTER_ALMOST_EMPTY = 1
+QUARTER_ALMOST_FULL = 2
+QUARTER_FULL = 3
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Every version-dependent rule the model needs, so a new kernel is a new instance.
+
+    ``find_order`` lists the fullness groups ``find_get_zspage`` scans, first match wins.
+    ``zero_size_error`` / ``oversize_error`` are what ``zs_malloc`` returns for size 0 and
+    size > PAGE_SIZE (negative errno; the 2013 design would use 0). ``handle_size`` is the
+    in-object header (0 for the 2013 design) and ``merge_classes`` enables class merging.
+    """
+
+    name: str
+    max_pages_per_zspage: int
+    chain_rule: ChainRule
+    fullness: FullnessScheme
+    insert_rule: InsertRule
+    find_order: tuple[int, ...]
+    zero_size_error: int
+    oversize_error: int
+    handle_size: int = ZS_HANDLE_SIZE
+    merge_classes: bool = True
+    page_size: int = PAGE_SIZE
+
+    def __post_init__(self) -> None:
+        if self.max_pages_per_zspage < 1:
+            raise ValueError(f"max_pages_per_zspage must be >= 1, got {self.max_pages_per_zspage}")
+        bad = [g for g in self.find_order if not 0 <= g < self.fullness.groups]
+        if bad:
+            raise ValueError(f"find_order groups {bad} not in 0..{self.fullness.groups - 1}")
+        if self.fullness.full_group in self.find_order:
+            raise ValueError("find_order must not include the FULL group")
+
+    @property
+    def min_alloc_size(self) -> int:
+        return ZS_MIN_ALLOC_SIZE
+
+    @property
+    def class_delta(self) -> int:
+        """ZS_SIZE_CLASS_DELTA: spacing between class sizes (16 for 4 KiB pages)."""
+        return self.page_size >> CLASS_BITS
+
+    @property
+    def num_indexes(self) -> int:
+        """ZS_SIZE_CLASSES: number of class indexes before merging (255)."""
+        return -(-(self.page_size - self.min_alloc_size) // self.class_delta) + 1
+
+    def alloc_error(self, size: int) -> int | None:
+        """The value zs_malloc returns for an impossible ``size``, or None if it is valid."""
+        if size < 0:
+            raise ValueError(f"size is a size_t, cannot be negative: {size}")
+        if size == 0:
+            return self.zero_size_error
+        if size > self.page_size:
+            return self.oversize_error
+        return None
+
+    def pages_per_zspage(self, size: int) -> int:
+        """Chain length (in pages) for objects of ``size`` bytes."""
+        ps = self.page_size
+        if self.chain_rule is ChainRule.USEDPC:
+            best_pct, best_k = 0, 1
+            for k in range(1, self.max_pages_per_zspage + 1):
+                chain = k * ps
+                pct = (chain - chain % size) * 100 // chain
+                if pct > best_pct:
+                    best_pct, best_k = pct, k
+            return best_k
+        if size & (size - 1) == 0:
+            return 1
+        best_waste, best_k = ps, 1
+        for k in range(1, self.max_pages_per_zspage + 1):
+            waste = (k * ps) % size
+            if waste < best_waste:
+                best_waste, best_k = waste, k
+        return best_k
+
+
+def _quarters_policy(name: str) -> Policy:
+    return Policy(
+        name=name,
+        max_pages_per_zspage=4,
+        chain_rule=ChainRule.USEDPC,
+        fullness=FullnessScheme.QUARTERS,
+        insert_rule=InsertRule.SECOND_IF_LESS_USED,
+        find_order=(QUARTER_ALMOST_FULL, QUARTER_ALMOST_EMPTY, QUARTER_EMPTY),
+        zero_size_error=-EINVAL,
+        oversize_error=-EINVAL,
+    )
+
+
+def _ratio_policy(name: str, chain_size: int) -> Policy:
+    return Policy(
+        name=name,
+        max_pages_per_zspage=chain_size,
+        chain_rule=ChainRule.MIN_WASTE,
+        fullness=FullnessScheme.INUSE_RATIO,
+        insert_rule=InsertRule.HEAD,
+        find_order=tuple(range(10, -1, -1)),
+        zero_size_error=-EINVAL,
+        oversize_error=-ENOSPC,
+    )
+
+
+_RATIO_VERSIONS = ("6.12", "7.2")
+_DEFAULT_CHAIN = 8  # CONFIG_ZSMALLOC_CHAIN_SIZE default, and Debian's value
+
+
+def known_policies() -> tuple[str, ...]:
+    """Names accepted by :func:`policy`."""
+    return ("6.1", *_RATIO_VERSIONS)
+
+
+def policy(name: str, *, chain_size: int | None = None) -> Policy:
+    """The policy for kernel ``name``.
+
+    ``chain_size`` is CONFIG_ZSMALLOC_CHAIN_SIZE (4..16, default 8) and only exists for 6.12+;
+    6.1 hard-codes 4 pages per zspage.
+    """
+    if name == "6.1":
+        if chain_size is not None and chain_size != 4:
+            raise ValueError("6.1 has no CONFIG_ZSMALLOC_CHAIN_SIZE (fixed at 4 pages)")
+        return _quarters_policy(name)
+    if name in _RATIO_VERSIONS:
+        chain = _DEFAULT_CHAIN if chain_size is None else chain_size
+        if not 4 <= chain <= 16:
+            raise ValueError(f"CONFIG_ZSMALLOC_CHAIN_SIZE must be in 4..16, got {chain}")
+        return _ratio_policy(name, chain)
+    raise ValueError(f"unknown zsmalloc policy {name!r}; known: {', '.join(known_policies())}")
+
+
+@dataclass(frozen=True)
+class SizeClass:
+    """One distinct size class (``struct size_class``) after merging."""
+
+    index: int
+    size: int
+    pages_per_zspage: int
+    objs_per_zspage: int
+
+    @property
+    def huge(self) -> bool:
+        """One object per single page: stored without an in-object handle header."""
+        return self.objs_per_zspage == 1 and self.pages_per_zspage == 1
+
+
+def _build_table(p: Policy) -> tuple[list[SizeClass], list[SizeClass], int]:
+    """Walk indexes 254..0 like zs_create_pool.
+
+    Returns (distinct classes ascending, per-index lookup array, huge_class_size).
+    """
+    by_index: list[SizeClass | None] = [None] * p.num_indexes
+    distinct: list[SizeClass] = []
+    huge_size = 0
+    prev: SizeClass | None = None
+    for i in range(p.num_indexes - 1, -1, -1):
+        size = min(p.min_alloc_size + i * p.class_delta, p.page_size)
+        ppz = p.pages_per_zspage(size)
+        opz = ppz * p.page_size // size
+        # First class (walking down) that is not one-object-per-page: anything bigger is huge.
+        if ppz != 1 and opz != 1 and huge_size == 0:
+            huge_size = size - (p.handle_size - 1)
+        if (
+            p.merge_classes
+            and prev is not None
+            and (prev.pages_per_zspage, prev.objs_per_zspage) == (ppz, opz)
+        ):
+            by_index[i] = prev
+            continue
+        prev = SizeClass(index=i, size=size, pages_per_zspage=ppz, objs_per_zspage=opz)
+        by_index[i] = prev
+        distinct.append(prev)
+    distinct.reverse()
+    lookup = [c for c in by_index if c is not None]
+    assert len(lookup) == p.num_indexes
+    return distinct, lookup, huge_size
+
+
+def class_table(p: Policy) -> list[SizeClass]:
+    """Distinct size classes in ascending index order."""
+    return _build_table(p)[0]
+
+
+def huge_class_size(p: Policy) -> int:
+    """zs_huge_class_size: the smallest user size that lands in a huge class.
+
+    In the kernel this is a global set by the first pool; every pool of one kernel computes
+    the same value, so here it is a property of the policy.
+    """
+    return _build_table(p)[2]
+
+
+@dataclass(frozen=True)
+class ClassStats:
+    """One row of the debugfs ``classes`` file.
+
+    For 6.1 ``almost_full``/``almost_empty`` count zspages in those groups. Ratio policies
+    (6.12+) print eleven group columns (10% .. 99%, 100%) instead: those go in
+    ``inuse_ratio`` and the two 6.1 columns are 0. ``inuse_ratio`` is None for 6.1.
+    """
+
+    index: int
+    size: int
+    almost_full: int
+    almost_empty: int
+    obj_allocated: int
+    obj_used: int
+    pages_used: int
+    pages_per_zspage: int
+    freeable: int
+    inuse_ratio: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where an allocation landed: enough to identify the object for free and compaction."""
+
+    class_index: int
+    zspage: int  # model serial number: increasing, never reused
+    obj_index: int  # zspage-global slot index; byte offset is obj_index * class size
+
+
+@dataclass(eq=False)
+class _ZsPage:
+    serial: int
+    cls: SizeClass
+    # LIFO free list; the *last* element is the head (next object handed out).
+    free_stack: list[int]
+    group: int | None = None  # None until first linked into a list
+
+    @property
+    def inuse(self) -> int:
+        return self.cls.objs_per_zspage - len(self.free_stack)
+
+
+@dataclass
+class _ClassState:
+    cls: SizeClass
+    # One ordered list per fullness group, head at position 0.
+    lists: list[list[_ZsPage]]
+    obj_allocated: int = 0
+    obj_used: int = 0
+    live: dict[int, set[int]] = field(default_factory=dict)  # serial -> allocated indexes
+
+
+def insert_position(rule: InsertRule, head_inuse: int | None, inuse: int) -> int:
+    """Position (0 = head, 1 = second) at which ``insert_zspage`` links a zspage.
+
+    ``head_inuse`` is the current head's inuse, or None for an empty list. Split out because
+    without compaction the 6.1 second-position case cannot arise from malloc/free alone: a
+    zspage only moves down into a group at that group's highest inuse, and only moves up
+    into an empty list or into FULL.
+    """
+    if rule is InsertRule.SECOND_IF_LESS_USED and head_inuse is not None and inuse < head_inuse:
+        return 1
+    return 0
+
+
+class PoolModel:
+    """One zs_pool driven by a single thread of zs_malloc / zs_free calls."""
+
+    def __init__(self, p: Policy) -> None:
+        self.policy = p
+        distinct, lookup, huge = _build_table(p)
+        self._classes = distinct
+        self._lookup = lookup
+        self._huge_class_size = huge
+        groups = p.fullness.groups
+        self._state: dict[int, _ClassState] = {
+            c.index: _ClassState(cls=c, lists=[[] for _ in range(groups)]) for c in distinct
+        }
+        self._zspages: dict[int, _ZsPage] = {}
+        self._next_serial = 0
+        self._pages_allocated = 0
+
+    # ---- lookups -------------------------------------------------------------------------
+
+    @property
+    def classes(self) -> list[SizeClass]:
+        """Distinct classes, ascending index."""
+        return list(self._classes)
+
+    def huge_class_size(self) -> int:
+        return self._huge_class_size
+
+    def class_of(self, size: int) -> SizeClass:
+        """The merged class a user ``size`` maps to (header added, index clamped as in C)."""
+        if size < 0:
+            raise ValueError(f"size cannot be negative: {size}")
+        p = self.policy
+        s = size + p.handle_size
+        idx = 0 if s <= p.min_alloc_size else -(-(s - p.min_alloc_size) // p.class_delta)
+        return self._lookup[min(idx, p.num_indexes - 1)]
+
+    # ---- malloc / free -------------------------------------------------------------------
+
+    def alloc(self, size: int) -> int | Placement:
+        """zs_malloc: a Placement, or the (negative errno) value the kernel returns."""
+        err = self.policy.alloc_error(size)
+        if err is not None:
+            return err
+        cls = self.class_of(size)
+        st = self._state[cls.index]
+        zs = self._find(st)
+        if zs is None:
+            zs = self._new_zspage(st)
+        obj = zs.free_stack.pop()
+        st.live[zs.serial].add(obj)
+        st.obj_used += 1
+        self._fix_fullness(st, zs)
+        return Placement(class_index=cls.index, zspage=zs.serial, obj_index=obj)
+
+    def free(self, where: Placement) -> None:
+        """zs_free: push the slot back (LIFO); release the zspage at once when it empties."""
+        zs = self._zspages.get(where.zspage)
+        if zs is None or zs.cls.index != where.class_index:
+            raise ValueError(f"not a live allocation: {where}")
+        st = self._state[zs.cls.index]
+        live = st.live[zs.serial]
+        if where.obj_index not in live:
+            raise ValueError(f"not a live allocation: {where}")
+        live.remove(where.obj_index)
+        zs.free_stack.append(where.obj_index)
+        st.obj_used -= 1
+        if zs.inuse == 0:
+            self._free_zspage(st, zs)
+        else:
+            self._fix_fullness(st, zs)
+
+    # ---- statistics ----------------------------------------------------------------------
+
+    def total_pages(self) -> int:
+        """zs_get_total_pages: pages in all live zspages."""
+        return self._pages_allocated
+
+    def freeable(self, class_index: int) -> int:
+        """zs_can_compact: pages compaction could release in this class."""
+        st = self._state[class_index]
+        c = st.cls
+        if st.obj_allocated <= st.obj_used:
+            return 0
+        return (st.obj_allocated - st.obj_used) // c.objs_per_zspage * c.pages_per_zspage
+
+    def class_stats(self) -> list[ClassStats]:
+        """Rows of debugfs ``classes``: one per distinct class, ascending, zeros included."""
+        rows: list[ClassStats] = []
+        ratio = self.policy.fullness is FullnessScheme.INUSE_RATIO
+        for c in self._classes:
+            st = self._state[c.index]
+            counts = [len(lst) for lst in st.lists]
+            rows.append(
+                ClassStats(
+                    index=c.index,
+                    size=c.size,
+                    almost_full=0 if ratio else counts[QUARTER_ALMOST_FULL],
+                    almost_empty=0 if ratio else counts[QUARTER_ALMOST_EMPTY],
+                    obj_allocated=st.obj_allocated,
+                    obj_used=st.obj_used,
+                    pages_used=st.obj_allocated // c.objs_per_zspage * c.pages_per_zspage,
+                    pages_per_zspage=c.pages_per_zspage,
+                    freeable=self.freeable(c.index),
+                    inuse_ratio=tuple(counts[1:]) if ratio else None,
+                )
+            )
+        return rows
+
+    # ---- introspection (for tests and later compaction checks) ---------------------------
+
+    def zspage_lists(self, class_index: int) -> tuple[tuple[int, ...], ...]:
+        """Serials on each fullness list of a class, indexed by group, head first."""
+        st = self._state[class_index]
+        return tuple(tuple(z.serial for z in lst) for lst in st.lists)
+
+    def zspage_inuse(self, serial: int) -> int:
+        return self._zspage(serial).inuse
+
+    def zspage_free_list(self, serial: int) -> tuple[int, ...]:
+        """Free object indexes of a live zspage, head (next handed out) first."""
+        return tuple(reversed(self._zspage(serial).free_stack))
+
+    def live_objects(self, serial: int) -> tuple[int, ...]:
+        """Allocated object indexes of a live zspage, in address order."""
+        zs = self._zspage(serial)
+        return tuple(sorted(self._state[zs.cls.index].live[serial]))
+
+    def live_zspages(self, class_index: int) -> tuple[int, ...]:
+        """Serials of the class's live zspages, ascending."""
+        return tuple(sorted(self._state[class_index].live))
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _zspage(self, serial: int) -> _ZsPage:
+        zs = self._zspages.get(serial)
+        if zs is None:
+            raise ValueError(f"no live zspage {serial}")
+        return zs
+
+    def _find(self, st: _ClassState) -> _ZsPage | None:
+        """find_get_zspage: head of the first non-empty list in the policy's order."""
+        for g in self.policy.find_order:
+            if st.lists[g]:
+                return st.lists[g][0]
+        return None
+
+    def _new_zspage(self, st: _ClassState) -> _ZsPage:
+        c = st.cls
+        # Free list 0 -> 1 -> ... in address order; stored reversed so pop() yields the head.
+        zs = _ZsPage(
+            serial=self._next_serial,
+            cls=c,
+            free_stack=list(range(c.objs_per_zspage - 1, -1, -1)),
+        )
+        self._next_serial += 1
+        self._zspages[zs.serial] = zs
+        st.live[zs.serial] = set()
+        st.obj_allocated += c.objs_per_zspage
+        self._pages_allocated += c.pages_per_zspage
+        return zs
+
+    def _fix_fullness(self, st: _ClassState, zs: _ZsPage) -> None:
+        """Move a zspage only if its group changed; otherwise its list position is kept."""
+        new = self.policy.fullness.group(zs.inuse, zs.cls.objs_per_zspage)
+        if new == zs.group:
+            return
+        if zs.group is not None:
+            st.lists[zs.group].remove(zs)
+        lst = st.lists[new]
+        head_inuse = lst[0].inuse if lst else None
+        lst.insert(insert_position(self.policy.insert_rule, head_inuse, zs.inuse), zs)
+        zs.group = new
+
+    def _free_zspage(self, st: _ClassState, zs: _ZsPage) -> None:
+        if zs.group is not None:
+            st.lists[zs.group].remove(zs)
+        del self._zspages[zs.serial]
+        del st.live[zs.serial]
+        st.obj_allocated -= zs.cls.objs_per_zspage
+        self._pages_allocated -= zs.cls.pages_per_zspage
