@@ -219,6 +219,17 @@ def test_list_head_order_and_unchanged_group_keeps_position() -> None:
     assert m.zspage_lists(0) == ((), (), (), (0, 1))
 
 
+def test_find_prefers_almost_full_over_almost_empty() -> None:
+    m = PoolModel(P61)
+    objs = two_full_zspages(m)
+    m.free(objs[5])  # zspage 0: 127 in use, ALMOST_FULL
+    for o in objs[128:168]:  # zspage 1: 88 in use, ALMOST_EMPTY (moved last)
+        m.free(o)
+    assert m.zspage_lists(0) == ((), (1,), (0,), ())
+    assert m.alloc(24) == Placement(0, 0, 5)
+    assert m.alloc(24) == Placement(0, 1, 39)
+
+
 def test_insert_second_rule() -> None:
     rule = InsertRule.SECOND_IF_LESS_USED
     assert insert_position(rule, None, 3) == 0

@@ -1,0 +1,128 @@
+"""The `zskit` command: stages as subcommands, plus `run` for all of them.
+
+  zskit run         provision, build, boot and check the default workload
+  zskit provision   fetch and unpack the target kernel into the cache
+  zskit parse LOG   triage a saved console log offline
+  zskit model classes|huge-size   print the model's class table
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import config as config_mod
+from . import kernels, model
+from .progress import Progress, StageError
+from .run import RunOptions, run
+from .triage import find_crash
+
+
+def _config(args: argparse.Namespace) -> config_mod.Config:
+    return config_mod.load().with_overrides(
+        kernel=getattr(args, "kernel", None),
+        allocator=getattr(args, "allocator", None),
+        accel=getattr(args, "accel", None),
+        workload_ops=getattr(args, "ops", None),
+        workload_seed=getattr(args, "seed", None),
+        workload_batch=getattr(args, "batch", None),
+    )
+
+
+def cmd_run(args: argparse.Namespace, p: Progress) -> int:
+    cfg = _config(args)
+    result = run(cfg, p, RunOptions(refresh=args.refresh))
+    p.say(p.summary())
+    failure = result.first_failure
+    if failure is None:
+        print(f"PASS: Linux {cfg.kernel} / {cfg.allocator}: {result.info.get('commands', 0)} "
+              f"commands agree with the model ({result.directory})")
+        return 0
+    print(f"FAIL: Linux {cfg.kernel} / {cfg.allocator}: {failure.name} ({failure.kind})")
+    print(failure.failure)
+    print(f"results and console log: {result.directory}")
+    return 1
+
+
+def cmd_provision(args: argparse.Namespace, p: Progress) -> int:
+    cfg = _config(args)
+    kernel = kernels.source_for(cfg.kernel).provision(kernels.cache_dir(), p, refresh=args.refresh)
+    print(f"{kernel.release} ({kernel.package_version})\n  image  {kernel.vmlinuz}\n"
+          f"  kdir   {kernel.kdir}\n  source {kernel.source}")
+    return 0
+
+
+def cmd_parse(args: argparse.Namespace, p: Progress) -> int:
+    crash = find_crash(Path(args.log).read_text(errors="replace"))
+    if crash is None:
+        print("no kernel failure in the log")
+        return 0
+    print(f"{crash.headline()} (line {crash.line})\n{crash.excerpt}")
+    return 1
+
+
+def cmd_model(args: argparse.Namespace, p: Progress) -> int:
+    pol = model.policy(args.policy, chain_size=args.chain)
+    if args.what == "huge-size":
+        print(model.huge_class_size(pol))
+        return 0
+    print("index,size,pages_per_zspage,objs_per_zspage")
+    for c in model.class_table(pol):
+        print(f"{c.index},{c.size},{c.pages_per_zspage},{c.objs_per_zspage}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="zskit", description=__doc__.splitlines()[0])
+    ap.add_argument("-v", "--verbose", action="store_true", help="show commands and the console")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def target(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--kernel", help="kernel series (default: KERNEL in .config)")
+        sp.add_argument("--refresh", action="store_true", help="re-resolve and refetch the kernel")
+
+    sp = sub.add_parser("run", help="build, boot and check the workload")
+    target(sp)
+    sp.add_argument("--allocator", choices=["upstream"])
+    sp.add_argument("--accel", choices=["auto", "tcg", "kvm"])
+    sp.add_argument("--ops", type=int, help="commands in the workload")
+    sp.add_argument("--batch", type=int, help="commands per checked batch")
+    sp.add_argument("--seed", type=int, help="workload seed")
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("provision", help="fetch the kernel into the cache")
+    target(sp)
+    sp.set_defaults(func=cmd_provision)
+
+    sp = sub.add_parser("parse", help="triage a saved console log")
+    sp.add_argument("log")
+    sp.set_defaults(func=cmd_parse)
+
+    sp = sub.add_parser("model", help="the reference model's class table")
+    sp.add_argument("what", choices=["classes", "huge-size"])
+    sp.add_argument("--policy", default="6.1", choices=list(model.known_policies()))
+    sp.add_argument("--chain", type=int, help="ZSMALLOC_CHAIN_SIZE (6.12 and later)")
+    sp.add_argument("--format", choices=["csv"], default="csv")
+    sp.set_defaults(func=cmd_model)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    p = Progress(verbose=args.verbose)
+    try:
+        return int(args.func(args, p))
+    except StageError as e:
+        print(f"zskit: {e}", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        print(f"zskit: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("zskit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""The zstest batch protocol, host side: send a batch, parse its result strictly.
+
+A batch is written to the guest as a file (heredoc chunks small enough for
+the serial line's tty buffer) and handed to the driver in a single write(),
+because the driver treats each write() as one batch. The result format is
+documented in kmod/zstest.c.j2; anything else in it is a protocol error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .model import ClassStats
+from .qemu import Guest
+from .progress import StageError
+
+CTL = "/sys/kernel/debug/zstest/ctl"
+BATCH_FILE = "/tmp/zskit-batch"
+CHUNK_BYTES = 3000  # well below the 4 KiB canonical-mode line discipline buffer
+MAX_BATCH_BYTES = 1 << 20  # ZT_MAX_BATCH in the driver
+
+ERROR_LINE = re.compile(r"^e (\d+) (\S+) (-\d+) (.*)$")
+VALUE_LINE = re.compile(r"^s (\S+) (\S+)$")
+END_LINE = re.compile(r"^end (\d+) (\d+)( truncated)?$")
+
+
+class ProtocolError(StageError):
+    """The guest answered something the protocol does not allow."""
+
+
+@dataclass(frozen=True)
+class CommandFailure:
+    line: int  # 1-based line of the batch
+    verb: str
+    errno: int  # negative, as the kernel returns it
+    reason: str
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    commands: int
+    failures: tuple[CommandFailure, ...]
+    values: tuple[tuple[str, str], ...]  # `s KEY VALUE` lines in order
+
+    def value(self, key: str) -> str:
+        found = [v for k, v in self.values if k == key]
+        if len(found) != 1:
+            raise ProtocolError(f"expected one `s {key}` line in the result, got {len(found)}")
+        return found[0]
+
+
+def parse_result(text: str) -> BatchResult:
+    lines = [line for line in text.replace("\r", "").split("\n") if line]
+    if not lines:
+        raise ProtocolError("empty result from zstest")
+    failures: list[CommandFailure] = []
+    values: list[tuple[str, str]] = []
+    for line in lines[:-1]:
+        if m := ERROR_LINE.match(line):
+            failures.append(CommandFailure(int(m[1]), m[2], int(m[3]), m[4]))
+        elif m := VALUE_LINE.match(line):
+            values.append((m[1], m[2]))
+        else:
+            raise ProtocolError(f"unexpected line in zstest result: {line!r}")
+    end = END_LINE.match(lines[-1])
+    if end is None:
+        raise ProtocolError(f"zstest result does not end with an end line: {lines[-1]!r}")
+    if end[3]:
+        raise ProtocolError("zstest truncated its result: send smaller batches")
+    if int(end[2]) != len(failures):
+        raise ProtocolError(f"end line counts {end[2]} failures but {len(failures)} are listed")
+    return BatchResult(int(end[1]), tuple(failures), tuple(values))
+
+
+CLASSES_61_HEADER = (
+    "class size almost_full almost_empty obj_allocated obj_used pages_used "
+    "pages_per_zspage freeable"
+).split()
+
+
+def parse_classes(text: str) -> list[ClassStats]:
+    """Rows of upstream 6.1's debugfs `classes` file, checked against its header."""
+    lines = [line.split() for line in text.replace("\r", "").split("\n") if line.strip()]
+    if not lines or lines[0] != CLASSES_61_HEADER:
+        raise ProtocolError(f"unexpected `classes` header: {lines[0] if lines else 'empty'}")
+    rows: list[ClassStats] = []
+    for fields in lines[1:]:
+        if fields[0] == "Total":
+            continue
+        if len(fields) != len(CLASSES_61_HEADER) or not all(f.isdigit() for f in fields):
+            raise ProtocolError(f"malformed `classes` row: {' '.join(fields)}")
+        n = [int(f) for f in fields]
+        rows.append(
+            ClassStats(
+                index=n[0],
+                size=n[1],
+                almost_full=n[2],
+                almost_empty=n[3],
+                obj_allocated=n[4],
+                obj_used=n[5],
+                pages_used=n[6],
+                pages_per_zspage=n[7],
+                freeable=n[8],
+            )
+        )
+    return rows
+
+
+def chunks(lines: Sequence[str], limit: int = CHUNK_BYTES) -> list[str]:
+    """Group lines into newline-terminated chunks of at most `limit` bytes."""
+    out: list[str] = []
+    current: list[str] = []
+    size = 0
+    for line in lines:
+        if size + len(line) + 1 > limit and current:
+            out.append("\n".join(current) + "\n")
+            current, size = [], 0
+        current.append(line)
+        size += len(line) + 1
+    if current:
+        out.append("\n".join(current) + "\n")
+    return out
+
+
+class ZsTest:
+    """The zstest driver in a booted guest."""
+
+    def __init__(self, guest: Guest) -> None:
+        self.guest = guest
+
+    def load(self, modules: Sequence[str]) -> None:
+        for path in modules:
+            self.guest.run(f"insmod {path}")
+
+    def upload(self, lines: Sequence[str], dest: str = BATCH_FILE) -> None:
+        """Write lines into a guest file, chunk by chunk."""
+        self.guest.run(f": > {dest}")
+        for chunk in chunks(lines):
+            self.guest.run(f"cat >> {dest} <<'ZSKIT_EOF'\n{chunk}ZSKIT_EOF")
+
+    def batch(self, lines: Sequence[str]) -> BatchResult:
+        size = sum(len(line) + 1 for line in lines)
+        if size > MAX_BATCH_BYTES:
+            raise StageError(f"batch of {size} bytes exceeds the driver's {MAX_BATCH_BYTES}")
+        self.upload(lines)
+        out = self.guest.run(
+            f"dd if={BATCH_FILE} of={CTL} bs=4M 2>/dev/null && cat {CTL}", check=False
+        )
+        return parse_result(out)
+
+    def classes(self, pool: str) -> list[ClassStats]:
+        return parse_classes(self.guest.run(f"cat /sys/kernel/debug/zsmalloc/{pool}/classes"))

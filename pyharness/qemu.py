@@ -1,0 +1,300 @@
+"""Boot a kernel under QEMU and drive a shell on its serial console.
+
+Every wait has a deadline. When a deadline passes, or the guest crashes,
+QEMU is killed and the error carries the kind of failure and the last
+console lines. QEMU never outlives the harness: it is killed in `close()`
+(Ctrl-C included) and, should the harness itself be killed, by the
+parent-death signal set in the child before exec.
+
+The console is a pexpect session on QEMU's stdio serial port. The guest's
+/init prints a ready marker and starts `setsid cttyhack sh`; the harness
+turns echo off and reads each command's exit status from a marker line
+carrying a per-boot nonce, so output can never be mistaken for it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import re
+import secrets
+import signal
+import subprocess
+import time
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import pexpect
+
+from .progress import Progress, StageError
+from .triage import Crash, clean_lines, find_crash
+
+QEMU_DIR = Path(__file__).resolve().parent.parent / "qemu"
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True)
+class Profile:
+    binary: str
+    args: tuple[str, ...]
+    tcg_cpu: str
+    kvm_cpu: str
+    kernel_args: tuple[str, ...]
+
+    @classmethod
+    def load(cls, name: str = "x86_64") -> Profile:
+        path = QEMU_DIR / f"{name}.toml"
+        if not path.exists():
+            known = ", ".join(p.stem for p in QEMU_DIR.glob("*.toml"))
+            raise StageError(f"no QEMU profile {name!r} in {QEMU_DIR} (known: {known})")
+        data = tomllib.loads(path.read_text())
+        return cls(
+            binary=data["binary"],
+            args=tuple(data["args"]),
+            tcg_cpu=data["tcg_cpu"],
+            kvm_cpu=data["kvm_cpu"],
+            kernel_args=tuple(data["kernel_args"]),
+        )
+
+
+@dataclass(frozen=True)
+class BootSpec:
+    vmlinuz: Path
+    initrd: Path
+    accel: str  # "tcg" or "kvm"
+    memory_mb: int
+    cpus: int
+    extra_kernel_args: tuple[str, ...] = ()
+
+    def argv(self, profile: Profile) -> list[str]:
+        cpu = profile.kvm_cpu if self.accel == "kvm" else profile.tcg_cpu
+        append = " ".join((*profile.kernel_args, *self.extra_kernel_args))
+        return [
+            profile.binary,
+            *profile.args,
+            "-accel",
+            self.accel,
+            "-cpu",
+            cpu,
+            "-m",
+            str(self.memory_mb),
+            "-smp",
+            str(self.cpus),
+            "-kernel",
+            str(self.vmlinuz),
+            "-initrd",
+            str(self.initrd),
+            "-append",
+            append,
+        ]
+
+
+class GuestError(StageError):
+    """The guest failed: crashed, timed out or exited. `kind` names which."""
+
+    def __init__(self, kind: str, message: str, crash: Crash | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.crash = crash
+
+
+def _die_with_parent() -> None:
+    # Runs in the child before exec: QEMU gets SIGKILL when the harness dies.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@dataclass
+class Guest:
+    """A running QEMU guest with a shell on its console; use as a context manager."""
+
+    spec: BootSpec
+    profile: Profile
+    log: TextIO  # the whole console goes here as it arrives
+    progress: Progress
+    command_timeout: float
+    child: pexpect.spawn | None = None
+    nonce: str = field(default_factory=lambda: secrets.token_hex(6))
+    console: list[str] = field(default_factory=list)
+    boot_seconds: float = 0.0
+    _unread: str = ""  # console text that arrived after the last match
+
+    def __enter__(self) -> Guest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _record(self, text: str) -> None:
+        self.console.append(text)
+        self.log.write(text)
+        self.log.flush()
+        if self.progress.verbose:
+            self.progress.out.write(text)
+
+    def console_text(self) -> str:
+        return "".join(self.console)
+
+    def tail(self, n: int = 20) -> str:
+        lines = [line for line in clean_lines(self.console_text()) if line.strip()]
+        return "\n".join(lines[-n:])
+
+    def close(self) -> None:
+        if self.child is not None:
+            if self.child.isalive():
+                self.child.terminate(force=True)
+            self.child.close(force=True)
+            self.child = None
+
+    def _failure(self, kind: str, what: str) -> GuestError:
+        """Kill QEMU and describe why the guest is gone; a crash report wins."""
+        self.close()
+        crash = find_crash(self.console_text())
+        if crash is not None:
+            return GuestError("crash", f"{crash.headline()} ({what})\n{crash.excerpt}", crash)
+        return GuestError(kind, f"{what}; last console lines:\n{self.tail()}")
+
+    def _expect(self, pattern: str | re.Pattern[str], timeout: float, what: str) -> re.Match[str]:
+        assert self.child is not None
+        deadline = time.monotonic() + timeout
+        buffer, self._unread = self._unread, ""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        while True:
+            m = regex.search(buffer)
+            if m:
+                self._unread = buffer[m.end() :]
+                return m
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self._failure(
+                    "timeout", f"{what}: no answer within {timeout:.0f} s, QEMU killed"
+                )
+            try:
+                chunk = self.child.read_nonblocking(size=65536, timeout=min(remaining, 0.5))
+            except pexpect.TIMEOUT:
+                continue
+            except pexpect.EOF:
+                raise self._failure("exited", f"{what}: QEMU exited") from None
+            self._record(chunk)
+            buffer += chunk
+
+    def boot(self, ready_marker: str, timeout: float) -> None:
+        argv = self.spec.argv(self.profile)
+        self.progress.detail("$ " + subprocess.list2cmdline(argv))
+        start = time.monotonic()
+        try:
+            self.child = pexpect.spawn(
+                argv[0],
+                argv[1:],
+                encoding="utf-8",
+                codec_errors="replace",
+                echo=False,
+                preexec_fn=_die_with_parent,
+                dimensions=(24, 250),
+            )
+        except pexpect.ExceptionPexpect as e:
+            raise StageError(f"cannot start {argv[0]}: {e}; run `make setup`") from e
+        self.child.delaybeforesend = None
+        self._expect(re.escape(ready_marker), timeout, "booting to /init")
+        # The shell prints a prompt; turn echo off and give it a unique prompt.
+        # The shell expands $((..)), so its echo of this line cannot match.
+        self.child.sendline(f"stty -echo; PS1=''; PS2=''; echo {self.nonce}-$((40+2))")
+        self._expect(re.escape(f"{self.nonce}-42"), timeout, "starting the guest shell")
+        self.boot_seconds = time.monotonic() - start
+
+    def run(self, command: str, timeout: float | None = None, check: bool = True) -> str:
+        """Run one shell command in the guest; return its output (CR-free)."""
+        assert self.child is not None, "guest is not booted"
+        marker = re.compile(rf"{self.nonce}:(\d+):end\r*\n")
+        # On its own line, so a command ending in a heredoc terminator still works.
+        self.child.sendline(f"{command}\nprintf '\\n{self.nonce}:%d:end\\n' $?")
+        m = self._expect(marker, timeout or self.command_timeout, f"guest command `{command}`")
+        text = m.string[: m.start()].replace("\r\n", "\n").replace("\r", "")
+        # The marker's leading newline is ours, not the command's.
+        output = text.removesuffix("\n")
+        output = output.removeprefix("\n")
+        crash = find_crash(output)
+        if crash is not None:
+            raise self._failure("crash", f"during `{command}`")
+        rc = int(m.group(1))
+        if check and rc != 0:
+            raise GuestError("command", f"guest command `{command}` exited {rc}:\n{output}")
+        return output
+
+    def poweroff(self, timeout: float = 30) -> None:
+        """Power the guest off and wait for QEMU to exit."""
+        assert self.child is not None
+        self.child.sendline("poweroff -f")
+        try:
+            self._expect(re.compile(r"(?!)"), timeout, "powering off")
+        except GuestError as e:
+            if e.kind != "exited":
+                raise
+        self.close()
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def kvm_works(
+    profile: Profile,
+    spec: BootSpec,
+    cache: Path,
+    progress: Progress,
+    probe: Callable[[list[str], float], str] | None = None,
+    timeout: float = 8.0,
+) -> bool:
+    """Whether KVM really runs a guest here: boot the kernel with KVM for a few seconds.
+
+    `/dev/kvm` can exist where nested KVM hangs or aborts QEMU, so its presence
+    proves nothing. The answer is cached per host boot.
+    """
+    if not Path("/dev/kvm").exists():
+        return False
+    record = cache / "kvm-probe.json"
+    boot_id = _boot_id()
+    if record.exists():
+        saved = json.loads(record.read_text())
+        if saved.get("boot_id") == boot_id:
+            return bool(saved["works"])
+    kvm = BootSpec(
+        vmlinuz=spec.vmlinuz,
+        initrd=spec.initrd,
+        accel="kvm",
+        memory_mb=spec.memory_mb,
+        cpus=1,
+        extra_kernel_args=("rdinit=/nonexistent",),
+    )
+    argv = kvm.argv(profile)
+    progress.say(f"probing KVM (at most {timeout:.0f} s)")
+    output = (probe or _run_bounded)(argv, timeout)
+    # Without its init the kernel panics at once: reaching that point proves KVM runs.
+    works = "Kernel panic" in output or "Run /nonexistent" in output
+    progress.say("KVM works" if works else "KVM does not work here; using TCG")
+    cache.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"boot_id": boot_id, "works": works}) + "\n")
+    return works
+
+
+def _run_bounded(argv: list[str], timeout: float) -> str:
+    try:
+        proc = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        return proc.stdout + proc.stderr
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout or b""
+        return out.decode(errors="replace") if isinstance(out, bytes) else out

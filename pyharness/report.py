@@ -1,0 +1,116 @@
+"""Results of a run: a directory per run with the console, JSON, JUnit XML and sources.
+
+`build/results/<run-id>/` holds `console.log` (written live by the QEMU
+stage), `results.json`, `junit.xml`, `batches.txt` (every command sent, a
+reproducer), and `sources/` (the rendered files that were built). It is
+written even when a stage fails, so a failed CI run can be read afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent.parent / "build" / "results"
+
+
+@dataclass
+class Case:
+    """One JUnit testcase: a stage or a checked batch."""
+
+    name: str
+    seconds: float = 0.0
+    failure: str | None = None  # None when it passed
+    kind: str | None = None  # failure kind: crash, timeout, divergence, error...
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    kernel: str
+    allocator: str
+    directory: Path
+    cases: list[Case] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    info: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.cases) and all(c.failure is None for c in self.cases)
+
+    @property
+    def first_failure(self) -> Case | None:
+        return next((c for c in self.cases if c.failure is not None), None)
+
+    def console_log(self) -> Path:
+        return self.directory / "console.log"
+
+    def write(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        failure = self.first_failure
+        doc = {
+            "run_id": self.run_id,
+            "kernel": self.kernel,
+            "allocator": self.allocator,
+            "verdict": "pass" if self.passed else "fail",
+            "failure": asdict(failure) if failure else None,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "cases": [asdict(c) for c in self.cases],
+            **self.info,
+        }
+        (self.directory / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+        (self.directory / "junit.xml").write_bytes(self.junit())
+
+    def junit(self) -> bytes:
+        failures = sum(1 for c in self.cases if c.failure is not None)
+        suite = ET.Element(
+            "testsuite",
+            name=f"zskit.{self.kernel}.{self.allocator}",
+            tests=str(len(self.cases)),
+            failures=str(failures),
+            errors="0",
+            time=f"{sum(c.seconds for c in self.cases):.3f}",
+        )
+        for case in self.cases:
+            tc = ET.SubElement(
+                suite,
+                "testcase",
+                classname=f"zskit.{self.kernel}.{self.allocator}",
+                name=case.name,
+                time=f"{case.seconds:.3f}",
+            )
+            if case.failure is not None:
+                fail = ET.SubElement(tc, "failure", type=case.kind or "failure")
+                fail.set("message", case.failure.splitlines()[0] if case.failure else "")
+                fail.text = case.failure
+        root = ET.Element("testsuites")
+        root.append(suite)
+        ET.indent(root)
+        return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def new_run(kernel: str, allocator: str, root: Path = RESULTS) -> RunResult:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{kernel}-{allocator}"
+    run_id, n = base, 1
+    while (root / run_id).exists():
+        n += 1
+        run_id = f"{base}-{n}"
+    directory = root / run_id
+    directory.mkdir(parents=True)
+    latest = root / "latest"
+    if latest.is_symlink() or latest.exists():
+        latest.unlink()
+    latest.symlink_to(run_id)
+    return RunResult(run_id=run_id, kernel=kernel, allocator=allocator, directory=directory)
+
+
+def save_sources(result: RunResult, files: list[Path]) -> None:
+    dest = result.directory / "sources"
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        shutil.copy2(path, dest / path.name)
