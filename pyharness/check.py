@@ -213,9 +213,7 @@ def check_state(
     pages = int(result.value("pages"))
     if pages != model.total_pages():
         found.append(
-            Divergence(
-                "total-pages", batch_no, f"guest {pages} pages, model {model.total_pages()}"
-            )
+            Divergence("total-pages", batch_no, f"guest {pages} pages, model {model.total_pages()}")
         )
     huge = int(result.value("huge_class_size"))
     if huge != huge_class_size(model.policy):

@@ -1,9 +1,9 @@
 """The `zskit` command: stages as subcommands, plus `run` for all of them.
 
-  zskit run         provision, build, boot and check the default workload
-  zskit provision   fetch and unpack the target kernel into the cache
-  zskit parse LOG   triage a saved console log offline
-  zskit model classes|huge-size   print the model's class table
+zskit run         provision, build, boot and check the default workload
+zskit provision   fetch and unpack the target kernel into the cache
+zskit parse LOG   triage a saved console log offline
+zskit model classes|huge-size   print the model's class table
 """
 
 from __future__ import annotations
@@ -36,8 +36,10 @@ def cmd_run(args: argparse.Namespace, p: Progress) -> int:
     p.say(p.summary())
     failure = result.first_failure
     if failure is None:
-        print(f"PASS: Linux {cfg.kernel} / {cfg.allocator}: {result.info.get('commands', 0)} "
-              f"commands agree with the model ({result.directory})")
+        print(
+            f"PASS: Linux {cfg.kernel} / {cfg.allocator}: {result.info.get('commands', 0)} "
+            f"commands agree with the model ({result.directory})"
+        )
         return 0
     print(f"FAIL: Linux {cfg.kernel} / {cfg.allocator}: {failure.name} ({failure.kind})")
     print(failure.failure)
@@ -48,8 +50,10 @@ def cmd_run(args: argparse.Namespace, p: Progress) -> int:
 def cmd_provision(args: argparse.Namespace, p: Progress) -> int:
     cfg = _config(args)
     kernel = kernels.source_for(cfg.kernel).provision(kernels.cache_dir(), p, refresh=args.refresh)
-    print(f"{kernel.release} ({kernel.package_version})\n  image  {kernel.vmlinuz}\n"
-          f"  kdir   {kernel.kdir}\n  source {kernel.source}")
+    print(
+        f"{kernel.release} ({kernel.package_version})\n  image  {kernel.vmlinuz}\n"
+        f"  kdir   {kernel.kdir}\n  source {kernel.source}"
+    )
     return 0
 
 

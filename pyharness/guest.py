@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .model import ClassStats
-from .qemu import Guest
 from .progress import StageError
+from .qemu import Guest
 
 CTL = "/sys/kernel/debug/zstest/ctl"
 BATCH_FILE = "/tmp/zskit-batch"

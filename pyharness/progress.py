@@ -36,6 +36,8 @@ class Progress:
     verbose: bool = False
     out: TextIO = field(default_factory=lambda: sys.stderr)
     timings: dict[str, float] = field(default_factory=dict)
+    completed: list[str] = field(default_factory=list)  # stages that ended without error
+    failed_stage: str | None = None
     _stage: str = "zskit"
 
     def say(self, msg: str) -> None:
@@ -53,6 +55,12 @@ class Progress:
         start = time.monotonic()
         try:
             yield
+        except BaseException:
+            self.failed_stage = self.failed_stage or name
+            raise
+        else:
+            if name not in self.completed:
+                self.completed.append(name)
         finally:
             self.timings[name] = self.timings.get(name, 0.0) + time.monotonic() - start
             self._stage = outer

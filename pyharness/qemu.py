@@ -62,7 +62,7 @@ class Profile:
 
 @dataclass(frozen=True)
 class BootSpec:
-    vmlinuz: Path
+    kernel: Path
     initrd: Path
     accel: str  # "tcg" or "kvm"
     memory_mb: int
@@ -84,7 +84,7 @@ class BootSpec:
             "-smp",
             str(self.cpus),
             "-kernel",
-            str(self.vmlinuz),
+            str(self.kernel),
             "-initrd",
             str(self.initrd),
             "-append",
@@ -265,7 +265,7 @@ def kvm_works(
         if saved.get("boot_id") == boot_id:
             return bool(saved["works"])
     kvm = BootSpec(
-        vmlinuz=spec.vmlinuz,
+        kernel=spec.kernel,
         initrd=spec.initrd,
         accel="kvm",
         memory_mb=spec.memory_mb,

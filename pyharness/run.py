@@ -7,9 +7,11 @@ written whatever happens.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from . import build, initramfs, kapi, kernels, qemu, render
 from .check import DriverModel, check_commands, check_state
@@ -71,60 +73,73 @@ def _test(
     p.say(f"{commands} commands in {len(result.cases)} batches checked against the model")
 
 
-def run(config: Config, p: Progress, options: RunOptions = RunOptions()) -> RunResult:
-    result = new_run(config.kernel, config.allocator)
-    p.say(f"results: {result.directory}")
-    stage = "setup"
-    completed: list[str] = []
-    started = time.monotonic()
-    try:
-        with p.stage(stage := "provision"):
-            kernel = kernels.source_for(config.kernel).provision(
-                kernels.cache_dir(), p, refresh=options.refresh
-            )
-            result.info["kernel_release"] = kernel.release
-            result.info["kernel_package"] = kernel.package_version
-        completed.append(stage)
-        with p.stage(stage := "render"):
-            out = BUILD / "kmod" / f"{config.kernel}-{config.allocator}"
-            sources = render.render(kernel, kapi.api_for(config.kernel), config.allocator, out)
-            save_sources(result, list(sources.files))
-        completed.append(stage)
-        with p.stage(stage := "build"):
-            built = build.build(kernel, sources, p)
-            result.info["build_warnings"] = list(built.warnings)
-        completed.append(stage)
-        with p.stage(stage := "initramfs"):
-            image = initramfs.build_initramfs(
-                built.modules, BUILD / f"initramfs-{config.kernel}-{config.allocator}.cpio"
-            )
-        completed.append(stage)
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a boot needs, built for one kernel and allocator."""
+
+    kernel: kernels.Kernel
+    sources: render.RenderedSources
+    built: build.BuildResult
+    image: initramfs.Initramfs
+
+
+def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
+    with p.stage("provision"):
+        kernel = kernels.source_for(config.kernel).provision(
+            kernels.cache_dir(), p, refresh=refresh
+        )
+    with p.stage("render"):
+        out = BUILD / "kmod" / f"{config.kernel}-{config.allocator}"
+        sources = render.render(kernel, kapi.api_for(config.kernel), config.allocator, out)
+    with p.stage("build"):
+        built = build.build(kernel, sources, p)
+    with p.stage("initramfs"):
+        image = initramfs.build_initramfs(
+            built.modules, BUILD / f"initramfs-{config.kernel}-{config.allocator}.cpio"
+        )
+    return Prepared(kernel, sources, built, image)
+
+
+def boot(config: Config, p: Progress, prepared: Prepared, log: TextIO) -> qemu.Guest:
+    """Boot the guest to its shell and load the modules; the caller closes it."""
+    with p.stage("boot"):
         profile = qemu.Profile.load()
         spec = qemu.BootSpec(
-            vmlinuz=kernel.vmlinuz,
-            initrd=image.path,
+            kernel=prepared.kernel.boot_image,
+            initrd=prepared.image.path,
             accel="tcg",
             memory_mb=config.memory_mb,
             cpus=config.cpus,
         )
-        with p.stage(stage := "boot"):
-            accel = choose_accel(config, profile, spec, p)
-            spec = qemu.BootSpec(**{**spec.__dict__, "accel": accel})
-            result.info["accel"] = accel
-            p.say(f"booting Linux {kernel.release} ({accel}, {config.cpus} CPUs)")
-            log = result.console_log().open("w")
-            guest = qemu.Guest(spec, profile, log, p, command_timeout=config.command_timeout)
-        with log, guest:
-            with p.stage("boot"):
-                guest.boot(initramfs.READY_MARKER, config.boot_timeout)
-                p.say(f"guest shell up after {guest.boot_seconds:.1f} s")
-            completed.append("boot")
-            with p.stage(stage := "test"):
-                zstest = ZsTest(guest)
-                zstest.load(image.modules)
+        spec = dataclasses.replace(spec, accel=choose_accel(config, profile, spec, p))
+        p.say(f"booting Linux {prepared.kernel.release} ({spec.accel}, {config.cpus} CPUs)")
+        guest = qemu.Guest(spec, profile, log, p, command_timeout=config.command_timeout)
+        try:
+            guest.boot(initramfs.READY_MARKER, config.boot_timeout)
+            p.say(f"guest shell up after {guest.boot_seconds:.1f} s")
+            ZsTest(guest).load(prepared.image.modules)
+        except BaseException:
+            guest.close()
+            raise
+    return guest
+
+
+def run(config: Config, p: Progress, options: RunOptions = RunOptions()) -> RunResult:
+    result = new_run(config.kernel, config.allocator)
+    p.say(f"results: {result.directory}")
+    started = time.monotonic()
+    try:
+        prepared = prepare(config, p, options.refresh)
+        result.info["kernel_release"] = prepared.kernel.release
+        result.info["kernel_package"] = prepared.kernel.package_version
+        result.info["build_warnings"] = list(prepared.built.warnings)
+        save_sources(result, list(prepared.sources.files))
+        with result.console_log().open("w") as log, boot(config, p, prepared, log) as guest:
+            result.info["accel"] = guest.spec.accel
+            with p.stage("test"):
                 if options.inject is not None:
                     guest.run(options.inject)
-                _test(zstest, config, result, p, result.directory / "batches.txt")
+                _test(ZsTest(guest), config, result, p, result.directory / "batches.txt")
                 (result.directory / "dmesg.log").write_text(guest.run("dmesg"))
                 guest.poweroff()
                 # A report printed while no command was waiting fails the run too.
@@ -132,11 +147,13 @@ def run(config: Config, p: Progress, options: RunOptions = RunOptions()) -> RunR
                 if crash is not None:
                     raise qemu.GuestError("crash", crash.headline() + "\n" + crash.excerpt, crash)
     except StageError as e:
+        stage = p.failed_stage or "setup"
         kind = getattr(e, "kind", "error")
         result.cases.append(Case(stage, failure=f"{stage}: {e}", kind=kind))
         p.say(f"FAILED in {stage} ({kind}): {e}")
     finally:
-        result.cases[:0] = [Case(name, p.timings.get(name, 0.0)) for name in completed]
+        stages = [name for name in p.completed if name != "test"]
+        result.cases[:0] = [Case(name, p.timings.get(name, 0.0)) for name in stages]
         result.timings = dict(p.timings)
         result.timings["total"] = time.monotonic() - started
         result.write()

@@ -1,0 +1,60 @@
+# zskit: `make qemu-test` (the main job) and `make test` (all tests).
+# Both install what they need first: Debian packages, then the Python
+# package in .venv. Kernels are provisioned into the cache on first use.
+
+APT_PACKAGES := qemu-system-x86 busybox-static gcc make libelf-dev bc flex bison \
+	xz-utils debootstrap cpio python3-venv
+VENV := .venv
+PY := $(VENV)/bin/python
+ZSKIT := $(VENV)/bin/zskit
+ZSKIT_ARGS ?=
+
+.PHONY: setup host-deps qemu-test test lint menuconfig defconfig clean
+
+setup: host-deps $(VENV)/.installed
+
+# Silent when everything is present; installs with apt as root or through
+# passwordless sudo; otherwise says what to install and stops.
+host-deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' \
+			|| missing="$$missing $$p"; \
+	done; \
+	need_lists=; apt-cache show --no-all-versions linux-source-6.1 >/dev/null 2>&1 || need_lists=1; \
+	[ -z "$$missing$$need_lists" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; \
+	elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo=sudo; \
+	else echo "zskit: missing Debian packages:$$missing$${need_lists:+ (and apt lists)}." >&2; \
+		echo "zskit: run as root, or: sudo apt-get update && sudo apt-get install$$missing" >&2; \
+		exit 1; fi; \
+	echo "zskit: updating apt lists and installing:$${missing:- nothing}"; \
+	$$sudo apt-get update -q >/dev/null || exit 1; \
+	if [ -n "$$missing" ]; then \
+		DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -q $$missing >/dev/null || exit 1; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	@echo "zskit: installing the Python package into $(VENV)"
+	@python3 -m venv $(VENV)
+	@$(VENV)/bin/pip install -q -e '.[test]'
+	@touch $@
+
+qemu-test: setup
+	$(ZSKIT) run $(ZSKIT_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check pyharness tests
+	$(VENV)/bin/ruff format --check pyharness tests
+
+test: setup lint
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+menuconfig: setup
+	$(PY) -m menuconfig Kconfig
+
+defconfig: setup
+	$(PY) -m defconfig Kconfig
+
+clean:
+	rm -rf build
