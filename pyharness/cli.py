@@ -58,7 +58,12 @@ def cmd_provision(args: argparse.Namespace, p: Progress) -> int:
 
 
 def cmd_parse(args: argparse.Namespace, p: Progress) -> int:
-    crash = find_crash(Path(args.log).read_text(errors="replace"))
+    try:
+        # Bytes, not read_text(): newline translation would shift the line numbers.
+        text = Path(args.log).read_bytes().decode(errors="replace")
+    except OSError as e:
+        raise StageError(f"cannot read {args.log}: {e.strerror}") from e
+    crash = find_crash(text)
     if crash is None:
         print("no kernel failure in the log")
         return 0

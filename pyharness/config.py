@@ -51,16 +51,14 @@ def load(kconfig: Path = REPO / "Kconfig", dotconfig: Path | None = None) -> Con
         kconf = kconfiglib.Kconfig(str(kconfig), warn_to_stderr=False)
     except kconfiglib.KconfigError as e:
         raise StageError(f"cannot parse {kconfig}: {e}") from e
+    kconf.warn_assign_undef = True  # a misspelt option in .config is an error
     if dotconfig.exists():
         kconf.load_config(str(dotconfig))
-        if kconf.warnings:
-            found = "; ".join(kconf.warnings)
-            raise StageError(f"{dotconfig}: {found}; fix it with `make menuconfig`")
 
     def num(name: str) -> int:
         return int(kconf.syms[name].str_value)
 
-    return Config(
+    config = Config(
         kernel=kconf.syms["KERNEL"].str_value,
         allocator=_choice(kconf, "ALLOCATOR"),
         accel=_choice(kconf, "QEMU_ACCEL"),
@@ -72,3 +70,8 @@ def load(kconfig: Path = REPO / "Kconfig", dotconfig: Path | None = None) -> Con
         workload_batch=num("WORKLOAD_BATCH"),
         workload_seed=num("WORKLOAD_SEED"),
     )
+    # kconfiglib reports an out-of-range value only once it is read, so check last.
+    if kconf.warnings:
+        found = "; ".join(w.replace("\n", " ") for w in kconf.warnings)
+        raise StageError(f"{dotconfig}: {found}; fix it with `make menuconfig`")
+    return config

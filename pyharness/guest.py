@@ -67,6 +67,9 @@ def parse_result(text: str) -> BatchResult:
     end = END_LINE.match(lines[-1])
     if end is None:
         raise ProtocolError(f"zstest result does not end with an end line: {lines[-1]!r}")
+    for f in failures:
+        if not 1 <= f.line <= int(end[1]):
+            raise ProtocolError(f"failure on line {f.line} of a {end[1]}-command batch")
     if end[3]:
         raise ProtocolError("zstest truncated its result: send smaller batches")
     if int(end[2]) != len(failures):
@@ -114,11 +117,12 @@ def chunks(lines: Sequence[str], limit: int = CHUNK_BYTES) -> list[str]:
     current: list[str] = []
     size = 0
     for line in lines:
-        if size + len(line) + 1 > limit and current:
+        length = len(line.encode()) + 1
+        if size + length > limit and current:
             out.append("\n".join(current) + "\n")
             current, size = [], 0
         current.append(line)
-        size += len(line) + 1
+        size += length
     if current:
         out.append("\n".join(current) + "\n")
     return out
@@ -145,10 +149,14 @@ class ZsTest:
         if size > MAX_BATCH_BYTES:
             raise StageError(f"batch of {size} bytes exceeds the driver's {MAX_BATCH_BYTES}")
         self.upload(lines)
-        out = self.guest.run(
-            f"dd if={BATCH_FILE} of={CTL} bs=4M 2>/dev/null && cat {CTL}", check=False
-        )
-        return parse_result(out)
+        return self.batch_file(BATCH_FILE)
+
+    def batch_file(self, path: str) -> BatchResult:
+        """Hand a guest file to the driver as one batch (one write())."""
+        rc, out = self.guest.run_status(f"dd if={path} of={CTL} bs=4M 2>&1")
+        if rc != 0:
+            raise ProtocolError(f"zstest refused the batch in {path}: {out}")
+        return parse_result(self.guest.run(f"cat {CTL}"))
 
     def classes(self, pool: str) -> list[ClassStats]:
         return parse_classes(self.guest.run(f"cat /sys/kernel/debug/zsmalloc/{pool}/classes"))

@@ -6,15 +6,19 @@ console lines. QEMU never outlives the harness: it is killed in `close()`
 (Ctrl-C included) and, should the harness itself be killed, by the
 parent-death signal set in the child before exec.
 
-The console is a pexpect session on QEMU's stdio serial port. The guest's
-/init prints a ready marker and starts `setsid cttyhack sh`; the harness
-turns echo off and reads each command's exit status from a marker line
-carrying a per-boot nonce, so output can never be mistaken for it.
+The guest has two serial ports. The first is the kernel console, written by
+QEMU straight to a file: kernel messages can never interleave with command
+output, and the log survives whatever happens to the harness. The second
+carries a shell, driven with pexpect over QEMU's stdio: /init prints a
+ready marker there and starts the shell; the harness turns echo off and
+reads each command's exit status from a marker line carrying a per-boot
+nonce, so output can never be mistaken for it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import json
 import re
 import secrets
@@ -22,7 +26,6 @@ import signal
 import subprocess
 import time
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -39,7 +42,8 @@ PR_SET_PDEATHSIG = 1
 @dataclass(frozen=True)
 class Profile:
     binary: str
-    args: tuple[str, ...]
+    args: tuple[str, ...]  # "{console}" stands for the kernel console's log file
+    shell_tty: str  # the guest's name of the shell's serial port
     tcg_cpu: str
     kvm_cpu: str
     kernel_args: tuple[str, ...]
@@ -54,6 +58,7 @@ class Profile:
         return cls(
             binary=data["binary"],
             args=tuple(data["args"]),
+            shell_tty=data["shell_tty"],
             tcg_cpu=data["tcg_cpu"],
             kvm_cpu=data["kvm_cpu"],
             kernel_args=tuple(data["kernel_args"]),
@@ -64,6 +69,7 @@ class Profile:
 class BootSpec:
     kernel: Path
     initrd: Path
+    console_log: Path  # QEMU writes the kernel console here
     accel: str  # "tcg" or "kvm"
     memory_mb: int
     cpus: int
@@ -72,9 +78,10 @@ class BootSpec:
     def argv(self, profile: Profile) -> list[str]:
         cpu = profile.kvm_cpu if self.accel == "kvm" else profile.tcg_cpu
         append = " ".join((*profile.kernel_args, *self.extra_kernel_args))
+        console = str(self.console_log).replace(",", ",,")  # QEMU's option escaping
         return [
             profile.binary,
-            *profile.args,
+            *(arg.replace("{console}", console) for arg in profile.args),
             "-accel",
             self.accel,
             "-cpu",
@@ -109,18 +116,19 @@ def _die_with_parent() -> None:
 
 @dataclass
 class Guest:
-    """A running QEMU guest with a shell on its console; use as a context manager."""
+    """A running QEMU guest with a shell on a serial port; use as a context manager."""
 
     spec: BootSpec
     profile: Profile
-    log: TextIO  # the whole console goes here as it arrives
+    transcript: TextIO  # the shell session, as it arrives
     progress: Progress
     command_timeout: float
     child: pexpect.spawn | None = None
     nonce: str = field(default_factory=lambda: secrets.token_hex(6))
-    console: list[str] = field(default_factory=list)
+    session: list[str] = field(default_factory=list)
     boot_seconds: float = 0.0
-    _unread: str = ""  # console text that arrived after the last match
+    _unread: str = ""  # shell output that arrived after the last match
+    _console_seen: int = 0  # bytes of the kernel console already shown and triaged
 
     def __enter__(self) -> Guest:
         return self
@@ -129,18 +137,34 @@ class Guest:
         self.close()
 
     def _record(self, text: str) -> None:
-        self.console.append(text)
-        self.log.write(text)
-        self.log.flush()
+        self.session.append(text)
+        self.transcript.write(text)
+        self.transcript.flush()
         if self.progress.verbose:
             self.progress.out.write(text)
 
     def console_text(self) -> str:
-        return "".join(self.console)
+        """The kernel console so far."""
+        try:
+            return self.spec.console_log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def _new_console(self) -> str:
+        """Kernel console text not seen before; shown as it comes with -v."""
+        text = self.console_text()
+        new, self._console_seen = text[self._console_seen :], len(text)
+        if new and self.progress.verbose:
+            self.progress.out.write(new)
+        return new
 
     def tail(self, n: int = 20) -> str:
-        lines = [line for line in clean_lines(self.console_text()) if line.strip()]
-        return "\n".join(lines[-n:])
+        def last(text: str) -> str:
+            return "\n".join([ln for ln in clean_lines(text) if ln.strip()][-n:])
+
+        return (
+            f"kernel console:\n{last(self.console_text())}\nshell:\n{last(''.join(self.session))}"
+        )
 
     def close(self) -> None:
         if self.child is not None:
@@ -157,7 +181,10 @@ class Guest:
             return GuestError("crash", f"{crash.headline()} ({what})\n{crash.excerpt}", crash)
         return GuestError(kind, f"{what}; last console lines:\n{self.tail()}")
 
-    def _expect(self, pattern: str | re.Pattern[str], timeout: float, what: str) -> re.Match[str]:
+    def _wait(
+        self, pattern: str | re.Pattern[str], timeout: float, what: str
+    ) -> re.Match[str] | None:
+        """Read shell output until the pattern matches (the match) or time runs out (None)."""
         assert self.child is not None
         deadline = time.monotonic() + timeout
         buffer, self._unread = self._unread, ""
@@ -169,17 +196,24 @@ class Guest:
                 return m
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise self._failure(
-                    "timeout", f"{what}: no answer within {timeout:.0f} s, QEMU killed"
-                )
+                self._unread = buffer
+                return None
             try:
                 chunk = self.child.read_nonblocking(size=65536, timeout=min(remaining, 0.5))
             except pexpect.TIMEOUT:
+                self._new_console()
                 continue
             except pexpect.EOF:
                 raise self._failure("exited", f"{what}: QEMU exited") from None
             self._record(chunk)
             buffer += chunk
+
+    def _expect(self, pattern: str | re.Pattern[str], timeout: float, what: str) -> re.Match[str]:
+        """Like _wait, but a deadline kills QEMU and fails the run."""
+        m = self._wait(pattern, timeout, what)
+        if m is None:
+            raise self._failure("timeout", f"{what}: no answer within {timeout:.0f} s, QEMU killed")
+        return m
 
     def boot(self, ready_marker: str, timeout: float) -> None:
         argv = self.spec.argv(self.profile)
@@ -199,14 +233,21 @@ class Guest:
             raise StageError(f"cannot start {argv[0]}: {e}; run `make setup`") from e
         self.child.delaybeforesend = None
         self._expect(re.escape(ready_marker), timeout, "booting to /init")
-        # The shell prints a prompt; turn echo off and give it a unique prompt.
-        # The shell expands $((..)), so its echo of this line cannot match.
-        self.child.sendline(f"stty -echo; PS1=''; PS2=''; echo {self.nonce}-$((40+2))")
-        self._expect(re.escape(f"{self.nonce}-42"), timeout, "starting the guest shell")
+        self._new_console()
+        # Knock until the shell answers, in case input arrived before it read
+        # its terminal. It expands $((..)), so an echo of the line cannot match.
+        deadline = time.monotonic() + timeout
+        answer = re.escape(f"{self.nonce}-42")
+        while True:
+            self.child.sendline(f"echo {self.nonce}-$((40+2))")
+            if self._wait(answer, 0.5, "starting the guest shell"):
+                break
+            if time.monotonic() > deadline:
+                raise self._failure("timeout", "the guest shell does not answer; QEMU killed")
         self.boot_seconds = time.monotonic() - start
 
-    def run(self, command: str, timeout: float | None = None, check: bool = True) -> str:
-        """Run one shell command in the guest; return its output (CR-free)."""
+    def run_status(self, command: str, timeout: float | None = None) -> tuple[int, str]:
+        """Run one shell command in the guest; return its exit status and output (CR-free)."""
         assert self.child is not None, "guest is not booted"
         marker = re.compile(rf"{self.nonce}:(\d+):end\r*\n")
         # On its own line, so a command ending in a heredoc terminator still works.
@@ -214,13 +255,15 @@ class Guest:
         m = self._expect(marker, timeout or self.command_timeout, f"guest command `{command}`")
         text = m.string[: m.start()].replace("\r\n", "\n").replace("\r", "")
         # The marker's leading newline is ours, not the command's.
-        output = text.removesuffix("\n")
-        output = output.removeprefix("\n")
-        crash = find_crash(output)
-        if crash is not None:
+        output = text.removesuffix("\n").removeprefix("\n")
+        if find_crash(self._new_console()) is not None:
             raise self._failure("crash", f"during `{command}`")
-        rc = int(m.group(1))
-        if check and rc != 0:
+        return int(m.group(1)), output
+
+    def run(self, command: str, timeout: float | None = None) -> str:
+        """Run one shell command in the guest; a non-zero exit status is an error."""
+        rc, output = self.run_status(command, timeout)
+        if rc != 0:
             raise GuestError("command", f"guest command `{command}` exited {rc}:\n{output}")
         return output
 
@@ -244,12 +287,7 @@ def _boot_id() -> str:
 
 
 def kvm_works(
-    profile: Profile,
-    spec: BootSpec,
-    cache: Path,
-    progress: Progress,
-    probe: Callable[[list[str], float], str] | None = None,
-    timeout: float = 8.0,
+    profile: Profile, spec: BootSpec, cache: Path, progress: Progress, timeout: float = 8.0
 ) -> bool:
     """Whether KVM really runs a guest here: boot the kernel with KVM for a few seconds.
 
@@ -264,21 +302,22 @@ def kvm_works(
         saved = json.loads(record.read_text())
         if saved.get("boot_id") == boot_id:
             return bool(saved["works"])
-    kvm = BootSpec(
-        kernel=spec.kernel,
-        initrd=spec.initrd,
+    cache.mkdir(parents=True, exist_ok=True)
+    probe = dataclasses.replace(
+        spec,
         accel="kvm",
-        memory_mb=spec.memory_mb,
         cpus=1,
+        console_log=cache / "kvm-probe.log",
         extra_kernel_args=("rdinit=/nonexistent",),
     )
-    argv = kvm.argv(profile)
+    probe.console_log.unlink(missing_ok=True)
     progress.say(f"probing KVM (at most {timeout:.0f} s)")
-    output = (probe or _run_bounded)(argv, timeout)
+    output = _run_bounded(probe.argv(profile), timeout)
+    if probe.console_log.exists():
+        output += probe.console_log.read_text(errors="replace")
     # Without its init the kernel panics at once: reaching that point proves KVM runs.
     works = "Kernel panic" in output or "Run /nonexistent" in output
     progress.say("KVM works" if works else "KVM does not work here; using TCG")
-    cache.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"boot_id": boot_id, "works": works}) + "\n")
     return works
 

@@ -1,9 +1,10 @@
 """Results of a run: a directory per run with the console, JSON, JUnit XML and sources.
 
-`build/results/<run-id>/` holds `console.log` (written live by the QEMU
-stage), `results.json`, `junit.xml`, `batches.txt` (every command sent, a
-reproducer), and `sources/` (the rendered files that were built). It is
-written even when a stage fails, so a failed CI run can be read afterwards.
+`build/results/<run-id>/` holds `console.log` (the kernel console, written
+live by QEMU), `session.log` (the guest shell), `dmesg.log`, `results.json`,
+`junit.xml`, `batches.txt` (every command sent, a reproducer), and
+`sources/` (the rendered files that were built). It is written even when a
+stage fails, so a failed CI run can be read afterwards.
 """
 
 from __future__ import annotations

@@ -95,25 +95,30 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
         built = build.build(kernel, sources, p)
     with p.stage("initramfs"):
         image = initramfs.build_initramfs(
-            built.modules, BUILD / f"initramfs-{config.kernel}-{config.allocator}.cpio"
+            built.modules,
+            BUILD / f"initramfs-{config.kernel}-{config.allocator}.cpio",
+            shell_tty=qemu.Profile.load().shell_tty,
         )
     return Prepared(kernel, sources, built, image)
 
 
-def boot(config: Config, p: Progress, prepared: Prepared, log: TextIO) -> qemu.Guest:
+def boot(
+    config: Config, p: Progress, prepared: Prepared, console_log: Path, transcript: TextIO
+) -> qemu.Guest:
     """Boot the guest to its shell and load the modules; the caller closes it."""
     with p.stage("boot"):
         profile = qemu.Profile.load()
         spec = qemu.BootSpec(
             kernel=prepared.kernel.boot_image,
             initrd=prepared.image.path,
+            console_log=console_log,
             accel="tcg",
             memory_mb=config.memory_mb,
             cpus=config.cpus,
         )
         spec = dataclasses.replace(spec, accel=choose_accel(config, profile, spec, p))
         p.say(f"booting Linux {prepared.kernel.release} ({spec.accel}, {config.cpus} CPUs)")
-        guest = qemu.Guest(spec, profile, log, p, command_timeout=config.command_timeout)
+        guest = qemu.Guest(spec, profile, transcript, p, command_timeout=config.command_timeout)
         try:
             guest.boot(initramfs.READY_MARKER, config.boot_timeout)
             p.say(f"guest shell up after {guest.boot_seconds:.1f} s")
@@ -134,7 +139,10 @@ def run(config: Config, p: Progress, options: RunOptions = RunOptions()) -> RunR
         result.info["kernel_package"] = prepared.kernel.package_version
         result.info["build_warnings"] = list(prepared.built.warnings)
         save_sources(result, list(prepared.sources.files))
-        with result.console_log().open("w") as log, boot(config, p, prepared, log) as guest:
+        with (
+            (result.directory / "session.log").open("w") as transcript,
+            boot(config, p, prepared, result.console_log(), transcript) as guest,
+        ):
             result.info["accel"] = guest.spec.accel
             with p.stage("test"):
                 if options.inject is not None:

@@ -10,16 +10,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# Kinds in order of precedence when several start on the same line.
+# Kinds in order of precedence when several start on the same line. A "^"
+# anchors at the start of the message (after the timestamp), so ordinary
+# text that merely mentions a bug is not taken for a report.
 PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("kasan", re.compile(r"\bBUG: KASAN: |\bKASAN: ")),
     ("kfence", re.compile(r"\bBUG: KFENCE: ")),
     ("soft-lockup", re.compile(r"\bwatchdog: BUG: soft lockup\b|\bsoft lockup - CPU#")),
     ("hung-task", re.compile(r"\bINFO: task .* blocked for more than \d+ seconds")),
     ("general-protection-fault", re.compile(r"\bgeneral protection fault\b")),
-    ("bug", re.compile(r"\bBUG: |\bkernel BUG at ")),
-    ("oops", re.compile(r"\bOops: |\bOops\b")),
-    ("warning", re.compile(r"\bWARNING: (CPU|at) ")),
+    ("bug", re.compile(r"^BUG: |\bkernel BUG at ")),
+    ("oops", re.compile(r"^Oops: ")),
+    ("warning", re.compile(r"^WARNING: (CPU: |at )")),
     ("panic", re.compile(r"\bKernel panic - not syncing\b")),
 )
 

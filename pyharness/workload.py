@@ -20,6 +20,7 @@ PAGE_SIZE = 4096
 class Workload:
     seed: int
     batch_ops: int
+    pool: str = POOL
     live: dict[int, int] = field(default_factory=dict)  # id -> seed written
     next_id: int = 1
 
@@ -46,7 +47,7 @@ class Workload:
     def batches(self, ops: int) -> list[list[str]]:
         """About `ops` commands in batches of about `batch_ops`, then a full drain."""
         rng = random.Random(self.seed)
-        out: list[list[str]] = [[f"create {POOL}"]]
+        out: list[list[str]] = [[f"create {self.pool}"]]
         done = 0
         while done < ops:
             batch: list[str] = []

@@ -1,0 +1,274 @@
+"""Tests for pyharness.triage: finding the first kernel failure report in a console log.
+
+The recorded logs in tests/data come from real 6.1 boots under QEMU; the short snippets below
+follow the kernel's own report formats, with the `\\r\\r\\n` line ends a serial console gives.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pyharness import cli
+from pyharness.triage import EXCERPT_LINES, clean_lines, find_crash
+
+DATA = Path(__file__).parent / "data"
+PANIC_LOG = DATA / "console-6.1-sysrq-panic.log"
+PASS_LOG = DATA / "console-6.1-pass.log"
+DMESG_LOG = DATA / "dmesg-6.1-pass.log"
+
+CRLF = "\r\r\n"  # what the guest's serial console sends for each newline
+
+
+def raw(path: Path) -> str:
+    """A log exactly as recorded: no newline translation, so `\\r\\r\\n` stays intact."""
+    return path.read_bytes().decode("utf-8", errors="replace")
+
+
+def console(*lines: str) -> str:
+    return "".join(line + CRLF for line in lines)
+
+
+BOOT = (
+    "[    0.000000] Linux version 6.1.0-56-amd64 (debian-kernel@lists.debian.org)",
+    "[    1.024765] mtrr: your CPUs had inconsistent variable MTRR settings",
+    "zskit-init: ready",
+    "[    2.202452] zsmalloc: loading out-of-tree module taints kernel.",
+)
+TRACE = (
+    "[    2.700001] CPU: 0 PID: 57 Comm: sh Tainted: G           OE      6.1.0-56-amd64 #1",
+    "[    2.700002] Hardware name: QEMU Standard PC (Q35 + ICH9, 2009), BIOS 1.16.2 04/01/2014",
+    "[    2.700003] Call Trace:",
+    "[    2.700004]  <TASK>",
+    "[    2.700005]  dump_stack_lvl+0x44/0x5c",
+    "[    2.700006]  zs_free+0x1f/0x160 [zsmalloc]",
+    "[    2.700007]  zt_ctl_write+0x1a2/0x3c0 [zstest]",
+    "[    2.700008]  </TASK>",
+)
+
+
+# ------------------------------------------------------------------------ recorded logs
+
+
+def test_real_sysrq_panic_is_found_with_its_call_trace() -> None:
+    text = raw(PANIC_LOG)
+    crash = find_crash(text)
+    assert crash is not None
+    assert crash.kind == "panic"
+    excerpt = crash.excerpt.splitlines()
+    assert excerpt[0] == "[    2.666501] Kernel panic - not syncing: sysrq triggered crash"
+    # The line number points at the report in the recorded file.
+    recorded = text.split("\n")
+    assert "Kernel panic - not syncing: sysrq triggered crash" in recorded[crash.line - 1]
+    assert crash.line == 23
+    # The excerpt carries the trace that explains the panic, CR-free.
+    assert "[    2.667477] Call Trace:" in excerpt
+    assert any("sysrq_handle_crash+0x16/0x20" in line for line in excerpt)
+    assert any("write_sysrq_trigger" in line for line in excerpt)
+    assert "\r" not in crash.excerpt
+    assert 1 < len(excerpt) <= EXCERPT_LINES
+    assert crash.headline() == (
+        "kernel panic: [    2.666501] Kernel panic - not syncing: sysrq triggered crash"
+    )
+
+
+@pytest.mark.parametrize("log", [PASS_LOG, DMESG_LOG], ids=lambda p: p.name)
+def test_real_clean_logs_have_no_crash(log: Path) -> None:
+    text = raw(log)
+    # Sanity: these logs are real boots that print lines a naive matcher would trip over.
+    assert "zsmalloc: module verification failed" in text
+    assert "report a bug" in text
+    assert find_crash(text) is None
+
+
+def test_clean_lines_strips_serial_padding() -> None:
+    assert clean_lines("a\r\r\nb\r\nc\n\r\r\nd") == ["a", "b", "c", "", "d"]
+
+
+# ------------------------------------------------------------------------ one per kind
+
+WARNING_REPORT = (
+    "[    3.400000] WARNING: CPU: 1 PID: 57 at mm/zsmalloc.c:123 zs_free+0x1/0x2 [zsmalloc]"
+)
+# kernel/panic.c __warn() prints "WARNING: CPU: %d PID: %d at %s:%d %pS".
+
+KIND_CASES = [
+    pytest.param(
+        "kasan",
+        "[    3.104417] BUG: KASAN: use-after-free in zs_map_object+0x4f/0x2c0 [zsmalloc]",
+        id="kasan",
+    ),
+    pytest.param(
+        "kfence",
+        "[    3.104417] BUG: KFENCE: out-of-bounds read in zt_check+0x39/0x60 [zstest]",
+        id="kfence",
+    ),
+    pytest.param(
+        "soft-lockup",
+        "[   26.512003] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [sh:1]",
+        id="soft-lockup",
+    ),
+    pytest.param(
+        "hung-task",
+        "[  242.688141] INFO: task sh:1 blocked for more than 120 seconds.",
+        id="hung-task",
+    ),
+    pytest.param(
+        "general-protection-fault",
+        "[    3.212345] general protection fault, probably for non-canonical address "
+        "0xdead000000000100: 0000 [#1] PREEMPT SMP NOPTI",
+        id="gpf",
+    ),
+    pytest.param("bug", "[    3.300000] kernel BUG at mm/zsmalloc.c:1234!", id="kernel-bug-at"),
+    pytest.param(
+        "bug",
+        "[    3.300000] BUG: unable to handle page fault for address: ffffa0d8c5a01000",
+        id="bug-page-fault",
+    ),
+    pytest.param("oops", "[    3.300001] Oops: 0000 [#1] SMP", id="oops"),
+    pytest.param("warning", WARNING_REPORT, id="warning"),
+    pytest.param("panic", "[    3.500000] Kernel panic - not syncing: Fatal exception", id="panic"),
+]
+
+
+@pytest.mark.parametrize(("kind", "report"), KIND_CASES)
+def test_each_kind_is_found_at_its_line(kind: str, report: str) -> None:
+    text = console(*BOOT, report, *TRACE)
+    crash = find_crash(text)
+    assert crash is not None
+    assert crash.kind == kind
+    assert crash.line == len(BOOT) + 1
+    lines = crash.excerpt.split("\n")
+    assert lines[0] == report
+    assert lines[1:] == [*TRACE, ""]  # the rest of the console, CR-free
+    assert crash.headline() == f"kernel {kind}: {report}"
+
+
+def test_report_on_first_line_has_line_number_one() -> None:
+    report = "[    3.500000] Kernel panic - not syncing: Attempted to kill init!"
+    crash = find_crash(console(report))
+    assert crash is not None
+    assert (crash.kind, crash.line) == ("panic", 1)
+
+
+def test_report_without_timestamp_is_found() -> None:
+    crash = find_crash(console(*BOOT, "BUG: KASAN: slab-out-of-bounds in zs_malloc+0x10/0x20"))
+    assert crash is not None
+    assert crash.kind == "kasan"
+    assert crash.line == len(BOOT) + 1
+
+
+def test_excerpt_is_bounded() -> None:
+    filler = [f"[    4.{i:06d}] filler line {i}" for i in range(3 * EXCERPT_LINES)]
+    report = "[    3.500000] Kernel panic - not syncing: Fatal exception"
+    crash = find_crash(console(*BOOT, report, *filler))
+    assert crash is not None
+    lines = crash.excerpt.split("\n")
+    assert len(lines) == EXCERPT_LINES
+    assert lines[0] == report
+    assert lines[-1] == filler[EXCERPT_LINES - 2]
+
+
+def test_first_report_wins_warning_before_panic() -> None:
+    warning = WARNING_REPORT
+    panic = "[    3.400500] Kernel panic - not syncing: panic_on_warn set ..."
+    text = console(*BOOT, warning, *TRACE, panic, *TRACE)
+    crash = find_crash(text)
+    assert crash is not None
+    assert crash.kind == "warning"
+    assert crash.line == len(BOOT) + 1
+    assert crash.excerpt.split("\n")[0] == warning
+    # The panic that followed is still in the excerpt.
+    assert panic in crash.excerpt.split("\n")
+
+
+def test_first_report_wins_bug_before_panic() -> None:
+    bug = "[    3.300000] kernel BUG at mm/zsmalloc.c:1234!"
+    panic = "[    3.400500] Kernel panic - not syncing: Fatal exception"
+    crash = find_crash(console(*BOOT, bug, *TRACE, panic))
+    assert crash is not None
+    assert (crash.kind, crash.line) == ("bug", len(BOOT) + 1)
+    assert crash.excerpt.split("\n")[0] == bug
+    assert panic in crash.excerpt.split("\n")
+
+
+def test_old_style_warning_at_is_found() -> None:
+    # The pre-3.x format "WARNING: at FILE:LINE" still matches.
+    report = "[    3.400000] WARNING: at mm/zsmalloc.c:123 zs_free+0x1/0x2()"
+    crash = find_crash(console(*BOOT, report))
+    assert crash is not None
+    assert (crash.kind, crash.line) == ("warning", len(BOOT) + 1)
+
+
+def test_first_report_wins_panic_before_later_bug() -> None:
+    panic = "[    3.400500] Kernel panic - not syncing: Fatal exception"
+    bug = "[    3.500000] kernel BUG at mm/zsmalloc.c:1234!"
+    crash = find_crash(console(*BOOT, panic, bug))
+    assert crash is not None
+    assert (crash.kind, crash.line) == ("panic", len(BOOT) + 1)
+
+
+def test_precedence_on_one_line_prefers_the_specific_kind() -> None:
+    # A KASAN report starts with "BUG: " too; it must be reported as KASAN, not as a bug.
+    crash = find_crash(console("[    1.0] BUG: KASAN: double-free in zs_free+0x1/0x2"))
+    assert crash is not None
+    assert crash.kind == "kasan"
+
+
+ORDINARY = [
+    "[    2.204270] zsmalloc: module verification failed: signature and/or required key "
+    "missing - tainting kernel",
+    "[    0.100000] ACPI: bug workaround",
+    "no bugs here",
+    "warning: this is only a user-space echo",
+    "[    0.721732] PCI: Using host bridge windows from ACPI; if necessary, use "
+    '"pci=nocrs" and report a bug',
+    "[    1.200686] AMD-Vi: AMD IOMMUv2 functionality not available on this system - "
+    "This is not a bug.",
+    "[    0.130000] Spectre V2 : WARNING: Unprivileged eBPF is enabled with eIBRS on, data "
+    "leaks possible via Spectre v2 BHB attacks!",
+    "[    0.000000] Kernel command line: console=ttyS0 panic=-1 oops=panic panic_on_warn=1",
+    "[    2.202452] zsmalloc: loading out-of-tree module taints kernel.",
+    "s pages 79",
+    "end 1001 0",
+]
+
+
+@pytest.mark.parametrize("line", ORDINARY)
+def test_ordinary_lines_are_not_reported(line: str) -> None:
+    assert find_crash(console(*BOOT, line, *BOOT)) is None
+
+
+def test_empty_console_has_no_crash() -> None:
+    assert find_crash("") is None
+
+
+# ------------------------------------------------------------------------ zskit parse
+
+
+def test_cli_parse_panic_log_exits_1_with_headline(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["parse", str(PANIC_LOG)]) == 1
+    out = capsys.readouterr().out
+    first = out.splitlines()[0]
+    assert first.startswith(
+        "kernel panic: [    2.666501] Kernel panic - not syncing: sysrq triggered crash (line "
+    )
+    assert "Call Trace:" in out
+
+
+def test_cli_parse_clean_log_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["parse", str(PASS_LOG)]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == "no kernel failure in the log"
+
+
+def test_cli_parse_reports_the_line_of_the_recorded_file(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert cli.main(["parse", str(PANIC_LOG)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("(line 23)")
+    # The excerpt follows the file line by line, without inserted blank lines.
+    assert out[1] == "[    2.666501] Kernel panic - not syncing: sysrq triggered crash"
+    assert out[2].startswith("[    2.666825] CPU: 0 PID: 1 Comm: sh Tainted:")
