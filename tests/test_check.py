@@ -316,7 +316,7 @@ def test_recreated_pool_starts_empty() -> None:
     assert run("free 1", "alloc 1 64", driver=d) == [ENOENT, 0]
 
 
-# ------------------------------------------------------------------------ known model limits
+# ------------------------------------------------------------ seeds that share a pattern
 
 _A, _B, _C = 0x9E3779B1, 0x85EBCA6B, 0xC2B2AE35
 _M = 0xFFFFFFFF

@@ -1,0 +1,50 @@
+"""Kernel coding style: the matching kernel's own scripts/checkpatch.pl on a C file."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .kernels import Kernel
+from .progress import StageError
+
+TOTAL = re.compile(r"^total: (\d+) errors, (\d+) warnings, (?:(\d+) checks, )?(\d+) lines checked")
+FINDING = re.compile(r"^(\S+?):(\d+): (ERROR|WARNING|CHECK):")
+
+
+@dataclass(frozen=True)
+class StyleReport:
+    errors: int
+    warnings: int
+    checks: int
+    findings: tuple[str, ...]  # "file:line: KIND: message"
+
+    @property
+    def clean(self) -> bool:
+        return self.errors == self.warnings == self.checks == 0
+
+
+def checkpatch(kernel: Kernel, source: Path, strict: bool = True) -> StyleReport:
+    script = kernel.source / "scripts" / "checkpatch.pl"
+    if not script.exists():
+        raise StageError(f"{script} is missing; rerun provisioning with --refresh")
+    cmd = ["perl", str(script), "--no-tree", "--terse", "--show-types", "-f", str(source)]
+    if strict:
+        cmd.insert(2, "--strict")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = proc.stdout.splitlines()
+    findings = tuple(line for line in lines if FINDING.match(line))
+    totals = next((TOTAL.match(line) for line in lines if TOTAL.match(line)), None)
+    if totals is None:
+        # --terse prints no total line for a clean file; anything else is a failure to run.
+        if proc.returncode == 0 and not findings:
+            return StyleReport(0, 0, 0, ())
+        raise StageError(f"checkpatch.pl failed on {source}:\n{proc.stdout}{proc.stderr}")
+    return StyleReport(
+        errors=int(totals[1]),
+        warnings=int(totals[2]),
+        checks=int(totals[3] or 0),
+        findings=findings,
+    )

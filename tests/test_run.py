@@ -1,0 +1,67 @@
+"""Whole runs on the 6.1 kernel: the default workload passes, a crash and a hang fail it.
+
+Each test boots its own guest through `run.run`, exactly as `make qemu-test`
+does, and checks the verdict and the files the run leaves behind.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import pytest
+
+from pyharness import config, run
+from pyharness.progress import Progress
+
+pytestmark = pytest.mark.qemu
+
+
+def qemu_running(path: str) -> bool:
+    """Whether a QEMU process that uses this (unique) console log still exists."""
+    return subprocess.run(["pgrep", "-f", path], capture_output=True).returncode == 0
+
+
+def test_default_workload_passes(default_config: config.Config) -> None:
+    result = run.run(default_config, Progress())
+    assert result.passed, result.first_failure
+    doc = json.loads((result.directory / "results.json").read_text())
+    assert doc["verdict"] == "pass"
+    assert doc["commands"] >= default_config.workload_ops
+    for stage in ("provision", "render", "build", "initramfs", "boot", "test"):
+        assert stage in doc["timings"]
+    for name in ("console.log", "session.log", "dmesg.log", "junit.xml", "batches.txt"):
+        assert (result.directory / name).stat().st_size > 0, name
+    assert (result.directory / "sources" / "zstest.c").exists()
+    assert (result.directory / "sources" / "zsmalloc.c").exists()
+    assert b'failures="0"' in (result.directory / "junit.xml").read_bytes()
+    assert not qemu_running(str(result.console_log()))
+
+
+def test_kernel_crash_is_reported(default_config: config.Config) -> None:
+    # Test-only trigger: the kernel's own sysrq crash, after the modules load.
+    result = run.run(
+        default_config, Progress(), run.RunOptions(inject="echo c > /proc/sysrq-trigger")
+    )
+    failure = result.first_failure
+    assert failure is not None and failure.kind == "crash"
+    assert "Kernel panic - not syncing: sysrq triggered crash" in (failure.failure or "")
+    doc = json.loads((result.directory / "results.json").read_text())
+    assert doc["verdict"] == "fail" and doc["failure"]["kind"] == "crash"
+    assert "sysrq triggered crash" in result.console_log().read_text()
+    assert b"<failure" in (result.directory / "junit.xml").read_bytes()
+    assert not qemu_running(str(result.console_log()))
+
+
+def test_hung_guest_is_killed_at_its_deadline(default_config: config.Config) -> None:
+    cfg = default_config.with_overrides(command_timeout=8)
+    start = time.monotonic()
+    result = run.run(cfg, Progress(), run.RunOptions(inject="sleep 100000"))
+    elapsed = time.monotonic() - start
+    failure = result.first_failure
+    assert failure is not None and failure.kind == "timeout", failure
+    assert "no answer within 8 s" in (failure.failure or "")
+    assert elapsed < cfg.boot_timeout  # killed at the command's deadline, not later
+    assert not qemu_running(str(result.console_log()))
+    assert json.loads((result.directory / "results.json").read_text())["verdict"] == "fail"
