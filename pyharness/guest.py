@@ -81,31 +81,44 @@ CLASSES_61_HEADER = (
     "class size almost_full almost_empty obj_allocated obj_used pages_used "
     "pages_per_zspage freeable"
 ).split()
+# 6.12 and later: one column per fullness group 1..11 instead of the two 6.1 groups.
+RATIO_COLUMNS = "10% 20% 30% 40% 50% 60% 70% 80% 90% 99% 100%".split()
+CLASSES_RATIO_HEADER = [
+    "class",
+    "size",
+    *RATIO_COLUMNS,
+    *"obj_allocated obj_used pages_used pages_per_zspage freeable".split(),
+]
 
 
 def parse_classes(text: str) -> list[ClassStats]:
-    """Rows of upstream 6.1's debugfs `classes` file, checked against its header."""
+    """Rows of upstream's debugfs `classes` file, in the 6.1 or the 6.12+ format."""
     lines = [line.split() for line in text.replace("\r", "").split("\n") if line.strip()]
-    if not lines or lines[0] != CLASSES_61_HEADER:
-        raise ProtocolError(f"unexpected `classes` header: {lines[0] if lines else 'empty'}")
+    header = lines[0] if lines else []
+    if header not in (CLASSES_61_HEADER, CLASSES_RATIO_HEADER):
+        raise ProtocolError(f"unexpected `classes` header: {' '.join(header) or 'empty'}")
+    ratio = header == CLASSES_RATIO_HEADER
     rows: list[ClassStats] = []
     for fields in lines[1:]:
         if fields[0] == "Total":
             continue
-        if len(fields) != len(CLASSES_61_HEADER) or not all(f.isdigit() for f in fields):
+        if len(fields) != len(header) or not all(f.isdigit() for f in fields):
             raise ProtocolError(f"malformed `classes` row: {' '.join(fields)}")
         n = [int(f) for f in fields]
+        groups = n[2:-5]
+        tail = n[-5:]
         rows.append(
             ClassStats(
                 index=n[0],
                 size=n[1],
-                almost_full=n[2],
-                almost_empty=n[3],
-                obj_allocated=n[4],
-                obj_used=n[5],
-                pages_used=n[6],
-                pages_per_zspage=n[7],
-                freeable=n[8],
+                almost_full=0 if ratio else groups[0],
+                almost_empty=0 if ratio else groups[1],
+                obj_allocated=tail[0],
+                obj_used=tail[1],
+                pages_used=tail[2],
+                pages_per_zspage=tail[3],
+                freeable=tail[4],
+                inuse_ratio=tuple(groups) if ratio else None,
             )
         )
     return rows

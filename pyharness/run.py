@@ -159,6 +159,10 @@ def run(config: Config, p: Progress, options: RunOptions = RunOptions()) -> RunR
         kind = getattr(e, "kind", "error")
         result.cases.append(Case(stage, failure=f"{stage}: {e}", kind=kind))
         p.say(f"FAILED in {stage} ({kind}): {e}")
+    except KeyboardInterrupt:
+        stage = p.failed_stage or "setup"
+        result.cases.append(Case(stage, failure=f"{stage}: interrupted", kind="interrupted"))
+        raise
     finally:
         stages = [name for name in p.completed if name != "test"]
         result.cases[:0] = [Case(name, p.timings.get(name, 0.0)) for name in stages]
