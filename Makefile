@@ -3,7 +3,7 @@
 # package in .venv. Kernels are provisioned into the cache on first use.
 
 APT_PACKAGES := qemu-system-x86 busybox-static gcc make libelf-dev bc flex bison \
-	xz-utils debootstrap cpio python3-venv
+	xz-utils zstd debootstrap cpio python3-venv
 VENV := .venv
 PY := $(VENV)/bin/python
 ZSKIT := $(VENV)/bin/zskit

@@ -1,7 +1,9 @@
 """Build the rendered modules with Kbuild against the provisioned kernel.
 
-`make -C KDIR M=DIR modules` with the kernel's own flags. Compiler warnings
-are collected and shown; a failed build raises with each error as
+`make -C KDIR M=DIR modules` with the kernel's own flags, on the host or,
+when the kernel needs its own compiler, chrooted in its toolchain root with
+DIR bind-mounted at the same path (so Kbuild's dependency files stay valid
+across builds). Compiler warnings are collected and shown; a failed build raises with each error as
 file:line and the compiler's message, not a wall of make output.
 """
 
@@ -15,6 +17,7 @@ from pathlib import Path
 from .kernels import Kernel
 from .progress import CommandError, Progress, StageError
 from .render import RenderedSources
+from .toolchain import Root
 
 # gcc: "path/file.c:12:5: warning: text [-Wflag]"
 DIAGNOSTIC = re.compile(r"^(?P<loc>[^\s:]+:\d+(?::\d+)?): (?P<kind>warning|error): (?P<msg>.*)$")
@@ -42,9 +45,18 @@ def diagnostics(output: str, kind: str) -> list[str]:
 
 def build(kernel: Kernel, sources: RenderedSources, progress: Progress) -> BuildResult:
     jobs = str(os.cpu_count() or 1)
-    cmd = ["make", "-C", kernel.kdir, f"M={sources.directory}", f"-j{jobs}", "modules"]
+    what = "building the modules"
     try:
-        output = progress.run(cmd, what="building the modules", stream=progress.verbose)
+        if kernel.toolchain is None:
+            cmd = ["make", "-C", kernel.kdir, f"M={sources.directory}", f"-j{jobs}", "modules"]
+            output = progress.run(cmd, what=what, stream=progress.verbose)
+        else:
+            root = Root(kernel.toolchain, suite=kernel.toolchain.name)
+            kdir = root.inside_path(kernel.kdir)
+            cmd = ["make", "-C", kdir, f"M={sources.directory}", f"-j{jobs}", "modules"]
+            output = root.run(
+                cmd, progress, what=what, binds=[sources.directory], stream=progress.verbose
+            )
     except CommandError as e:
         errors = diagnostics(e.output, "error")
         if errors:

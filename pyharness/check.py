@@ -2,9 +2,13 @@
 
 `DriverModel` predicts the zstest driver's answer to every command: its own
 argument checks first (they never reach the allocator), then the allocator
-model for what does. After each batch the checker compares each command's
-result, the pool's total pages, the huge class size and every row of the
-`classes` table. The first divergence ends the run and names its kind.
+model for what does, and the value lines (`s KEY VALUE`) that stats,
+compact and lookup print. It also tracks every live object's bytes as
+segments of known pattern seeds, so verification results are predicted,
+including the bytes a write-only mapping of a spanning object leaves
+undefined. After each batch the checker compares all of it, and the
+`classes` table read from debugfs. The first divergence ends the run and
+names its kind.
 """
 
 from __future__ import annotations
@@ -13,35 +17,74 @@ import errno
 import re
 from dataclasses import dataclass, field
 
-from .guest import BatchResult
-from .model import ClassStats, Placement, Policy, PoolModel, huge_class_size
-from .pattern import pattern
+from .guest import PROTOCOL_VERSION, BatchResult
+from .kapi import KernelApi
+from .model import ClassStats, Handle, PoolModel, policy
+from .pattern import pattern, pattern_seed, xorshift32
 
 PAGE_SIZE = 4096
 MAX_LINE = 128
+MAX_ARGS = 6
+MAX_CHURN = 1 << 20
 U32_MAX = 0xFFFFFFFF
 U64_MAX = 0xFFFFFFFFFFFFFFFF
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,31}$")
-ARGC = {
-    "version": 1,
-    "create": 2,
-    "use": 2,
-    "destroy": 2,
-    "alloc": 3,
-    "write": 3,
-    "verify": 3,
-    "free": 2,
-    "reset": 1,
-    "stats": 1,
+# verb -> (argument count including the verb, needs a current pool)
+VERBS = {
+    "version": (1, False),
+    "create": (2, False),
+    "use": (2, False),
+    "destroy": (2, False),
+    "alloc": (3, True),
+    "write": (3, True),
+    "verify": (3, True),
+    "pwrite": (6, True),
+    "pverify": (6, True),
+    "free": (2, True),
+    "churn": (5, True),
+    "compact": (1, True),
+    "lookup": (2, True),
+    "reset": (1, True),
+    "stats": (1, True),
 }
-POOL_VERBS = {"alloc", "write", "verify", "free", "reset", "stats"}
+MODES = ("rw", "ro", "wo")  # enum zs_mapmode order
+UNKNOWN = None  # a verify whose outcome the model cannot know (undefined bytes)
+
+Segment = tuple[int, int, int | None]  # [start, end) holds the pattern of seed, or None
 
 
 @dataclass
 class _Object:
-    where: Placement
+    handle: Handle
     size: int
-    seed: int | None = None  # None until written
+    segments: list[Segment]
+    written: bool = False
+    whole: bool = False  # the driver's flag: holds the whole-object pattern of `seed`
+    seed: int = 0
+
+    def store(self, start: int, end: int, seed: int | None) -> None:
+        kept: list[Segment] = []
+        for a, b, s in self.segments:
+            if a < start:
+                kept.append((a, min(b, start), s))
+            if b > end:
+                kept.append((max(a, end), b, s))
+        kept.append((start, end, seed))
+        self.segments = sorted(kept)
+
+    def matches(self, oid: int, seed: int, start: int, end: int) -> bool | None:
+        """Whether bytes [start, end) hold the pattern of seed; None if any is undefined."""
+        want: bytes | None = None
+        for a, b, s in self.segments:
+            lo, hi = max(a, start), min(b, end)
+            if lo >= hi or s == seed:
+                continue
+            if s is None:
+                return None
+            want = want if want is not None else pattern(oid, seed, self.size)
+            if pattern(oid, s, self.size, lo, hi) != want[lo:hi]:
+                return False
+        return True
 
 
 @dataclass
@@ -70,37 +113,45 @@ def kstrtou32(text: str) -> int:
 
 @dataclass
 class DriverModel:
-    """What zstest answers, command by command: 0 or a negative errno."""
+    """What zstest answers, command by command: 0, a negative errno, or UNKNOWN."""
 
-    policy: Policy
+    api: KernelApi
     pools: dict[str, _Pool] = field(default_factory=dict)
     current: str | None = None
+    values: list[tuple[str, str]] = field(default_factory=list)  # `s` lines so far
 
-    def run(self, line: str) -> int:
+    def run(self, line: str) -> int | None:
         if len(line.encode()) >= MAX_LINE:
             return -errno.E2BIG
         argv = [arg for arg in re.split(r"[ \t]", line) if arg]
         if not argv:
             return 0
-        if len(argv) > 4:
+        if len(argv) > MAX_ARGS:
             return -errno.E2BIG
         verb = argv[0]
-        if verb not in ARGC or len(argv) != ARGC[verb]:
+        if verb not in VERBS or len(argv) != VERBS[verb][0]:
             return -errno.EINVAL
         if verb in ("create", "use", "destroy"):
             return self._pool_verb(verb, argv[1])
         if verb == "version":
+            self.values.append(("version", str(PROTOCOL_VERSION)))
             return 0
         if self.current is None:
             return -errno.ENOENT
         pool = self.pools[self.current]
         nums: list[int] = []
         for arg in argv[1:]:
+            if verb in ("pwrite", "pverify") and len(nums) == 4:
+                break  # MODE is a word
             value = kstrtou32(arg)
             if value < 0:
                 return value
             nums.append(value)
-        return getattr(self, f"_{verb}")(pool, *nums)
+        if verb in ("pwrite", "pverify"):
+            return self._range(pool, verb == "pwrite", *nums, mode=argv[5])
+        handler = getattr(self, f"_{verb}")
+        result: int | None = handler(pool, *nums)
+        return result
 
     def _pool_verb(self, verb: str, name: str) -> int:
         if not NAME.match(name):
@@ -108,7 +159,7 @@ class DriverModel:
         if verb == "create":
             if name in self.pools:
                 return -errno.EEXIST
-            self.pools[name] = _Pool(PoolModel(self.policy))
+            self.pools[name] = _Pool(PoolModel(policy(self.api.model_policy)))
             self.current = name
             return 0
         if name not in self.pools:
@@ -126,53 +177,120 @@ class DriverModel:
             return -errno.EINVAL
         if oid in pool.objects:
             return -errno.EEXIST
-        where = pool.model.alloc(size)
-        if isinstance(where, int):
-            return where
-        pool.objects[oid] = _Object(where, size)
+        handle = pool.model.alloc(size)
+        if isinstance(handle, int):
+            return handle
+        pool.objects[oid] = _Object(handle, size, [(0, size, None)])
         return 0
 
     def _write(self, pool: _Pool, oid: int, seed: int) -> int:
-        if oid not in pool.objects:
-            return -errno.ENOENT
-        pool.objects[oid].seed = seed
-        return 0
-
-    def _verify(self, pool: _Pool, oid: int, seed: int) -> int:
         obj = pool.objects.get(oid)
         if obj is None:
             return -errno.ENOENT
-        if obj.seed is None:
+        obj.segments = [(0, obj.size, seed)]
+        obj.written = obj.whole = True
+        obj.seed = seed
+        return 0
+
+    def _verify(self, pool: _Pool, oid: int, seed: int, start: int = 0, end: int = 0) -> int | None:
+        obj = pool.objects.get(oid)
+        if obj is None:
+            return -errno.ENOENT
+        if not obj.written:
             return -errno.ENODATA
-        if obj.seed == seed:
-            return 0
-        # Another seed may give the same bytes (short objects, seed collisions).
-        same = pattern(oid, seed, obj.size) == pattern(oid, obj.seed, obj.size)
-        return 0 if same else -errno.EIO
+        same = obj.matches(oid, seed, start, end or obj.size)
+        return UNKNOWN if same is None else 0 if same else -errno.EIO
+
+    def _range(
+        self, pool: _Pool, write: bool, oid: int, seed: int, off: int, length: int, mode: str
+    ) -> int | None:
+        if mode not in MODES or mode == ("ro" if write else "wo"):
+            return -errno.EINVAL
+        if not self.api.map_object and (write or mode != "ro"):
+            return -errno.EOPNOTSUPP
+        obj = pool.objects.get(oid)
+        if obj is None:
+            return -errno.ENOENT
+        if not length or off + length > obj.size:
+            return -errno.EINVAL
+        if not write:
+            return self._verify(pool, oid, seed, off, off + length)
+        if mode == "wo" and pool.model.spans(obj.handle):
+            # A spanning WO mapping copies the whole per-CPU buffer back.
+            obj.store(0, obj.size, None)
+        obj.store(off, off + length, seed)
+        obj.written, obj.whole = True, False
+        return 0
 
     def _free(self, pool: _Pool, oid: int) -> int:
         obj = pool.objects.pop(oid, None)
         if obj is None:
             return -errno.ENOENT
-        pool.model.free(obj.where)
+        pool.model.free(obj.handle)
+        return 0
+
+    def _churn(self, pool: _Pool, seed: int, n: int, base: int, span: int) -> int | None:
+        """The driver's zt_cmd_churn, step by step (see its comment)."""
+        if not span or n > MAX_CHURN:
+            return -errno.EINVAL
+        state = pattern_seed(base, seed, n)
+        objects = pool.objects
+        for _ in range(n):
+            state = xorshift32(state)
+            oid = (base + state % span) & U32_MAX
+            obj = objects.get(oid)
+            if obj is not None:
+                err: int | None = 0
+                if state >> 28 == 0 and obj.whole:
+                    err = self._verify(pool, oid, obj.seed)
+                if err == 0:
+                    err = self._free(pool, oid)
+            else:
+                state = xorshift32(state)
+                size = 1 + (state % 512 if state >> 31 else state % PAGE_SIZE)
+                err = self._alloc(pool, oid, size)
+                state = xorshift32(state)
+                if err == 0:
+                    err = self._write(pool, oid, state)
+            if err != 0:
+                return err
+        return 0
+
+    def _compact(self, pool: _Pool) -> int:
+        self.values.append(("compacted", str(pool.model.compact())))
+        return 0
+
+    def _lookup(self, pool: _Pool, size: int) -> int:
+        if not self.api.lookup_class_index:
+            return -errno.EOPNOTSUPP
+        self.values.append(("class_index", str(pool.model.lookup_class_index(size))))
         return 0
 
     def _reset(self, pool: _Pool) -> int:
         for obj in pool.objects.values():
-            pool.model.free(obj.where)
+            pool.model.free(obj.handle)
         pool.objects.clear()
         return 0
 
     def _stats(self, pool: _Pool) -> int:
+        m = pool.model
+        self.values += [
+            ("pages", str(m.total_pages())),
+            ("huge_class_size", str(m.huge_class_size())),
+            ("pages_compacted", str(m.pages_compacted)),
+        ]
         return 0
 
     def model(self, pool: str) -> PoolModel:
         return self.pools[pool].model
 
+    def live(self, pool: str) -> dict[int, _Object]:
+        return self.pools[pool].objects
+
 
 @dataclass(frozen=True)
 class Divergence:
-    kind: str  # command-result, data, total-pages, huge-class-size, class-stats
+    kind: str  # command-result, data, values, class-stats, protocol
     batch: int
     detail: str
 
@@ -187,54 +305,55 @@ def _errno_name(err: int) -> str:
 def check_commands(
     batch_no: int, lines: list[str], result: BatchResult, driver: DriverModel
 ) -> list[Divergence]:
-    """Run the batch through the driver model and compare every command's result."""
+    """Run the batch through the driver model; compare every command's result and value."""
     actual = {f.line: f for f in result.failures}
     found: list[Divergence] = []
     if result.commands != len(lines):
         found.append(
             Divergence("protocol", batch_no, f"{result.commands} commands ran, sent {len(lines)}")
         )
+    driver.values = []
     for number, line in enumerate(lines, start=1):
         expected = driver.run(line)
         got = actual.get(number)
         got_errno = got.errno if got else 0
-        if got_errno == expected:
+        if expected is UNKNOWN or got_errno == expected:
             continue
-        kind = "data" if line.startswith("verify") and got_errno == -errno.EIO else "command-result"
+        data = line.split()[0] in ("verify", "pverify", "churn") and got_errno == -errno.EIO
         why = f" ({got.reason})" if got else ""
         found.append(
             Divergence(
-                kind,
+                "data" if data else "command-result",
                 batch_no,
                 f"line {number} `{line}`: expected {_errno_name(expected)}, "
                 f"got {_errno_name(got_errno)}{why}",
             )
         )
+    if list(result.values) != driver.values:
+        for (key, want), got_value in zip(driver.values, result.values, strict=False):
+            if (key, want) != got_value:
+                found.append(
+                    Divergence(
+                        key if got_value[0] == key else "values",
+                        batch_no,
+                        f"guest {got_value[0]} {got_value[1]}, model {key} {want}",
+                    )
+                )
+                break
+        else:
+            found.append(
+                Divergence(
+                    "values",
+                    batch_no,
+                    f"guest printed {len(result.values)} values, model {len(driver.values)}",
+                )
+            )
     return found
 
 
-def check_state(
-    batch_no: int,
-    result: BatchResult,
-    rows: list[ClassStats],
-    model: PoolModel,
-) -> list[Divergence]:
-    """Compare total pages, huge class size and the classes table with the model."""
+def check_classes(batch_no: int, rows: list[ClassStats], model: PoolModel) -> list[Divergence]:
+    """Compare the `classes` table with the model, row by row and field by field."""
     found: list[Divergence] = []
-    pages = int(result.value("pages"))
-    if pages != model.total_pages():
-        found.append(
-            Divergence("total-pages", batch_no, f"guest {pages} pages, model {model.total_pages()}")
-        )
-    huge = int(result.value("huge_class_size"))
-    if huge != huge_class_size(model.policy):
-        found.append(
-            Divergence(
-                "huge-class-size",
-                batch_no,
-                f"guest {huge}, model {huge_class_size(model.policy)}",
-            )
-        )
     expected = {row.index: row for row in model.class_stats()}
     got = {row.index: row for row in rows}
     if sorted(expected) != sorted(got):

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from . import config as config_mod
-from . import kernels, model
+from . import kernels, model, render
 from .progress import Progress, StageError
-from .run import RunOptions, run
+from .run import RunOptions, read_replay, run
 from .triage import find_crash
 
 
@@ -32,13 +32,14 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
 
 def cmd_run(args: argparse.Namespace, p: Progress) -> int:
     cfg = _config(args)
-    result = run(cfg, p, RunOptions(refresh=args.refresh))
+    batches = read_replay(Path(args.replay)) if getattr(args, "replay", None) else None
+    result = run(cfg, p, RunOptions(refresh=args.refresh, batches=batches))
     p.say(p.summary())
     failure = result.first_failure
     if failure is None:
         print(
-            f"PASS: Linux {cfg.kernel} / {cfg.allocator}: {result.info.get('commands', 0)} "
-            f"commands agree with the model ({result.directory})"
+            f"PASS: Linux {cfg.kernel} / {cfg.allocator}: {result.info.get('operations', 0)} "
+            f"operations agree with the model ({result.directory})"
         )
         return 0
     print(f"FAIL: Linux {cfg.kernel} / {cfg.allocator}: {failure.name} ({failure.kind})")
@@ -93,11 +94,18 @@ def parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("run", help="build, boot and check the workload")
     target(sp)
-    sp.add_argument("--allocator", choices=["upstream"])
+    sp.add_argument("--allocator", choices=list(render.ALLOCATORS))
     sp.add_argument("--accel", choices=["auto", "tcg", "kvm"])
     sp.add_argument("--ops", type=int, help="commands in the workload")
     sp.add_argument("--batch", type=int, help="commands per checked batch")
     sp.add_argument("--seed", type=int, help="workload seed")
+    sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("replay", help="rerun a saved batches.txt or replay file, checked")
+    target(sp)
+    sp.add_argument("replay", metavar="FILE")
+    sp.add_argument("--allocator", choices=list(render.ALLOCATORS))
+    sp.add_argument("--accel", choices=["auto", "tcg", "kvm"])
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("provision", help="fetch the kernel into the cache")

@@ -20,6 +20,7 @@ CTL = "/sys/kernel/debug/zstest/ctl"
 BATCH_FILE = "/tmp/zskit-batch"
 CHUNK_BYTES = 3000  # well below the 4 KiB canonical-mode line discipline buffer
 MAX_BATCH_BYTES = 1 << 20  # ZT_MAX_BATCH in the driver
+PROTOCOL_VERSION = 1  # rendered into the driver as ZT_PROTOCOL_VERSION
 
 ERROR_LINE = re.compile(r"^e (\d+) (\S+) (-\d+) (.*)$")
 VALUE_LINE = re.compile(r"^s (\S+) (\S+)$")
@@ -170,6 +171,15 @@ class ZsTest:
         if rc != 0:
             raise ProtocolError(f"zstest refused the batch in {path}: {out}")
         return parse_result(self.guest.run(f"cat {CTL}"))
+
+    def check_version(self) -> None:
+        """Refuse a driver that speaks another protocol version than this harness."""
+        answer = self.batch(["version"]).value("version")
+        if answer != str(PROTOCOL_VERSION):
+            raise ProtocolError(
+                f"zstest speaks protocol {answer}, this harness {PROTOCOL_VERSION}: "
+                "rebuild the modules (`make qemu-test` renders and builds them)"
+            )
 
     def classes(self, pool: str) -> list[ClassStats]:
         return parse_classes(self.guest.run(f"cat /sys/kernel/debug/zsmalloc/{pool}/classes"))

@@ -19,6 +19,8 @@ class KernelApi:
     lookup_class_index: bool  # zs_lookup_class_index exists
     model_policy: str  # name of the reference-model policy for upstream zsmalloc
     oversize_errno: str  # what zs_malloc returns for size > PAGE_SIZE
+    # put/get_unaligned_*: <asm/unaligned.h> until 6.11, then moved to <linux/unaligned.h>.
+    unaligned_header: str
 
 
 APIS = {
@@ -29,6 +31,26 @@ APIS = {
         lookup_class_index=False,
         model_policy="6.1",
         oversize_errno="EINVAL",
+        unaligned_header="asm/unaligned.h",
+    ),
+    "6.12": KernelApi(
+        series="6.12",
+        map_object=True,
+        malloc_nid=False,
+        lookup_class_index=True,
+        model_policy="6.12",
+        oversize_errno="ENOSPC",
+        unaligned_header="linux/unaligned.h",
+    ),
+    # Checked against include/linux/zsmalloc.h of linux-headers-7.2.13+deb14-common.
+    "7.2": KernelApi(
+        series="7.2",
+        map_object=False,
+        malloc_nid=True,
+        lookup_class_index=True,
+        model_policy="7.2",
+        oversize_errno="ENOSPC",
+        unaligned_header="linux/unaligned.h",
     ),
 }
 
@@ -37,4 +59,7 @@ def api_for(series: str) -> KernelApi:
     try:
         return APIS[series]
     except KeyError:
-        raise StageError(f"no zsmalloc API facts for kernel {series!r} in kapi.py") from None
+        known = ", ".join(sorted(APIS))
+        raise StageError(
+            f"no zsmalloc API facts for kernel {series!r} in kapi.py (known: {known})"
+        ) from None

@@ -1,17 +1,25 @@
 """Where a target kernel comes from: provisioned into the cache, ready to build against and boot.
 
 A `KernelSource` turns a series name ("6.1") into a `Kernel`: a bootable
-image, a Kbuild directory for out-of-tree modules, and the parts of the
+image, a Kbuild directory for out-of-tree modules (and the toolchain root
+to run Kbuild in, when the host's compiler cannot), and the parts of the
 matching kernel source the harness needs (mm/zsmalloc.c, checkpatch).
-New targets (other Debian suites, source-built kernels) plug in by adding
-a `KernelSource` to `SOURCES`.
+New targets (source-built kernels) plug in by adding a `KernelSource` to
+`SOURCES`.
 
-Debian distribution kernels are fetched with apt as plain .deb files and
-unpacked into the cache, never installed on the host. The headers package
-includes its common part through an absolute `/usr/src/...` path, which is
-rewritten to the cache so Kbuild works there. A finished provision writes
-`kernel.json` last; its presence means the cache entry is complete, and a
-warm cache needs no network.
+Debian distribution kernels are never installed on the host.
+- 6.1 (bookworm, the host's own release): the packages are fetched with
+  the host's apt as plain .deb files and unpacked into the cache. The
+  headers package includes its common part through an absolute
+  `/usr/src/...` path, which is rewritten to the cache so Kbuild works
+  there with the host's gcc-12.
+- 6.12 (trixie) and 7.2 (sid): their Kbuild flags need the suite's own gcc,
+  so the headers are installed into a toolchain root of that suite (see
+  `toolchain.py`), whose apt also resolves the ABI and fetches the image
+  and the source.
+
+A finished provision writes `kernel.json` last; its presence means the
+cache entry is complete, and a warm cache needs no network.
 """
 
 from __future__ import annotations
@@ -21,11 +29,15 @@ import lzma
 import os
 import re
 import shutil
+import struct
 import subprocess
+import tarfile
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
+from . import toolchain
 from .progress import Progress, StageError
 
 # Files taken from linux-source-X: the upstream allocator, its header, and checkpatch.
@@ -56,11 +68,13 @@ class Kernel:
     vmlinuz: Path
     boot_image: Path  # what QEMU's -kernel gets: vmlinux for a PVH boot, else vmlinuz
     kdir: Path  # make -C KDIR M=... builds modules for this kernel
-    modules: Path  # the image's /lib/modules/<release>
+    modules: Path | None  # the image's /lib/modules/<release>; None when not unpacked
     source: Path  # root of the extracted SOURCE_MEMBERS
+    # A root (see toolchain.py) to run Kbuild in, with kdir inside it; None: the host's.
+    toolchain: Path | None = None
 
     def save(self, path: Path) -> None:
-        data = {k: str(v) for k, v in asdict(self).items()}
+        data = {k: None if v is None else str(v) for k, v in asdict(self).items()}
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         tmp.replace(path)
@@ -70,25 +84,34 @@ class Kernel:
         """The manifest's kernel, or None when it is from an older zskit or damaged."""
         try:
             data = json.loads(path.read_text())
-            paths = {
-                k: Path(data[k]) for k in ("vmlinuz", "boot_image", "kdir", "modules", "source")
-            }
+            paths = {k: Path(data[k]) for k in ("vmlinuz", "boot_image", "kdir", "source")}
+            optional = {k: Path(data[k]) if data.get(k) else None for k in ("modules", "toolchain")}
             return cls(
                 series=data["series"],
                 release=data["release"],
                 package_version=data["package_version"],
                 **paths,
+                **optional,
             )
-        except (KeyError, ValueError):
+        except (KeyError, ValueError, TypeError):
             return None
 
     def is_complete(self) -> bool:
-        files = (self.vmlinuz, self.boot_image, self.kdir / "Makefile", self.source)
+        files = [self.vmlinuz, self.boot_image, self.kdir / "Makefile", self.source]
+        if self.toolchain is not None:
+            files.append(self.toolchain / toolchain.STAMP)
         return all(p.exists() for p in files)
+
+    def config(self, option: str) -> str | None:
+        """The value of CONFIG_<option> in the kernel's .config ("y", "m", ...), or None."""
+        return _config_value(self.kdir / ".config", option)
 
 
 class KernelSource(Protocol):
     series: str
+    # Debian's config has CONFIG_ZSMALLOC=y: the allocator is part of vmlinux, so
+    # zsmalloc.ko cannot be replaced (modpost: every zs_* "exported twice").
+    zsmalloc_builtin: bool
 
     def provision(self, cache: Path, progress: Progress, refresh: bool = False) -> Kernel: ...
 
@@ -120,6 +143,7 @@ class DebianDistroKernel:
     series: str  # "6.1"
     abi_prefix: str  # "6.1.0": linux-image-<abi_prefix>-<N>-<flavour>-unsigned
     flavour: str = "amd64"
+    zsmalloc_builtin: bool = False
 
     def _resolve(self, progress: Progress) -> tuple[str, str]:
         """(release, package version): the newest ABI built from the same source as linux-source."""
@@ -220,29 +244,252 @@ class DebianDistroKernel:
         return kernel
 
 
+def _bzimage_payload(data: bytes) -> bytes | None:
+    """The compressed kernel inside a bzImage, located by its setup header (boot protocol 2.08+)."""
+    if len(data) < 0x250 or data[0x202:0x206] != b"HdrS":
+        return None
+    setup_sects = data[0x1F1] or 4  # 0 means 4, for very old loaders
+    offset, length = struct.unpack_from("<II", data, 0x248)  # payload_offset, payload_length
+    start = (setup_sects + 1) * 512 + offset
+    payload = data[start : start + length]
+    return payload if len(payload) == length and length > 4 else None
+
+
+def _decompress(payload: bytes, compression: str) -> bytes | None:
+    """The ELF vmlinux from a bzImage payload, or None when this host cannot unpack it."""
+    # Kbuild appends the uncompressed size (le32) to the compressed stream.
+    (size,) = struct.unpack("<I", payload[-4:])
+    if compression == "XZ":
+        elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(payload)
+    elif compression == "GZIP":
+        elf = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(payload)
+    elif compression == "ZSTD" and shutil.which("zstd"):
+        proc = subprocess.run(["zstd", "-dcq"], input=payload[:-4], capture_output=True)
+        elf = proc.stdout if proc.returncode == 0 else b""
+    else:
+        return None
+    return elf if elf.startswith(b"\x7fELF") and len(elf) == size else None
+
+
 def _pvh_vmlinux(vmlinuz: Path, config: Path) -> Path | None:
-    """Unpack the ELF kernel from an XZ bzImage, for QEMU's direct PVH boot.
+    """Unpack the ELF kernel from a bzImage, for QEMU's direct PVH boot.
 
     Under TCG, decompressing the bzImage in the guest costs about 3 s of a
     6 s boot; QEMU boots an ELF vmlinux with a PVH entry note directly.
+    Debian compresses 6.1 with XZ and 6.12/7.2 with ZSTD (unpacked with the
+    `zstd` command). None means: boot the bzImage instead (slower, still works).
     """
     settings = config.read_text()
-    if "CONFIG_PVH=y" not in settings or "CONFIG_KERNEL_XZ=y" not in settings:
+    m = re.search(r"^CONFIG_KERNEL_(\w+)=y$", settings, re.M)
+    if "CONFIG_PVH=y" not in settings or m is None:
         return None
-    data = vmlinuz.read_bytes()
-    start = data.find(b"\xfd7zXZ\x00")
-    if start < 0:
-        return None
-    elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(data[start:])
-    if not elf.startswith(b"\x7fELF"):
+    payload = _bzimage_payload(vmlinuz.read_bytes())
+    elf = _decompress(payload, m[1]) if payload else None
+    if elf is None:
         return None
     dest = vmlinuz.with_name(vmlinuz.name.replace("vmlinuz", "vmlinux"))
     dest.write_bytes(elf)
     return dest
 
 
+def _version_key(text: str) -> tuple[tuple[int, str], ...]:
+    """Orders '6.12.117+deb13' after '6.12.99+deb13' (numbers compared as numbers)."""
+    return tuple((int(p), "") if p.isdigit() else (-1, p) for p in re.findall(r"\d+|\D+", text))
+
+
+@dataclass(frozen=True)
+class DebianSuiteKernel:
+    """The distribution kernel of a Debian suite other than the host's, built in its own root.
+
+    The root (toolchain.py) holds the suite's gcc and the kernel's headers
+    at their usual paths; its apt resolves the ABI (the `linux-headers-<flavour>`
+    metapackage names the suite's kernel, checked against `linux-source-<series>`)
+    and fetches the unsigned image and the source. The image and the few
+    source files the harness needs go to the cache, next to the manifest.
+    """
+
+    series: str  # "6.12"
+    suite: str  # "trixie": the suite whose distribution kernel this is
+    flavour: str = "amd64"
+    zsmalloc_builtin: bool = True
+
+    def _resolve(self, root: toolchain.Root, progress: Progress) -> tuple[str, str]:
+        """(release, package version) of the suite's kernel of this series, from the root's apt."""
+        src_pkg = f"linux-source-{self.series}"
+        meta = f"linux-headers-{self.flavour}"
+        fields = root.package_fields([src_pkg, meta], progress)
+        if src_pkg not in fields:
+            raise StageError(
+                f"{self.suite} has no {src_pkg}: its kernel is no longer Linux {self.series}. "
+                f"Run with --refresh if the root's apt lists are old; otherwise this target "
+                f"needs another suite (kernels.SOURCES)"
+            )
+        version = fields[src_pkg]["Version"]
+        flavour = re.escape(self.flavour)
+        abi = rf"{re.escape(self.series)}\.[0-9][^\s,()]*"
+        # The metapackage depends on the headers of the suite's current kernel.
+        names = re.findall(
+            rf"\blinux-headers-{abi}-{flavour}\b", fields.get(meta, {}).get("Depends", "")
+        )
+        if not names:  # the metapackage moved to another series: any headers of this one
+            names = root.search(rf"^linux-headers-{abi}-{flavour}$", progress)
+        versions = root.package_versions(names, progress)
+        matching = [n for n in names if versions.get(n) == version]
+        if not matching:
+            raise StageError(
+                f"no linux-headers-{self.series}.*-{self.flavour} at version {version} (the "
+                f"version of {src_pkg}) in {self.suite}; the archive may be mid-update: retry "
+                "later with --refresh"
+            )
+        headers = max(matching, key=_version_key)
+        return headers.removeprefix("linux-headers-"), version
+
+    def _image_package(self, root: toolchain.Root, release: str, version: str, p: Progress) -> str:
+        # trixie ships the unsigned image as linux-image-<release>-unsigned; sid
+        # splits it into linux-binary-unsigned-<release> plus a modules package.
+        names = [f"linux-image-{release}-unsigned", f"linux-binary-unsigned-{release}"]
+        versions = root.package_versions(names, p)
+        for name in names:
+            if versions.get(name) == version:
+                return name
+        raise StageError(
+            f"no unsigned image of Linux {release} at version {version} in {self.suite} "
+            f"(looked for {' and '.join(names)}); retry with --refresh"
+        )
+
+    def provision(self, cache: Path, progress: Progress, refresh: bool = False) -> Kernel:
+        top = cache / "debian" / self.series
+        if not refresh and (kernel := _cached(top / "kernel.json", progress)):
+            return kernel
+        toolchain.require_root(f"provisioning Linux {self.series}")
+        with toolchain.locked(top / "provision.lock"):
+            # Another zskit may have provisioned it while this one waited for the lock.
+            if not refresh and (kernel := _cached(top / "kernel.json", progress)):
+                return kernel
+            return self._provision(cache, top, progress, refresh)
+
+    def _provision(self, cache: Path, top: Path, progress: Progress, refresh: bool) -> Kernel:
+        def headers(root: toolchain.Root) -> list[str]:
+            return [f"linux-headers-{self._resolve(root, progress)[0]}"]
+
+        root = toolchain.ensure_root(self.suite, cache, progress, headers, refresh=refresh)
+        release, version = self._resolve(root, progress)
+        kdir = root.host_path(f"/usr/src/linux-headers-{release}")
+        if not (kdir / "Makefile").exists():
+            raise StageError(
+                f"the {self.suite} root at {root.path} lacks the headers of Linux {release}; "
+                "rerun with --refresh to rebuild it"
+            )
+        built = {"y": True, "m": False}.get(_config_value(kdir / ".config", "ZSMALLOC") or "")
+        if built is not self.zsmalloc_builtin:
+            raise StageError(
+                f"Linux {release} does not configure zsmalloc as kernels.SOURCES says "
+                f"(zsmalloc_builtin={self.zsmalloc_builtin}); fix that entry"
+            )
+        image_pkg = self._image_package(root, release, version, progress)
+        src_pkg = f"linux-source-{self.series}"
+        dest, tmp = top / release, top / f"{release}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "boot").mkdir(parents=True)
+        downloads = root.host_path(f"/var/tmp/zskit-{release}")
+        shutil.rmtree(downloads, ignore_errors=True)
+        downloads.mkdir(parents=True)
+        try:
+            progress.say(f"downloading {image_pkg} and {src_pkg} ({version}) from {self.suite}")
+            root.apt_get(
+                ["download", f"{image_pkg}={version}", f"{src_pkg}={version}"],
+                progress,
+                what="downloading the kernel image and source",
+                cwd=str(root.inside_path(downloads)),
+            )
+            (image_deb,) = downloads.glob(f"{image_pkg}_*.deb")
+            (source_deb,) = downloads.glob(f"{src_pkg}_*.deb")
+            vmlinuz = tmp / "boot" / f"vmlinuz-{release}"
+            _extract_vmlinuz(image_deb, vmlinuz)
+            _extract_source(source_deb, src_pkg, tmp, progress)
+        finally:
+            shutil.rmtree(downloads, ignore_errors=True)
+        vmlinux = _pvh_vmlinux(vmlinuz, kdir / ".config")
+        if vmlinux is None:
+            progress.say("no PVH image could be unpacked (is `zstd` installed?); booting vmlinuz")
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+        kernel = Kernel(
+            series=self.series,
+            release=release,
+            package_version=version,
+            vmlinuz=dest / "boot" / vmlinuz.name,
+            boot_image=dest / "boot" / (vmlinux or vmlinuz).name,
+            kdir=kdir,
+            modules=None,  # zsmalloc is in vmlinux; no module of the image is needed
+            source=dest / src_pkg,
+            toolchain=root.path,
+        )
+        if not kernel.is_complete():
+            raise StageError(f"the packages of {release} lack expected files; rerun with --refresh")
+        kernel.save(top / "kernel.json")
+        for old in top.iterdir():  # the kernels of earlier ABIs, replaced by this one
+            if old.is_dir() and old != dest:
+                shutil.rmtree(old)
+        return kernel
+
+
+def _cached(manifest: Path, progress: Progress) -> Kernel | None:
+    """The complete kernel a manifest describes, or None."""
+    kernel = Kernel.load(manifest) if manifest.exists() else None
+    if kernel is None or not kernel.is_complete():
+        return None
+    progress.say(f"Linux {kernel.release} ({kernel.package_version}) from the cache")
+    return kernel
+
+
+def _config_value(config: Path, option: str) -> str | None:
+    """CONFIG_<option>'s value in a .config, unquoted; None when unset or unreadable."""
+    try:
+        text = config.read_text()
+    except OSError:
+        return None
+    m = re.search(rf"^CONFIG_{re.escape(option)}=(.*)$", text, re.M)
+    return m[1].strip('"') if m else None
+
+
+def _extract_vmlinuz(deb: Path, dest: Path) -> None:
+    """Copy the kernel image out of an image package, without unpacking its modules."""
+    proc = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", deb], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for member in tar:
+                # trixie: boot/vmlinuz-<release>; sid: usr/lib/modules/<release>/vmlinuz.unsigned
+                if member.isfile() and Path(member.name).name.startswith("vmlinuz"):
+                    image = tar.extractfile(member)
+                    assert image is not None
+                    dest.write_bytes(image.read())
+                    return
+    finally:
+        proc.kill()
+        proc.wait()
+    raise StageError(f"{deb.name} holds no vmlinuz; rerun with --refresh")
+
+
+def _extract_source(deb: Path, src_pkg: str, dest: Path, progress: Progress) -> None:
+    """SOURCE_MEMBERS from the source package's tarball, into dest/<src_pkg>/."""
+    scratch = dest / "deb"
+    progress.run(["dpkg-deb", "-x", deb, scratch], what=f"unpacking {deb.name}")
+    tarball = scratch / "usr/src" / f"{src_pkg}.tar.xz"
+    progress.say(f"extracting {', '.join(SOURCE_MEMBERS[:2])} and checkpatch from {tarball.name}")
+    progress.run(
+        ["tar", "-xJf", tarball, "-C", dest] + [f"{src_pkg}/{m}" for m in SOURCE_MEMBERS],
+        what=f"extracting {src_pkg}",
+    )
+    shutil.rmtree(scratch)
+
+
 SOURCES: dict[str, KernelSource] = {
     "6.1": DebianDistroKernel(series="6.1", abi_prefix="6.1.0"),
+    # The distribution kernels of trixie and sid; zsmalloc is built in on both.
+    "6.12": DebianSuiteKernel(series="6.12", suite="trixie"),
+    "7.2": DebianSuiteKernel(series="7.2", suite="sid"),
 }
 
 
@@ -251,4 +498,7 @@ def source_for(series: str) -> KernelSource:
         return SOURCES[series]
     except KeyError:
         known = ", ".join(sorted(SOURCES))
-        raise StageError(f"unknown kernel {series!r}; known kernels: {known}") from None
+        raise StageError(
+            f"unknown kernel {series!r}; known kernels: {known} (set KERNEL in `make menuconfig` "
+            "or pass --kernel)"
+        ) from None

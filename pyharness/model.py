@@ -6,29 +6,38 @@ What is modelled
 A zsmalloc pool is an array of 255 *size classes* (sizes 32, 48, ... 4096 in steps of 16).
 Adjacent classes with the same geometry are merged: when the table is built from index 254
 down to 0, an index whose (pages per zspage, objects per zspage) equals the nearest larger
-distinct class's simply aliases that class, so a lookup can land in a larger class.
+distinct class's simply aliases that class, so a lookup can land in a larger class. (The 2013
+design does not merge and has no in-object handle header.)
 
 Every distinct class owns a set of *zspages*. A zspage is a chain of ``ppz`` order-0 pages cut
-into ``opz`` equal slots; slot ``j`` sits at byte ``j * size`` of the chain. Free slots form a
-singly-linked LIFO list, initialised 0, 1, ..., opz-1 in address order: malloc pops the head
-and free pushes onto it. That ordering decides which object index (and hence which address)
-each allocation gets, which later matters for compaction and object placement.
+into ``opz`` equal slots; slot ``j`` sits at byte ``j * size`` of the chain, so it may cross a
+page boundary. Free slots form a singly-linked LIFO list, initialised 0, 1, ..., opz-1 in
+address order: malloc pops the head and free pushes onto it. That ordering decides which
+object index (and hence which address) each allocation gets.
 
 Each zspage sits on exactly one *fullness list* of its class. The group is a function of
-``inuse`` (6.1: EMPTY / ALMOST_EMPTY / ALMOST_FULL / FULL; 6.12+: twelve 10%-ratio groups).
-Lists are ordered: an allocation takes the head of the first non-empty list in a
+``inuse`` (6.1: EMPTY / ALMOST_EMPTY / ALMOST_FULL / FULL with a 3/4 threshold; 2013: the same
+groups with a 1/4 threshold and lists only for the two ALMOST groups; 6.12+: twelve 10%-ratio
+groups). Lists are ordered: an allocation takes the head of the first non-empty list in a
 version-specific search order, and a zspage is only moved (unlinked and re-inserted) when its
 group changes, so list positions are observable through which zspage the next malloc uses.
 A zspage is created when no list yields one and freed the moment its last object is freed.
 
+Callers hold stable :class:`Handle` objects, never placements: compaction moves objects
+between zspages of a class and rewrites where each handle points (the kernel's handle is an
+indirection slot for exactly this reason). ``PoolModel.compact`` follows ``zs_compact`` for a
+single-threaded caller, so the lock-contention exits never fire.
+
 Everything version-specific lives in a frozen ``Policy``; ``PoolModel`` only follows it.
-The rules come from /work/shared/reference/zsmalloc-upstream.md (sections 3.1-3.7).
-Only a single-threaded sequence on one pool is modelled; the model has unlimited memory, so
-it never returns -ENOMEM, and there is no migration, async free or compaction yet.
+The rules come from /work/shared/reference/zsmalloc-upstream.md (sections 3 and 5), checked
+against the 6.1 and 6.12 ``mm/zsmalloc.c``. Only a single-threaded sequence on one pool is
+modelled; the model has unlimited memory, so it never returns -ENOMEM, and there is no page
+migration or deferred (async) zspage free.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -38,7 +47,9 @@ __all__ = [
     "ENOSPC",
     "ChainRule",
     "ClassStats",
+    "CompactionRule",
     "FullnessScheme",
+    "Handle",
     "InsertRule",
     "Placement",
     "Policy",
@@ -46,6 +57,7 @@ __all__ = [
     "SizeClass",
     "class_table",
     "huge_class_size",
+    "insert_position",
     "known_policies",
     "policy",
 ]
@@ -65,7 +77,7 @@ ZS_HANDLE_SIZE = 8
 class ChainRule(Enum):
     """How many pages a zspage of a given object size spans."""
 
-    #: 6.1 ``get_pages_per_zspage``: first k maximising the integer used-percentage.
+    #: 6.1 and 2013 ``get_pages_per_zspage``: first k maximising the integer used-percentage.
     USEDPC = "usedpc"
     #: 6.12+ ``calculate_zspage_chain_size``: 1 for powers of two, else first k with the
     #: least tail waste ``(k * PAGE_SIZE) % size``.
@@ -85,15 +97,18 @@ class InsertRule(Enum):
 class FullnessScheme(Enum):
     """Maps ``(inuse, opz)`` to a fullness group number (the index of its list)."""
 
-    #: 6.1: EMPTY=0, ALMOST_EMPTY=1, ALMOST_FULL=2, FULL=3, with the 3/4 threshold.
+    #: 6.1: EMPTY=0, ALMOST_EMPTY=1, ALMOST_FULL=2, FULL=3, ALMOST_EMPTY up to 3/4 of opz.
     QUARTERS = "quarters"
+    #: 2013 design: same group numbers (the kernel's enum order differs, AF=0 and AE=1, which
+    #: is not observable), ALMOST_EMPTY only up to opz/4, and EMPTY/FULL zspages sit on no list.
+    QUARTERS_2013 = "quarters-2013"
     #: 6.12+: ZS_INUSE_RATIO_0=0, 10%-buckets 1..10 (10 is "99%"), ZS_INUSE_RATIO_100=11.
     INUSE_RATIO = "inuse-ratio"
 
     @property
     def groups(self) -> int:
-        """Number of fullness lists per class."""
-        return 4 if self is FullnessScheme.QUARTERS else 12
+        """Number of fullness groups per class (each has a list unless has_list says not)."""
+        return 12 if self is FullnessScheme.INUSE_RATIO else 4
 
     @property
     def empty_group(self) -> int:
@@ -102,6 +117,12 @@ class FullnessScheme(Enum):
     @property
     def full_group(self) -> int:
         return self.groups - 1
+
+    def has_list(self, group: int) -> bool:
+        """Whether zspages of ``group`` are linked on a list (2013: only the ALMOST groups)."""
+        if self is FullnessScheme.QUARTERS_2013:
+            return group in (QUARTER_ALMOST_EMPTY, QUARTER_ALMOST_FULL)
+        return True
 
     def group(self, inuse: int, opz: int) -> int:
         """The group a zspage with ``inuse`` of ``opz`` objects in use belongs to."""
@@ -114,14 +135,30 @@ class FullnessScheme(Enum):
         if self is FullnessScheme.QUARTERS:
             # The kernel comment says N/f but the code uses 3N/4 (fullness_threshold_frac=4).
             return QUARTER_ALMOST_EMPTY if inuse <= 3 * opz // 4 else QUARTER_ALMOST_FULL
+        if self is FullnessScheme.QUARTERS_2013:
+            return QUARTER_ALMOST_EMPTY if inuse <= opz // 4 else QUARTER_ALMOST_FULL
         return (100 * inuse // opz) // 10 + 1
 
 
-# 6.1 group numbers (enum fullness_group).
+# 6.1 group numbers (enum fullness_group); the 2013 scheme reuses them.
 QUARTER_EMPTY = 0
 QUARTER_ALMOST_EMPTY = 1
 QUARTER_ALMOST_FULL = 2
 QUARTER_FULL = 3
+
+
+class CompactionRule(Enum):
+    """Which ``__zs_compact`` loop a policy follows."""
+
+    #: The 2013 design has no compaction: ``compact()`` returns 0 and changes nothing.
+    NONE = "none"
+    #: 6.1: isolate src (head of ALMOST_EMPTY, else ALMOST_FULL), then test zs_can_compact;
+    #: drain src into dsts (head of ALMOST_FULL, else ALMOST_EMPTY), putting each filled dst
+    #: back; put back dst and then src (freed if empty); repeat. Needs ``QUARTERS``.
+    SRC_FIRST = "src-first"
+    #: 6.12 / 7.2: while zs_can_compact, keep a dst (fullest ratio group first) until it is
+    #: full and feed it srcs taken from the emptiest group. Needs ``INUSE_RATIO``.
+    DST_FIRST = "dst-first"
 
 
 @dataclass(frozen=True)
@@ -130,8 +167,9 @@ class Policy:
 
     ``find_order`` lists the fullness groups ``find_get_zspage`` scans, first match wins.
     ``zero_size_error`` / ``oversize_error`` are what ``zs_malloc`` returns for size 0 and
-    size > PAGE_SIZE (negative errno; the 2013 design would use 0). ``handle_size`` is the
-    in-object header (0 for the 2013 design) and ``merge_classes`` enables class merging.
+    size > PAGE_SIZE (negative errno; the 2013 design really returns 0 and is modelled as
+    -EINVAL). ``handle_size`` is the in-object header (0 for the 2013 design) and
+    ``merge_classes`` enables class merging.
     """
 
     name: str
@@ -145,6 +183,7 @@ class Policy:
     handle_size: int = ZS_HANDLE_SIZE
     merge_classes: bool = True
     page_size: int = PAGE_SIZE
+    compaction: CompactionRule = CompactionRule.NONE
 
     def __post_init__(self) -> None:
         if self.max_pages_per_zspage < 1:
@@ -154,6 +193,12 @@ class Policy:
             raise ValueError(f"find_order groups {bad} not in 0..{self.fullness.groups - 1}")
         if self.fullness.full_group in self.find_order:
             raise ValueError("find_order must not include the FULL group")
+        need = {
+            CompactionRule.SRC_FIRST: FullnessScheme.QUARTERS,
+            CompactionRule.DST_FIRST: FullnessScheme.INUSE_RATIO,
+        }.get(self.compaction)
+        if need is not None and self.fullness is not need:
+            raise ValueError(f"compaction {self.compaction.value} needs fullness {need.value}")
 
     @property
     def min_alloc_size(self) -> int:
@@ -210,6 +255,7 @@ def _quarters_policy(name: str) -> Policy:
         find_order=(QUARTER_ALMOST_FULL, QUARTER_ALMOST_EMPTY, QUARTER_EMPTY),
         zero_size_error=-EINVAL,
         oversize_error=-EINVAL,
+        compaction=CompactionRule.SRC_FIRST,
     )
 
 
@@ -223,6 +269,25 @@ def _ratio_policy(name: str, chain_size: int) -> Policy:
         find_order=tuple(range(10, -1, -1)),
         zero_size_error=-EINVAL,
         oversize_error=-ENOSPC,
+        compaction=CompactionRule.DST_FIRST,
+    )
+
+
+def _policy_2013() -> Policy:
+    # zs_malloc returns 0 (not an ERR_PTR) for size 0 and size > PAGE_SIZE; modelled as
+    # -EINVAL so every failure is a negative int.
+    return Policy(
+        name="2013",
+        max_pages_per_zspage=4,
+        chain_rule=ChainRule.USEDPC,
+        fullness=FullnessScheme.QUARTERS_2013,
+        insert_rule=InsertRule.HEAD,
+        find_order=(QUARTER_ALMOST_FULL, QUARTER_ALMOST_EMPTY),
+        zero_size_error=-EINVAL,
+        oversize_error=-EINVAL,
+        handle_size=0,
+        merge_classes=False,
+        compaction=CompactionRule.NONE,
     )
 
 
@@ -231,20 +296,20 @@ _DEFAULT_CHAIN = 8  # CONFIG_ZSMALLOC_CHAIN_SIZE default, and Debian's value
 
 
 def known_policies() -> tuple[str, ...]:
-    """Names accepted by :func:`policy`."""
-    return ("6.1", *_RATIO_VERSIONS)
+    """Names accepted by :func:`policy` ("2013" is the PATCHv5 design, not a kernel build)."""
+    return ("6.1", *_RATIO_VERSIONS, "2013")
 
 
 def policy(name: str, *, chain_size: int | None = None) -> Policy:
     """The policy for kernel ``name``.
 
     ``chain_size`` is CONFIG_ZSMALLOC_CHAIN_SIZE (4..16, default 8) and only exists for 6.12+;
-    6.1 hard-codes 4 pages per zspage.
+    6.1 and the 2013 design hard-code 4 pages per zspage.
     """
-    if name == "6.1":
+    if name in ("6.1", "2013"):
         if chain_size is not None and chain_size != 4:
-            raise ValueError("6.1 has no CONFIG_ZSMALLOC_CHAIN_SIZE (fixed at 4 pages)")
-        return _quarters_policy(name)
+            raise ValueError(f"{name} has no CONFIG_ZSMALLOC_CHAIN_SIZE (fixed at 4 pages)")
+        return _quarters_policy(name) if name == "6.1" else _policy_2013()
     if name in _RATIO_VERSIONS:
         chain = _DEFAULT_CHAIN if chain_size is None else chain_size
         if not 4 <= chain <= 16:
@@ -309,7 +374,8 @@ def huge_class_size(p: Policy) -> int:
     """zs_huge_class_size: the smallest user size that lands in a huge class.
 
     In the kernel this is a global set by the first pool; every pool of one kernel computes
-    the same value, so here it is a property of the policy.
+    the same value, so here it is a property of the policy. The 2013 design has no such call;
+    the same rule (no header) gives the smallest size whose class holds one object per page.
     """
     return _build_table(p)[2]
 
@@ -318,9 +384,10 @@ def huge_class_size(p: Policy) -> int:
 class ClassStats:
     """One row of the debugfs ``classes`` file.
 
-    For 6.1 ``almost_full``/``almost_empty`` count zspages in those groups. Ratio policies
-    (6.12+) print eleven group columns (10% .. 99%, 100%) instead: those go in
-    ``inuse_ratio`` and the two 6.1 columns are 0. ``inuse_ratio`` is None for 6.1.
+    For 6.1 (and the 2013 design, which has no debugfs but uses this shape)
+    ``almost_full``/``almost_empty`` count zspages in those groups. Ratio policies (6.12+)
+    print eleven group columns (10% .. 99%, 100%) instead: those go in ``inuse_ratio`` and the
+    two 6.1 columns are 0. ``inuse_ratio`` is None for the quarter schemes.
     """
 
     index: int
@@ -336,8 +403,15 @@ class ClassStats:
 
 
 @dataclass(frozen=True)
+class Handle:
+    """What zs_malloc hands out: stable across compaction, never reused within a pool."""
+
+    serial: int
+
+
+@dataclass(frozen=True)
 class Placement:
-    """Where an allocation landed: enough to identify the object for free and compaction."""
+    """Where a handle's object currently sits."""
 
     class_index: int
     zspage: int  # model serial number: increasing, never reused
@@ -348,13 +422,20 @@ class Placement:
 class _ZsPage:
     serial: int
     cls: SizeClass
-    # LIFO free list; the *last* element is the head (next object handed out).
+    # LIFO free list; the *last* element is the head (next object handed out). The partial
+    # tail slot init_zspage also links (below every real slot) is never reachable, so omitted.
     free_stack: list[int]
-    group: int | None = None  # None until first linked into a list
+    objs: dict[int, Handle] = field(default_factory=dict)  # obj index -> handle stored there
+    # Group the zspage is filed under; None before its first insert and while isolated.
+    group: int | None = None
 
     @property
     def inuse(self) -> int:
         return self.cls.objs_per_zspage - len(self.free_stack)
+
+    @property
+    def full(self) -> bool:
+        return not self.free_stack
 
 
 @dataclass
@@ -364,24 +445,31 @@ class _ClassState:
     lists: list[list[_ZsPage]]
     obj_allocated: int = 0
     obj_used: int = 0
-    live: dict[int, set[int]] = field(default_factory=dict)  # serial -> allocated indexes
+    zspages: dict[int, _ZsPage] = field(default_factory=dict)  # live zspages by serial
 
 
 def insert_position(rule: InsertRule, head_inuse: int | None, inuse: int) -> int:
     """Position (0 = head, 1 = second) at which ``insert_zspage`` links a zspage.
 
-    ``head_inuse`` is the current head's inuse, or None for an empty list. Split out because
-    without compaction the 6.1 second-position case cannot arise from malloc/free alone: a
-    zspage only moves down into a group at that group's highest inuse, and only moves up
-    into an empty list or into FULL.
+    ``head_inuse`` is the current head's inuse, or None for an empty list. Through malloc and
+    free alone the 6.1 second-position case cannot arise (a zspage only moves down into a group
+    at that group's highest inuse, and only moves up into an empty list or into FULL); the
+    putbacks of compaction are what make it observable.
     """
     if rule is InsertRule.SECOND_IF_LESS_USED and head_inuse is not None and inuse < head_inuse:
         return 1
     return 0
 
 
+# isolate_zspage / isolate_*_zspage search orders.
+_SRC_61 = (QUARTER_ALMOST_EMPTY, QUARTER_ALMOST_FULL)
+_DST_61 = (QUARTER_ALMOST_FULL, QUARTER_ALMOST_EMPTY)
+_SRC_RATIO = tuple(range(1, 11))
+_DST_RATIO = tuple(range(10, 0, -1))
+
+
 class PoolModel:
-    """One zs_pool driven by a single thread of zs_malloc / zs_free calls."""
+    """One zs_pool driven by a single thread of zs_malloc / zs_free / zs_compact calls."""
 
     def __init__(self, p: Policy) -> None:
         self.policy = p
@@ -394,8 +482,11 @@ class PoolModel:
             c.index: _ClassState(cls=c, lists=[[] for _ in range(groups)]) for c in distinct
         }
         self._zspages: dict[int, _ZsPage] = {}
+        self._handles: dict[int, tuple[_ZsPage, int]] = {}  # handle serial -> (zspage, obj)
         self._next_serial = 0
+        self._next_handle = 0
         self._pages_allocated = 0
+        self._pages_compacted = 0
 
     # ---- lookups -------------------------------------------------------------------------
 
@@ -416,10 +507,14 @@ class PoolModel:
         idx = 0 if s <= p.min_alloc_size else -(-(s - p.min_alloc_size) // p.class_delta)
         return self._lookup[min(idx, p.num_indexes - 1)]
 
+    def lookup_class_index(self, size: int) -> int:
+        """zs_lookup_class_index (6.12+): index of the merged class holding ``size`` bytes."""
+        return self.class_of(size).index
+
     # ---- malloc / free -------------------------------------------------------------------
 
-    def alloc(self, size: int) -> int | Placement:
-        """zs_malloc: a Placement, or the (negative errno) value the kernel returns."""
+    def alloc(self, size: int) -> int | Handle:
+        """zs_malloc: a new Handle, or the (negative errno) value the kernel returns."""
         err = self.policy.alloc_error(size)
         if err is not None:
             return err
@@ -428,28 +523,71 @@ class PoolModel:
         zs = self._find(st)
         if zs is None:
             zs = self._new_zspage(st)
+        h = Handle(self._next_handle)
+        self._next_handle += 1
         obj = zs.free_stack.pop()
-        st.live[zs.serial].add(obj)
+        zs.objs[obj] = h
+        self._handles[h.serial] = (zs, obj)
         st.obj_used += 1
         self._fix_fullness(st, zs)
-        return Placement(class_index=cls.index, zspage=zs.serial, obj_index=obj)
+        return h
 
-    def free(self, where: Placement) -> None:
+    def free(self, h: Handle) -> None:
         """zs_free: push the slot back (LIFO); release the zspage at once when it empties."""
-        zs = self._zspages.get(where.zspage)
-        if zs is None or zs.cls.index != where.class_index:
-            raise ValueError(f"not a live allocation: {where}")
+        zs, obj = self._where(h)
+        del self._handles[h.serial]
+        del zs.objs[obj]
+        zs.free_stack.append(obj)
         st = self._state[zs.cls.index]
-        live = st.live[zs.serial]
-        if where.obj_index not in live:
-            raise ValueError(f"not a live allocation: {where}")
-        live.remove(where.obj_index)
-        zs.free_stack.append(where.obj_index)
         st.obj_used -= 1
         if zs.inuse == 0:
             self._free_zspage(st, zs)
         else:
             self._fix_fullness(st, zs)
+
+    def placement(self, h: Handle) -> Placement:
+        """Where ``h``'s object sits now (changes only through compaction)."""
+        zs, obj = self._where(h)
+        return Placement(class_index=zs.cls.index, zspage=zs.serial, obj_index=obj)
+
+    def slot(self, h: Handle) -> tuple[int, int]:
+        """(offset of the slot within the page it starts in, class size)."""
+        zs, obj = self._where(h)
+        return obj * zs.cls.size % self.policy.page_size, zs.cls.size
+
+    def spans(self, h: Handle) -> bool:
+        """Whether the slot crosses a page boundary (zs_map_object then uses the copy buffer)."""
+        zs, _ = self._where(h)
+        if zs.cls.huge:
+            return False
+        off, size = self.slot(h)
+        return off + size > self.policy.page_size
+
+    def is_live(self, h: Handle) -> bool:
+        return h.serial in self._handles
+
+    def live_handles(self) -> tuple[Handle, ...]:
+        """Every live handle, in allocation order."""
+        return tuple(Handle(s) for s in self._handles)
+
+    # ---- compaction ----------------------------------------------------------------------
+
+    def compact(self) -> int:
+        """zs_compact: compact every distinct class from index 254 down; pages freed."""
+        rule = self.policy.compaction
+        if rule is CompactionRule.NONE:
+            return 0
+        run = (
+            self._compact_src_first if rule is CompactionRule.SRC_FIRST else self._compact_dst_first
+        )
+        freed = sum(run(self._state[c.index]) for c in reversed(self._classes))
+        self._pages_compacted += freed
+        return freed
+
+    @property
+    def pages_compacted(self) -> int:
+        """zs_pool_stats' pages_compacted: total pages freed by compaction so far."""
+        return self._pages_compacted
 
     # ---- statistics ----------------------------------------------------------------------
 
@@ -459,11 +597,7 @@ class PoolModel:
 
     def freeable(self, class_index: int) -> int:
         """zs_can_compact: pages compaction could release in this class."""
-        st = self._state[class_index]
-        c = st.cls
-        if st.obj_allocated <= st.obj_used:
-            return 0
-        return (st.obj_allocated - st.obj_used) // c.objs_per_zspage * c.pages_per_zspage
+        return self._can_compact(self._state[class_index])
 
     def class_stats(self) -> list[ClassStats]:
         """Rows of debugfs ``classes``: one per distinct class, ascending, zeros included."""
@@ -482,21 +616,30 @@ class PoolModel:
                     obj_used=st.obj_used,
                     pages_used=st.obj_allocated // c.objs_per_zspage * c.pages_per_zspage,
                     pages_per_zspage=c.pages_per_zspage,
-                    freeable=self.freeable(c.index),
+                    freeable=self._can_compact(st),
                     inuse_ratio=tuple(counts[1:]) if ratio else None,
                 )
             )
         return rows
 
-    # ---- introspection (for tests and later compaction checks) ---------------------------
+    # ---- introspection (for tests and compaction checks) ---------------------------------
 
     def zspage_lists(self, class_index: int) -> tuple[tuple[int, ...], ...]:
-        """Serials on each fullness list of a class, indexed by group, head first."""
+        """Serials on each fullness list of a class, indexed by group, head first.
+
+        Under the 2013 scheme the EMPTY and FULL entries are always empty (no such lists).
+        """
         st = self._state[class_index]
         return tuple(tuple(z.serial for z in lst) for lst in st.lists)
 
     def zspage_inuse(self, serial: int) -> int:
         return self._zspage(serial).inuse
+
+    def zspage_group(self, serial: int) -> int:
+        """Fullness group of a live zspage (also for 2013 FULL zspages, which are unlisted)."""
+        g = self._zspage(serial).group
+        assert g is not None
+        return g
 
     def zspage_free_list(self, serial: int) -> tuple[int, ...]:
         """Free object indexes of a live zspage, head (next handed out) first."""
@@ -504,20 +647,35 @@ class PoolModel:
 
     def live_objects(self, serial: int) -> tuple[int, ...]:
         """Allocated object indexes of a live zspage, in address order."""
-        zs = self._zspage(serial)
-        return tuple(sorted(self._state[zs.cls.index].live[serial]))
+        return tuple(sorted(self._zspage(serial).objs))
+
+    def zspage_handles(self, serial: int) -> tuple[tuple[int, Handle], ...]:
+        """(object index, handle) pairs of a live zspage, in address order."""
+        return tuple(sorted(self._zspage(serial).objs.items()))
 
     def live_zspages(self, class_index: int) -> tuple[int, ...]:
         """Serials of the class's live zspages, ascending."""
-        return tuple(sorted(self._state[class_index].live))
+        return tuple(sorted(self._state[class_index].zspages))
 
     # ---- internals -----------------------------------------------------------------------
+
+    def _where(self, h: Handle) -> tuple[_ZsPage, int]:
+        got = self._handles.get(h.serial) if isinstance(h, Handle) else None
+        if got is None:
+            raise ValueError(f"not a live handle: {h!r}")
+        return got
 
     def _zspage(self, serial: int) -> _ZsPage:
         zs = self._zspages.get(serial)
         if zs is None:
             raise ValueError(f"no live zspage {serial}")
         return zs
+
+    def _can_compact(self, st: _ClassState) -> int:
+        c = st.cls
+        if st.obj_allocated <= st.obj_used:
+            return 0
+        return (st.obj_allocated - st.obj_used) // c.objs_per_zspage * c.pages_per_zspage
 
     def _find(self, st: _ClassState) -> _ZsPage | None:
         """find_get_zspage: head of the first non-empty list in the policy's order."""
@@ -536,27 +694,119 @@ class PoolModel:
         )
         self._next_serial += 1
         self._zspages[zs.serial] = zs
-        st.live[zs.serial] = set()
+        st.zspages[zs.serial] = zs
         st.obj_allocated += c.objs_per_zspage
         self._pages_allocated += c.pages_per_zspage
         return zs
 
+    def _group(self, zs: _ZsPage) -> int:
+        return self.policy.fullness.group(zs.inuse, zs.cls.objs_per_zspage)
+
+    def _link(self, st: _ClassState, zs: _ZsPage, group: int) -> None:
+        """insert_zspage into ``group``'s list (if the scheme keeps one)."""
+        if self.policy.fullness.has_list(group):
+            lst = st.lists[group]
+            head_inuse = lst[0].inuse if lst else None
+            lst.insert(insert_position(self.policy.insert_rule, head_inuse, zs.inuse), zs)
+        zs.group = group
+
+    def _unlink(self, st: _ClassState, zs: _ZsPage) -> None:
+        """remove_zspage: the rest of the list keeps its order."""
+        if zs.group is not None and self.policy.fullness.has_list(zs.group):
+            st.lists[zs.group].remove(zs)
+        zs.group = None
+
     def _fix_fullness(self, st: _ClassState, zs: _ZsPage) -> None:
         """Move a zspage only if its group changed; otherwise its list position is kept."""
-        new = self.policy.fullness.group(zs.inuse, zs.cls.objs_per_zspage)
+        new = self._group(zs)
         if new == zs.group:
             return
-        if zs.group is not None:
-            st.lists[zs.group].remove(zs)
-        lst = st.lists[new]
-        head_inuse = lst[0].inuse if lst else None
-        lst.insert(insert_position(self.policy.insert_rule, head_inuse, zs.inuse), zs)
-        zs.group = new
+        self._unlink(st, zs)
+        self._link(st, zs, new)
 
     def _free_zspage(self, st: _ClassState, zs: _ZsPage) -> None:
-        if zs.group is not None:
-            st.lists[zs.group].remove(zs)
+        self._unlink(st, zs)
         del self._zspages[zs.serial]
-        del st.live[zs.serial]
+        del st.zspages[zs.serial]
         st.obj_allocated -= zs.cls.objs_per_zspage
         self._pages_allocated -= zs.cls.pages_per_zspage
+
+    def _isolate(self, st: _ClassState, groups: Iterable[int]) -> _ZsPage | None:
+        """isolate_zspage: unlink and return the head of the first non-empty listed group."""
+        for g in groups:
+            if st.lists[g]:
+                zs = st.lists[g][0]
+                self._unlink(st, zs)
+                return zs
+        return None
+
+    def _putback(self, st: _ClassState, zs: _ZsPage) -> int:
+        """putback_zspage: insert_zspage into the group its inuse now gives; returns it."""
+        g = self._group(zs)
+        self._link(st, zs, g)
+        return g
+
+    def _move(self, src: _ZsPage, dst: _ZsPage, obj: int) -> None:
+        """One object of migrate_zspage: obj_malloc in dst, rewrite the handle, obj_free."""
+        h = src.objs.pop(obj)
+        new = dst.free_stack.pop()
+        dst.objs[new] = h
+        self._handles[h.serial] = (dst, new)
+        src.free_stack.append(obj)
+
+    def _compact_src_first(self, st: _ClassState) -> int:
+        """6.1 __zs_compact for one class."""
+        freed = 0
+        while (src := self._isolate(st, _SRC_61)) is not None:
+            if not self._can_compact(st):
+                break  # src is still isolated: put back below
+            # migrate_zspage resumes where the previous dst filled up; since everything before
+            # that point has left src, this is simply "src's live objects in address order".
+            dst: _ZsPage | None = None
+            while (dst := self._isolate(st, _DST_61)) is not None:
+                src_done = True
+                for obj in sorted(src.objs):
+                    if dst.full:
+                        src_done = False  # -ENOMEM: dst full with objects left in src
+                        break
+                    self._move(src, dst, obj)
+                if src_done:
+                    break
+                self._putback(st, dst)
+            if dst is None:
+                # No dst left. Unreachable single-threaded (the free slots zs_can_compact
+                # counted would all be in src, so src would be empty), kept for fidelity.
+                break
+            self._putback(st, dst)
+            if self._putback(st, src) == QUARTER_EMPTY:
+                self._free_zspage(st, src)
+                freed += st.cls.pages_per_zspage
+        if src is not None:
+            self._putback(st, src)
+        return freed
+
+    def _compact_dst_first(self, st: _ClassState) -> int:
+        """6.12 / 7.2 __zs_compact for one class."""
+        freed = 0
+        dst: _ZsPage | None = None
+        while self._can_compact(st):
+            if dst is None:
+                dst = self._isolate(st, _DST_RATIO)
+                if dst is None:
+                    break
+            src = self._isolate(st, _SRC_RATIO)
+            if src is None:
+                break
+            for obj in sorted(src.objs):
+                self._move(src, dst, obj)
+                if dst.full:
+                    break
+            if self._putback(st, src) == self.policy.fullness.empty_group:
+                self._free_zspage(st, src)
+                freed += st.cls.pages_per_zspage
+            if dst.full:
+                self._putback(st, dst)
+                dst = None
+        if dst is not None:
+            self._putback(st, dst)
+        return freed

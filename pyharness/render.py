@@ -2,8 +2,10 @@
 
 Templates read the kernel's API facts (`kapi.KernelApi`) and never test a
 version number themselves. The upstream allocator is not a template: its
-mm/zsmalloc.c is copied from the kernel's own source. Files are rewritten
-only when their content changes, so Kbuild's incremental build stays warm.
+mm/zsmalloc.c is copied from the kernel's own source. The builtin allocator
+is the zsmalloc inside the kernel image (Debian 6.12, 7.2): only the zstest
+driver is built. Files are rewritten only when their content changes, so
+Kbuild's incremental build stays warm.
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ from pathlib import Path
 
 import jinja2
 
+from .guest import PROTOCOL_VERSION
 from .kapi import KernelApi
-from .kernels import Kernel
+from .kernels import Kernel, KernelSource
 from .progress import StageError
 
 KMOD = Path(__file__).resolve().parent.parent / "kmod"
-PROTOCOL_VERSION = 1
-ALLOCATORS = ("upstream",)
+ALLOCATORS = ("upstream", "builtin")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,35 @@ class RenderedSources:
     directory: Path
     files: tuple[Path, ...]
     modules: tuple[str, ...]  # module names in load order
+    # The allocator has upstream's debugfs `classes` file (CONFIG_ZSMALLOC_STAT), so
+    # per-class counters can be checked; Debian's built-in zsmalloc has it off.
+    classes_file: bool = True
+
+
+def _allocator_error(allocator: str, series: str, builtin: bool) -> str | None:
+    """Why this allocator cannot run on a kernel with zsmalloc built in (or not), or None."""
+    if allocator not in ALLOCATORS:
+        return f"unknown allocator {allocator!r}; choose one of {', '.join(ALLOCATORS)}"
+    if allocator == "upstream" and builtin:
+        return (
+            f"allocator 'upstream' cannot run on Linux {series}: zsmalloc is built into that "
+            "kernel (CONFIG_ZSMALLOC=y), so an out-of-tree zsmalloc.ko would export every zs_* "
+            "a second time and modpost refuses it. Test the kernel's own zsmalloc with "
+            "--allocator builtin (ALLOCATOR_BUILTIN in `make menuconfig`)"
+        )
+    if allocator == "builtin" and not builtin:
+        return (
+            f"allocator 'builtin' needs zsmalloc built into the kernel, but Linux {series} "
+            "has it as a module (CONFIG_ZSMALLOC=m); use --allocator upstream there"
+        )
+    return None
+
+
+def check_allocator(source: KernelSource, allocator: str) -> None:
+    """Refuse an allocator the target cannot run, before a long provisioning."""
+    error = _allocator_error(allocator, source.series, source.zsmalloc_builtin)
+    if error:
+        raise StageError(error)
 
 
 def _generated_note(template: str, comment: str) -> str:
@@ -51,12 +82,15 @@ def _write_if_changed(path: Path, text: str | bytes) -> None:
 
 
 def render(kernel: Kernel, api: KernelApi, allocator: str, out: Path) -> RenderedSources:
-    if allocator not in ALLOCATORS:
-        raise StageError(f"unknown allocator {allocator!r}; choose one of {', '.join(ALLOCATORS)}")
+    zsmalloc = kernel.config("ZSMALLOC")  # None when the .config is not at hand
+    builtin = zsmalloc == "y" if zsmalloc else allocator == "builtin"
+    error = _allocator_error(allocator, kernel.series, builtin)
+    if error:
+        raise StageError(error)
     out = out.resolve()  # Kbuild needs an absolute M=
     out.mkdir(parents=True, exist_ok=True)
     env = _environment()
-    modules = ("zsmalloc", "zstest")
+    modules = ("zstest",) if allocator == "builtin" else ("zsmalloc", "zstest")
     context = {
         "api": api,
         "allocator": allocator,
@@ -73,6 +107,9 @@ def render(kernel: Kernel, api: KernelApi, allocator: str, out: Path) -> Rendere
         text = template.render(context, generated_note=_generated_note(name, comment))
         _write_if_changed(out / target, text)
         files.append(out / target)
+    if allocator == "builtin":
+        stat = kernel.config("ZSMALLOC_STAT") == "y"
+        return RenderedSources(out, tuple(files), modules, classes_file=stat)
     upstream = kernel.source / "mm" / "zsmalloc.c"
     if not upstream.exists():
         raise StageError(f"{upstream} is missing; rerun provisioning with --refresh")

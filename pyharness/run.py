@@ -14,21 +14,22 @@ from pathlib import Path
 from typing import TextIO
 
 from . import build, initramfs, kapi, kernels, qemu, render
-from .check import DriverModel, check_commands, check_state
+from .check import DriverModel, check_classes, check_commands
 from .config import REPO, Config
 from .guest import ZsTest
-from .model import policy
 from .progress import Progress, StageError
 from .report import Case, RunResult, new_run, save_sources
 from .triage import find_crash
-from .workload import POOL, Workload
+from .workload import Workload
 
 BUILD = REPO / "build"
+DIVERGENCE_ORDER = {"protocol": 0, "data": 1, "command-result": 2, "class-stats": 3}
 
 
 @dataclass(frozen=True)
 class RunOptions:
     refresh: bool = False  # re-resolve and re-download the kernel
+    batches: list[list[str]] | None = None  # a replay instead of the default workload
     # Test-only: a guest shell command run after the modules load (a crash or a hang).
     inject: str | None = None
 
@@ -39,27 +40,62 @@ def choose_accel(config: Config, profile: qemu.Profile, spec: qemu.BootSpec, p: 
     return "kvm" if qemu.kvm_works(profile, spec, kernels.cache_dir(), p) else "tcg"
 
 
-def _test(
-    zstest: ZsTest, config: Config, result: RunResult, p: Progress, batches_log: Path
-) -> None:
-    """Run the workload batch by batch; stop at the first divergence."""
-    api = kapi.api_for(config.kernel)
-    driver = DriverModel(policy(api.model_policy))
-    batches = Workload(seed=config.workload_seed, batch_ops=config.workload_batch).batches(
-        config.workload_ops
+def default_batches(config: Config) -> list[list[str]]:
+    workload = Workload(
+        seed=config.workload_seed,
+        batch_ops=config.workload_batch,
+        partial_writes=kapi.api_for(config.kernel).map_object,
     )
-    commands = 0
+    return workload.batches(config.workload_ops)
+
+
+def read_replay(path: Path) -> list[list[str]]:
+    """Batches from a replay file: `# batch N` lines start a batch (the batches.txt format)."""
+    batches: list[list[str]] = []
+    for line in path.read_text().splitlines():
+        if line.startswith("# batch") or not batches:
+            batches.append([])
+        if line and not line.startswith("#"):
+            batches[-1].append(line)
+    batches = [b for b in batches if b]
+    if not batches:
+        raise StageError(f"{path} holds no commands; a replay file is a saved batches.txt")
+    return batches
+
+
+def check_batches(
+    zstest: ZsTest,
+    batches: list[list[str]],
+    api: kapi.KernelApi,
+    result: RunResult,
+    p: Progress,
+    classes: bool = True,  # the allocator has a debugfs `classes` file to check
+) -> None:
+    """Run batches one by one against the model; stop at the first divergence."""
+    result.info["classes_checked"] = classes
+    if not classes:
+        p.say("no debugfs `classes` file (CONFIG_ZSMALLOC_STAT off): classes table not checked")
+    zstest.check_version()
+    driver = DriverModel(api)
+    batches_log = result.directory / "batches.txt"
+    ops = commands = 0
+    model_seconds = 0.0
     with batches_log.open("w") as log:
         for number, lines in enumerate(batches):
             start = time.monotonic()
             log.write(f"# batch {number}\n" + "".join(f"{line}\n" for line in lines))
             log.flush()
             answer = zstest.batch(lines)
+            before_model = time.monotonic()
             divergences = check_commands(number, lines, answer, driver)
-            if "stats" in lines and not divergences:
-                rows = zstest.classes(POOL)
-                divergences += check_state(number, answer, rows, driver.model(POOL))
+            model_seconds += time.monotonic() - before_model
+            if classes and driver.current is not None:
+                rows = zstest.classes(driver.current)
+                divergences += check_classes(number, rows, driver.model(driver.current))
+            # The most specific first: a wrong class row explains a wrong page total.
+            divergences.sort(key=lambda d: DIVERGENCE_ORDER.get(d.kind, len(DIVERGENCE_ORDER)))
             commands += len(lines)
+            ops += sum(int(line.split()[2]) if line.startswith("churn") else 1 for line in lines)
             case = Case(f"batch-{number:03d}", time.monotonic() - start)
             result.cases.append(case)
             if divergences:
@@ -69,8 +105,11 @@ def _test(
                 p.say(f"reproducer: {batches_log} (batches 0..{number})")
                 break
             p.detail(f"batch {number}: {len(lines)} commands agree with the model")
-    result.info["commands"] = commands
-    p.say(f"{commands} commands in {len(result.cases)} batches checked against the model")
+    result.info.update(commands=commands, operations=ops, model_seconds=round(model_seconds, 3))
+    p.say(
+        f"{ops} operations ({commands} commands) in {len(result.cases)} batches "
+        "checked against the model"
+    )
 
 
 @dataclass(frozen=True)
@@ -85,9 +124,9 @@ class Prepared:
 
 def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
     with p.stage("provision"):
-        kernel = kernels.source_for(config.kernel).provision(
-            kernels.cache_dir(), p, refresh=refresh
-        )
+        source = kernels.source_for(config.kernel)
+        render.check_allocator(source, config.allocator)  # before a long provisioning
+        kernel = source.provision(kernels.cache_dir(), p, refresh=refresh)
     with p.stage("render"):
         out = BUILD / "kmod" / f"{config.kernel}-{config.allocator}"
         sources = render.render(kernel, kapi.api_for(config.kernel), config.allocator, out)
@@ -129,12 +168,18 @@ def boot(
     return guest
 
 
-def run(config: Config, p: Progress, options: RunOptions = RunOptions()) -> RunResult:
+def run(
+    config: Config,
+    p: Progress,
+    options: RunOptions = RunOptions(),
+    prepared: Prepared | None = None,
+) -> RunResult:
+    """A whole run; `prepared` skips the build stages (tests bring modified modules)."""
     result = new_run(config.kernel, config.allocator)
     p.say(f"results: {result.directory}")
     started = time.monotonic()
     try:
-        prepared = prepare(config, p, options.refresh)
+        prepared = prepared or prepare(config, p, options.refresh)
         result.info["kernel_release"] = prepared.kernel.release
         result.info["kernel_package"] = prepared.kernel.package_version
         result.info["build_warnings"] = list(prepared.built.warnings)
@@ -147,7 +192,10 @@ def run(config: Config, p: Progress, options: RunOptions = RunOptions()) -> RunR
             with p.stage("test"):
                 if options.inject is not None:
                     guest.run(options.inject)
-                _test(ZsTest(guest), config, result, p, result.directory / "batches.txt")
+                batches = options.batches or default_batches(config)
+                api = kapi.api_for(config.kernel)
+                classes = prepared.sources.classes_file
+                check_batches(ZsTest(guest), batches, api, result, p, classes=classes)
                 (result.directory / "dmesg.log").write_text(guest.run("dmesg"))
                 guest.poweroff()
                 # A report printed while no command was waiting fails the run too.

@@ -1,19 +1,20 @@
 """The zstest driver in a real 6.1 guest: bad input is refused, and the checker can fail.
 
-One guest boots for the whole module. Every bad line must come back as an
-error line with the errno the driver documents, the host's DriverModel
-must predict the same errno, and the kernel log must stay clean.
+One guest boots for the whole module. Every line must come back with the errno the driver
+documents, the host's DriverModel must predict the same errnos and value lines, the
+`classes` table must match the model after every batch, and the kernel log must stay clean.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 
 import pytest
 
-from pyharness.check import DriverModel, check_commands, check_state
+from pyharness import kapi
+from pyharness.check import UNKNOWN, DriverModel, check_classes, check_commands
 from pyharness.guest import ZsTest
-from pyharness.model import policy
 from pyharness.qemu import Guest
 from pyharness.triage import find_crash
 from pyharness.workload import Workload
@@ -22,6 +23,8 @@ pytestmark = pytest.mark.qemu
 
 EINVAL, ENOENT, EEXIST = -errno.EINVAL, -errno.ENOENT, -errno.EEXIST
 E2BIG, ERANGE, EIO = -errno.E2BIG, -errno.ERANGE, -errno.EIO
+ENODATA, EOPNOTSUPP = -errno.ENODATA, -errno.EOPNOTSUPP
+API61 = kapi.api_for("6.1")
 
 
 @pytest.fixture(scope="module")
@@ -32,22 +35,28 @@ def zstest(guest: Guest) -> ZsTest:
 @pytest.fixture(scope="module")
 def driver() -> DriverModel:
     """The host's prediction, fed the same batches as the guest in this module."""
-    return DriverModel(policy("6.1"))
+    return DriverModel(API61)
 
 
 def send(zstest: ZsTest, driver: DriverModel, lines: list[str]) -> list[int]:
-    """Run a batch in the guest; return each line's errno and check the model agrees."""
+    """Run a batch in the guest; check it against the model; return each line's errno.
+
+    Afterwards `driver.values` holds the batch's value lines, which the guest printed too.
+    """
     result = zstest.batch(lines)
+    found = check_commands(0, lines, result, driver)
+    if driver.current is not None:
+        rows = zstest.classes(driver.current)
+        found += check_classes(0, rows, driver.model(driver.current))
+    assert found == [], "\n".join(str(d) for d in found)
     got = {f.line: f.errno for f in result.failures}
-    errnos = [got.get(n, 0) for n in range(1, len(lines) + 1)]
-    predicted = [driver.run(line) for line in lines]
-    assert errnos == predicted, f"guest {errnos} but the model predicts {predicted}"
-    return errnos
+    return [got.get(n, 0) for n in range(1, len(lines) + 1)]
 
 
 def test_pool_setup(zstest: ZsTest, driver: DriverModel) -> None:
     assert send(zstest, driver, ["alloc 1 64"]) == [ENOENT]  # no pool yet
     assert send(zstest, driver, ["create bad", "version"]) == [0, 0]
+    assert driver.values == [("version", "1")]
 
 
 BAD_INPUT = [
@@ -65,7 +74,14 @@ BAD_INPUT = [
     ),
     pytest.param(["frobnicate 1 2", "ALLOC 1 2"], [EINVAL, EINVAL], id="unknown-verb"),
     pytest.param(
-        ["alloc 1", "free", "stats 1", "alloc 1 2 3 4"], [EINVAL] * 3 + [E2BIG], id="wrong-arity"
+        ["alloc 1", "free", "stats 1", "alloc 1 2 3 4", "compact 1", "churn 1 2 3", "lookup"],
+        [EINVAL] * 7,
+        id="wrong-arity",
+    ),
+    pytest.param(
+        ["alloc 1 2 3 4 5 6", "pwrite 1 2 3 4 rw x", "bogus 1 2 3 4 5 6", "alloc 1 2 3 4 5"],
+        [E2BIG, E2BIG, E2BIG, EINVAL],
+        id="seven-tokens",
     ),
     pytest.param(
         ["create a/b", "use nosuchpool", "destroy nosuchpool"],
@@ -74,6 +90,63 @@ BAD_INPUT = [
     ),
     pytest.param(
         ["alloc 6 300", "write 6 1", "verify 6 2", "free 6"], [0, 0, EIO, 0], id="verify-wrong-seed"
+    ),
+    pytest.param(["alloc 7 300", "verify 7 1", "free 7"], [0, ENODATA, 0], id="verify-unwritten"),
+    pytest.param(["lookup 100", "lookup x"], [EOPNOTSUPP, EINVAL], id="lookup-on-6.1"),
+    pytest.param(
+        [
+            "churn 1 10 0 0",
+            "churn 1 1048577 0 1",
+            "churn x 10 0 1",
+            "churn 1 4294967296 0 0",
+            "churn 1 0 0 1",
+        ],
+        [EINVAL, EINVAL, EINVAL, ERANGE, 0],
+        id="churn-arguments",
+    ),
+    # pwrite/pverify: numbers, then the mode, then the id, then the range.
+    pytest.param(
+        [
+            "alloc 10 100",
+            "write 10 1",
+            "pwrite x 1 0 1 rw",
+            "pwrite 10 1 0 4294967296 ro",
+            "pwrite 10 2 0 1 ro",
+            "pverify 10 1 0 1 wo",
+            "pwrite 10 2 0 1 RW",
+            "pwrite 99 1 0 1 ro",
+            "pwrite 99 1 0 0 rw",
+            "pverify 99 1 0 1 ro",
+            "free 10",
+        ],
+        [0, 0, EINVAL, ERANGE, EINVAL, EINVAL, EINVAL, EINVAL, ENOENT, ENOENT, 0],
+        id="range-argument-order",
+    ),
+    pytest.param(
+        [
+            "alloc 11 100",
+            "write 11 1",
+            "pwrite 11 2 0 0 rw",
+            "pwrite 11 2 100 1 rw",
+            "pwrite 11 2 99 2 wo",
+            "pwrite 11 2 0 101 wo",
+            "pwrite 11 2 4294967295 2 rw",  # a u32 sum would wrap to 1 and pass
+            "pverify 11 1 0 0 ro",
+            "pverify 11 1 0 101 rw",
+            "pverify 11 1 4294967200 100 ro",
+            "verify 11 1",  # the refused writes changed nothing
+            "pwrite 11 2 0 1 wo",
+            "pwrite 11 2 99 1 rw",
+            "pverify 11 2 99 1 ro",
+            "free 11",
+        ],
+        [0, 0] + [EINVAL] * 8 + [0, 0, 0, 0, 0],
+        id="range-outside-the-object",
+    ),
+    pytest.param(
+        ["alloc 12 100", "pverify 12 1 0 0 ro", "pverify 12 1 0 1 ro", "free 12"],
+        [0, EINVAL, ENODATA, 0],
+        id="pverify-unwritten",
     ),
 ]
 
@@ -96,23 +169,170 @@ def test_line_of_64k_is_refused(guest: Guest, zstest: ZsTest, driver: DriverMode
 
 
 def test_pool_is_intact_after_bad_input(zstest: ZsTest, driver: DriverModel) -> None:
-    result = zstest.batch(["stats"])
-    assert int(result.value("pages")) == 0  # every object the tests made was freed
-    rows = zstest.classes("bad")
-    assert check_state(0, result, rows, driver.model("bad")) == []
+    # Every object the tests above made was freed; a refused line allocated nothing.
+    assert send(zstest, driver, ["use bad", "stats"]) == [0, 0]
+    assert driver.values == [("pages", "0"), ("huge_class_size", "3257"), ("pages_compacted", "0")]
+    assert driver.live("bad") == {}
+
+
+def test_partial_writes(zstest: ZsTest, driver: DriverModel) -> None:
+    lines = ["create spans", *[f"alloc {i} 100" for i in range(1, 38)]]
+    lines += [f"write {i} 5" for i in range(1, 38)]
+    assert send(zstest, driver, lines) == [0] * len(lines)
+    m, live = driver.model("spans"), driver.live("spans")
+    # Class 5 (112 bytes, 2 pages): slot 36 sits at 4032 and crosses into the second page.
+    span = [i for i, obj in live.items() if m.spans(obj.handle)]
+    flat = [i for i, obj in live.items() if not m.spans(obj.handle)]
+    assert span == [37]
+    s, n = span[0], flat[0]
+
+    # A write-only mapping of a spanning object copies the whole per-CPU buffer back.
+    got = send(
+        zstest,
+        driver,
+        [
+            f"pwrite {s} 9 10 20 wo",
+            f"verify {s} 5",
+            f"pverify {s} 9 10 20 ro",
+            f"pverify {s} 9 10 20 rw",
+            f"pverify {s} 5 30 70 ro",
+        ],
+    )
+    assert [driver.run(f"verify {s} 5"), driver.run(f"pverify {s} 5 30 70 ro")] == [UNKNOWN] * 2
+    assert got[0] == 0 and got[1] in (0, EIO) and got[2:4] == [0, 0] and got[4] in (0, EIO)
+
+    # The same through a non-spanning object: mapped in place, exact.
+    assert send(
+        zstest,
+        driver,
+        [
+            f"pwrite {n} 9 10 20 wo",
+            f"verify {n} 5",
+            f"pverify {n} 9 10 20 ro",
+            f"pverify {n} 5 0 10 ro",
+            f"pverify {n} 5 30 70 rw",
+            f"pverify {n} 5 0 11 ro",
+        ],
+    ) == [0, EIO, 0, 0, 0, EIO]
+
+    # rw on the spanning object copies it in first: the rest stays.
+    assert send(
+        zstest,
+        driver,
+        [
+            f"write {s} 6",
+            f"pwrite {s} 9 10 20 rw",
+            f"verify {s} 6",
+            f"pverify {s} 9 10 20 ro",
+            f"pverify {s} 6 0 10 ro",
+            f"pverify {s} 6 30 70 rw",
+            f"pwrite {s} 9 0 100 wo",  # the whole object through wo: exact again
+            f"verify {s} 9",
+        ],
+    ) == [0, 0, EIO, 0, 0, 0, 0, 0]
+
+    # Ranges outside the object change nothing.
+    assert send(
+        zstest,
+        driver,
+        [
+            f"pwrite {s} 1 0 101 rw",
+            f"pwrite {s} 1 100 1 wo",
+            f"pverify {s} 9 99 2 ro",
+            f"pwrite {n} 1 4294967295 2 wo",
+            f"verify {s} 9",
+            "reset",
+            "stats",
+        ],
+    ) == [EINVAL] * 4 + [0, 0, 0]
+    assert driver.values[0] == ("pages", "0")
+
+
+def test_churn(zstest: ZsTest, driver: DriverModel) -> None:
+    assert send(zstest, driver, ["create churn", "churn 7 20000 1000 512", "stats"]) == [0] * 3
+    pages = int(driver.values[0][1])
+    assert pages > 0
+    # The model's objects are the guest's: verify every one churn left.
+    live = driver.live("churn")
+    assert all(1000 <= oid < 1512 for oid in live)
+    verifies = [f"verify {oid} {obj.seed}" for oid, obj in live.items()]
+    assert send(zstest, driver, verifies) == [0] * len(verifies)
+    # Objects of the workload among churn's ids: whole, partly written, never written.
+    lines = [
+        "alloc 2000 200",
+        "write 2000 3",
+        "alloc 2001 3000",
+        "alloc 2002 100",
+        "write 2002 4",
+        "pwrite 2002 8 0 10 rw",
+        "churn 8 5000 2000 64",
+        "churn 9 3000 1000 512",
+        "compact",
+        "stats",
+    ]
+    assert send(zstest, driver, lines) == [0] * len(lines)
+    assert [k for k, _ in driver.values] == [
+        "compacted",
+        "pages",
+        "huge_class_size",
+        "pages_compacted",
+    ]
+    assert send(zstest, driver, ["reset", "stats"]) == [0, 0]
+    assert driver.values[0] == ("pages", "0")
+
+
+def test_compact(zstest: ZsTest, driver: DriverModel) -> None:
+    # Class 5 (112 bytes, 2 pages, 73 objects): two zspages with one object each.
+    lines = ["create compact", *[f"alloc {i} 100" for i in range(1, 147)]]
+    lines += ["write 1 1", "write 74 74", *[f"free {i}" for i in range(2, 147) if i != 74]]
+    assert send(zstest, driver, lines) == [0] * len(lines)
+    assert (
+        send(zstest, driver, ["stats", "compact", "verify 1 1", "verify 74 74", "compact", "stats"])
+        == [0] * 6
+    )
+    # One zspage drains into the other and is freed; a second compaction finds nothing.
+    assert driver.values == [
+        ("pages", "4"),
+        ("huge_class_size", "3257"),
+        ("pages_compacted", "0"),
+        ("compacted", "2"),
+        ("compacted", "0"),
+        ("pages", "2"),
+        ("huge_class_size", "3257"),
+        ("pages_compacted", "2"),
+    ]
+    assert send(zstest, driver, ["reset", "compact", "destroy compact"]) == [0, 0, 0]
+    assert driver.values == [("compacted", "0")]
+
+
+def test_the_workload_agrees_with_the_model(zstest: ZsTest) -> None:
+    right = DriverModel(API61)
+    batches = Workload(seed=3, batch_ops=300, pool="right").batches(600)
+    assert any(line.startswith("churn ") for b in batches for line in b)
+    assert any(line.startswith("pwrite ") for b in batches for line in b)
+    for number, lines in enumerate(batches):
+        result = zstest.batch(lines)
+        found = check_commands(number, lines, result, right)
+        found += check_classes(number, zstest.classes("right"), right.model("right"))
+        assert found == [], "\n".join(str(d) for d in found)
+    assert dict(result.values)["pages"] == "0"
 
 
 def test_checker_catches_a_wrong_model(zstest: ZsTest) -> None:
     """The same workload checked against the 6.12 policy must diverge on 6.1."""
-    wrong = DriverModel(policy("6.12"))
+    wrong = DriverModel(dataclasses.replace(API61, model_policy="6.12"))
+    batches = Workload(seed=3, batch_ops=300, pool="wrong").batches(600)
+    assert batches[0] == ["create wrong"]
+    batches[0] = ["create wrong", "stats"]  # an empty pool: only huge_class_size can differ
     found = []
-    for number, lines in enumerate(Workload(seed=3, batch_ops=300, pool="wrong").batches(600)):
+    for number, lines in enumerate(batches):
         result = zstest.batch(lines)
         found += check_commands(number, lines, result, wrong)
-        if "stats" in lines:
-            found += check_state(number, result, zstest.classes("wrong"), wrong.model("wrong"))
+        found += check_classes(number, zstest.classes("wrong"), wrong.model("wrong"))
     assert found, "a model of another kernel version agreed with 6.1"
-    assert {d.kind for d in found} >= {"class-stats", "huge-class-size"}
+    assert found[0].kind == "huge_class_size"
+    assert "3257" in found[0].detail and "3625" in found[0].detail
+    assert {d.kind for d in found} >= {"class-stats", "huge_class_size", "pages"}
 
 
 def test_kernel_log_is_clean(guest: Guest) -> None:

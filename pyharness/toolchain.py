@@ -1,0 +1,404 @@
+"""Toolchain roots: a minimal Debian system of one suite, to build modules for its kernels.
+
+Debian's 6.12 and 7.2 kernels are configured for gcc-14 and gcc-16, and
+their Kbuild flags (e.g. `-fmin-function-alignment`) are unknown to the
+host's gcc-12. A debootstrap'd minbase root of the kernel's own suite with
+the kernel's `linux-headers-<release>` package installed brings exactly the
+compiler the kernel was built with and a Kbuild tree at the paths its
+Makefiles expect (`/usr/src/...`), with nothing to rewrite.
+
+The archive comes from the host's own apt sources, so zskit follows
+whatever mirror the host uses. A root is built in `<suite>.tmp` and renamed
+when complete: an interrupted build never leaves a half root behind, and a
+complete one carries `zskit-root.json` naming what it holds.
+
+Commands run chrooted inside a private mount namespace (`unshare`): /proc
+(objtool needs it) and bind mounts of host directories exist only for that
+one command and vanish with it, even when the harness is killed, so no
+mount can leak into the host or keep a root from being deleted.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from .progress import CommandError, Progress, StageError
+
+STAMP = "zskit-root.json"
+APT_CONF = "etc/apt/apt.conf.d/99zskit"
+# No fsync per unpacked file: a half-built root is thrown away anyway, and
+# one sync before the rename makes a complete one durable.
+DPKG_CONF = ("etc/dpkg/dpkg.cfg.d/99zskit", "force-unsafe-io\n")
+# sid's Release file may be past its Valid-Until on the archive we are given;
+# the root only builds modules, so an old-but-signed index is acceptable.
+APT_SETTINGS = 'Acquire::Check-Valid-Until "false";\nAPT::Install-Recommends "false";\n'
+# A clean environment for commands in the root: host variables such as
+# MAKEFLAGS or a virtualenv's PATH must not leak into Kbuild or apt.
+ROOT_ENV = (
+    "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME=/root",
+    "LC_ALL=C.UTF-8",
+    "DEBIAN_FRONTEND=noninteractive",
+    # trixie's headers depend on the kernel image, whose hooks would build an
+    # initramfs nobody boots (about 20 s of a cold root).
+    "INITRD=No",
+)
+# Runs in the new mount namespace: mount /proc and the binds, then chroot.
+# Arguments: ROOT BIND... -- COMMAND... It travels in the environment, so
+# the command line that -v shows stays readable.
+_ENTER = r"""
+set -e
+root=$1
+shift
+mount -t proc proc "$root/proc"
+while [ "$1" != -- ]; do
+	mkdir -p "$root$1"
+	mount --bind "$1" "$root$1"
+	shift
+done
+shift
+exec chroot "$root" /usr/bin/env -i "$@"
+"""
+
+
+# --- the host's apt sources -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AptSource:
+    """One entry of the host's apt sources (a deb822 stanza or a one-line `deb` entry)."""
+
+    types: tuple[str, ...]  # "deb", "deb-src"
+    uris: tuple[str, ...]
+    suites: tuple[str, ...]
+    components: tuple[str, ...]
+    signed_by: str | None = None  # a keyring path (or an inline key, unused here)
+    enabled: bool = True
+
+
+def parse_deb822_sources(text: str) -> list[AptSource]:
+    """Entries of a `.sources` file (deb822: stanzas of `Field: value`, blank-line separated)."""
+    entries: list[AptSource] = []
+    for stanza in re.split(r"\n[ \t]*\n", text):
+        fields: dict[str, str] = {}
+        key: str | None = None
+        for line in stanza.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            if line[0] in " \t" and key is not None:
+                fields[key] += "\n" + line.strip()  # continuation (e.g. an inline key)
+            elif ":" in line:
+                name, value = line.split(":", 1)
+                key = name.strip().lower()
+                fields[key] = value.strip()
+        if "types" not in fields or "uris" not in fields:
+            continue
+        signed_by = fields.get("signed-by")
+        entries.append(
+            AptSource(
+                types=tuple(fields["types"].split()),
+                uris=tuple(fields["uris"].split()),
+                suites=tuple(fields.get("suites", "").split()),
+                components=tuple(fields.get("components", "").split()),
+                signed_by=signed_by or None,
+                enabled=fields.get("enabled", "yes").lower() not in ("no", "false", "0"),
+            )
+        )
+    return entries
+
+
+def parse_one_line_sources(text: str) -> list[AptSource]:
+    """Entries of a `sources.list` file: `deb [opt=value ...] URI SUITE [COMPONENT...]`."""
+    entries: list[AptSource] = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        options: dict[str, str] = {}
+        if m := re.match(r"^(\S+)\s+\[([^\]]*)\]\s*(.*)$", line):
+            kind, opts, rest = m[1], m[2], m[3]
+            for opt in opts.split():
+                name, _, value = opt.partition("=")
+                options[name.lower()] = value
+        else:
+            kind, _, rest = line.partition(" ")
+        words = rest.split()
+        if kind not in ("deb", "deb-src") or len(words) < 2:
+            continue
+        entries.append(
+            AptSource(
+                types=(kind,),
+                uris=(words[0],),
+                suites=(words[1],),
+                components=tuple(words[2:]),
+                signed_by=options.get("signed-by"),
+            )
+        )
+    return entries
+
+
+def host_sources(etc: Path = Path("/etc/apt")) -> list[AptSource]:
+    """Every entry of the host's apt configuration, in apt's reading order."""
+    entries: list[AptSource] = []
+    main = etc / "sources.list"
+    if main.is_file():
+        entries += parse_one_line_sources(main.read_text(errors="replace"))
+    parts = etc / "sources.list.d"
+    for path in sorted(parts.glob("*")) if parts.is_dir() else ():
+        if path.suffix == ".list":
+            entries += parse_one_line_sources(path.read_text(errors="replace"))
+        elif path.suffix == ".sources":
+            entries += parse_deb822_sources(path.read_text(errors="replace"))
+    return entries
+
+
+def host_codename(os_release: Path = Path("/etc/os-release")) -> str | None:
+    try:
+        text = os_release.read_text()
+    except OSError:
+        return None
+    m = re.search(r"^VERSION_CODENAME=\"?([^\"\n]*)\"?$", text, re.M)
+    return m[1] if m and m[1] else None
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A Debian archive to bootstrap a suite from."""
+
+    uri: str
+    keyring: Path | None  # the host's keyring for it, when the entry names a file
+
+
+def archive_for(suite: str, sources: Sequence[AptSource], codename: str | None) -> Archive:
+    """The archive to take `suite` from: an entry that lists it, else the host's own Debian.
+
+    The host's own Debian archive is the enabled `deb` entry that carries the
+    host's release codename (not -security or -updates, which serve no other
+    suite); a mirror of the Debian archive serves every suite.
+    """
+    debs = [s for s in sources if s.enabled and "deb" in s.types and s.uris]
+    for wanted in (suite, codename):
+        for source in debs:
+            if wanted and wanted in source.suites:
+                keyring = source.signed_by
+                path = Path(keyring) if keyring and keyring.startswith("/") else None
+                return Archive(source.uris[0].rstrip("/"), path)
+    raise StageError(
+        f"no Debian archive for {suite} in the host's apt sources (/etc/apt/sources.list, "
+        f"/etc/apt/sources.list.d/*.sources): add an entry for the Debian archive that "
+        f"serves {suite}, or one for the host's own release"
+        + (f" ({codename})" if codename else "")
+    )
+
+
+# --- roots ------------------------------------------------------------------
+
+
+def require_root(why: str) -> None:
+    """Fail with what to do when not running as root (debootstrap and chroot need it)."""
+    if os.geteuid() != 0:
+        raise StageError(
+            f"{why} needs root: the kernel's toolchain is a debootstrap'd Debian root entered "
+            "with chroot. Run zskit as root, e.g. `sudo -E .venv/bin/zskit run ...` "
+            "(or `sudo make ...`)"
+        )
+
+
+def _mounts_under(path: Path) -> list[str]:
+    """Mount points at or below path in this namespace (none is expected)."""
+    prefix = str(path.resolve())
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    points = [line.split()[1].replace("\\040", " ") for line in lines if len(line.split()) > 1]
+    return [p for p in points if p == prefix or p.startswith(prefix + "/")]
+
+
+def _remove_tree(path: Path) -> None:
+    """rm -rf, refusing when something is mounted there (it would delete through the mount)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    mounted = _mounts_under(path)
+    if mounted:
+        raise StageError(
+            f"cannot remove {path}: {', '.join(mounted)} mounted there; unmount it (`umount -R "
+            f"{mounted[0]}`) and retry"
+        )
+    shutil.rmtree(path)
+
+
+@contextmanager
+def locked(lock: Path) -> Iterator[None]:
+    """One zskit at a time holds the lock (e.g. builds a root); others wait, then reuse it."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with lock.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+@dataclass(frozen=True)
+class Root:
+    """A debootstrap'd root of one Debian suite; commands run in it through chroot."""
+
+    path: Path
+    suite: str
+
+    def host_path(self, inside: str | PurePosixPath) -> Path:
+        """Where a path of the root lives on the host."""
+        return self.path / str(inside).lstrip("/")
+
+    def inside_path(self, host: Path) -> PurePosixPath:
+        """The root's name for a host path under the root."""
+        return PurePosixPath("/") / host.relative_to(self.path).as_posix()
+
+    def stamp(self) -> dict[str, object] | None:
+        try:
+            data = json.loads((self.path / STAMP).read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def is_complete(self) -> bool:
+        return self.stamp() is not None
+
+    def run(
+        self,
+        argv: Sequence[str | PurePosixPath],
+        progress: Progress,
+        *,
+        what: str,
+        cwd: str = "/",
+        binds: Sequence[Path] = (),
+        stream: bool = False,
+    ) -> str:
+        """Run a command in the root, with host directories `binds` at their own paths."""
+        require_root(what)
+        cmd: list[str | Path] = ["unshare", "--mount", "--propagation", "private"]
+        cmd += ["sh", "-c", 'eval "$ZSKIT_ENTER_ROOT"', "zskit-enter-root", self.path]
+        cmd += [*(b.resolve() for b in binds), "--", *ROOT_ENV]
+        # env --chdir: the command's working directory inside the root.
+        cmd += ["/usr/bin/env", f"--chdir={cwd}", *(str(a) for a in argv)]
+        env = {**os.environ, "ZSKIT_ENTER_ROOT": _ENTER}
+        return progress.run(cmd, env=env, what=what, stream=stream)
+
+    def apt_get(self, args: Sequence[str], progress: Progress, *, what: str, cwd: str = "/") -> str:
+        # Downloads into a root-owned directory: apt's _apt sandbox user could not write there.
+        return self.run(
+            ["apt-get", "-q", "-y", "-o", "APT::Sandbox::User=root", *args],
+            progress,
+            what=what,
+            cwd=cwd,
+            stream=progress.verbose,
+        )
+
+    def package_versions(self, names: Sequence[str], progress: Progress) -> dict[str, str]:
+        """Candidate version of each package the root's apt knows (unknown ones left out)."""
+        return {
+            name: fields["Version"]
+            for name, fields in self.package_fields(names, progress).items()
+            if "Version" in fields
+        }
+
+    def package_fields(self, names: Sequence[str], progress: Progress) -> dict[str, dict[str, str]]:
+        """`apt-cache show` of each known package's candidate, as a field dict."""
+        found: dict[str, dict[str, str]] = {}
+        for name in names:
+            try:
+                text = self.run(
+                    ["apt-cache", "show", "--no-all-versions", name],
+                    progress,
+                    what=f"looking up {name}",
+                )
+            except CommandError:
+                continue  # apt-cache fails for a name it does not know
+            for para in text.split("\n\n"):
+                fields = dict(
+                    line.split(": ", 1)
+                    for line in para.splitlines()
+                    if ": " in line and line[0] not in " \t"
+                )
+                if fields.get("Package") == name:
+                    found[name] = fields
+        return found
+
+    def search(self, pattern: str, progress: Progress) -> list[str]:
+        """Package names matching a regular expression, from the root's apt lists."""
+        out = self.run(
+            ["apt-cache", "search", "--names-only", pattern], progress, what="searching packages"
+        )
+        return [line.split(" - ", 1)[0] for line in out.splitlines() if " - " in line]
+
+
+def ensure_root(
+    suite: str,
+    cache: Path,
+    progress: Progress,
+    packages: Callable[[Root], Sequence[str]],
+    refresh: bool = False,
+) -> Root:
+    """The cached root of `suite`, built when missing (or when `refresh` finds new packages).
+
+    `packages(root)` names what to install, asked of the root's own apt
+    lists (the kernel's ABI is only known there). With `refresh`, an
+    existing root updates its lists first and is rebuilt if they now name
+    packages it does not have.
+    """
+    require_root(f"a {suite} toolchain root")
+    dest = cache / "roots" / suite
+    with locked(cache / "roots" / f"{suite}.lock"):
+        root = Root(dest, suite)
+        if root.is_complete():
+            if not refresh:
+                return root
+            root.apt_get(["update"], progress, what=f"updating {suite}'s apt lists")
+            wanted = list(packages(root))
+            have = (root.stamp() or {}).get("packages")
+            if isinstance(have, list) and set(wanted) <= set(have):
+                return root
+            progress.say(f"the {suite} archive now has {', '.join(wanted)}: rebuilding the root")
+        return _build_root(suite, dest, progress, packages)
+
+
+def _build_root(
+    suite: str, dest: Path, progress: Progress, packages: Callable[[Root], Sequence[str]]
+) -> Root:
+    archive = archive_for(suite, host_sources(), host_codename())
+    tmp = dest.with_name(dest.name + ".tmp")
+    _remove_tree(tmp)  # what an interrupted build left
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    progress.say(f"building a {suite} toolchain root in {dest} (debootstrap, minbase)")
+    cmd: list[str | Path] = ["debootstrap", "--variant=minbase", "--components=main"]
+    if archive.keyring is not None and archive.keyring.is_file():
+        cmd.append(f"--keyring={archive.keyring}")
+    cmd += [suite, tmp, archive.uri]
+    progress.run(cmd, what=f"debootstrap {suite}", stream=progress.verbose)
+    (tmp / APT_CONF).write_text(APT_SETTINGS)
+    (tmp / DPKG_CONF[0]).write_text(DPKG_CONF[1])
+    root = Root(tmp, suite)
+    root.apt_get(["update"], progress, what=f"updating {suite}'s apt lists")
+    wanted = list(packages(root))
+    progress.say(f"installing {', '.join(wanted)} into the {suite} root")
+    root.apt_get(["install", "make", *wanted], progress, what=f"installing {' '.join(wanted)}")
+    root.apt_get(["clean"], progress, what="dropping downloaded packages")
+    stamp = {"suite": suite, "archive": archive.uri, "packages": ["make", *wanted]}
+    (tmp / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
+    os.sync()
+    old = dest.with_name(dest.name + ".old")
+    _remove_tree(old)
+    if dest.exists():
+        dest.rename(old)
+    tmp.rename(dest)
+    _remove_tree(old)
+    return Root(dest, suite)

@@ -1,0 +1,73 @@
+"""The checker's power: upstream zsmalloc with a planted bug must fail the default run.
+
+Each test edits the upstream mm/zsmalloc.c at build time (the edit lives
+here; no upstream code is committed), builds and boots it, and expects the
+run to fail with the divergence kind the bug should produce.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from pyharness import build, config, initramfs, qemu, run
+from pyharness.progress import Progress
+from pyharness.render import RenderedSources
+
+pytestmark = pytest.mark.qemu
+
+# name -> (upstream text, replacement, divergence kinds that catch it)
+BUGS = {
+    "class-size-off-by-one-step": (
+        "ZS_SIZE_CLASS_DELTA);\n\n\treturn min_t(int, ZS_SIZE_CLASSES - 1, idx);",
+        "ZS_SIZE_CLASS_DELTA) + 1;\n\n\treturn min_t(int, ZS_SIZE_CLASSES - 1, idx);",
+        {"class-stats"},
+    ),
+    "corrupted-free-list": (
+        "link->next = get_freeobj(zspage) << OBJ_TAG_BITS;",
+        "link->next = (get_freeobj(zspage) + 1) << OBJ_TAG_BITS;",
+        {"data", "class-stats", "command-result", "crash"},
+    ),
+    "compaction-forgets-the-handle": (
+        "record_obj(handle, free_obj);",
+        "/* handle not updated */",
+        {"data", "crash"},
+    ),
+    "spanning-write-drops-last-byte": (
+        "memcpy(addr, buf + sizes[0], sizes[1]);",
+        "memcpy(addr, buf + sizes[0], sizes[1] - 1);",
+        {"data"},
+    ),
+}
+
+
+def with_bug(prepared: run.Prepared, name: str, tmp: Path) -> run.Prepared:
+    """Copy the rendered sources, plant the bug, build and pack the modules."""
+    old, new, _ = BUGS[name]
+    for path in prepared.sources.files:
+        text = path.read_text()
+        if path.name == "zsmalloc.c":
+            assert text.count(old) == 1, f"the edit for {name} no longer applies"
+            text = text.replace(old, new)
+        (tmp / path.name).write_text(text)
+    sources = RenderedSources(
+        tmp, tuple(tmp / f.name for f in prepared.sources.files), prepared.sources.modules
+    )
+    built = build.build(prepared.kernel, sources, Progress())
+    image = initramfs.build_initramfs(
+        built.modules, tmp / "initramfs.cpio", qemu.Profile.load().shell_tty
+    )
+    return dataclasses.replace(prepared, sources=sources, built=built, image=image)
+
+
+@pytest.mark.parametrize("name", sorted(BUGS))
+def test_planted_bug_is_caught(
+    name: str, prepared: run.Prepared, default_config: config.Config, tmp_path: Path
+) -> None:
+    buggy = with_bug(prepared, name, tmp_path)
+    result = run.run(default_config, Progress(), prepared=buggy)
+    failure = result.first_failure
+    assert failure is not None, f"{name} went unnoticed"
+    assert failure.kind in BUGS[name][2], f"{name}: caught as {failure.kind}: {failure.failure}"
