@@ -27,6 +27,7 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
         workload_ops=getattr(args, "ops", None),
         workload_seed=getattr(args, "seed", None),
         workload_batch=getattr(args, "batch", None),
+        workload_churn_percent=getattr(args, "churn", None),
     )
 
 
@@ -55,6 +56,8 @@ def cmd_provision(args: argparse.Namespace, p: Progress) -> int:
         f"{kernel.release} ({kernel.package_version})\n  image  {kernel.vmlinuz}\n"
         f"  kdir   {kernel.kdir}\n  source {kernel.source}"
     )
+    if kernel.toolchain is not None:
+        print(f"  root   {kernel.toolchain} (modules are built chrooted there)")
     return 0
 
 
@@ -99,6 +102,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--ops", type=int, help="commands in the workload")
     sp.add_argument("--batch", type=int, help="commands per checked batch")
     sp.add_argument("--seed", type=int, help="workload seed")
+    sp.add_argument("--churn", type=int, metavar="PERCENT", help="share of ops run by churn")
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("replay", help="rerun a saved batches.txt or replay file, checked")

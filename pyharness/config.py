@@ -31,6 +31,7 @@ class Config:
     workload_ops: int
     workload_batch: int
     workload_seed: int
+    workload_churn_percent: int
 
     def with_overrides(self, **changes: object) -> Config:
         """A copy with command-line overrides (None values are ignored)."""
@@ -69,6 +70,7 @@ def load(kconfig: Path = REPO / "Kconfig", dotconfig: Path | None = None) -> Con
         workload_ops=num("WORKLOAD_OPS"),
         workload_batch=num("WORKLOAD_BATCH"),
         workload_seed=num("WORKLOAD_SEED"),
+        workload_churn_percent=num("WORKLOAD_CHURN_PERCENT"),
     )
     # kconfiglib reports an out-of-range value only once it is read, so check last.
     if kconf.warnings:

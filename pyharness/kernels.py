@@ -259,14 +259,17 @@ def _decompress(payload: bytes, compression: str) -> bytes | None:
     """The ELF vmlinux from a bzImage payload, or None when this host cannot unpack it."""
     # Kbuild appends the uncompressed size (le32) to the compressed stream.
     (size,) = struct.unpack("<I", payload[-4:])
-    if compression == "XZ":
-        elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(payload)
-    elif compression == "GZIP":
-        elf = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(payload)
-    elif compression == "ZSTD" and shutil.which("zstd"):
-        proc = subprocess.run(["zstd", "-dcq"], input=payload[:-4], capture_output=True)
-        elf = proc.stdout if proc.returncode == 0 else b""
-    else:
+    try:
+        if compression == "XZ":
+            elf = lzma.LZMADecompressor(format=lzma.FORMAT_XZ).decompress(payload)
+        elif compression == "GZIP":
+            elf = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(payload)
+        elif compression == "ZSTD" and shutil.which("zstd"):
+            proc = subprocess.run(["zstd", "-dcq"], input=payload[:-4], capture_output=True)
+            elf = proc.stdout if proc.returncode == 0 else b""
+        else:
+            return None
+    except (lzma.LZMAError, zlib.error):
         return None
     return elf if elf.startswith(b"\x7fELF") and len(elf) == size else None
 

@@ -508,8 +508,16 @@ class PoolModel:
         return self._lookup[min(idx, p.num_indexes - 1)]
 
     def lookup_class_index(self, size: int) -> int:
-        """zs_lookup_class_index (6.12+): index of the merged class holding ``size`` bytes."""
-        return self.class_of(size).index
+        """zs_lookup_class_index (6.12+): index of the merged class holding ``size`` bytes.
+
+        As in C, ``size + ZS_HANDLE_SIZE`` passes through get_size_class_index's ``int``
+        parameter: a sum of 2**31 or more turns negative and lands in class 0.
+        """
+        p = self.policy
+        s = (size + p.handle_size) & 0xFFFFFFFF
+        s = s - (1 << 32) if s >= 1 << 31 else s
+        idx = 0 if s <= p.min_alloc_size else -(-(s - p.min_alloc_size) // p.class_delta)
+        return self._lookup[min(idx, p.num_indexes - 1)].index
 
     # ---- malloc / free -------------------------------------------------------------------
 

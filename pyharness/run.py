@@ -45,6 +45,7 @@ def default_batches(config: Config) -> list[list[str]]:
         seed=config.workload_seed,
         batch_ops=config.workload_batch,
         partial_writes=kapi.api_for(config.kernel).map_object,
+        churn_percent=config.workload_churn_percent,
     )
     return workload.batches(config.workload_ops)
 

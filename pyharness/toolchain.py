@@ -169,6 +169,9 @@ def host_codename(os_release: Path = Path("/etc/os-release")) -> str | None:
     return m[1] if m and m[1] else None
 
 
+ARCHIVE_SCHEMES = ("http://", "https://", "file:/")  # what debootstrap can fetch from
+
+
 @dataclass(frozen=True)
 class Archive:
     """A Debian archive to bootstrap a suite from."""
@@ -184,7 +187,11 @@ def archive_for(suite: str, sources: Sequence[AptSource], codename: str | None) 
     host's release codename (not -security or -updates, which serve no other
     suite); a mirror of the Debian archive serves every suite.
     """
-    debs = [s for s in sources if s.enabled and "deb" in s.types and s.uris]
+    debs = [
+        s
+        for s in sources
+        if s.enabled and "deb" in s.types and s.uris and s.uris[0].startswith(ARCHIVE_SCHEMES)
+    ]
     for wanted in (suite, codename):
         for source in debs:
             if wanted and wanted in source.suites:
@@ -379,7 +386,10 @@ def _build_root(
     _remove_tree(tmp)  # what an interrupted build left
     tmp.parent.mkdir(parents=True, exist_ok=True)
     progress.say(f"building a {suite} toolchain root in {dest} (debootstrap, minbase)")
-    cmd: list[str | Path] = ["debootstrap", "--variant=minbase", "--components=main"]
+    # In its own mount namespace too: the /proc and /sys debootstrap mounts in the
+    # target vanish with it, even when it is killed.
+    cmd: list[str | Path] = ["unshare", "--mount", "--propagation", "private"]
+    cmd += ["debootstrap", "--variant=minbase", "--components=main"]
     if archive.keyring is not None and archive.keyring.is_file():
         cmd.append(f"--keyring={archive.keyring}")
     cmd += [suite, tmp, archive.uri]

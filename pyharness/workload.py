@@ -25,6 +25,7 @@ class Workload:
     batch_ops: int
     pool: str = POOL
     partial_writes: bool = True  # the kernel has zs_map_object modes
+    churn_percent: int = 50  # share of operations done by churn lines (bulk, cheap to send)
     live: dict[int, tuple[int, int]] = field(default_factory=dict)  # id -> (size, seed)
     next_id: int = 1
 
@@ -84,7 +85,8 @@ class Workload:
             # The live set swells and shrinks, so zspages both fill and empty.
             target = rng.choice((50, 400, 1500))
             budget = min(self.batch_ops, ops - done)
-            churn = rng.randint(0, budget // 2) if budget >= 200 else 0
+            share = budget * self.churn_percent // 100
+            churn = share if budget >= 200 else 0
             if churn:
                 span = rng.choice((64, 512, 4096))
                 batch.append(f"churn {rng.getrandbits(32)} {churn} {CHURN_BASE} {span}")

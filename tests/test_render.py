@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from pyharness import kapi, render
+from pyharness.guest import PROTOCOL_VERSION
 from pyharness.kernels import Kernel
 from pyharness.progress import StageError
 
@@ -86,12 +87,14 @@ def test_zstest_c_uses_the_61_mapping_api(
 ) -> None:
     text = zstest_c(rendered[1])
     assert "u8 *dst = zs_map_object(pool->zs, obj->handle, ZS_MM_WO);" in text
-    assert "const u8 *src = zs_map_object(pool->zs, obj->handle, ZS_MM_RO);" in text
-    assert text.count("zs_unmap_object(pool->zs, obj->handle);") == 2
+    assert "u8 *dst = zs_map_object(pool->zs, obj->handle, mode);" in text  # pwrite rw/wo
+    assert "const u8 *src = zs_map_object(pool->zs, obj->handle, mode);" in text  # ro/rw
+    assert text.count("zs_unmap_object(pool->zs, obj->handle);") == 3
+    assert "zs_obj_write" not in text and "zs_obj_read_begin" not in text
     # 6.1's zs_malloc takes no node id.
-    assert "zs_malloc(zt_current->zs, size, GFP_KERNEL);" in text
+    assert "zs_malloc(pool->zs, size, GFP_KERNEL);" in text
     assert "NUMA_NO_NODE" not in text
-    assert f"#define ZT_PROTOCOL_VERSION\t{render.PROTOCOL_VERSION}\n" in text
+    assert f"#define ZT_PROTOCOL_VERSION\t{PROTOCOL_VERSION}\n" in text
     # Every zsmalloc call is spelled with the zs_ prefix.
     assert re.search(r"[^_a-z]map_object\(", text) is None
 

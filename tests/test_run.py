@@ -28,7 +28,7 @@ def test_default_workload_passes(default_config: config.Config) -> None:
     assert result.passed, result.first_failure
     doc = json.loads((result.directory / "results.json").read_text())
     assert doc["verdict"] == "pass"
-    assert doc["commands"] >= default_config.workload_ops
+    assert doc["operations"] >= default_config.workload_ops
     for stage in ("provision", "render", "build", "initramfs", "boot", "test"):
         assert stage in doc["timings"]
     for name in ("console.log", "session.log", "dmesg.log", "junit.xml", "batches.txt"):

@@ -55,7 +55,7 @@ Enabled: no
 ONE_LINE = """\
 # comment line
 deb http://archive.example.org/debian bookworm main contrib
-deb [arch=amd64 signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://mirror.example.net/debian sid main  # trailing
+deb [arch=amd64 signed-by=/etc/apt/keyrings/d.gpg] http://mirror.example.net/debian sid main  # x
 deb-src http://archive.example.org/debian bookworm main
 
 deb cdrom:[Debian GNU/Linux 12]/ bookworm main
@@ -77,26 +77,27 @@ def test_deb822_parser() -> None:
 
 def test_one_line_parser() -> None:
     entries = toolchain.parse_one_line_sources(ONE_LINE)
-    assert (
-        [(e.types, e.uris[0], e.suites) for e in entries]
-        == [
-            (("deb",), "http://archive.example.org/debian", ("bookworm",)),
-            (("deb",), "http://mirror.example.net/debian", ("sid",)),
-            (("deb-src",), "http://archive.example.org/debian", ("bookworm",)),
-            (("deb",), "cdrom:[Debian", ("GNU/Linux",)),  # odd but harmless: never chosen
-        ][:3]
-        + [entries[3:][0][0:0] or (e.types, e.uris[0], e.suites) for e in entries[3:]]
-    )
+    assert [(e.types, e.uris, e.suites) for e in entries[:3]] == [
+        (("deb",), ("http://archive.example.org/debian",), ("bookworm",)),
+        (("deb",), ("http://mirror.example.net/debian",), ("sid",)),
+        (("deb-src",), ("http://archive.example.org/debian",), ("bookworm",)),
+    ]
     assert entries[0].components == ("main", "contrib")
-    assert entries[1].signed_by == "/usr/share/keyrings/debian-archive-keyring.gpg"
+    assert entries[1].signed_by == "/etc/apt/keyrings/d.gpg"
     assert entries[1].components == ("main",)  # the comment is not a component
+
+
+def test_only_network_or_file_archives_are_chosen() -> None:
+    cdrom = toolchain.parse_one_line_sources("deb cdrom:[Debian GNU/Linux 12]/ bookworm main\n")
+    with pytest.raises(StageError, match="no Debian archive for trixie"):
+        toolchain.archive_for("trixie", cdrom, "bookworm")
 
 
 def test_archive_prefers_an_entry_that_lists_the_suite() -> None:
     sources = toolchain.parse_one_line_sources(ONE_LINE)
     archive = toolchain.archive_for("sid", sources, "bookworm")
     assert archive.uri == "http://mirror.example.net/debian"
-    assert archive.keyring == Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+    assert archive.keyring == Path("/etc/apt/keyrings/d.gpg")
 
 
 def test_archive_falls_back_to_the_hosts_own_release() -> None:
@@ -204,7 +205,7 @@ def bzimage(payload: bytes) -> bytes:
     head[0x1F1] = setup_sects
     head[0x202:0x206] = b"HdrS"
     struct.pack_into("<II", head, 0x248, 64, len(payload))
-    return bytes(head) + b"\xfd7zXZ\x00 decoy" + bytes(53) + payload + b"trailing code"
+    return bytes(head) + b"\xfd7zXZ\x00 decoy" + bytes(52) + payload + b"trailing code"
 
 
 ELF = b"\x7fELF" + bytes(range(256)) * 40

@@ -164,12 +164,6 @@ def test_batch_sizes() -> None:
         assert all(len(line.split()) <= 6 for line in batch)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Workload makes batches of ~12 bytes an operation: at Kconfig's largest "
-    "WORKLOAD_BATCH (100000) a batch passes the driver's 1 MiB ZT_MAX_BATCH, "
-    "which ZsTest.batch refuses",
-)
 def test_batches_fit_the_driver_at_the_largest_batch_setting() -> None:
     batches = make(batch_ops=MAX_WORKLOAD_BATCH, ops=3 * MAX_WORKLOAD_BATCH)
     assert max(sum(len(line) + 1 for line in b) for b in batches) <= MAX_BATCH_BYTES
