@@ -48,7 +48,7 @@ VERBS = {
     "reset": (1, True),
     "stats": (1, True),
 }
-MODES = ("rw", "ro", "wo")  # enum zs_mapmode order
+MODES = ("rw", "ro", "wo", "sg")  # the driver's zt_modes
 UNKNOWN = None  # a verify whose outcome the model cannot know (undefined bytes)
 
 Segment = tuple[int, int, int | None]  # [start, end) holds the pattern of seed, or None
@@ -208,9 +208,11 @@ class DriverModel:
     def _range(
         self, pool: _Pool, write: bool, oid: int, seed: int, off: int, length: int, mode: str
     ) -> int | None:
-        if mode not in MODES or mode == ("ro" if write else "wo"):
+        if mode not in MODES or mode in (("ro", "sg") if write else ("wo",)):
             return -errno.EINVAL
-        if not self.api.map_object and (write or mode != "ro"):
+        if self.api.map_object and mode == "sg":
+            return -errno.EOPNOTSUPP  # the scatterlist API came with 7.2's read API
+        if not self.api.map_object and (write or mode == "rw"):
             return -errno.EOPNOTSUPP
         obj = pool.objects.get(oid)
         if obj is None:

@@ -32,6 +32,11 @@ class Config:
     workload_batch: int
     workload_seed: int
     workload_churn_percent: int
+    # `make qemu-matrix`: the kernels ("6.1"), allocators and variants ("distro") chosen
+    # by the MATRIX_* options; pyharness.matrix turns them into entries.
+    matrix_kernels: tuple[str, ...] = ()
+    matrix_allocators: tuple[str, ...] = ()
+    matrix_variants: tuple[str, ...] = ()
 
     def with_overrides(self, **changes: object) -> Config:
         """A copy with command-line overrides (None values are ignored)."""
@@ -42,6 +47,16 @@ def _choice(kconf: kconfiglib.Kconfig, name: str) -> str:
     sel = kconf.named_choices[name].selection
     assert sel is not None, f"choice {name} has no default"
     return sel.name.removeprefix(name + "_").lower()
+
+
+def _chosen(kconf: kconfiglib.Kconfig, prefix: str) -> tuple[str, ...]:
+    """The bools named PREFIX<x> that are set, as x: MATRIX_KERNEL_6_12 -> "6.12"."""
+    found = []
+    for sym in kconf.unique_defined_syms:
+        if sym.name.startswith(prefix) and sym.orig_type == kconfiglib.BOOL and sym.tri_value:
+            suffix = sym.name.removeprefix(prefix)
+            found.append(suffix.replace("_", ".") if prefix == "MATRIX_KERNEL_" else suffix.lower())
+    return tuple(found)
 
 
 def load(kconfig: Path = REPO / "Kconfig", dotconfig: Path | None = None) -> Config:
@@ -71,6 +86,9 @@ def load(kconfig: Path = REPO / "Kconfig", dotconfig: Path | None = None) -> Con
         workload_batch=num("WORKLOAD_BATCH"),
         workload_seed=num("WORKLOAD_SEED"),
         workload_churn_percent=num("WORKLOAD_CHURN_PERCENT"),
+        matrix_kernels=_chosen(kconf, "MATRIX_KERNEL_"),
+        matrix_allocators=_chosen(kconf, "MATRIX_ALLOCATOR_"),
+        matrix_variants=_chosen(kconf, "MATRIX_VARIANT_"),
     )
     # kconfiglib reports an out-of-range value only once it is read, so check last.
     if kconf.warnings:

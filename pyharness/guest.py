@@ -9,6 +9,7 @@ documented in kmod/zstest.c.j2; anything else in it is a protocol error.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -147,6 +148,11 @@ class ZsTest:
 
     def __init__(self, guest: Guest) -> None:
         self.guest = guest
+        # Where a run's time goes: sending batches, running them, reading `classes`.
+        self.seconds = {"transfer": 0.0, "guest": 0.0, "classes": 0.0}
+
+    def _timed(self, what: str, start: float) -> None:
+        self.seconds[what] += time.monotonic() - start
 
     def load(self, modules: Sequence[str]) -> None:
         for path in modules:
@@ -162,8 +168,14 @@ class ZsTest:
         size = sum(len(line) + 1 for line in lines)
         if size > MAX_BATCH_BYTES:
             raise StageError(f"batch of {size} bytes exceeds the driver's {MAX_BATCH_BYTES}")
+        start = time.monotonic()
         self.upload(lines)
-        return self.batch_file(BATCH_FILE)
+        self._timed("transfer", start)
+        start = time.monotonic()
+        try:
+            return self.batch_file(BATCH_FILE)
+        finally:
+            self._timed("guest", start)
 
     def batch_file(self, path: str) -> BatchResult:
         """Hand a guest file to the driver as one batch (one write())."""
@@ -182,4 +194,8 @@ class ZsTest:
             )
 
     def classes(self, pool: str) -> list[ClassStats]:
-        return parse_classes(self.guest.run(f"cat /sys/kernel/debug/zsmalloc/{pool}/classes"))
+        start = time.monotonic()
+        try:
+            return parse_classes(self.guest.run(f"cat /sys/kernel/debug/zsmalloc/{pool}/classes"))
+        finally:
+            self._timed("classes", start)

@@ -21,6 +21,7 @@ class KernelApi:
     oversize_errno: str  # what zs_malloc returns for size > PAGE_SIZE
     # put/get_unaligned_*: <asm/unaligned.h> until 6.11, then moved to <linux/unaligned.h>.
     unaligned_header: str
+    typed_alloc: bool = False  # kzalloc_obj()/kvzalloc_objs(), which checkpatch asks for
 
 
 APIS = {
@@ -51,6 +52,7 @@ APIS = {
         model_policy="7.2",
         oversize_errno="ENOSPC",
         unaligned_header="linux/unaligned.h",
+        typed_alloc=True,
     ),
 }
 

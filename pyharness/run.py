@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from . import build, initramfs, kapi, kernels, qemu, render
+from . import build, initramfs, kapi, kernels, qemu, render, toolchain
 from .check import DriverModel, check_classes, check_commands
 from .config import REPO, Config
 from .guest import ZsTest
@@ -32,12 +32,17 @@ class RunOptions:
     batches: list[list[str]] | None = None  # a replay instead of the default workload
     # Test-only: a guest shell command run after the modules load (a crash or a hang).
     inject: str | None = None
+    # The results directory itself (zskit matrix, CI shards); default build/results/<run-id>.
+    results_dir: Path | None = None
 
 
 def choose_accel(config: Config, profile: qemu.Profile, spec: qemu.BootSpec, p: Progress) -> str:
     if config.accel != "auto":
         return config.accel
-    return "kvm" if qemu.kvm_works(profile, spec, kernels.cache_dir(), p) else "tcg"
+    cache = kernels.cache_dir()
+    # Parallel runs (zskit matrix) share the probe's record and log: one probes, the rest read.
+    with toolchain.locked(cache / "locks" / "kvm-probe.lock"):
+        return "kvm" if qemu.kvm_works(profile, spec, cache, p) else "tcg"
 
 
 def default_batches(config: Config) -> list[list[str]]:
@@ -106,10 +111,15 @@ def check_batches(
                 p.say(f"reproducer: {batches_log} (batches 0..{number})")
                 break
             p.detail(f"batch {number}: {len(lines)} commands agree with the model")
-    result.info.update(commands=commands, operations=ops, model_seconds=round(model_seconds, 3))
+    split = {**zstest.seconds, "model": model_seconds}
+    result.info.update(
+        commands=commands,
+        operations=ops,
+        time_split={k: round(v, 3) for k, v in split.items()},
+    )
     p.say(
         f"{ops} operations ({commands} commands) in {len(result.cases)} batches "
-        "checked against the model"
+        "checked against the model; seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in split.items())
     )
 
 
@@ -127,7 +137,10 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
     with p.stage("provision"):
         source = kernels.source_for(config.kernel)
         render.check_allocator(source, config.allocator)  # before a long provisioning
-        kernel = source.provision(kernels.cache_dir(), p, refresh=refresh)
+        cache = kernels.cache_dir()
+        # Entries of one kernel run in parallel (zskit matrix): one provisions, the rest wait.
+        with toolchain.locked(cache / "locks" / f"provision-{config.kernel}.lock"):
+            kernel = source.provision(cache, p, refresh=refresh)
     with p.stage("render"):
         out = BUILD / "kmod" / f"{config.kernel}-{config.allocator}"
         sources = render.render(kernel, kapi.api_for(config.kernel), config.allocator, out)
@@ -176,7 +189,7 @@ def run(
     prepared: Prepared | None = None,
 ) -> RunResult:
     """A whole run; `prepared` skips the build stages (tests bring modified modules)."""
-    result = new_run(config.kernel, config.allocator)
+    result = new_run(config.kernel, config.allocator, directory=options.results_dir)
     p.say(f"results: {result.directory}")
     started = time.monotonic()
     try:
