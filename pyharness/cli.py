@@ -9,6 +9,7 @@ zskit model classes|huge-size   print the model's class table
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -130,6 +131,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # `zskit model classes | head` should end quietly, as other CLI tools do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = parser().parse_args(argv)
     p = Progress(verbose=args.verbose)
     try:
