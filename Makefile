@@ -9,7 +9,8 @@ PY := $(VENV)/bin/python
 ZSKIT := $(VENV)/bin/zskit
 ZSKIT_ARGS ?=
 
-.PHONY: setup host-deps qemu-test test lint menuconfig defconfig clean
+.PHONY: setup host-deps qemu-test qemu-matrix test lint menuconfig defconfig savedefconfig \
+	olddefconfig clean
 
 setup: host-deps $(VENV)/.installed
 
@@ -43,6 +44,11 @@ $(VENV)/.installed: pyproject.toml
 qemu-test: setup
 	$(ZSKIT) run $(ZSKIT_ARGS)
 
+# Every entry of the matrix chosen in .config (MATRIX_*), in parallel; merged
+# results in build/results/matrix-<stamp>/.
+qemu-matrix: setup
+	$(ZSKIT) matrix $(ZSKIT_ARGS)
+
 lint: setup
 	$(VENV)/bin/ruff check pyharness tests
 	$(VENV)/bin/ruff format --check pyharness tests
@@ -53,8 +59,22 @@ test: setup lint
 menuconfig: setup
 	$(PY) -m menuconfig Kconfig
 
-defconfig: setup
-	$(PY) -m defconfig Kconfig
+# Presets: configs/NAME_defconfig, loaded with `make NAME_defconfig`
+# (`make defconfig` loads configs/default_defconfig).
+defconfig: default_defconfig
+
+%_defconfig: setup
+	@test -f configs/$@ || { echo "zskit: no preset configs/$@; presets:" \
+		$$(cd configs && ls *_defconfig) >&2; exit 1; }
+	$(PY) -m defconfig --kconfig Kconfig configs/$@
+
+# A minimal config (only what differs from Kconfig's defaults) in ./defconfig,
+# the form presets are kept in.
+savedefconfig: setup
+	$(PY) -m savedefconfig --kconfig Kconfig --out defconfig
+
+olddefconfig: setup
+	$(PY) -m olddefconfig Kconfig
 
 clean:
 	rm -rf build

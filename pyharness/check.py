@@ -28,7 +28,7 @@ MAX_ARGS = 6
 MAX_CHURN = 1 << 20
 U32_MAX = 0xFFFFFFFF
 U64_MAX = 0xFFFFFFFFFFFFFFFF
-NAME = re.compile(r"^[A-Za-z0-9_-]{1,31}$")
+NAME = re.compile(r"[A-Za-z0-9_-]{1,31}")
 # verb -> (argument count including the verb, needs a current pool)
 VERBS = {
     "version": (1, False),
@@ -127,6 +127,8 @@ class DriverModel:
     def run(self, line: str) -> int | None:
         if len(line.encode()) >= MAX_LINE:
             return -errno.E2BIG
+        if "\0" in line:
+            return -errno.EINVAL
         argv = [arg for arg in re.split(r"[ \t]", line) if arg]
         if not argv:
             return 0
@@ -158,7 +160,7 @@ class DriverModel:
         return result
 
     def _pool_verb(self, verb: str, name: str) -> int:
-        if not NAME.match(name):
+        if not NAME.fullmatch(name):
             return -errno.EINVAL
         if verb == "create":
             if name in self.pools:

@@ -1,6 +1,7 @@
 """The `zskit` command: stages as subcommands, plus `run` for all of them.
 
 zskit run         provision, build, boot and check the default workload
+zskit matrix      run every entry of the kernel matrix in parallel; --list shows them
 zskit provision   fetch and unpack the target kernel into the cache
 zskit parse LOG   triage a saved console log offline
 zskit model classes|huge-size   print the model's class table
@@ -9,21 +10,28 @@ zskit model classes|huge-size   print the model's class table
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import sys
 from pathlib import Path
 
 from . import config as config_mod
-from . import kernels, model, render
+from . import kernels, matrix, model, render
 from .progress import Progress, StageError
 from .run import RunOptions, read_replay, run
 from .triage import find_crash
 
 
 def _config(args: argparse.Namespace) -> config_mod.Config:
+    kernel, allocator = getattr(args, "kernel", None), getattr(args, "allocator", None)
+    if name := getattr(args, "entry", None):
+        if kernel or allocator:
+            raise StageError("--entry names the kernel and allocator; drop --kernel/--allocator")
+        entry = matrix.find_entry(name)
+        kernel, allocator = entry.kernel, entry.allocator
     return config_mod.load().with_overrides(
-        kernel=getattr(args, "kernel", None),
-        allocator=getattr(args, "allocator", None),
+        kernel=kernel,
+        allocator=allocator,
         accel=getattr(args, "accel", None),
         workload_ops=getattr(args, "ops", None),
         workload_seed=getattr(args, "seed", None),
@@ -35,7 +43,9 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
 def cmd_run(args: argparse.Namespace, p: Progress) -> int:
     cfg = _config(args)
     batches = read_replay(Path(args.replay)) if getattr(args, "replay", None) else None
-    result = run(cfg, p, RunOptions(refresh=args.refresh, batches=batches))
+    results_dir = Path(args.results_dir) if getattr(args, "results_dir", None) else None
+    options = RunOptions(refresh=args.refresh, batches=batches, results_dir=results_dir)
+    result = run(cfg, p, options)
     p.say(p.summary())
     failure = result.first_failure
     if failure is None:
@@ -48,6 +58,42 @@ def cmd_run(args: argparse.Namespace, p: Progress) -> int:
     print(failure.failure)
     print(f"results and console log: {result.directory}")
     return 1
+
+
+def cmd_matrix(args: argparse.Namespace, p: Progress) -> int:
+    config_file = Path(args.config) if args.config else None
+    if config_file is not None and not config_file.is_file():
+        raise StageError(f"no configuration {config_file}; presets are configs/*_defconfig")
+    if args.json and not args.list:
+        raise StageError("--json goes with --list")
+    if args.merge:
+        outcomes = matrix.collect(Path(args.merge))
+        matrix.write_merged(Path(args.merge), outcomes)
+        merged = matrix.MatrixResult(Path(args.merge), outcomes, seconds=None)
+        print(matrix.summary(merged))
+        print(f"merged results: {args.merge} (junit.xml, results.ktap, kernelci.json)")
+        return 0 if merged.passed else 1
+    cfg = config_mod.load(dotconfig=config_file)
+    if args.list:
+        entries = matrix.selected(cfg)
+        if args.json:
+            print(json.dumps([e.as_dict() for e in entries]))
+        else:
+            rows = [("name", "kernel", "allocator", "variant")]
+            rows += [(e.name, e.kernel, e.allocator, e.variant) for e in entries]
+            widths = [max(len(r[i]) for r in rows) for i in range(4)]
+            for row in rows:
+                print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        return 0
+    with p.stage("matrix"):
+        result = matrix.run_matrix(
+            cfg, p, jobs=args.jobs, config_file=config_file, accel=args.accel
+        )
+    print(matrix.summary(result))
+    print(f"merged results: {result.directory} (junit.xml, results.ktap, kernelci.json)")
+    if result.interrupted:
+        return 130
+    return 0 if result.passed else 1
 
 
 def cmd_provision(args: argparse.Namespace, p: Progress) -> int:
@@ -99,6 +145,8 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("run", help="build, boot and check the workload")
     target(sp)
     sp.add_argument("--allocator", choices=list(render.ALLOCATORS))
+    sp.add_argument("--entry", help="a matrix entry, e.g. 6.1-upstream-distro (kernel + allocator)")
+    sp.add_argument("--results-dir", metavar="DIR", help="results here, not build/results/<id>")
     sp.add_argument("--accel", choices=["auto", "tcg", "kvm"])
     sp.add_argument("--ops", type=int, help="commands in the workload")
     sp.add_argument("--batch", type=int, help="commands per checked batch")
@@ -112,6 +160,17 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--allocator", choices=list(render.ALLOCATORS))
     sp.add_argument("--accel", choices=["auto", "tcg", "kvm"])
     sp.set_defaults(func=cmd_run)
+
+    sp = sub.add_parser("matrix", help="run the kernel matrix (MATRIX_* options) in parallel")
+    sp.add_argument("--list", action="store_true", help="print the entries instead of running")
+    sp.add_argument("--json", action="store_true", help="with --list: as a JSON list")
+    sp.add_argument("--config", metavar="FILE", help="a .config or configs/ preset to read")
+    sp.add_argument("--jobs", type=int, metavar="N", help="entries at once (default: cores)")
+    sp.add_argument("--accel", choices=["auto", "tcg", "kvm"])
+    sp.add_argument(
+        "--merge", metavar="DIR", help="merge entry directories under DIR (CI jobs) instead"
+    )
+    sp.set_defaults(func=cmd_matrix)
 
     sp = sub.add_parser("provision", help="fetch the kernel into the cache")
     target(sp)

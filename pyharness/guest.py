@@ -165,7 +165,9 @@ class ZsTest:
             self.guest.run(f"cat >> {dest} <<'ZSKIT_EOF'\n{chunk}ZSKIT_EOF")
 
     def batch(self, lines: Sequence[str]) -> BatchResult:
-        size = sum(len(line) + 1 for line in lines)
+        if not lines:
+            raise ProtocolError("an empty batch makes no write(); send at least one line")
+        size = sum(len(line.encode()) + 1 for line in lines)
         if size > MAX_BATCH_BYTES:
             raise StageError(f"batch of {size} bytes exceeds the driver's {MAX_BATCH_BYTES}")
         start = time.monotonic()
@@ -179,9 +181,14 @@ class ZsTest:
 
     def batch_file(self, path: str) -> BatchResult:
         """Hand a guest file to the driver as one batch (one write())."""
-        rc, out = self.guest.run_status(f"dd if={path} of={CTL} bs=4M 2>&1")
+        # One write() for the whole file: bs well above the driver's limit, so a
+        # file over it is refused (E2BIG) rather than split into several batches.
+        rc, out = self.guest.run_status(f"test -s {path} && dd if={path} of={CTL} bs=64M 2>&1")
         if rc != 0:
-            raise ProtocolError(f"zstest refused the batch in {path}: {out}")
+            raise ProtocolError(
+                f"zstest refused the batch in {path} (empty, or over its "
+                f"{MAX_BATCH_BYTES >> 20} MiB limit): {out}"
+            )
         return parse_result(self.guest.run(f"cat {CTL}"))
 
     def check_version(self) -> None:

@@ -2,9 +2,9 @@
 
 `build/results/<run-id>/` holds `console.log` (the kernel console, written
 live by QEMU), `session.log` (the guest shell), `dmesg.log`, `results.json`,
-`junit.xml`, `batches.txt` (every command sent, a reproducer), and
-`sources/` (the rendered files that were built). It is written even when a
-stage fails, so a failed CI run can be read afterwards.
+`junit.xml`, `results.ktap`, `batches.txt` (every command sent, a
+reproducer), and `sources/` (the rendered files that were built). It is
+written even when a stage fails, so a failed CI run can be read afterwards.
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ import json
 import shutil
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent.parent / "build" / "results"
+# results.json keys that are RunResult fields; every other key is `info`.
+_FIELDS = ("run_id", "kernel", "allocator", "verdict", "failure", "timings", "cases")
 
 
 @dataclass
@@ -65,6 +68,49 @@ class RunResult:
         }
         (self.directory / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
         (self.directory / "junit.xml").write_bytes(self.junit())
+        (self.directory / "results.ktap").write_text(ktap([(self.name, self)]))
+
+    @property
+    def name(self) -> str:
+        return f"{self.kernel}-{self.allocator}"
+
+    @classmethod
+    def load(cls, directory: Path) -> RunResult | None:
+        """The run a results directory holds (its results.json), or None when there is none."""
+        try:
+            doc = json.loads((directory / "results.json").read_text())
+            return cls(
+                run_id=doc["run_id"],
+                kernel=doc["kernel"],
+                allocator=doc["allocator"],
+                directory=directory,
+                cases=[Case(**c) for c in doc["cases"]],
+                timings=dict(doc["timings"]),
+                info={k: v for k, v in doc.items() if k not in _FIELDS},
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def ktap_lines(self, number: int, name: str) -> list[str]:
+        """This run as test `number` of a KTAP document: a subtest per case, failures in `#`."""
+        desc = name.replace("#", "")  # a KTAP description cannot hold '#'
+        lines = ["  KTAP version 1", f"  # Subtest: {desc}", f"  1..{len(self.cases)}"]
+        for n, case in enumerate(self.cases, 1):
+            if case.failure is None:
+                lines.append(f"  ok {n} {case.name}")
+                continue
+            lines.append(f"  # {case.name} failed ({case.kind or 'failure'}):")
+            lines += [f"  # {line}".rstrip() for line in case.failure.splitlines()]
+            directive = " # TIMEOUT" if case.kind == "timeout" else ""
+            lines.append(f"  not ok {n} {case.name}{directive}")
+        release = self.info.get("kernel_release")
+        total = self.timings.get("total")
+        lines.append(
+            f"# {desc}: Linux {release or self.kernel}, allocator {self.allocator}"
+            + (f", {total:.1f} s" if total is not None else "")
+        )
+        lines.append(f"{'ok' if self.passed else 'not ok'} {number} {desc}")
+        return lines
 
     def junit(self) -> bytes:
         failures = sum(1 for c in self.cases if c.failure is not None)
@@ -94,7 +140,24 @@ class RunResult:
         return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
 
-def new_run(kernel: str, allocator: str, root: Path = RESULTS) -> RunResult:
+def ktap(runs: Sequence[tuple[str, RunResult]]) -> str:
+    """KTAP v1: one top-level test per (name, run), with a subtest per case."""
+    lines = ["KTAP version 1", f"1..{len(runs)}"]
+    for number, (name, result) in enumerate(runs, 1):
+        lines += result.ktap_lines(number, name)
+    return "\n".join(lines) + "\n"
+
+
+def new_run(
+    kernel: str, allocator: str, root: Path = RESULTS, directory: Path | None = None
+) -> RunResult:
+    """A new results directory: `root/<stamp>-<kernel>-<allocator>` (and `root/latest`),
+    or `directory` as given (zskit matrix, CI shards), leaving `latest` alone."""
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+        return RunResult(
+            run_id=directory.name, kernel=kernel, allocator=allocator, directory=directory
+        )
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = f"{stamp}-{kernel}-{allocator}"
     run_id, n = base, 1

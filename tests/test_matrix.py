@@ -1,0 +1,343 @@
+"""The kernel matrix: entries from the MATRIX_* options and presets, merged KTAP/JUnit/KernelCI
+results, failures that stay within their entry, and (marked `qemu`) a real matrix restricted to 6.1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import kconfiglib
+import pytest
+
+from pyharness import cli, config, kernels, matrix, render
+from pyharness.config import REPO
+from pyharness.progress import Progress, StageError
+from pyharness.report import Case, RunResult, ktap
+
+DISTRO = ["6.1-upstream-distro", "6.12-builtin-distro", "7.2-builtin-distro"]
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Never read a developer's .config, never touch the real kernel cache."""
+    monkeypatch.setenv("KCONFIG_CONFIG", str(tmp_path / "absent.config"))
+    monkeypatch.setenv("ZSKIT_CACHE", str(tmp_path / "cache"))
+
+
+def load(text: str, tmp_path: Path) -> config.Config:
+    path = tmp_path / "test.config"
+    path.write_text(text)
+    return config.load(dotconfig=path)
+
+
+def names(cfg: config.Config) -> list[str]:
+    return [e.name for e in matrix.entries(cfg)]
+
+
+# --- entries ---------------------------------------------------------------------
+
+
+def test_defaults_give_every_distro_entry() -> None:
+    assert names(config.load()) == DISTRO
+
+
+@pytest.mark.parametrize("preset", ["default", "ci-matrix"])
+def test_presets_with_entries(preset: str) -> None:
+    cfg = config.load(dotconfig=REPO / "configs" / f"{preset}_defconfig")
+    assert names(cfg) == DISTRO
+    if preset == "ci-matrix":
+        assert cfg.accel == "tcg"
+
+
+def test_debug_preset_selects_nothing_and_says_so() -> None:
+    cfg = config.load(dotconfig=REPO / "configs" / "debug_defconfig")
+    assert matrix.entries(cfg) == []
+    with pytest.raises(StageError, match="the matrix is empty: variant debug.*not available yet"):
+        matrix.selected(cfg)
+
+
+def test_presets_are_valid_for_kconfiglib() -> None:
+    for preset in sorted((REPO / "configs").glob("*_defconfig")):
+        kconf = kconfiglib.Kconfig(str(REPO / "Kconfig"), warn_to_stderr=False)
+        kconf.warn_assign_undef = True
+        kconf.load_config(str(preset))
+        assert not kconf.warnings, (preset.name, kconf.warnings)
+
+
+def test_only_the_allocators_a_kernel_supports(tmp_path: Path) -> None:
+    # 6.1 has zsmalloc as a module: builtin is not offered there, whatever is selected.
+    cfg = load(
+        "# CONFIG_MATRIX_KERNEL_6_12 is not set\n# CONFIG_MATRIX_KERNEL_7_2 is not set\n", tmp_path
+    )
+    assert names(cfg) == ["6.1-upstream-distro"]
+    entry = matrix.entries(cfg)[0]
+    assert (entry.kernel, entry.allocator, entry.variant) == ("6.1", "upstream", "distro")
+
+
+def test_no_supported_pair_explains_what_runs_where(tmp_path: Path) -> None:
+    cfg = load(
+        "# CONFIG_MATRIX_KERNEL_6_1 is not set\n# CONFIG_MATRIX_ALLOCATOR_BUILTIN is not set\n",
+        tmp_path,
+    )
+    assert matrix.entries(cfg) == []
+    with pytest.raises(StageError, match=r"6\.12 runs builtin; 7\.2 runs builtin"):
+        matrix.selected(cfg)
+
+
+def test_nothing_selected_names_the_options(tmp_path: Path) -> None:
+    text = "".join(f"# CONFIG_MATRIX_KERNEL_{k} is not set\n" for k in ("6_1", "6_12", "7_2"))
+    with pytest.raises(StageError, match=r"no kernel is selected \(MATRIX_KERNEL_\*\)"):
+        matrix.selected(load(text, tmp_path))
+
+
+def test_kconfig_offers_every_kernel_and_allocator() -> None:
+    cfg = config.load()
+    assert set(cfg.matrix_kernels) == set(kernels.SOURCES)
+    assert set(cfg.matrix_allocators) == set(render.ALLOCATORS)
+
+
+def test_a_kernel_without_a_source_still_gets_entries() -> None:
+    # Its runs fail with "unknown kernel"; the matrix reports them with the rest.
+    cfg = dataclasses.replace(config.load(), matrix_kernels=("5.10", "6.1"))
+    assert names(cfg) == [
+        "5.10-upstream-distro",
+        "5.10-builtin-distro",
+        "6.1-upstream-distro",
+    ]
+
+
+def test_entry_lookup() -> None:
+    assert [e.name for e in matrix.known_entries()] == DISTRO
+    assert matrix.find_entry("6.12-builtin-distro") == matrix.Entry("6.12", "builtin", "distro")
+    with pytest.raises(StageError) as e:
+        matrix.find_entry("6.12-upstream-distro")
+    assert str(e.value) == (
+        "unknown entry '6.12-upstream-distro'; known entries: 6.1-upstream-distro, "
+        "6.12-builtin-distro, 7.2-builtin-distro (see `zskit matrix --list`)"
+    )
+
+
+def test_unknown_entry_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["run", "--entry", "6.1-builtin-distro"]) == 1
+    err = capsys.readouterr().err
+    assert "unknown entry '6.1-builtin-distro'; known entries: 6.1-upstream-distro" in err
+    assert cli.main(["run", "--entry", "6.1-upstream-distro", "--kernel", "6.12"]) == 1
+    assert "drop --kernel/--allocator" in capsys.readouterr().err
+
+
+def test_list_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["matrix", "--list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [e["name"] for e in listed] == DISTRO
+    assert listed[0] == {
+        "name": "6.1-upstream-distro",
+        "kernel": "6.1",
+        "allocator": "upstream",
+        "variant": "distro",
+    }
+    assert cli.main(["matrix", "--list", "--config", str(REPO / "configs/debug_defconfig")]) == 1
+    assert "not available yet" in capsys.readouterr().err
+
+
+# --- merged results on synthetic runs ------------------------------------------------
+
+
+def synthetic(tmp_path: Path, entry: matrix.Entry, failure: str | None = None) -> RunResult:
+    directory = tmp_path / entry.name
+    result = RunResult(
+        run_id=entry.name,
+        kernel=entry.kernel,
+        allocator=entry.allocator,
+        directory=directory,
+        cases=[Case("provision", 0.1), Case("boot", 3.0), Case("batch-000", 0.5)],
+        timings={"total": 3.6},
+        info={"kernel_release": f"{entry.kernel}.0-9-amd64", "accel": "tcg"},
+    )
+    if failure:
+        result.cases.append(Case("batch-001", 0.4, failure=failure, kind="divergence"))
+    result.write()
+    (directory / "console.log").write_text("Linux version ...\n")
+    return result
+
+
+def outcomes(tmp_path: Path) -> list[matrix.Outcome]:
+    good = matrix.Entry("6.1", "upstream")
+    bad = matrix.Entry("7.2", "builtin")
+    failure = "batch 1, line 7: alloc 5 200: kernel ENOMEM, model 0\nsecond line"
+    return [
+        matrix.Outcome(good, synthetic(tmp_path, good), 4.0),
+        matrix.Outcome(bad, synthetic(tmp_path, bad, failure), 5.0),
+    ]
+
+
+def parse_ktap(text: str) -> list[tuple[bool, str, list[tuple[bool, str]], list[str]]]:
+    """(ok, name, [(ok, case)], diagnostics) per top-level test; asserts the structure."""
+    lines = text.splitlines()
+    assert lines[:2] == ["KTAP version 1", f"1..{int(lines[1][3:])}"]
+    tests: list[tuple[bool, str, list[tuple[bool, str]], list[str]]] = []
+    body: list[str] = []
+    for line in lines[2:]:
+        top = re.fullmatch(r"(ok|not ok) (\d+) ([^#]+)", line)
+        if top is None:
+            body.append(line)
+            continue
+        assert int(top[2]) == len(tests) + 1
+        assert body[:2] == ["  KTAP version 1", f"  # Subtest: {top[3]}"]
+        plan = int(re.fullmatch(r"  1\.\.(\d+)", body[2])[1])  # type: ignore[index]
+        cases = [
+            (m[1] == "ok", m[3])
+            for m in (re.fullmatch(r"  (ok|not ok) (\d+) (\S+)( # \w+)?", b) for b in body)
+            if m
+        ]
+        assert len(cases) == plan
+        assert [int(m[2]) for b in body if (m := re.fullmatch(r"  (not )?ok (\d+) .*", b))] == list(
+            range(1, plan + 1)
+        )
+        diagnostics = [b for b in body[3:] if b.lstrip().startswith("#")]
+        tests.append((top[1] == "ok", top[3], cases, diagnostics))
+        body = []
+    assert len(tests) == int(lines[1][3:])
+    assert not body  # nothing after the last result
+    return tests
+
+
+def test_ktap_of_the_matrix(tmp_path: Path) -> None:
+    runs = outcomes(tmp_path)
+    text = ktap([(o.entry.name, o.result) for o in runs])
+    tests = parse_ktap(text)
+    assert [(ok, name) for ok, name, _, _ in tests] == [
+        (True, "6.1-upstream-distro"),
+        (False, "7.2-builtin-distro"),
+    ]
+    assert sum(ok for _, _, cases, _ in tests for ok, _ in cases) == 6
+    assert [c for c in tests[1][2] if not c[0]] == [(False, "batch-001")]
+    # The failure is a diagnostic block right before its `not ok` line.
+    lines = text.splitlines()
+    at = lines.index("  not ok 4 batch-001")
+    assert lines[at - 3 : at] == [
+        "  # batch-001 failed (divergence):",
+        "  # batch 1, line 7: alloc 5 200: kernel ENOMEM, model 0",
+        "  # second line",
+    ]
+
+
+def test_a_single_run_writes_ktap(tmp_path: Path) -> None:
+    result = synthetic(tmp_path, matrix.Entry("6.1", "upstream"), failure="boom")
+    tests = parse_ktap((result.directory / "results.ktap").read_text())
+    assert [(ok, name) for ok, name, _, _ in tests] == [(False, "6.1-upstream")]
+    loaded = RunResult.load(result.directory)
+    assert loaded is not None
+    assert (loaded.cases, loaded.timings, loaded.info) == (
+        result.cases,
+        {"total": 3.6},
+        result.info,
+    )
+
+
+def test_kernelci_nodes(tmp_path: Path) -> None:
+    runs = outcomes(tmp_path)
+    matrix.write_merged(tmp_path, runs)
+    nodes = json.loads((tmp_path / "kernelci.json").read_text())
+    jobs = [n for n in nodes if n["kind"] == "job"]
+    assert [(n["name"], n["path"], n["result"]) for n in jobs] == [
+        ("6.1-upstream-distro", ["zskit", "6.1-upstream-distro"], "pass"),
+        ("7.2-builtin-distro", ["zskit", "7.2-builtin-distro"], "fail"),
+    ]
+    assert len(nodes) == 2 + 3 + 4  # a job node per entry, a test node per case
+    for n in nodes:
+        assert n["state"] == "done" and n["result"] in ("pass", "fail")
+        assert n["data"]["platform"] == "qemu-x86_64"
+        assert n["data"]["runtime"] == "qemu-tcg"
+        assert n["data"]["arch"] == "x86_64"
+        assert (tmp_path / n["artifacts"]["console_log"]).is_file()
+        assert (tmp_path / n["artifacts"]["results_json"]).is_file()
+    assert jobs[0]["data"]["kernel_version"] == "6.1.0-9-amd64"
+    assert jobs[1]["data"]["duration"] == 5.0
+    assert jobs[1]["data"]["error_code"] == "divergence"
+    assert jobs[1]["data"]["error_msg"].startswith("batch 1, line 7")
+    failed = [n for n in nodes if n["kind"] == "test" and n["result"] == "fail"]
+    assert [n["path"] for n in failed] == [["zskit", "7.2-builtin-distro", "batch-001"]]
+    assert failed[0]["group"] == "7.2-builtin-distro"
+
+
+def test_junit_has_a_suite_per_entry(tmp_path: Path) -> None:
+    root = ET.fromstring(matrix.junit(outcomes(tmp_path)))
+    suites = root.findall("testsuite")
+    assert [s.get("name") for s in suites] == ["6.1-upstream-distro", "7.2-builtin-distro"]
+    assert [s.get("failures") for s in suites] == ["0", "1"]
+    assert (root.get("tests"), root.get("failures")) == ("7", "1")
+
+
+def test_summary_table(tmp_path: Path) -> None:
+    text = matrix.summary(matrix.MatrixResult(tmp_path, outcomes(tmp_path), 9.25))
+    lines = text.splitlines()
+    assert lines[0].split() == ["kernel", "variant", "allocator", "verdict", "time", "failure"]
+    assert lines[1].split() == ["6.1", "distro", "upstream", "PASS", "4.0", "s"]
+    assert lines[2].split()[:5] == ["7.2", "distro", "builtin", "FAIL", "5.0"]
+    assert lines[2].endswith("batch-001 (divergence)")
+    assert lines[3] == "2 entries: 1 passed, 1 failed in 9.2 s"
+
+
+def test_merge_of_separate_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    outcomes(tmp_path)  # two entry directories, as CI jobs leave them
+    assert cli.main(["matrix", "--merge", str(tmp_path)]) == 1
+    assert "2 entries: 1 passed, 1 failed" in capsys.readouterr().out
+    tests = parse_ktap((tmp_path / "results.ktap").read_text())
+    assert [name for _, name, _, _ in tests] == ["6.1-upstream-distro", "7.2-builtin-distro"]
+    assert len(ET.parse(tmp_path / "junit.xml").getroot().findall("testsuite")) == 2
+
+
+def test_failing_entries_do_not_stop_the_matrix(tmp_path: Path) -> None:
+    # Real `zskit run` processes, no QEMU: an unknown kernel fails in provisioning with
+    # its own results; an allocator zskit does not know makes zskit exit without any.
+    cfg = dataclasses.replace(
+        config.load(), matrix_kernels=("5.10",), matrix_allocators=("upstream", "own")
+    )
+    result = matrix.run_matrix(cfg, Progress(), root=tmp_path / "results", jobs=2)
+    assert not result.passed
+    assert [o.entry.name for o in result.outcomes] == ["5.10-upstream-distro", "5.10-own-distro"]
+    unknown, crashed = (o.result.first_failure for o in result.outcomes)
+    assert unknown is not None and unknown.name == "provision"
+    assert "unknown kernel '5.10'" in (unknown.failure or "")
+    assert crashed is not None and crashed.name == "zskit"
+    assert "wrote no results.json" in (crashed.failure or "")
+    assert "invalid choice: 'own'" in (crashed.failure or "")
+    for name in ("junit.xml", "results.ktap", "kernelci.json", "summary.txt"):
+        assert (result.directory / name).is_file(), name
+    assert (tmp_path / "results" / "latest-matrix").resolve() == result.directory.resolve()
+    assert [ok for ok, *_ in parse_ktap((result.directory / "results.ktap").read_text())] == [
+        False,
+        False,
+    ]
+
+
+# --- a real matrix -----------------------------------------------------------------
+
+
+@pytest.mark.qemu
+def test_matrix_restricted_to_61(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ZSKIT_CACHE")  # the real (warm) kernel cache
+    preset = tmp_path / "only-6.1.config"
+    preset.write_text(
+        "# CONFIG_MATRIX_KERNEL_6_12 is not set\n# CONFIG_MATRIX_KERNEL_7_2 is not set\n"
+    )
+    cfg = config.load(dotconfig=preset)
+    result = matrix.run_matrix(cfg, Progress(), root=tmp_path / "results", config_file=preset)
+    assert result.passed, matrix.summary(result)
+    assert [o.entry.name for o in result.outcomes] == ["6.1-upstream-distro"]
+    merged = result.directory
+    suites = ET.parse(merged / "junit.xml").getroot().findall("testsuite")
+    assert [(s.get("name"), s.get("failures")) for s in suites] == [("6.1-upstream-distro", "0")]
+    tests = parse_ktap((merged / "results.ktap").read_text())
+    assert [(ok, name) for ok, name, _, _ in tests] == [(True, "6.1-upstream-distro")]
+    assert all(ok for ok, _ in tests[0][2]) and len(tests[0][2]) > 6  # stages and batches
+    nodes = json.loads((merged / "kernelci.json").read_text())
+    job = nodes[0]
+    assert (job["kind"], job["result"]) == ("job", "pass")
+    assert job["data"]["kernel_version"].startswith("6.1.")
+    assert "reboot: Power down" in (merged / job["artifacts"]["console_log"]).read_text()
+    assert (merged / "6.1-upstream-distro" / "zskit.log").read_text().count("PASS") == 1
