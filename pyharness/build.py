@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from .kernels import Kernel
 from .progress import CommandError, Progress, StageError
@@ -47,16 +47,20 @@ def build(kernel: Kernel, sources: RenderedSources, progress: Progress) -> Build
     jobs = str(os.cpu_count() or 1)
     what = "building the modules"
     try:
+        args = [f"M={sources.directory}", f"-j{jobs}", *kernel.make_vars, "modules"]
         if kernel.toolchain is None:
-            cmd = ["make", "-C", kernel.kdir, f"M={sources.directory}", f"-j{jobs}", "modules"]
+            cmd = ["make", "-C", kernel.kdir, *args]
             output = progress.run(cmd, what=what, stream=progress.verbose)
         else:
             root = Root(kernel.toolchain, suite=kernel.toolchain.name)
-            kdir = root.inside_path(kernel.kdir)
-            cmd = ["make", "-C", kdir, f"M={sources.directory}", f"-j{jobs}", "modules"]
-            output = root.run(
-                cmd, progress, what=what, binds=[sources.directory], stream=progress.verbose
-            )
+            binds = [sources.directory]
+            if kernel.kdir.is_relative_to(root.path):  # a distro kernel's headers package
+                kdir: PurePosixPath | Path = root.inside_path(kernel.kdir)
+            else:  # a source-built tree in the cache: it and its source, at their own paths
+                kdir = kernel.kdir
+                binds += [kernel.kdir, kernel.source]
+            cmd = ["make", "-C", kdir, *args]
+            output = root.run(cmd, progress, what=what, binds=binds, stream=progress.verbose)
     except CommandError as e:
         errors = diagnostics(e.output, "error")
         if errors:

@@ -165,7 +165,8 @@ class DriverModel:
         if verb == "create":
             if name in self.pools:
                 return -errno.EEXIST
-            self.pools[name] = _Pool(PoolModel(policy(self.api.model_policy)))
+            pol = policy(self.api.model_policy, chain_size=self.api.chain_size)
+            self.pools[name] = _Pool(PoolModel(pol))
             self.current = name
             return 0
         if name not in self.pools:

@@ -1,4 +1,4 @@
-"""Kernel coding style: the matching kernel's own scripts/checkpatch.pl on a C file."""
+"""Kernel coding style: the matching kernel's own scripts/checkpatch.pl on a C file or a patch."""
 
 from __future__ import annotations
 
@@ -26,11 +26,15 @@ class StyleReport:
         return self.errors == self.warnings == self.checks == 0
 
 
-def checkpatch(kernel: Kernel, source: Path, strict: bool = True) -> StyleReport:
+def checkpatch(
+    kernel: Kernel, source: Path, strict: bool = True, patch: bool = False
+) -> StyleReport:
+    """`patch`: source is a patch (a mail from git format-patch), checked as maintainers do."""
     script = kernel.source / "scripts" / "checkpatch.pl"
     if not script.exists():
         raise StageError(f"{script} is missing; rerun provisioning with --refresh")
-    cmd = ["perl", str(script), "--no-tree", "--terse", "--show-types", "-f", str(source)]
+    cmd = ["perl", str(script), "--no-tree", "--terse", "--show-types"]
+    cmd += [str(source)] if patch else ["-f", str(source)]
     if strict:
         cmd.insert(2, "--strict")
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -2,6 +2,7 @@
 
 zskit run         provision, build, boot and check the default workload
 zskit matrix      run every entry of the kernel matrix in parallel; --list shows them
+zskit validate    check a patch series patch by patch: applies, builds, checkpatch, suite
 zskit provision   fetch and unpack the target kernel into the cache
 zskit parse LOG   triage a saved console log offline
 zskit model classes|huge-size   print the model's class table
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 from . import config as config_mod
-from . import kernels, matrix, model, render
+from . import kernels, matrix, model, render, validate
 from .progress import Progress, StageError
 from .run import RunOptions, read_replay, run
 from .triage import find_crash
@@ -24,14 +25,19 @@ from .triage import find_crash
 
 def _config(args: argparse.Namespace) -> config_mod.Config:
     kernel, allocator = getattr(args, "kernel", None), getattr(args, "allocator", None)
+    variant = getattr(args, "variant", None)
     if name := getattr(args, "entry", None):
-        if kernel or allocator:
-            raise StageError("--entry names the kernel and allocator; drop --kernel/--allocator")
+        if kernel or allocator or variant:
+            raise StageError(
+                "--entry names the kernel, allocator and variant; drop --kernel/--allocator/"
+                "--variant"
+            )
         entry = matrix.find_entry(name)
-        kernel, allocator = entry.kernel, entry.allocator
+        kernel, allocator, variant = entry.kernel, entry.allocator, entry.variant
     return config_mod.load().with_overrides(
         kernel=kernel,
         allocator=allocator,
+        variant=variant,
         accel=getattr(args, "accel", None),
         workload_ops=getattr(args, "ops", None),
         workload_seed=getattr(args, "seed", None),
@@ -47,14 +53,15 @@ def cmd_run(args: argparse.Namespace, p: Progress) -> int:
     options = RunOptions(refresh=args.refresh, batches=batches, results_dir=results_dir)
     result = run(cfg, p, options)
     p.say(p.summary())
+    target = cfg.kernel if cfg.variant == "distro" else f"{cfg.kernel} ({cfg.variant})"
     failure = result.first_failure
     if failure is None:
         print(
-            f"PASS: Linux {cfg.kernel} / {cfg.allocator}: {result.info.get('operations', 0)} "
+            f"PASS: Linux {target} / {cfg.allocator}: {result.info.get('operations', 0)} "
             f"operations agree with the model ({result.directory})"
         )
         return 0
-    print(f"FAIL: Linux {cfg.kernel} / {cfg.allocator}: {failure.name} ({failure.kind})")
+    print(f"FAIL: Linux {target} / {cfg.allocator}: {failure.name} ({failure.kind})")
     print(failure.failure)
     print(f"results and console log: {result.directory}")
     return 1
@@ -96,11 +103,30 @@ def cmd_matrix(args: argparse.Namespace, p: Progress) -> int:
     return 0 if result.passed else 1
 
 
+def cmd_validate(args: argparse.Namespace, p: Progress) -> int:
+    cfg = config_mod.load().with_overrides(
+        accel=args.accel, workload_ops=args.ops, workload_seed=args.seed
+    )
+    result = validate.validate(
+        cfg,
+        [Path(i) for i in args.inputs],
+        p,
+        kernel_names=args.kernel or (),
+        results_dir=Path(args.results_dir) if args.results_dir else None,
+        perf_rounds=0 if args.no_perf else validate.PERF_ROUNDS,
+    )
+    print(validate.summary(result))
+    print(f"report: {result.directory / 'report.md'} (and results.json)")
+    return 0 if result.passed else 1
+
+
 def cmd_provision(args: argparse.Namespace, p: Progress) -> int:
     cfg = _config(args)
-    kernel = kernels.source_for(cfg.kernel).provision(kernels.cache_dir(), p, refresh=args.refresh)
+    source = kernels.source_for(cfg.kernel, cfg.variant)
+    kernel = source.provision(kernels.cache_dir(), p, refresh=args.refresh)
     print(
-        f"{kernel.release} ({kernel.package_version})\n  image  {kernel.vmlinuz}\n"
+        f"{kernel.release} ({kernel.package_version}, {kernel.variant})\n"
+        f"  image  {kernel.vmlinuz}\n"
         f"  kdir   {kernel.kdir}\n  source {kernel.source}"
     )
     if kernel.toolchain is not None:
@@ -140,6 +166,11 @@ def parser() -> argparse.ArgumentParser:
 
     def target(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--kernel", help="kernel series (default: KERNEL in .config)")
+        sp.add_argument(
+            "--variant",
+            choices=list(kernels.VARIANTS),
+            help="distro: Debian's kernel; minimal, debug: built from linux-source (VARIANT)",
+        )
         sp.add_argument("--refresh", action="store_true", help="re-resolve and refetch the kernel")
 
     sp = sub.add_parser("run", help="build, boot and check the workload")
@@ -171,6 +202,18 @@ def parser() -> argparse.ArgumentParser:
         "--merge", metavar="DIR", help="merge entry directories under DIR (CI jobs) instead"
     )
     sp.set_defaults(func=cmd_matrix)
+
+    sp = sub.add_parser("validate", help="validate a patch series for review, patch by patch")
+    sp.add_argument("inputs", nargs="+", metavar="PATCH|MBOX|DIR")
+    sp.add_argument(
+        "--kernel", action="append", help="kernel series, repeatable (default: KERNEL in .config)"
+    )
+    sp.add_argument("--results-dir", metavar="DIR", help="here, not build/results/validate-<stamp>")
+    sp.add_argument("--accel", choices=["auto", "tcg", "kvm"])
+    sp.add_argument("--ops", type=int, help="operations in the suite's workload")
+    sp.add_argument("--seed", type=int, help="the suite's workload seed")
+    sp.add_argument("--no-perf", action="store_true", help="skip the density and speed runs")
+    sp.set_defaults(func=cmd_validate)
 
     sp = sub.add_parser("provision", help="fetch the kernel into the cache")
     target(sp)

@@ -32,6 +32,7 @@ class Config:
     workload_batch: int
     workload_seed: int
     workload_churn_percent: int
+    variant: str = "distro"  # where the kernel comes from: distro, minimal, debug
     # `make qemu-matrix`: the kernels ("6.1"), allocators and variants ("distro") chosen
     # by the MATRIX_* options; pyharness.matrix turns them into entries.
     matrix_kernels: tuple[str, ...] = ()
@@ -86,6 +87,7 @@ def load(kconfig: Path = REPO / "Kconfig", dotconfig: Path | None = None) -> Con
         workload_batch=num("WORKLOAD_BATCH"),
         workload_seed=num("WORKLOAD_SEED"),
         workload_churn_percent=num("WORKLOAD_CHURN_PERCENT"),
+        variant=_choice(kconf, "VARIANT"),
         matrix_kernels=_chosen(kconf, "MATRIX_KERNEL_"),
         matrix_allocators=_chosen(kconf, "MATRIX_ALLOCATOR_"),
         matrix_variants=_chosen(kconf, "MATRIX_VARIANT_"),

@@ -22,6 +22,8 @@ class KernelApi:
     # put/get_unaligned_*: <asm/unaligned.h> until 6.11, then moved to <linux/unaligned.h>.
     unaligned_header: str
     typed_alloc: bool = False  # kzalloc_obj()/kvzalloc_objs(), which checkpatch asks for
+    # CONFIG_ZSMALLOC_CHAIN_SIZE of the kernel at hand (6.12+), for the model; None: default.
+    chain_size: int | None = None
 
 
 APIS = {

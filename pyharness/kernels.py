@@ -4,8 +4,9 @@ A `KernelSource` turns a series name ("6.1") into a `Kernel`: a bootable
 image, a Kbuild directory for out-of-tree modules (and the toolchain root
 to run Kbuild in, when the host's compiler cannot), and the parts of the
 matching kernel source the harness needs (mm/zsmalloc.c, checkpatch).
-New targets (source-built kernels) plug in by adding a `KernelSource` to
-`SOURCES`.
+A variant names where kernels come from: "distro" is Debian's packages
+(`SOURCES`, this module); "minimal" and "debug" are built from
+linux-source-X (`srcbuild.py`); `source_for(series, variant)` picks one.
 
 Debian distribution kernels are never installed on the host.
 - 6.1 (bookworm, the host's own release): the packages are fetched with
@@ -33,6 +34,7 @@ import struct
 import subprocess
 import tarfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
@@ -69,12 +71,16 @@ class Kernel:
     boot_image: Path  # what QEMU's -kernel gets: vmlinux for a PVH boot, else vmlinuz
     kdir: Path  # make -C KDIR M=... builds modules for this kernel
     modules: Path | None  # the image's /lib/modules/<release>; None when not unpacked
-    source: Path  # root of the extracted SOURCE_MEMBERS
-    # A root (see toolchain.py) to run Kbuild in, with kdir inside it; None: the host's.
+    source: Path  # root of the extracted SOURCE_MEMBERS (the whole tree when source-built)
+    # A root (see toolchain.py) to run Kbuild in (kdir inside it, or bound there); None: the host's.
     toolchain: Path | None = None
+    variant: str = "distro"  # "distro": Debian's packages; "minimal", "debug": srcbuild.py
+    make_vars: tuple[str, ...] = ()  # for every make against kdir, e.g. CC=x86_64-linux-gnu-gcc-14
 
     def save(self, path: Path) -> None:
-        data = {k: None if v is None else str(v) for k, v in asdict(self).items()}
+        data = {
+            k: v if v is None or isinstance(v, tuple) else str(v) for k, v in asdict(self).items()
+        }
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
         tmp.replace(path)
@@ -92,6 +98,8 @@ class Kernel:
                 package_version=data["package_version"],
                 **paths,
                 **optional,
+                variant=data.get("variant", "distro"),
+                make_vars=tuple(data.get("make_vars", ())),
             )
         except (KeyError, ValueError, TypeError):
             return None
@@ -105,6 +113,12 @@ class Kernel:
     def config(self, option: str) -> str | None:
         """The value of CONFIG_<option> in the kernel's .config ("y", "m", ...), or None."""
         return _config_value(self.kdir / ".config", option)
+
+    @property
+    def shutdown_command(self) -> str:
+        """How the guest leaves: `poweroff -f` needs ACPI; without it (tinyconfig-based
+        kernels) `reboot -f` resets the machine, which QEMU's -no-reboot turns into an exit."""
+        return "poweroff -f" if self.config("ACPI") == "y" else "reboot -f"
 
 
 class KernelSource(Protocol):
@@ -371,9 +385,13 @@ class DebianSuiteKernel:
                 return kernel
             return self._provision(cache, top, progress, refresh)
 
+    def root_packages(self, root: toolchain.Root, progress: Progress) -> list[str]:
+        """What the suite's root must hold for this kernel: its headers (and so its gcc)."""
+        return [f"linux-headers-{self._resolve(root, progress)[0]}"]
+
     def _provision(self, cache: Path, top: Path, progress: Progress, refresh: bool) -> Kernel:
         def headers(root: toolchain.Root) -> list[str]:
-            return [f"linux-headers-{self._resolve(root, progress)[0]}"]
+            return self.root_packages(root, progress)
 
         root = toolchain.ensure_root(self.suite, cache, progress, headers, refresh=refresh)
         release, version = self._resolve(root, progress)
@@ -488,20 +506,41 @@ def _extract_source(deb: Path, src_pkg: str, dest: Path, progress: Progress) -> 
     shutil.rmtree(scratch)
 
 
-SOURCES: dict[str, KernelSource] = {
-    "6.1": DebianDistroKernel(series="6.1", abi_prefix="6.1.0"),
-    # The distribution kernels of trixie and sid; zsmalloc is built in on both.
+# The distribution kernels of trixie and sid; zsmalloc is built in on both.
+DEBIAN_SUITES = {
     "6.12": DebianSuiteKernel(series="6.12", suite="trixie"),
     "7.2": DebianSuiteKernel(series="7.2", suite="sid"),
 }
+SOURCES: dict[str, KernelSource] = {
+    "6.1": DebianDistroKernel(series="6.1", abi_prefix="6.1.0"),
+    **DEBIAN_SUITES,
+}
+# "distro" is Debian's packaged kernels (SOURCES); the others are built from
+# linux-source-X with a config of qemu/configs/ (srcbuild.py).
+VARIANTS = ("distro", "minimal", "debug")
 
 
-def source_for(series: str) -> KernelSource:
-    try:
-        return SOURCES[series]
-    except KeyError:
-        known = ", ".join(sorted(SOURCES))
+def sources(variant: str = "distro") -> Mapping[str, KernelSource]:
+    """The kernels of a variant, by series."""
+    if variant == "distro":
+        return SOURCES
+    from .srcbuild import SOURCE_BUILT  # srcbuild builds on this module
+
+    if variant not in SOURCE_BUILT:
         raise StageError(
-            f"unknown kernel {series!r}; known kernels: {known} (set KERNEL in `make menuconfig` "
+            f"unknown variant {variant!r}; known variants: {', '.join(VARIANTS)} (set VARIANT "
+            "in `make menuconfig` or pass --variant)"
+        )
+    return SOURCE_BUILT[variant]
+
+
+def source_for(series: str, variant: str = "distro") -> KernelSource:
+    known = sources(variant)
+    try:
+        return known[series]
+    except KeyError:
+        names = ", ".join(sorted(known))
+        raise StageError(
+            f"unknown kernel {series!r}; known kernels: {names} (set KERNEL in `make menuconfig` "
             "or pass --kernel)"
         ) from None

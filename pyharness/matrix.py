@@ -6,8 +6,8 @@ and variants; an entry exists for each chosen kernel and each chosen allocator
 that kernel can run, decided by `render.check_allocator` (the same refusal
 `zskit run` makes before provisioning). The variant names where the kernel
 comes from: "distro" is Debian's packaged kernels (`kernels.SOURCES`);
-source-built "minimal" and "debug" kernels are planned and get their own
-`KernelSource`s in `VARIANT_SOURCES`; until then they select no entries.
+"minimal" and "debug" are kernels built from linux-source-X (`srcbuild.py`),
+with zsmalloc as a module, so they run the upstream allocator.
 
 `run_matrix` runs every entry as its own `zskit run` process (own Progress,
 own results directory, output in its `zskit.log`), as many at once as the
@@ -53,10 +53,10 @@ from .config import Config
 from .progress import Progress, StageError
 from .report import RESULTS, Case, RunResult, ktap
 
-# Where each variant's kernels come from. Source-built "minimal" and "debug" kernels
-# plug in here, as a series -> KernelSource mapping each, when they exist.
-VARIANT_SOURCES: dict[str, Mapping[str, kernels.KernelSource]] = {"distro": kernels.SOURCES}
-PLANNED_VARIANTS = ("minimal", "debug")
+# Where each variant's kernels come from: a series -> KernelSource mapping each.
+VARIANT_SOURCES: dict[str, Mapping[str, kernels.KernelSource]] = {
+    variant: kernels.sources(variant) for variant in kernels.VARIANTS
+}
 PLATFORM = "qemu-x86_64"  # the QEMU profile every entry boots (qemu/x86_64.toml)
 # Files of an entry's results directory that kernelci.json names as artifacts.
 ARTIFACTS = {
@@ -248,8 +248,8 @@ class _Runner:
         if self.stop.is_set():
             message = "not run: the matrix was interrupted"
             return Outcome(entry, _failed(entry, directory, message, "interrupted"), 0.0)
-        # Today's entries are all "distro", which is what `zskit run` provisions.
         argv = [*self.argv, "run", "--kernel", entry.kernel, "--allocator", entry.allocator]
+        argv += ["--variant", entry.variant]
         argv += ["--results-dir", str(directory), *self.run_args]
         self.progress.say(f"{entry.name}: started (log: {directory / 'zskit.log'})")
         start = time.monotonic()

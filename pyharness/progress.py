@@ -73,11 +73,14 @@ class Progress:
         env: Mapping[str, str] | None = None,
         what: str,
         stream: bool = False,
+        heartbeat: float | None = None,
     ) -> str:
         """Run a command, return its combined output, raise CommandError on failure.
 
         With `stream`, output lines are echoed as they come (long builds and
-        downloads show progress); otherwise only with -v.
+        downloads show progress); otherwise only with -v. With `heartbeat`, a
+        quiet command says every that many seconds that it is still going,
+        with its latest line (a kernel build prints thousands).
         """
         argv = [str(c) for c in cmd]
         self.detail("$ " + shlex.join(argv))
@@ -98,10 +101,16 @@ class Progress:
             ) from e
         lines: list[str] = []
         assert proc.stdout is not None
+        start = last_beat = time.monotonic()
         for line in proc.stdout:
             lines.append(line)
             if stream or self.verbose:
                 print("    " + line.rstrip("\n"), file=self.out, flush=True)
+            elif heartbeat is not None and time.monotonic() - last_beat >= heartbeat:
+                last_beat = time.monotonic()
+                self.say(
+                    f"{what}: {last_beat - start:.0f} s, {len(lines)} lines; {line.strip()[:100]}"
+                )
         rc = proc.wait()
         output = "".join(lines)
         if rc != 0:

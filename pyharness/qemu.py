@@ -74,6 +74,9 @@ class BootSpec:
     memory_mb: int
     cpus: int
     extra_kernel_args: tuple[str, ...] = ()
+    # The guest command that ends the run (Kernel.shutdown_command): `poweroff -f` needs
+    # ACPI; `reboot -f` works everywhere, as the profile's -no-reboot makes a reset an exit.
+    shutdown: str = "poweroff -f"
 
     def argv(self, profile: Profile) -> list[str]:
         cpu = profile.kvm_cpu if self.accel == "kvm" else profile.tcg_cpu
@@ -268,11 +271,11 @@ class Guest:
         return output
 
     def poweroff(self, timeout: float = 30) -> None:
-        """Power the guest off and wait for QEMU to exit."""
+        """Power the guest off (or reset it, see BootSpec.shutdown) and wait for QEMU to exit."""
         assert self.child is not None
-        self.child.sendline("poweroff -f")
+        self.child.sendline(self.spec.shutdown)
         try:
-            self._expect(re.compile(r"(?!)"), timeout, "powering off")
+            self._expect(re.compile(r"(?!)"), timeout, f"shutting down (`{self.spec.shutdown}`)")
         except GuestError as e:
             if e.kind != "exited":
                 raise

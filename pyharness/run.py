@@ -133,23 +133,39 @@ class Prepared:
     image: initramfs.Initramfs
 
 
+def kernel_api(kernel: kernels.Kernel) -> kapi.KernelApi:
+    """The series' API facts, with the zspage chain size this kernel was configured with."""
+    api = kapi.api_for(kernel.series)
+    chain = kernel.config("ZSMALLOC_CHAIN_SIZE")
+    return dataclasses.replace(api, chain_size=int(chain)) if chain else api
+
+
+def _target_name(config: Config) -> str:
+    """`6.1-upstream`, and `6.1-upstream-minimal` for a source-built variant."""
+    name = f"{config.kernel}-{config.allocator}"
+    return name if config.variant == "distro" else f"{name}-{config.variant}"
+
+
 def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
     with p.stage("provision"):
-        source = kernels.source_for(config.kernel)
+        source = kernels.source_for(config.kernel, config.variant)
         render.check_allocator(source, config.allocator)  # before a long provisioning
         cache = kernels.cache_dir()
         # Entries of one kernel run in parallel (zskit matrix): one provisions, the rest wait.
-        with toolchain.locked(cache / "locks" / f"provision-{config.kernel}.lock"):
+        lock = f"provision-{config.kernel}" + (
+            "" if config.variant == "distro" else f"-{config.variant}"
+        )
+        with toolchain.locked(cache / "locks" / f"{lock}.lock"):
             kernel = source.provision(cache, p, refresh=refresh)
     with p.stage("render"):
-        out = BUILD / "kmod" / f"{config.kernel}-{config.allocator}"
-        sources = render.render(kernel, kapi.api_for(config.kernel), config.allocator, out)
+        out = BUILD / "kmod" / _target_name(config)
+        sources = render.render(kernel, kernel_api(kernel), config.allocator, out)
     with p.stage("build"):
         built = build.build(kernel, sources, p)
     with p.stage("initramfs"):
         image = initramfs.build_initramfs(
             built.modules,
-            BUILD / f"initramfs-{config.kernel}-{config.allocator}.cpio",
+            BUILD / f"initramfs-{_target_name(config)}.cpio",
             shell_tty=qemu.Profile.load().shell_tty,
         )
     return Prepared(kernel, sources, built, image)
@@ -168,13 +184,14 @@ def boot(
             accel="tcg",
             memory_mb=config.memory_mb,
             cpus=config.cpus,
+            shutdown=prepared.kernel.shutdown_command,
         )
         spec = dataclasses.replace(spec, accel=choose_accel(config, profile, spec, p))
         p.say(f"booting Linux {prepared.kernel.release} ({spec.accel}, {config.cpus} CPUs)")
         guest = qemu.Guest(spec, profile, transcript, p, command_timeout=config.command_timeout)
         try:
             guest.boot(initramfs.READY_MARKER, config.boot_timeout)
-            p.say(f"guest shell up after {guest.boot_seconds:.1f} s")
+            p.say(f"guest shell up after {guest.boot_seconds:.2f} s")
             ZsTest(guest).load(prepared.image.modules)
         except BaseException:
             guest.close()
@@ -196,6 +213,7 @@ def run(
         prepared = prepared or prepare(config, p, options.refresh)
         result.info["kernel_release"] = prepared.kernel.release
         result.info["kernel_package"] = prepared.kernel.package_version
+        result.info["variant"] = prepared.kernel.variant
         result.info["build_warnings"] = list(prepared.built.warnings)
         save_sources(result, list(prepared.sources.files))
         with (
@@ -203,11 +221,13 @@ def run(
             boot(config, p, prepared, result.console_log(), transcript) as guest,
         ):
             result.info["accel"] = guest.spec.accel
+            # QEMU start to the guest's shell answering (modules not loaded yet).
+            result.info["boot_seconds"] = round(guest.boot_seconds, 3)
             with p.stage("test"):
                 if options.inject is not None:
                     guest.run(options.inject)
                 batches = options.batches or default_batches(config)
-                api = kapi.api_for(config.kernel)
+                api = kernel_api(prepared.kernel)
                 classes = prepared.sources.classes_file
                 check_batches(ZsTest(guest), batches, api, result, p, classes=classes)
                 (result.directory / "dmesg.log").write_text(guest.run("dmesg"))

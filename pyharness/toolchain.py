@@ -289,6 +289,7 @@ class Root:
         cwd: str = "/",
         binds: Sequence[Path] = (),
         stream: bool = False,
+        heartbeat: float | None = None,
     ) -> str:
         """Run a command in the root, with host directories `binds` at their own paths."""
         require_root(what)
@@ -298,7 +299,7 @@ class Root:
         # env --chdir: the command's working directory inside the root.
         cmd += ["/usr/bin/env", f"--chdir={cwd}", *(str(a) for a in argv)]
         env = {**os.environ, "ZSKIT_ENTER_ROOT": _ENTER}
-        return progress.run(cmd, env=env, what=what, stream=stream)
+        return progress.run(cmd, env=env, what=what, stream=stream, heartbeat=heartbeat)
 
     def apt_get(self, args: Sequence[str], progress: Progress, *, what: str, cwd: str = "/") -> str:
         # Downloads into a root-owned directory: apt's _apt sandbox user could not write there.
@@ -354,19 +355,25 @@ def ensure_root(
     progress: Progress,
     packages: Callable[[Root], Sequence[str]],
     refresh: bool = False,
+    extra: Sequence[str] = (),
 ) -> Root:
     """The cached root of `suite`, built when missing (or when `refresh` finds new packages).
 
     `packages(root)` names what to install, asked of the root's own apt
     lists (the kernel's ABI is only known there). With `refresh`, an
     existing root updates its lists first and is rebuilt if they now name
-    packages it does not have.
+    packages it does not have. `extra` are fixed package names (a kernel
+    build's tools) that a complete root gets added when it lacks them.
     """
     require_root(f"a {suite} toolchain root")
     dest = cache / "roots" / suite
     with locked(cache / "roots" / f"{suite}.lock"):
         root = Root(dest, suite)
         if root.is_complete():
+            have = (root.stamp() or {}).get("packages")
+            have = have if isinstance(have, list) else []
+            if missing := [p for p in extra if p not in have]:
+                _add_packages(root, missing, have, progress)
             if not refresh:
                 return root
             root.apt_get(["update"], progress, what=f"updating {suite}'s apt lists")
@@ -375,11 +382,32 @@ def ensure_root(
             if isinstance(have, list) and set(wanted) <= set(have):
                 return root
             progress.say(f"the {suite} archive now has {', '.join(wanted)}: rebuilding the root")
-        return _build_root(suite, dest, progress, packages)
+        return _build_root(suite, dest, progress, packages, extra)
+
+
+def _add_packages(root: Root, names: Sequence[str], have: Sequence[str], p: Progress) -> None:
+    """Install more packages into a complete root; its stamp then names them too."""
+    p.say(f"adding {', '.join(names)} to the {root.suite} root")
+    try:
+        root.apt_get(["install", *names], p, what=f"installing {' '.join(names)}")
+    except CommandError:
+        # The lists may be too old for the archive's packages by now: refresh them once.
+        root.apt_get(["update"], p, what=f"updating {root.suite}'s apt lists")
+        root.apt_get(["install", *names], p, what=f"installing {' '.join(names)}")
+    root.apt_get(["clean"], p, what="dropping downloaded packages")
+    stamp = root.stamp() or {}
+    stamp["packages"] = [*have, *names]
+    tmp = root.path / (STAMP + ".tmp")
+    tmp.write_text(json.dumps(stamp, indent=2) + "\n")
+    tmp.replace(root.path / STAMP)
 
 
 def _build_root(
-    suite: str, dest: Path, progress: Progress, packages: Callable[[Root], Sequence[str]]
+    suite: str,
+    dest: Path,
+    progress: Progress,
+    packages: Callable[[Root], Sequence[str]],
+    extra: Sequence[str] = (),
 ) -> Root:
     archive = archive_for(suite, host_sources(), host_codename())
     tmp = dest.with_name(dest.name + ".tmp")
@@ -398,7 +426,7 @@ def _build_root(
     (tmp / DPKG_CONF[0]).write_text(DPKG_CONF[1])
     root = Root(tmp, suite)
     root.apt_get(["update"], progress, what=f"updating {suite}'s apt lists")
-    wanted = list(packages(root))
+    wanted = [*packages(root), *(p for p in extra if p not in ("make",))]
     progress.say(f"installing {', '.join(wanted)} into the {suite} root")
     root.apt_get(["install", "make", *wanted], progress, what=f"installing {' '.join(wanted)}")
     root.apt_get(["clean"], progress, what="dropping downloaded packages")

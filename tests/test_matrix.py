@@ -53,11 +53,9 @@ def test_presets_with_entries(preset: str) -> None:
         assert cfg.accel == "tcg"
 
 
-def test_debug_preset_selects_nothing_and_says_so() -> None:
+def test_debug_preset_selects_the_source_built_debug_kernels() -> None:
     cfg = config.load(dotconfig=REPO / "configs" / "debug_defconfig")
-    assert matrix.entries(cfg) == []
-    with pytest.raises(StageError, match="the matrix is empty: variant debug.*not available yet"):
-        matrix.selected(cfg)
+    assert names(cfg) == ["6.1-upstream-debug", "6.12-upstream-debug", "7.2-upstream-debug"]
 
 
 def test_presets_are_valid_for_kconfiglib() -> None:
@@ -111,13 +109,15 @@ def test_a_kernel_without_a_source_still_gets_entries() -> None:
 
 
 def test_entry_lookup() -> None:
-    assert [e.name for e in matrix.known_entries()] == DISTRO
+    built = [f"{k}-upstream-{v}" for v in ("minimal", "debug") for k in ("6.1", "6.12", "7.2")]
+    assert [e.name for e in matrix.known_entries()] == DISTRO + built
     assert matrix.find_entry("6.12-builtin-distro") == matrix.Entry("6.12", "builtin", "distro")
+    assert matrix.find_entry("7.2-upstream-debug") == matrix.Entry("7.2", "upstream", "debug")
     with pytest.raises(StageError) as e:
         matrix.find_entry("6.12-upstream-distro")
-    assert str(e.value) == (
+    assert str(e.value).startswith(
         "unknown entry '6.12-upstream-distro'; known entries: 6.1-upstream-distro, "
-        "6.12-builtin-distro, 7.2-builtin-distro (see `zskit matrix --list`)"
+        "6.12-builtin-distro, 7.2-builtin-distro, 6.1-upstream-minimal"
     )
 
 
@@ -139,8 +139,8 @@ def test_list_as_json(capsys: pytest.CaptureFixture[str]) -> None:
         "allocator": "upstream",
         "variant": "distro",
     }
-    assert cli.main(["matrix", "--list", "--config", str(REPO / "configs/debug_defconfig")]) == 1
-    assert "not available yet" in capsys.readouterr().err
+    assert cli.main(["matrix", "--list", "--config", str(REPO / "configs/debug_defconfig")]) == 0
+    assert "7.2-upstream-debug" in capsys.readouterr().out
 
 
 # --- merged results on synthetic runs ------------------------------------------------

@@ -1,0 +1,396 @@
+"""Kernels built from Debian's linux-source-X: the "minimal" and "debug" variants.
+
+A `SourceBuiltKernel` is a `KernelSource` like the distribution kernels, so
+the rest of the harness does not care where a kernel came from. Its steps:
+
+1. the variant's fragments (`qemu/configs/`) are merged, loudly (fragments.py);
+2. the toolchain: for 6.1 the host's gcc (bookworm's gcc-12, the compiler
+   Debian builds 6.1 with); for 6.12 and 7.2 the suite's toolchain root
+   (toolchain.py) with the kernel's build dependencies added, and the
+   compiler Debian's own kernel names in CONFIG_CC_VERSION_TEXT;
+3. the whole linux-source-X tree, unpacked once per source version into
+   `<cache>/src/<series>/<version>/` and shared by every variant;
+4. `make tinyconfig`, the request appended, `make olddefconfig`, then every
+   requested option checked (fragments.check);
+5. `make vmlinux modules` (QEMU boots the ELF vmlinux through PVH, so no
+   bzImage is compressed) and `modules_install` into a staging directory.
+
+The build tree (`O=`) is what later module builds use as their Kbuild
+directory. A finished kernel lives in `<cache>/built/<series>-<variant>-<key>`,
+where the key hashes the source version, the merged request and the
+toolchain: a change of any of them is a new build, and an unchanged one is
+reused. It is built in `<name>.tmp` and renamed when complete; `kernel.json`
+in it names everything, as for the distribution kernels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import fragments, kernels, toolchain
+from .kernels import Kernel
+from .progress import CommandError, Progress, StageError
+
+CONFIGS = Path(__file__).resolve().parent.parent / "qemu" / "configs"
+VARIANT_FRAGMENTS = {
+    "minimal": ("base.config", "minimal.config"),
+    "debug": ("base.config", "debug.config"),
+}
+# Bump when the way a kernel is built changes: every cached build is then redone.
+RECIPE = 1
+# What a kernel build needs in a toolchain root besides the compiler and make,
+# which the kernel's headers package already brought. binutils: sid's gcc brings
+# only x86_64-linux-gnu-ld and friends, and Kbuild calls `ld`. No depmod: the
+# guest loads modules by path, and modules_install only warns without it.
+ROOT_BUILD_PACKAGES = ("binutils", "flex", "bison", "bc", "libelf-dev", "libc6-dev")
+# The host's (6.1): program -> the Debian package that provides it.
+HOST_BUILD_TOOLS = {"gcc": "gcc", "make": "make", "flex": "flex", "bison": "bison", "bc": "bc"}
+HOST_HEADERS = {Path("/usr/include/gelf.h"): "libelf-dev"}  # objtool links libelf
+# Kbuild run from `make test` must not inherit the outer make's jobserver.
+MAKE_ENV_DROP = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+HEARTBEAT = 20.0  # seconds between "still building" lines when output is not streamed
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """Where the kernel is built: the host, or a suite's root (commands chrooted there)."""
+
+    ident: str  # the compiler's version text: part of the cache key
+    make_vars: tuple[str, ...]  # e.g. CC=x86_64-linux-gnu-gcc-14, for every make
+    root: toolchain.Root | None = None
+
+    def run(
+        self,
+        argv: Sequence[str | Path],
+        progress: Progress,
+        *,
+        what: str,
+        binds: Sequence[Path] = (),
+        heartbeat: float | None = None,
+    ) -> str:
+        argv = [str(a) for a in argv]
+        if self.root is None:
+            env = {k: v for k, v in os.environ.items() if k not in MAKE_ENV_DROP}
+            return progress.run(
+                argv, env=env, what=what, stream=progress.verbose, heartbeat=heartbeat
+            )
+        return self.root.run(
+            argv, progress, what=what, binds=binds, stream=progress.verbose, heartbeat=heartbeat
+        )
+
+
+def host_toolchain(progress: Progress) -> Toolchain:
+    """The host's gcc, after checking every build tool is installed."""
+    missing = sorted(
+        {pkg for prog, pkg in HOST_BUILD_TOOLS.items() if shutil.which(prog) is None}
+        | {pkg for path, pkg in HOST_HEADERS.items() if not path.exists()}
+    )
+    if missing:
+        raise StageError(
+            f"building a kernel on the host needs {', '.join(missing)}: "
+            f"`apt-get install {' '.join(missing)}` (or `make setup`)"
+        )
+    version = progress.run(["gcc", "--version"], what="asking gcc its version")
+    return Toolchain(ident=f"host {version.splitlines()[0]}", make_vars=())
+
+
+def root_toolchain(
+    distro: kernels.DebianSuiteKernel, cache: Path, progress: Progress, refresh: bool
+) -> Toolchain:
+    """The suite's root, with the kernel's build dependencies, and the compiler Debian used."""
+
+    def packages(root: toolchain.Root) -> list[str]:
+        return distro.root_packages(root, progress)
+
+    try:
+        root = toolchain.ensure_root(
+            distro.suite, cache, progress, packages, refresh=refresh, extra=ROOT_BUILD_PACKAGES
+        )
+    except CommandError as e:
+        raise StageError(
+            f"the {distro.suite} toolchain root (debootstrap, the kernel's headers and the "
+            f"build tools {', '.join(ROOT_BUILD_PACKAGES)}) failed: {e}\nCheck that the "
+            f"host's apt sources reach a Debian archive serving {distro.suite}, then retry "
+            f"with --refresh (or delete {cache / 'roots' / distro.suite})"
+        ) from e
+    # Debian's own kernel of the series names its compiler; build with the same one.
+    configs = sorted(root.path.glob(f"usr/src/linux-headers-{distro.series}.*-amd64/.config"))
+    text = kernels._config_value(configs[-1], "CC_VERSION_TEXT") if configs else None
+    if not text:
+        raise StageError(
+            f"the {distro.suite} root at {root.path} has no linux-headers-{distro.series}.* "
+            "to name its compiler; rerun with --refresh to rebuild it"
+        )
+    cc = text.split()[0]  # "x86_64-linux-gnu-gcc-14 (Debian 14.2.0-19) 14.2.0"
+    if not root.host_path(f"/usr/bin/{cc}").exists():
+        raise StageError(f"{cc} is missing from the {distro.suite} root; rerun with --refresh")
+    make_vars = (f"CC={cc}", f"HOSTCC={cc}")
+    return Toolchain(ident=f"{distro.suite} {text}", make_vars=make_vars, root=root)
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    version: str  # Debian version of linux-source-X
+    path: Path  # the unpacked tree
+
+
+@dataclass(frozen=True)
+class SourceBuiltKernel:
+    """A kernel of one series, built from Debian's linux-source-X with a variant's config."""
+
+    series: str
+    variant: str  # "minimal" or "debug"
+    # The distribution kernel of the same series: its suite's root is the toolchain
+    # (None for 6.1: the host's gcc-12) and its archive has the source.
+    distro: kernels.DebianSuiteKernel | None = None
+    # The config fragments merged onto tinyconfig, in order; default: the variant's.
+    fragment_files: tuple[Path, ...] = ()
+    # Extra make variables of the kernel build (part of the cache key).
+    kbuild_vars: tuple[str, ...] = ()
+    zsmalloc_builtin: bool = False  # base.config asks CONFIG_ZSMALLOC=m
+
+    def fragments(self) -> list[Path]:
+        if self.fragment_files:
+            return list(self.fragment_files)
+        return [CONFIGS / name for name in VARIANT_FRAGMENTS[self.variant]]
+
+    def provision(self, cache: Path, progress: Progress, refresh: bool = False) -> Kernel:
+        settings = fragments.merge(self.fragments())  # a conflict stops before any work
+        if self.distro is None:
+            tools = host_toolchain(progress)
+        else:
+            tools = root_toolchain(self.distro, cache, progress, refresh)
+        tree = self._source(cache, tools, progress, refresh)
+        request = fragments.text(settings)
+        key = hashlib.sha256(
+            json.dumps(
+                [RECIPE, self.series, tree.version, tools.ident, self.kbuild_vars, request]
+            ).encode()
+        ).hexdigest()[:12]
+        name = f"{self.series}-{self.variant}-{key}"
+        top = cache / "built"
+        if kernel := kernels._cached(top / name / "kernel.json", progress):
+            return kernel
+        with toolchain.locked(top / f"{name}.lock"):
+            if kernel := kernels._cached(top / name / "kernel.json", progress):
+                return kernel
+            return self._build(top / name, tree, tools, settings, progress)
+
+    # --- the source tree ------------------------------------------------------
+
+    def _source(
+        self, cache: Path, tools: Toolchain, progress: Progress, refresh: bool
+    ) -> SourceTree:
+        """The unpacked linux-source-X: the one recorded in the cache, else the archive's."""
+        top = cache / "src" / self.series
+        record = top / "source.json"
+        with toolchain.locked(top.parent / f"{self.series}.lock"):
+            if not refresh and (tree := _recorded(record)):
+                return tree
+            version = self._source_version(tools, progress)
+            path = top / version / f"linux-source-{self.series}"
+            if not (path / "Makefile").exists():
+                self._unpack(cache, top / version, version, tools, progress)
+            record.write_text(json.dumps({"version": version, "path": str(path)}) + "\n")
+            return SourceTree(version, path)
+
+    def _source_version(self, tools: Toolchain, progress: Progress) -> str:
+        pkg = f"linux-source-{self.series}"
+        if tools.root is None:
+            found = kernels._apt_show([pkg], progress)
+        else:
+            found = tools.root.package_versions([pkg], progress)
+        if pkg not in found:
+            where = "host's" if tools.root is None else f"{tools.root.suite} root's"
+            where = f"the {where} apt lists"
+            raise StageError(
+                f"{pkg} is not in {where}; run `apt-get update` (or --refresh) and retry"
+            )
+        return found[pkg]
+
+    def _unpack(
+        self, cache: Path, dest: Path, version: str, tools: Toolchain, progress: Progress
+    ) -> None:
+        pkg = f"linux-source-{self.series}"
+        debs = cache / "src" / self.series / "debs"
+        debs.mkdir(parents=True, exist_ok=True)
+        deb = debs / f"{pkg}_{version}_all.deb"
+        # The distribution 6.1's provisioning keeps the same package.
+        kept = cache / "debian" / self.series / "debs" / version / deb.name
+        if not deb.exists() and kept.exists():
+            shutil.copyfile(kept, deb)
+        if not deb.exists():
+            progress.say(f"downloading {pkg} ({version})")
+            if tools.root is None:
+                apt = ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
+                progress.run(
+                    ["apt-get", *apt, "download", f"{pkg}={version}"], cwd=debs, what="downloading"
+                )
+            else:
+                inside = tools.root.host_path(f"/var/tmp/zskit-{pkg}")
+                shutil.rmtree(inside, ignore_errors=True)
+                inside.mkdir(parents=True)
+                try:
+                    tools.root.apt_get(
+                        ["download", f"{pkg}={version}"],
+                        progress,
+                        what=f"downloading {pkg}",
+                        cwd=str(tools.root.inside_path(inside)),
+                    )
+                    (got,) = inside.glob(f"{pkg}_*.deb")
+                    shutil.move(got, deb)
+                finally:
+                    shutil.rmtree(inside, ignore_errors=True)
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        progress.say(f"unpacking {deb.name} into {dest}")
+        # The package holds one tarball; stream it out rather than writing it to disk.
+        script = 'dpkg-deb --fsys-tarfile "$1" | tar -xO "./usr/src/$2.tar.xz" | tar -xJ -C "$3"'
+        progress.run(["sh", "-ec", script, "unpack", deb, pkg, tmp], what=f"unpacking {deb.name}")
+        if not (tmp / pkg / "Makefile").exists():
+            raise StageError(f"{deb} holds no {pkg} tree; delete it and retry")
+        shutil.rmtree(dest, ignore_errors=True)
+        tmp.rename(dest)
+
+    # --- configure and build --------------------------------------------------
+
+    def _build(
+        self,
+        dest: Path,
+        tree: SourceTree,
+        tools: Toolchain,
+        settings: dict[str, fragments.Setting],
+        progress: Progress,
+    ) -> Kernel:
+        what = f"Linux {self.series} ({self.variant})"
+        tmp = dest.with_name(dest.name + ".tmp")
+        toolchain._remove_tree(tmp)
+        out = tmp / "build"
+        out.mkdir(parents=True)
+        binds = [tree.path, tmp]
+
+        def make(*targets: str, heartbeat: float | None = None) -> str:
+            argv = ["make", "-C", tree.path, f"O={out}", "ARCH=x86_64", *tools.make_vars]
+            argv += self.kbuild_vars
+            return tools.run(
+                [*argv, *targets],
+                progress,
+                what=f"make {' '.join(targets)} for {what}",
+                binds=binds,
+                heartbeat=heartbeat,
+            )
+
+        names = ", ".join(p.name for p in self.fragments())
+        progress.say(f"configuring {what}: tinyconfig + {names}")
+        make("tinyconfig")
+        request = fragments.text(settings)
+        (tmp / "request.config").write_text(request)
+        with (out / ".config").open("a") as f:  # later lines override tinyconfig's
+            f.write("\n# zskit: the merged fragments\n" + request)
+        olddef = make("olddefconfig")
+        fragments.check(
+            settings,
+            out / ".config",
+            tree.path / "Kconfig",
+            _kconfig_env(tree.path, tools),
+            f"{what} from {tree.path}",
+            notes=_warnings(olddef),
+        )
+        jobs = os.cpu_count() or 1
+        progress.say(f"building {what} with {tools.ident} (make -j{jobs}; takes minutes)")
+        try:
+            make(f"-j{jobs}", "vmlinux", "modules", heartbeat=HEARTBEAT)
+        except CommandError as e:
+            errors = [
+                line.strip()
+                for line in e.output.splitlines()
+                if ": error: " in line or line.startswith(("make", "ERROR"))
+            ]
+            raise StageError(
+                f"building {what} failed in {out}:\n  "
+                + "\n  ".join(errors[:20] or e.output.splitlines()[-20:])
+                + f"\nThe whole log: rerun with -v. A fragment change (qemu/configs/) or "
+                f"another toolchain may be needed; {tmp} is kept for inspection"
+            ) from None
+        staging = tmp / "staging"
+        make(f"INSTALL_MOD_PATH={staging}", "modules_install")
+        release = (out / "include/config/kernel.release").read_text().strip()
+        chain = kernels._config_value(out / ".config", "ZSMALLOC_CHAIN_SIZE")
+        progress.say(
+            f"built Linux {release} ({self.variant})"
+            + (f", ZSMALLOC_CHAIN_SIZE={chain}" if chain else "")
+        )
+        # Nothing in the build tree records its own path (Kbuild works from its
+        # current directory), so the finished tree can move to its final name.
+        toolchain._remove_tree(dest)
+        tmp.rename(dest)
+        kernel = Kernel(
+            series=self.series,
+            release=release,
+            package_version=tree.version,
+            vmlinuz=dest / "build" / "vmlinux",
+            boot_image=dest / "build" / "vmlinux",
+            kdir=dest / "build",
+            modules=dest / "staging" / "lib" / "modules" / release,
+            source=tree.path,
+            toolchain=tools.root.path if tools.root else None,
+            variant=self.variant,
+            make_vars=tools.make_vars,
+        )
+        if not kernel.is_complete():
+            raise StageError(f"the build of {what} in {dest} lacks vmlinux; delete it and retry")
+        kernel.save(dest / "kernel.json")
+        return kernel
+
+
+def _recorded(record: Path) -> SourceTree | None:
+    try:
+        data = json.loads(record.read_text())
+        tree = SourceTree(data["version"], Path(data["path"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return tree if (tree.path / "Makefile").exists() else None
+
+
+def _kconfig_env(srctree: Path, tools: Toolchain) -> dict[str, str]:
+    """What the kernel's Kconfig expects in the environment (as the top Makefile exports it)."""
+    cc = next((v.split("=", 1)[1] for v in tools.make_vars if v.startswith("CC=")), "gcc")
+    if shutil.which(cc) is None:  # the root's compiler: the host's stands in for kconfiglib
+        cc = "gcc"
+    return {
+        "srctree": str(srctree),
+        "ARCH": "x86_64",
+        "SRCARCH": "x86",
+        "CC": cc,
+        "HOSTCC": "gcc",
+        "LD": "ld",
+        "HOSTCXX": "g++",
+        "KERNELVERSION": "zskit",
+    }
+
+
+def _warnings(output: str) -> str:
+    """Kconfig's own warnings from olddefconfig, appended to an error when there are any."""
+    lines = [ln.strip() for ln in output.splitlines() if "WARNING" in ln or "warning:" in ln]
+    lines = [ln for ln in lines if "override: reassigning" not in ln and "changes choice" not in ln]
+    return "" if not lines else "olddefconfig said:\n  " + "\n  ".join(lines[:10])
+
+
+SOURCE_BUILT: dict[str, dict[str, SourceBuiltKernel]] = {
+    variant: {
+        # The PVH entry's C code runs before KASAN's shadow exists: later kernels build
+        # arch/x86/platform/pvh without KASAN (its Makefile), 6.1 does not and a KASAN
+        # kernel triple-faults at once. The same, from the command line.
+        "6.1": SourceBuiltKernel("6.1", variant, kbuild_vars=("KASAN_SANITIZE_enlighten.o=n",)),
+        "6.12": SourceBuiltKernel("6.12", variant, distro=kernels.DEBIAN_SUITES["6.12"]),
+        "7.2": SourceBuiltKernel("7.2", variant, distro=kernels.DEBIAN_SUITES["7.2"]),
+    }
+    for variant in VARIANT_FRAGMENTS
+}

@@ -1,0 +1,411 @@
+"""Source-built kernels: the "minimal" and "debug" variants built from Debian's linux-source-X.
+
+Without QEMU: fragment merging and its loud failures (conflicts, options that
+do not survive olddefconfig, with their unmet dependencies) on a small
+Kconfig written here, the variant plumbing, the toolchain checks and the
+shutdown command. Marked `qemu`: a fragment the real 6.1 tree cannot honour,
+and whole runs (build the kernel, boot it, check the default workload) of
+6.1 minimal and debug with the upstream allocator. The first run builds the
+kernels (minutes each); they are cached by source version, config and
+toolchain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from pyharness import config, fragments, kernels, matrix, render, run, srcbuild, toolchain
+from pyharness.fragments import FragmentError, Setting
+from pyharness.progress import CommandError, Progress, StageError
+
+# --- merging ------------------------------------------------------------------------
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_fragments_merge_in_order() -> None:
+    paths = [srcbuild.CONFIGS / name for name in srcbuild.VARIANT_FRAGMENTS["debug"]]
+    merged = fragments.merge(paths)
+    assert merged["ZSMALLOC"].value == "m"
+    assert merged["ZSMALLOC_STAT"].origin.startswith("base.config:")
+    assert merged["ACPI"].value == "n"  # `# CONFIG_ACPI is not set`
+    assert merged["KASAN"].origin.startswith("debug.config:")
+    assert "CONFIG_KASAN=y\n" in fragments.text(merged)
+    assert "# CONFIG_ACPI is not set\n" in fragments.text(merged)
+
+
+@pytest.mark.parametrize("variant", sorted(srcbuild.VARIANT_FRAGMENTS))
+def test_the_shipped_fragments_do_not_conflict(variant: str) -> None:
+    paths = [srcbuild.CONFIGS / name for name in srcbuild.VARIANT_FRAGMENTS[variant]]
+    merged = fragments.merge(paths)
+    for name in ("MODULES", "MODULE_UNLOAD", "PVH", "SERIAL_8250_CONSOLE", "DEVTMPFS"):
+        assert merged[name].value == "y", name
+    assert (merged["ZRAM"].value, merged["ZSMALLOC"].value) == ("m", "m")
+
+
+def test_minimal_and_debug_together_conflict_naming_both() -> None:
+    paths = [srcbuild.CONFIGS / n for n in ("base.config", "minimal.config", "debug.config")]
+    with pytest.raises(FragmentError) as e:
+        fragments.merge(paths)
+    message = str(e.value)
+    assert re.search(r"CONFIG_KASAN: minimal\.config:\d+ sets n, debug\.config:\d+ sets y", message)
+    assert "CONFIG_PROVE_LOCKING" in message and "CONFIG_DEBUG_VM" in message
+
+
+def test_a_conflict_names_both_fragments_and_lines(tmp_path: Path) -> None:
+    one = write(tmp_path, "one.config", "# comment\nCONFIG_A=y\nCONFIG_B=m\n")
+    two = write(tmp_path, "two.config", "CONFIG_B=m\n\n# CONFIG_A is not set\n")
+    with pytest.raises(
+        FragmentError, match=r"CONFIG_A: one\.config:2 sets y, two\.config:3 sets n"
+    ):
+        fragments.merge([one, two])
+    assert fragments.merge([one, one])["B"].origin == "one.config:3"  # agreeing is fine
+
+
+def test_a_line_that_is_no_setting_is_an_error(tmp_path: Path) -> None:
+    bad = write(tmp_path, "bad.config", "CONFIG_A=y\nKASAN=y\n")
+    with pytest.raises(FragmentError, match=r"bad\.config:2: not a config line: 'KASAN=y'"):
+        fragments.merge([bad])
+    with pytest.raises(FragmentError, match="cannot read config fragment"):
+        fragments.merge([tmp_path / "missing.config"])
+
+
+def test_absent_counts_as_n() -> None:
+    wanted = {"A": Setting("A", "n", "f:1"), "B": Setting("B", "y", "f:2")}
+    config_text = "CONFIG_B=y\n"
+    assert fragments.unmet(wanted, fragments.read_config(config_text)) == []
+    config_text = "# CONFIG_B is not set\nCONFIG_A=y\n"
+    assert [s.name for s in fragments.unmet(wanted, fragments.read_config(config_text))] == [
+        "A",
+        "B",
+    ]
+
+
+# A small Kconfig with what the kernel's uses: `modules` (6.1's spelling, which
+# kconfiglib 14.1 does not know), dependencies, a select, a hidden option, a choice.
+KCONFIG = """\
+config MODULES
+	bool "Modules"
+	modules
+
+config A
+	bool "A"
+
+config C
+	bool "C"
+	depends on A
+
+config B
+	tristate "B"
+	depends on C && A
+
+config HIDDEN
+	bool
+
+config SEL
+	bool "selects FORCED"
+	select FORCED
+
+config FORCED
+	bool "forced"
+
+config TRANSITIONAL_OLD
+	bool
+	transitional
+
+config D
+	bool "D, with 7.x's conditional dependency"
+	depends on A if SEL # a comment with if in it
+
+choice
+	prompt "pick one"
+	default P1
+
+config P1
+	bool "p1"
+
+config P2
+	bool "p2"
+	depends on A
+
+endchoice
+"""
+
+
+def olddefconfig(tmp_path: Path, request: str) -> Path:
+    """What Kbuild's olddefconfig does, done by kconfiglib on the small Kconfig."""
+    (tmp_path / "Kconfig").write_text(KCONFIG)
+    (tmp_path / "request.config").write_text(request)
+    kconf = fragments._KernelKconfig(str(tmp_path / "Kconfig"), warn=False)
+    kconf.load_config(str(tmp_path / "request.config"))
+    kconf.write_config(str(tmp_path / ".config"))
+    return tmp_path / ".config"
+
+
+def test_unmet_options_are_listed_with_their_dependencies(tmp_path: Path) -> None:
+    base = write(tmp_path, "base.config", "CONFIG_MODULES=y\nCONFIG_B=m\nCONFIG_SEL=y\n")
+    extra = write(
+        tmp_path,
+        "extra.config",
+        "CONFIG_HIDDEN=y\n# CONFIG_FORCED is not set\nCONFIG_NOPE=y\nCONFIG_P2=y\nCONFIG_D=y\n",
+    )
+    settings = fragments.merge([base, extra])
+    dotconfig = olddefconfig(tmp_path, fragments.text(settings))
+    env = {"srctree": str(tmp_path)}
+    with pytest.raises(FragmentError) as e:
+        fragments.check(settings, dotconfig, tmp_path / "Kconfig", env, "Linux test")
+    message = str(e.value)
+    assert "Linux test: 6 requested option(s) did not survive olddefconfig" in message
+    lines = {m[1]: m[0] for m in re.finditer(r"CONFIG_(\w+)=.*", message)}
+    assert lines["B"] == (
+        "CONFIG_B=m (base.config:2): got absent; unmet dependencies: C && A (now C=n; A=n)"
+    )
+    assert "CONFIG_HIDDEN=y (extra.config:1): got absent; no prompt" in lines["HIDDEN"]
+    assert "CONFIG_FORCED=n (extra.config:2): got y; selected by SEL" in lines["FORCED"]
+    assert "CONFIG_NOPE=y (extra.config:3): got absent; no such option" in lines["NOPE"]
+    assert lines["P2"] == (
+        "CONFIG_P2=y (extra.config:4): got absent; unmet dependencies: A (now A=n); "
+        "its choice selected P1"
+    )
+    assert lines["D"] == (
+        "CONFIG_D=y (extra.config:5): got absent; unmet dependencies: A || !SEL (now A=n, SEL=y)"
+    )
+    assert "CONFIG_MODULES" not in lines and "CONFIG_SEL" not in lines
+    assert "Fix the fragment" in message
+
+
+def test_a_satisfied_request_passes(tmp_path: Path) -> None:
+    request = write(
+        tmp_path, "ok.config", "CONFIG_A=y\nCONFIG_C=y\nCONFIG_P2=y\n# CONFIG_B is not set\n"
+    )
+    settings = fragments.merge([request])
+    dotconfig = olddefconfig(tmp_path, fragments.text(settings))
+    fragments.check(settings, dotconfig, tmp_path / "Kconfig", {"srctree": str(tmp_path)}, "t")
+
+
+def test_an_unreadable_kconfig_still_names_the_missing_options(tmp_path: Path) -> None:
+    settings = {"X": Setting("X", "y", "f.config:1")}
+    dotconfig = write(tmp_path, ".config", "# CONFIG_X is not set\n")
+    (tmp_path / "Kconfig").write_text("config X\n\tbool 'x'\n\tfrobnicate\n")
+    with pytest.raises(FragmentError) as e:
+        fragments.check(settings, dotconfig, tmp_path / "Kconfig", {"srctree": str(tmp_path)}, "t")
+    assert "CONFIG_X=y (f.config:1): got n; unknown (kconfiglib could not read" in str(e.value)
+
+
+def test_kconfiglib_environment_is_restored(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("srctree", raising=False)
+    olddefconfig(tmp_path, "")
+    settings = {"A": Setting("A", "y", "f:1")}
+    with pytest.raises(FragmentError):
+        fragments.check(
+            settings, tmp_path / ".config", tmp_path / "Kconfig", {"srctree": str(tmp_path)}, "t"
+        )
+    assert "srctree" not in os.environ
+
+
+# --- variants, toolchains, shutdown ------------------------------------------------------
+
+
+def test_variants_have_source_built_kernels() -> None:
+    for variant in ("minimal", "debug"):
+        for series in ("6.1", "6.12", "7.2"):
+            source = kernels.source_for(series, variant)
+            assert isinstance(source, srcbuild.SourceBuiltKernel)
+            assert not source.zsmalloc_builtin  # base.config: CONFIG_ZSMALLOC=m
+    assert kernels.source_for("6.1", "minimal").distro is None  # the host's gcc-12
+    root_612 = kernels.source_for("6.12", "debug")
+    assert isinstance(root_612, srcbuild.SourceBuiltKernel) and root_612.distro is not None
+    assert root_612.distro.suite == "trixie"
+    assert kernels.source_for("6.1") is kernels.SOURCES["6.1"]
+
+
+def test_unknown_variant_and_kernel_say_what_is_known() -> None:
+    with pytest.raises(StageError, match="unknown variant 'fast'; known variants: distro"):
+        kernels.source_for("6.1", "fast")
+    with pytest.raises(StageError, match=r"unknown kernel '5\.10'; known kernels: 6\.1, 6\.12"):
+        kernels.source_for("5.10", "minimal")
+
+
+@pytest.mark.parametrize("series", ["6.1", "6.12", "7.2"])
+def test_upstream_runs_on_every_source_built_kernel(series: str) -> None:
+    source = kernels.source_for(series, "minimal")
+    render.check_allocator(source, "upstream")
+    with pytest.raises(StageError, match="has it as a module"):
+        render.check_allocator(source, "builtin")
+
+
+def test_variant_option_and_its_default(tmp_path: Path) -> None:
+    assert config.load(dotconfig=tmp_path / "absent").variant == "distro"
+    (tmp_path / "debug.config").write_text("CONFIG_VARIANT_DEBUG=y\n")
+    assert config.load(dotconfig=tmp_path / "debug.config").variant == "debug"
+
+
+def test_missing_host_tools_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = srcbuild.shutil.which
+    monkeypatch.setattr(
+        srcbuild.shutil, "which", lambda p: None if p in ("flex", "bc") else real(p)
+    )
+    with pytest.raises(StageError, match=r"needs bc, flex: `apt-get install bc flex`"):
+        srcbuild.host_toolchain(Progress())
+
+
+def test_a_root_gets_missing_build_packages(tmp_path: Path, monkeypatch) -> None:
+    root_dir = tmp_path / "roots" / "trixie"
+    root_dir.mkdir(parents=True)
+    stamp = {"suite": "trixie", "packages": ["make", "linux-headers-6.12.1-amd64"]}
+    (root_dir / toolchain.STAMP).write_text(json.dumps(stamp))
+    calls: list[list[str]] = []
+    monkeypatch.setattr(
+        toolchain.Root, "apt_get", lambda self, args, p, what, cwd="/": calls.append(list(args))
+    )
+    root = toolchain.ensure_root(
+        "trixie", tmp_path, Progress(), lambda r: ["never asked"], extra=("flex", "make", "bc")
+    )
+    assert root.path == root_dir
+    assert calls == [["install", "flex", "bc"], ["clean"]]
+    assert json.loads((root_dir / toolchain.STAMP).read_text())["packages"] == [
+        "make",
+        "linux-headers-6.12.1-amd64",
+        "flex",
+        "bc",
+    ]
+    calls.clear()
+    toolchain.ensure_root("trixie", tmp_path, Progress(), lambda r: [], extra=("flex",))
+    assert calls == []  # nothing missing: no apt at all
+
+
+class FakeMake(srcbuild.Toolchain):
+    """Kbuild stand-in: tinyconfig writes an empty .config, olddefconfig keeps what is
+    there, and `vmlinux` fails like a compiler error."""
+
+    def run(self, argv, progress, *, what, binds=(), heartbeat=None) -> str:
+        out = Path(next(a for a in map(str, argv) if a.startswith("O="))[2:])
+        if "tinyconfig" in argv:
+            (out / ".config").write_text("CONFIG_64BIT=y\n")
+        if "vmlinux" in argv:
+            output = "  CC      mm/zsmalloc.o\nmm/zsmalloc.c:12:5: error: 'x' undeclared\n"
+            raise CommandError(f"{what} failed (exit 2)", output)
+        return ""
+
+
+def test_a_build_failure_names_the_error_and_keeps_the_tree(tmp_path: Path) -> None:
+    fragment = write(tmp_path, "f.config", "CONFIG_64BIT=y\n")
+    source = srcbuild.SourceBuiltKernel("6.1", "minimal", fragment_files=(fragment,))
+    tree = srcbuild.SourceTree("6.1.1-1", tmp_path / "src")
+    tools = FakeMake(ident="host gcc", make_vars=())
+    dest = tmp_path / "built" / "6.1-minimal-abc"
+    settings = fragments.merge([fragment])
+    with pytest.raises(StageError) as e:
+        source._build(dest, tree, tools, settings, Progress())
+    message = str(e.value)
+    assert "building Linux 6.1 (minimal) failed" in message
+    assert "mm/zsmalloc.c:12:5: error: 'x' undeclared" in message
+    assert f"{dest}.tmp is kept for inspection" in message
+    assert not dest.exists()  # nothing half-built under the final name
+
+
+def kernel_with(tmp_path: Path, config_text: str) -> kernels.Kernel:
+    kdir = tmp_path / "kdir"
+    kdir.mkdir(exist_ok=True)
+    (kdir / ".config").write_text(config_text)
+    path = tmp_path / "x"
+    return kernels.Kernel("6.1", "6.1.0", "6.1.1-1", path, path, kdir, None, path)
+
+
+def test_shutdown_needs_acpi_for_poweroff(tmp_path: Path) -> None:
+    assert kernel_with(tmp_path, "CONFIG_ACPI=y\n").shutdown_command == "poweroff -f"
+    assert kernel_with(tmp_path, "# CONFIG_ACPI is not set\n").shutdown_command == "reboot -f"
+
+
+def test_the_chain_size_comes_from_the_kernels_config(tmp_path: Path) -> None:
+    kernel = kernel_with(tmp_path, "CONFIG_ZSMALLOC_CHAIN_SIZE=16\n")
+    kernel = kernels.Kernel(**{**kernel.__dict__, "series": "6.12"})
+    assert run.kernel_api(kernel).chain_size == 16
+    assert run.kernel_api(kernel_with(tmp_path, "CONFIG_ZSMALLOC=m\n")).chain_size is None
+
+
+def test_a_source_built_manifest_round_trips(tmp_path: Path) -> None:
+    kernel = kernels.Kernel(
+        series="6.12",
+        release="6.12.117",
+        package_version="6.12.117-1",
+        vmlinuz=tmp_path / "build/vmlinux",
+        boot_image=tmp_path / "build/vmlinux",
+        kdir=tmp_path / "build",
+        modules=tmp_path / "staging/lib/modules/6.12.117",
+        source=tmp_path / "src",
+        toolchain=tmp_path / "roots/trixie",
+        variant="debug",
+        make_vars=("CC=x86_64-linux-gnu-gcc-14", "HOSTCC=x86_64-linux-gnu-gcc-14"),
+    )
+    kernel.save(tmp_path / "kernel.json")
+    assert kernels.Kernel.load(tmp_path / "kernel.json") == kernel
+
+
+def test_matrix_has_source_built_entries() -> None:
+    names = {e.name for e in matrix.known_entries()}
+    assert {"6.1-upstream-minimal", "6.12-upstream-debug", "7.2-upstream-minimal"} <= names
+    assert not any(n.endswith(("-builtin-minimal", "-builtin-debug")) for n in names)
+
+
+# --- the real 6.1 tree and whole runs (QEMU; the first run builds the kernels) -----------
+
+
+@pytest.mark.qemu
+def test_a_fragment_the_61_tree_cannot_honour(tmp_path: Path) -> None:
+    # KASAN needs SLUB; 6.1's tinyconfig has SLOB and this fragment keeps it.
+    broken = write(tmp_path, "broken.config", "CONFIG_SLOB=y\nCONFIG_KASAN=y\n")
+    base = srcbuild.CONFIGS / "base.config"
+    no_slub = write(tmp_path, "base.config", base.read_text().replace("CONFIG_SLUB=y", ""))
+    source = srcbuild.SourceBuiltKernel("6.1", "broken", fragment_files=(no_slub, broken))
+    with pytest.raises(FragmentError) as e:
+        source.provision(kernels.cache_dir(), Progress())
+    message = str(e.value)
+    assert "CONFIG_KASAN=y (broken.config:2): got absent; unmet dependencies" in message
+    assert "SLUB" in message
+
+
+def run_variant(
+    default_config: config.Config, variant: str, series: str = "6.1"
+) -> tuple[Path, dict[str, object]]:
+    cfg = default_config.with_overrides(kernel=series, allocator="upstream", variant=variant)
+    p = Progress()
+    result = run.run(cfg, p)
+    assert result.passed, result.first_failure
+    doc = json.loads((result.directory / "results.json").read_text())
+    print(f"{series} {variant}: boot {doc['boot_seconds']} s; {p.summary()}")
+    assert doc["variant"] == variant
+    assert str(doc["kernel_release"]).startswith(f"{series}.")
+    assert str(doc["kernel_release"]).endswith(f"-zskit-{variant}")
+    assert doc["classes_checked"] is True  # CONFIG_ZSMALLOC_STAT in the out-of-tree build
+    assert 0 < float(doc["boot_seconds"]) < cfg.boot_timeout
+    assert (result.directory / "sources" / "zsmalloc.c").exists()
+    return result.directory, doc
+
+
+@pytest.mark.qemu
+def test_minimal_61_runs_the_default_workload(default_config: config.Config) -> None:
+    run_variant(default_config, "minimal")
+
+
+@pytest.mark.qemu
+def test_debug_61_runs_the_default_workload(default_config: config.Config) -> None:
+    directory, _ = run_variant(default_config, "debug")
+    console = (directory / "console.log").read_text(errors="replace")
+    assert "KernelAddressSanitizer initialized" in console  # really the debug kernel
+
+
+@pytest.mark.qemu
+def test_minimal_612_runs_upstream_in_its_toolchain_root(default_config: config.Config) -> None:
+    # Built chrooted in the trixie root with Debian's gcc-14; the model's chain size
+    # comes from the built kernel's CONFIG_ZSMALLOC_CHAIN_SIZE.
+    run_variant(default_config, "minimal", series="6.12")

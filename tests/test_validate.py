@@ -1,0 +1,602 @@
+"""zskit validate: series parsing, bad input, and verdicts on real patches to upstream zsmalloc.
+
+Every series here is written by the test: text edits made in a temporary git
+checkout, exported with git format-patch. The edits to upstream zsmalloc
+apply to the files of the cached linux-source package at test time; no
+upstream code is committed. Unit tests use a small made-up tree.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from pyharness import cli, config, run, validate
+from pyharness.progress import Progress
+from pyharness.validate import SourceTree, ValidateError
+
+AUTHOR = "Jane Dev <jane@example.org>"
+GIT_ENV = {
+    **os.environ,
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_AUTHOR_NAME": "Jane Dev",
+    "GIT_AUTHOR_EMAIL": "jane@example.org",
+    "GIT_COMMITTER_NAME": "Jane Dev",
+    "GIT_COMMITTER_EMAIL": "jane@example.org",
+}
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", *args], cwd=repo, env=GIT_ENV, check=True, capture_output=True, text=True
+    ).stdout
+
+
+@dataclass
+class Edit:
+    """One commit: text replacements (each must match once) in files of the tree."""
+
+    subject: str
+    changes: list[tuple[str, str, str]] = field(default_factory=list)  # (path, old, new)
+    body: str = "Make the code easier to read; no functional change."
+
+
+def make_series(
+    root: Path,
+    edits: list[Edit],
+    out: Path,
+    files: tuple[str, ...] = validate.BUILT,
+    cover: bool = False,
+    hidden: Edit | None = None,
+) -> Path:
+    """git format-patch of the edits on top of `files` from root; `hidden` is committed first
+    and left out of the series (a series made on another base)."""
+    repo = out.with_name(out.name + "-repo")
+    for path in files:
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / path, repo / path)
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "base")
+    for edit in ([hidden] if hidden else []) + edits:
+        for path, old, new in edit.changes:
+            target = repo / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            text = target.read_text() if target.exists() else ""
+            assert text.count(old) == 1, f"{edit.subject}: {old!r} is not once in {path}"
+            target.write_text(text.replace(old, new))
+        git(repo, "add", "-A")
+        message = f"{edit.subject}\n\n{edit.body}\n\nSigned-off-by: {AUTHOR}\n"
+        git(repo, "commit", "-q", "-m", message)
+    since = f"HEAD~{len(edits)}"
+    extra = ["--cover-letter"] if cover else []
+    git(repo, "format-patch", "-q", *extra, f"--base={since}", "-o", str(out), since)
+    return out
+
+
+def mbox(directory: Path, dest: Path) -> Path:
+    dest.write_bytes(b"".join(p.read_bytes() for p in sorted(directory.glob("*.patch"))))
+    return dest
+
+
+# ---------------------------------------------------------------------------
+# A small made-up tree, for parsing and applying without a kernel
+
+TOY = {
+    "mm/zsmalloc.c": "".join(f"static int line{n}(void) {{ return {n}; }}\n" for n in range(40)),
+    "include/linux/zsmalloc.h": "#ifndef _ZS_H\n#define _ZS_H\n/* a header */\n#endif\n",
+    "mm/zswap.c": "int zswap_enabled;\n",
+    "Documentation/mm/zsmalloc.rst": "zsmalloc\n========\n",
+}
+
+
+@pytest.fixture
+def toy(tmp_path: Path) -> SourceTree:
+    root = tmp_path / "tree"
+    members: set[str] = set()
+    for path, text in TOY.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+        members.add(path)
+        parts = path.split("/")
+        members |= {"/".join(parts[:n]) + "/" for n in range(1, len(parts))}
+    return SourceTree("toy-source 1.0", root, frozenset(members))
+
+
+RENAME = Edit("mm/zsmalloc: rename line3", [("mm/zsmalloc.c", "line3(void)", "third_line(void)")])
+HEADER_EDIT = Edit(
+    "zsmalloc: say what the header is", [(validate.HEADER, "/* a header */", "/* the API */")]
+)
+ZSWAP_EDIT = Edit("mm/zswap: rename", [("mm/zswap.c", "int zswap_enabled;", "int zswap_on;")])
+
+
+def tree_hash(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            digest.update(path.as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_a_format_patch_file(toy: SourceTree, tmp_path: Path) -> None:
+    (patch,) = sorted(make_series(toy.root, [RENAME], tmp_path / "s").glob("*.patch"))
+    series = validate.read_series([patch])
+    (p,) = series.patches
+    assert (p.number, p.subject, p.author) == (1, RENAME.subject, AUTHOR)
+    assert p.raw_subject == f"[PATCH] {RENAME.subject}"
+    (change,) = p.files
+    assert (change.path, change.old_path, change.status, change.hunks) == (
+        "mm/zsmalloc.c",
+        "mm/zsmalloc.c",
+        "modified",
+        1,
+    )
+    blob = git(toy.root.parent, "hash-object", str(toy.root / "mm/zsmalloc.c")).strip()
+    assert change.old_blob and blob.startswith(change.old_blob)
+    assert series.base_commit and series.cover is None
+
+
+def test_an_mbox_with_a_cover_letter(toy: SourceTree, tmp_path: Path) -> None:
+    edits = [RENAME, HEADER_EDIT, ZSWAP_EDIT]
+    files = (*validate.BUILT, "mm/zswap.c")
+    directory = make_series(toy.root, edits, tmp_path / "s", files=files, cover=True)
+    series = validate.read_series([mbox(directory, tmp_path / "series.mbox")])
+    assert [p.subject for p in series.patches] == [e.subject for e in edits]
+    assert [p.numbering for p in series.patches] == [(1, 3), (2, 3), (3, 3)]
+    assert series.cover == "*** SUBJECT HERE ***"
+    assert series.base_commit is not None
+    assert [p.files[0].path for p in series.patches] == [
+        "mm/zsmalloc.c",
+        validate.HEADER,
+        "mm/zswap.c",
+    ]
+    assert all("(message" in p.origin for p in series.patches)
+
+
+def test_a_directory_of_patches(toy: SourceTree, tmp_path: Path) -> None:
+    edits = [RENAME, HEADER_EDIT]
+    directory = make_series(toy.root, edits, tmp_path / "s", cover=True)
+    (directory / "notes.txt").write_text("not a patch, and not read")
+    series = validate.read_series([directory])
+    assert [p.subject for p in series.patches] == [e.subject for e in edits]
+    assert series.cover is not None
+
+
+def test_a_reply_in_an_mbox_is_skipped(toy: SourceTree, tmp_path: Path) -> None:
+    directory = make_series(toy.root, [RENAME], tmp_path / "s")
+    reply = (
+        b"From jane@example.org Mon Sep 17 00:00:00 2001\nFrom: Rev Iewer <r@example.org>\n"
+        b"Subject: Re: [PATCH] mm/zsmalloc: rename line3\n\nLooks good.\n"
+    )
+    path = mbox(directory, tmp_path / "thread.mbox")
+    path.write_bytes(path.read_bytes() + reply)
+    series = validate.read_series([path])
+    assert len(series.patches) == 1
+    assert any("a reply" in note for note in series.notes)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "is empty"),
+        (b"\n\n", "is empty"),
+        (b"int main(void) { return 0; }\n", "is not a patch"),
+        (b"--- a/mm/zsmalloc.c\n+++ b/mm/zsmalloc.c\n@@ -1 +1 @@\n-a\n+b\n", "bare diff"),
+        (b"From: A <a@b.c>\nSubject: [PATCH] words\n\nno diff here\n", "holds no diff"),
+        (
+            b"From: A <a@b.c>\nSubject: [PATCH 0/2] cover\n\nthe cover letter\n",
+            "only a cover letter",
+        ),
+    ],
+)
+def test_bad_input_is_refused(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "input.patch"
+    path.write_bytes(content)
+    with pytest.raises(ValidateError, match=message):
+        validate.read_series([path])
+
+
+def test_bad_paths_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidateError, match="no such file"):
+        validate.read_series([tmp_path / "missing.mbox"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValidateError, match="holds no patches"):
+        validate.read_series([tmp_path / "empty"])
+
+
+def test_parse_diff_kinds() -> None:
+    text = "\n".join(
+        [
+            "diff --git a/mm/new.c b/mm/new.c",
+            "new file mode 100644",
+            "index 0000000..1111111",
+            "--- /dev/null",
+            "+++ b/mm/new.c",
+            "@@ -0,0 +1,2 @@",
+            "+int x;",
+            "+int y;",
+            "diff --git a/mm/old.c b/mm/old.c",
+            "deleted file mode 100644",
+            "index 2222222..0000000",
+            "--- a/mm/old.c",
+            "+++ /dev/null",
+            "@@ -1 +0,0 @@",
+            "-int z;",
+            "diff --git a/mm/a.c b/mm/b.c",
+            "similarity index 90%",
+            "rename from mm/a.c",
+            "rename to mm/b.c",
+            "index 3333333..4444444 100644",
+            "--- a/mm/a.c",
+            "+++ b/mm/b.c",
+            "@@ -1,3 +1,3 @@",
+            " int a;",
+            "--- removed line that looks like a header",
+            "+++ added line that looks like a header",
+            " int c;",
+            "--- plain/mm/zswap.c\t2024-01-01 00:00:00",
+            "+++ plain/mm/zswap.c\t2024-01-01 00:00:00",
+            "@@ -1 +1 @@",
+            "-a",
+            "+b",
+        ]
+    )
+    changes = validate.parse_diff(text)
+    assert [(c.path, c.old_path, c.status, c.old_blob, c.hunks) for c in changes] == [
+        ("mm/new.c", None, "added", None, 1),
+        ("mm/old.c", "mm/old.c", "deleted", "2222222", 1),
+        ("mm/b.c", "mm/a.c", "renamed", "3333333", 1),
+        ("mm/zswap.c", "mm/zswap.c", "modified", None, 1),
+    ]
+
+
+def test_unsafe_paths_are_refused() -> None:
+    text = "diff --git a/../etc/x b/../etc/x\n--- a/../etc/x\n+++ b/../etc/x\n@@ -1 +1 @@\n-a\n+b\n"
+    with pytest.raises(ValidateError, match="unsafe path"):
+        validate.parse_diff(text)
+
+
+# ---------------------------------------------------------------------------
+# Applying onto a tree
+
+
+def apply(series: validate.Series, tree: SourceTree, tmp: Path) -> validate.AppliedSeries:
+    mails = []
+    for patch in series.patches:
+        mails.append(tmp / f"{patch.slug}.patch")
+        mails[-1].write_bytes(patch.mail)
+    return validate.apply_series(series, tree, mails, tmp / "repo")
+
+
+def test_a_series_applies_patch_by_patch(toy: SourceTree, tmp_path: Path) -> None:
+    before = tree_hash(toy.root)
+    series = validate.read_series([make_series(toy.root, [RENAME, HEADER_EDIT], tmp_path / "s")])
+    applied = apply(series, toy, tmp_path)
+    one, two = applied.steps
+    assert one.ok and two.ok
+    assert b"third_line(void)" in (one.content(validate.SOURCE) or b"")
+    assert b"/* a header */" in (one.content(validate.HEADER) or b"")
+    assert b"/* the API */" in (two.content(validate.HEADER) or b"")
+    assert applied.base_blobs["mm/zsmalloc.c"].startswith("matches")
+    assert tree_hash(toy.root) == before, "the pristine tree was modified"
+
+
+def test_a_rejected_hunk_is_quoted_and_the_series_stops(toy: SourceTree, tmp_path: Path) -> None:
+    directory = make_series(toy.root, [RENAME, HEADER_EDIT], tmp_path / "s")
+    first = sorted(directory.glob("*.patch"))[0]
+    # The context no longer matches, but the pre-image is still the tree's own.
+    first.write_text(first.read_text().replace(" static int line4(void)", " static int line4(int)"))
+    applied = apply(validate.read_series([directory]), toy, tmp_path)
+    (step,) = applied.steps
+    assert not step.ok
+    assert step.rejects[0].startswith("mm/zsmalloc.c: hunk #1 rejected (expected at line")
+    assert "-static int line3(void)" in step.rejects[0]
+
+
+def test_a_patch_for_another_tree_is_refused(toy: SourceTree, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    (other / "src").mkdir(parents=True)
+    (other / "src" / "main.py").write_text("print('hello')\n")
+    edit = Edit("fix greeting", [("src/main.py", "hello", "world")])
+    directory = make_series(other, [edit], tmp_path / "s", files=("src/main.py",))
+    before = tree_hash(toy.root)
+    with pytest.raises(ValidateError, match="not for the Linux kernel tree.*src/main.py"):
+        apply(validate.read_series([directory]), toy, tmp_path)
+    assert tree_hash(toy.root) == before
+
+
+def test_a_diff_made_one_level_up_gets_a_hint(toy: SourceTree, tmp_path: Path) -> None:
+    directory = make_series(toy.root, [RENAME], tmp_path / "s")
+    (patch,) = directory.glob("*.patch")
+    patch.write_text(patch.read_text().replace("mm/zsmalloc.c", "linux/mm/zsmalloc.c"))
+    with pytest.raises(ValidateError, match="mm/zsmalloc.c exists: was the diff made 1"):
+        apply(validate.read_series([directory]), toy, tmp_path)
+
+
+def test_a_series_on_an_unknown_base_is_refused(toy: SourceTree, tmp_path: Path) -> None:
+    # Made on a tree where line3 was already changed: neither its blob nor its context match.
+    hidden = Edit("local change", [("mm/zsmalloc.c", "{ return 3; }", "{ return 303; }")])
+    edit = Edit("mm/zsmalloc: line3 returns more", [("mm/zsmalloc.c", "return 303;", "return 4;")])
+    directory = make_series(toy.root, [edit], tmp_path / "s", hidden=hidden)
+    with pytest.raises(ValidateError, match="base is unknown.*expects mm/zsmalloc.c at blob"):
+        apply(validate.read_series([directory]), toy, tmp_path)
+
+
+def patch(number: int, subject: str, *paths: str) -> validate.Patch:
+    files = tuple(validate.FileChange(p, p, "modified", None, 1) for p in paths)
+    return validate.Patch(
+        number, subject, f"[PATCH] {subject}", AUTHOR, "", "", "x", b"", files, None
+    )
+
+
+def test_files_zskit_does_not_build_are_named() -> None:
+    note = validate.not_built_note(patch(1, "s", validate.SOURCE, "mm/zswap.c"))
+    assert note is not None
+    assert note.startswith("not built by zskit: mm/zswap.c (zram and zswap, zsmalloc's users,")
+    note = validate.not_built_note(patch(1, "s", "Documentation/mm/zsmalloc.rst"))
+    assert note == (
+        "not built by zskit: Documentation/mm/zsmalloc.rst (only mm/zsmalloc.c and "
+        "include/linux/zsmalloc.h are built, against the headers package's other files)"
+    )
+    assert validate.not_built_note(patch(1, "s", *validate.BUILT)) is None
+
+
+def test_new_warnings_ignore_moved_lines() -> None:
+    base = ["zsmalloc.c:100:5: warning: unused variable 'x' [-Wunused-variable]"]
+    step = [
+        "zsmalloc.c:102:5: warning: unused variable 'x' [-Wunused-variable]",
+        "zsmalloc.c:200:1: warning: no previous prototype for 'f' [-Wmissing-prototypes]",
+    ]
+    assert validate.new_warnings(base, step) == [step[1]]
+    assert validate.new_warnings(base, base) == []
+
+
+@pytest.mark.parametrize("series", ["6.12", "7.2"])
+def test_kernels_with_zsmalloc_built_in_are_refused(
+    series: str, default_config: config.Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(ValidateError, match="built in.*source-built kernel with CONFIG_ZSMALLOC=m"):
+        validate.validate(default_config, [tmp_path], Progress(), kernel_names=[series])
+    assert cli.main(["validate", "--kernel", series, str(tmp_path)]) == 1
+    assert "source-built kernel" in capsys.readouterr().err
+
+
+def test_cli_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "series.mbox"
+    empty.write_text("")
+    assert cli.main(["validate", str(empty)]) == 1
+    assert "is empty" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_speed_is_compared_with_the_neighbouring_base_loads() -> None:
+    # The host slows down halfway: the variant is as fast as the base next to it.
+    timeline = [
+        ("base", 1.0, 10, 9),
+        ("p01", 1.0, 10, 9),
+        ("base", 1.0, 10, 9),
+        ("p02", 2.2, 11, 9),
+        ("base", 2.0, 10, 9),
+        ("p02", 2.2, 11, 9),
+        ("base", 2.0, 10, 9),
+    ]
+    ratios = validate.paired_ratios(timeline)
+    assert ratios["p01"] == [1.0]
+    assert [round(r, 3) for r in ratios["p02"]] == [round(2.2 / 1.5, 3), 1.1]
+    assert validate.base_drift(timeline) == 0.0  # changes 0, 1.0, 0: median 0
+
+
+def test_failures_are_attributed_to_the_patch_that_brings_them() -> None:
+    def step(n: int, suite: str) -> validate.Step:
+        checks = {name: validate.Check("pass", "ok") for name in validate.CHECKS}
+        checks["suite"] = validate.Check(suite, f"suite {suite}")
+        return validate.Step(n, checks)
+
+    steps = [step(1, "pass"), step(2, "fail"), step(3, "fail"), step(4, "skip"), step(5, "fail")]
+    result = validate.KernelResult("6.1", "r", "v", "src", {}, [], steps)
+    # No base run is needed: patch 1 passed. (The context is used only for one.)
+    validate._attribute(None, result, None)  # type: ignore[arg-type]
+    said = [s.checks["suite"].summary for s in steps]
+    assert said[1] == "suite fail; patch 1 passed, so this patch brings the failure"
+    assert said[2] == "suite fail; failing since patch 2"
+    assert said[4] == (
+        "suite fail; patch 1 is the last that passed (then patches 2 failed, 3 failed, 4 not run)"
+    )
+
+
+def test_the_report_says_what_happened(tmp_path: Path) -> None:
+    series = validate.Series((patch(1, "mm/zsmalloc: x"), patch(2, "mm/zsmalloc: y")), "the cover")
+    good = validate.Step(
+        1,
+        {name: validate.Check("pass", f"{name} ok") for name in validate.CHECKS},
+        perf=validate.Perf(100, 100, 90, 90, 0.5, 0.5, 1.0, 2),
+    )
+    bad = validate.Step(2, {name: validate.Check("pass", f"{name} ok") for name in validate.CHECKS})
+    bad.checks["apply"] = validate.Check(
+        "fail", "does not apply: mm/zsmalloc.c: hunk #2 rejected", details=["@@ -1 +1 @@", "-a"]
+    )
+    k = validate.KernelResult("6.1", "6.1.0-56-amd64", "6.1.192-2", "src", {}, [], [good, bad])
+    v = validate.Validation(tmp_path, series, [k], seconds=12.0)
+    assert not v.passed
+    assert v.verdict(1) == ("PASS", "6.1: apply ok; build ok; checkpatch ok; load ok; suite ok")
+    assert v.verdict(2)[0] == "FAIL"
+    validate.write(v)
+    report = (tmp_path / "report.md").read_text()
+    assert "| 2 | mm/zsmalloc: y | 6.1 | FAIL | ok | ok | ok | ok | - | - | FAIL |" in report
+    assert "**[2/2] mm/zsmalloc: y**: **FAIL**: on 6.1: does not apply" in report
+    assert "```\n@@ -1 +1 @@\n-a\n```" in report
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert doc["verdict"] == "fail"
+    assert doc["kernels"][0]["steps"][0]["perf"]["density"] == 1.0
+    assert "1/2 PASS: mm/zsmalloc: x" in (tmp_path / "summary.txt").read_text()
+
+
+# ---------------------------------------------------------------------------
+# Upstream zsmalloc on the 6.1 kernel (provisioned; the tests marked qemu boot it)
+
+
+@pytest.fixture(scope="module")
+def upstream(prepared: run.Prepared) -> SourceTree:
+    return validate.source_tree(prepared.kernel, validate.BUILT, Progress())
+
+
+def check(cfg: config.Config, directory: Path, tmp: Path, perf: bool = True) -> validate.Validation:
+    rounds = validate.PERF_ROUNDS if perf else 0
+    return validate.validate(
+        cfg, [directory], Progress(), ["6.1"], results_dir=tmp / "results", perf_rounds=rounds
+    )
+
+
+C, H = validate.SOURCE, validate.HEADER
+GOOD = [
+    Edit(
+        "mm/zsmalloc: rename SetZsHugePage to set_zs_huge_page",
+        [
+            (C, "static void SetZsHugePage(struct", "static void set_zs_huge_page(struct"),
+            (C, "\t\t\t\tSetZsHugePage(zspage);", "\t\t\t\tset_zs_huge_page(zspage);"),
+        ],
+    ),
+    Edit(
+        "mm/zsmalloc: fix a typo in a comment",
+        [(C, "calls must occurs in reverse", "calls must occur in reverse")],
+    ),
+    Edit(
+        "zsmalloc: explain ZS_MM_RW in the header",
+        [(H, "ZS_MM_RW, /* normal read-write mapping */", "ZS_MM_RW, /* copy in and out */")],
+    ),
+    Edit(
+        "mm/zsmalloc: rename find_alloced_obj to find_allocated_obj",
+        [
+            (C, "long find_alloced_obj(struct", "long find_allocated_obj(struct"),
+            (C, "handle = find_alloced_obj(class,", "handle = find_allocated_obj(class,"),
+        ],
+    ),
+    Edit(
+        "mm/zsmalloc: say why zs_object_copy loops",
+        [
+            (
+                C,
+                "\twhile (1) {\n\t\tsize = min(s_size, d_size);",
+                "\t/* An object may span two pages on either side. */\n"
+                "\twhile (1) {\n\t\tsize = min(s_size, d_size);",
+            )
+        ],
+    ),
+]
+BUILD_BREAK = Edit(
+    "zsmalloc: return the pages compacted as int",
+    [
+        (
+            H,
+            "unsigned long zs_compact(struct zs_pool *pool);",
+            "int zs_compact(struct zs_pool *pool);",
+        )
+    ],
+)
+SIZING = Edit(
+    "mm/zsmalloc: allow zspages of eight pages",
+    [(C, "#define ZS_MAX_ZSPAGE_ORDER 2", "#define ZS_MAX_ZSPAGE_ORDER 3")],
+    body="Longer zspages waste less of their last page in big classes.",
+)
+COMPACTION = Edit(
+    "mm/zsmalloc: stop copying at the source page's end",
+    [
+        (
+            C,
+            "\t\tif (written == class->size)\n\t\t\tbreak;",
+            "\t\tif (written == class->size || s_off + size == PAGE_SIZE)\n\t\t\tbreak;",
+        )
+    ],
+    body="Copy one page's part of an object per pass.",
+)
+
+
+def test_a_patch_that_does_not_apply(
+    upstream: SourceTree, default_config: config.Config, tmp_path: Path
+) -> None:
+    directory = make_series(upstream.root, [GOOD[1]], tmp_path / "s")
+    (path,) = directory.glob("*.patch")
+    # Context the kernel does not have, on the kernel's own pre-image: a patch for
+    # another stable release, say.
+    path.write_text(path.read_text().replace(" \t\t * kunmap_atomic(d_addr)", " \t\t * unmap(d)"))
+    v = check(default_config, directory, tmp_path)
+    (step,) = v.kernels[0].steps
+    assert step.verdict == "FAIL"
+    apply_check = step.checks["apply"]
+    assert apply_check.summary.startswith("does not apply: mm/zsmalloc.c: hunk #1 rejected")
+    assert "-\t\t * calls must occurs in reverse order" in apply_check.details[0]
+    assert [step.checks[c].status for c in ("build", "load", "suite")] == ["skip"] * 3
+    assert step.checks["checkpatch"].status == "pass"
+    assert not (tmp_path / "results" / "6.1" / "01" / "suite").exists()
+    assert "hunk #1 rejected" in (tmp_path / "results" / "report.md").read_text()
+
+
+def test_a_patch_that_breaks_the_build(
+    upstream: SourceTree, default_config: config.Config, tmp_path: Path
+) -> None:
+    v = check(default_config, make_series(upstream.root, [BUILD_BREAK], tmp_path / "s"), tmp_path)
+    (step,) = v.kernels[0].steps
+    assert step.verdict == "FAIL"
+    build = step.checks["build"]
+    assert build.status == "fail"
+    # The patched header reached zsmalloc.c: the conflict is there (gcc quotes by locale).
+    assert re.search(r"zsmalloc\.c:\d+:\d+: conflicting types for .zs_compact.", build.summary)
+    assert [step.checks[c].status for c in ("load", "suite")] == ["skip", "skip"]
+    assert not (tmp_path / "results" / "6.1" / "01" / "suite").exists()
+
+
+@pytest.mark.qemu
+def test_a_good_series_passes(
+    upstream: SourceTree, default_config: config.Config, tmp_path: Path
+) -> None:
+    series = make_series(upstream.root, GOOD, tmp_path / "s", cover=True)
+    start = time.monotonic()
+    v = check(default_config, series, tmp_path)
+    print(f"\n5-patch series validated in {time.monotonic() - start:.0f} s")
+    assert v.passed, validate.summary(v)
+    steps = v.kernels[0].steps
+    assert [s.verdict for s in steps] == ["PASS"] * 5
+    for step in steps:
+        assert step.perf is not None and step.perf.density == 1.0, step.perf_note
+    # Both modules compiled against the patched header (patch 3 changed it).
+    deps = (validate.WORK / "6.1" / "step" / ".zstest.o.cmd").read_text()
+    assert str(validate.WORK / "6.1" / "step" / "include" / "linux" / "zsmalloc.h") in deps
+    report = (tmp_path / "results" / "report.md").read_text()
+    assert "PASS" in report and "density" in report
+
+
+@pytest.mark.qemu
+def test_a_change_of_class_sizing_is_caught_by_the_model(
+    upstream: SourceTree, default_config: config.Config, tmp_path: Path
+) -> None:
+    v = check(default_config, make_series(upstream.root, [SIZING], tmp_path / "s"), tmp_path)
+    (step,) = v.kernels[0].steps
+    assert step.verdict == "FAIL"
+    assert step.suite_kind in validate.MODEL_KINDS, step.reason()
+    assert "the base passed, so this patch brings the failure" in step.checks["suite"].summary
+    # The model disagrees, yet the modules are sound: their density is still measured.
+    assert step.perf is not None and step.perf.density != 1.0
+
+
+@pytest.mark.qemu
+def test_corruption_after_compaction_is_caught_by_integrity(
+    upstream: SourceTree, default_config: config.Config, tmp_path: Path
+) -> None:
+    series = make_series(upstream.root, [GOOD[1], COMPACTION], tmp_path / "s")
+    v = check(default_config, series, tmp_path)
+    first, second = v.kernels[0].steps
+    assert first.verdict == "PASS", first.reason()
+    assert second.verdict == "FAIL"
+    assert second.suite_kind == "data", second.reason()
+    assert "patch 1 passed, so this patch brings the failure" in second.checks["suite"].summary
+    assert second.perf is None and "data" in second.perf_note
