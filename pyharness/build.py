@@ -20,7 +20,9 @@ from .render import RenderedSources
 from .toolchain import Root
 
 # gcc: "path/file.c:12:5: warning: text [-Wflag]"
-DIAGNOSTIC = re.compile(r"^(?P<loc>[^\s:]+:\d+(?::\d+)?): (?P<kind>warning|error): (?P<msg>.*)$")
+DIAGNOSTIC = re.compile(
+    r"^(?P<loc>[^\s:]+:\d+(?::\d+)?): (?:fatal )?(?P<kind>warning|error): (?P<msg>.*)$"
+)
 # modpost and ld report problems without a source location.
 LINK_ERROR = re.compile(r"^(ERROR|WARNING): modpost: .*$")
 

@@ -10,6 +10,7 @@ Kbuild's incremental build stays warm.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,6 +114,18 @@ def render(kernel: Kernel, api: KernelApi, allocator: str, out: Path) -> Rendere
     upstream = kernel.source / "mm" / "zsmalloc.c"
     if not upstream.exists():
         raise StageError(f"{upstream} is missing; rerun provisioning with --refresh")
-    _write_if_changed(out / "zsmalloc.c", upstream.read_bytes())
+    text = upstream.read_bytes()
+    _write_if_changed(out / "zsmalloc.c", text)
     files.append(out / "zsmalloc.c")
+    # mm/'s own headers that zsmalloc.c includes by quotes (7.x: "zpdesc.h").
+    for name in re.findall(rb'^#include "([\w.-]+)"', text, re.M):
+        header = upstream.parent / name.decode()
+        if not header.exists():
+            raise StageError(
+                f"{upstream} includes {header.name}, which is not in {header.parent}; "
+                "this kernel's upstream allocator needs its whole source tree (a "
+                "source-built variant, --variant minimal)"
+            )
+        _write_if_changed(out / header.name, header.read_bytes())
+        files.append(out / header.name)
     return RenderedSources(directory=out, files=tuple(files), modules=modules)

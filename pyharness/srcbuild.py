@@ -177,7 +177,7 @@ class SourceBuiltKernel:
         top = cache / "built"
         if kernel := kernels._cached(top / name / "kernel.json", progress):
             return kernel
-        with toolchain.locked(top / f"{name}.lock"):
+        with toolchain.locked(cache / "locks" / f"built-{name}.lock"):
             if kernel := kernels._cached(top / name / "kernel.json", progress):
                 return kernel
             return self._build(top / name, tree, tools, settings, progress)
@@ -190,7 +190,7 @@ class SourceBuiltKernel:
         """The unpacked linux-source-X: the one recorded in the cache, else the archive's."""
         top = cache / "src" / self.series
         record = top / "source.json"
-        with toolchain.locked(top.parent / f"{self.series}.lock"):
+        with toolchain.locked(cache / "locks" / f"src-{self.series}.lock"):
             if not refresh and (tree := _recorded(record)):
                 return tree
             version = self._source_version(tools, progress)
@@ -224,7 +224,10 @@ class SourceBuiltKernel:
         # The distribution 6.1's provisioning keeps the same package.
         kept = cache / "debian" / self.series / "debs" / version / deb.name
         if not deb.exists() and kept.exists():
-            shutil.copyfile(kept, deb)
+            try:
+                os.link(kept, deb)  # no second copy of 140 MB
+            except OSError:
+                shutil.copyfile(kept, deb)
         if not deb.exists():
             progress.say(f"downloading {pkg} ({version})")
             if tools.root is None:
@@ -327,10 +330,9 @@ class SourceBuiltKernel:
             f"built Linux {release} ({self.variant})"
             + (f", ZSMALLOC_CHAIN_SIZE={chain}" if chain else "")
         )
-        # Nothing in the build tree records its own path (Kbuild works from its
-        # current directory), so the finished tree can move to its final name.
         toolchain._remove_tree(dest)
         tmp.rename(dest)
+        _rehome(dest / "build" / "Makefile", tmp, dest)
         kernel = Kernel(
             series=self.series,
             release=release,
@@ -348,6 +350,19 @@ class SourceBuiltKernel:
             raise StageError(f"the build of {what} in {dest} lacks vmlinux; delete it and retry")
         kernel.save(dest / "kernel.json")
         return kernel
+
+
+def _rehome(makefile: Path, old: Path, new: Path) -> None:
+    """Point the O= tree's generated Makefile at the tree's final name.
+
+    Kbuild works from its current directory, but since 6.x the Makefile that
+    `O=` writes names the tree (`export KBUILD_OUTPUT = ...`), and module builds
+    against the tree go through it. (Other files with the old path, objtool's
+    .cmd files, only matter to a rebuild of the kernel, which a changed config
+    does in a new directory.)
+    """
+    text = makefile.read_text()
+    makefile.write_text(text.replace(f"{old}/", f"{new}/"))
 
 
 def _recorded(record: Path) -> SourceTree | None:
