@@ -13,7 +13,8 @@ the rest of the harness does not care where a kernel came from. Its steps:
 4. `make tinyconfig`, the request appended, `make olddefconfig`, then every
    requested option checked (fragments.check);
 5. `make vmlinux modules` (QEMU boots the ELF vmlinux through PVH, so no
-   bzImage is compressed) and `modules_install` into a staging directory.
+   bzImage is compressed; a 6.1 KASAN kernel cannot, see `pvh_with_kasan`,
+   and boots its bzImage) and `modules_install` into a staging directory.
 
 The build tree (`O=`) is what later module builds use as their Kbuild
 directory. A finished kernel lives in `<cache>/built/<series>-<variant>-<key>`,
@@ -151,8 +152,10 @@ class SourceBuiltKernel:
     distro: kernels.DebianSuiteKernel | None = None
     # The config fragments merged onto tinyconfig, in order; default: the variant's.
     fragment_files: tuple[Path, ...] = ()
-    # Extra make variables of the kernel build (part of the cache key).
-    kbuild_vars: tuple[str, ...] = ()
+    # Whether a KASAN kernel can boot through PVH. The PVH entry's C code runs before
+    # KASAN's shadow exists; later kernels build it uninstrumented, 6.1 does not (and
+    # it calls the instrumented memcmp), so a 6.1 KASAN kernel boots its bzImage.
+    pvh_with_kasan: bool = True
     zsmalloc_builtin: bool = False  # base.config asks CONFIG_ZSMALLOC=m
 
     def fragments(self) -> list[Path]:
@@ -168,10 +171,9 @@ class SourceBuiltKernel:
             tools = root_toolchain(self.distro, cache, progress, refresh)
         tree = self._source(cache, tools, progress, refresh)
         request = fragments.text(settings)
+        targets = self._extra_targets(settings)
         key = hashlib.sha256(
-            json.dumps(
-                [RECIPE, self.series, tree.version, tools.ident, self.kbuild_vars, request]
-            ).encode()
+            json.dumps([RECIPE, self.series, tree.version, tools.ident, targets, request]).encode()
         ).hexdigest()[:12]
         name = f"{self.series}-{self.variant}-{key}"
         top = cache / "built"
@@ -181,6 +183,11 @@ class SourceBuiltKernel:
             if kernel := kernels._cached(top / name / "kernel.json", progress):
                 return kernel
             return self._build(top / name, tree, tools, settings, progress)
+
+    def _extra_targets(self, settings: dict[str, fragments.Setting]) -> list[str]:
+        """["bzImage"] when the kernel cannot boot through PVH, else nothing."""
+        kasan = settings.get("KASAN")
+        return ["bzImage"] if not self.pvh_with_kasan and kasan and kasan.value == "y" else []
 
     # --- the source tree ------------------------------------------------------
 
@@ -281,7 +288,6 @@ class SourceBuiltKernel:
 
         def make(*targets: str, heartbeat: float | None = None) -> str:
             argv = ["make", "-C", tree.path, f"O={out}", "ARCH=x86_64", *tools.make_vars]
-            argv += self.kbuild_vars
             return tools.run(
                 [*argv, *targets],
                 progress,
@@ -307,14 +313,17 @@ class SourceBuiltKernel:
             notes=_warnings(olddef),
         )
         jobs = os.cpu_count() or 1
+        # QEMU boots vmlinux through its PVH note: nothing to compress, no decompressor.
+        bzimage = "bzImage" in self._extra_targets(settings)
+        targets = ["vmlinux", "modules", *self._extra_targets(settings)]
         progress.say(f"building {what} with {tools.ident} (make -j{jobs}; takes minutes)")
         try:
-            make(f"-j{jobs}", "vmlinux", "modules", heartbeat=HEARTBEAT)
+            make(f"-j{jobs}", *targets, heartbeat=HEARTBEAT)
         except CommandError as e:
             errors = [
                 line.strip()
                 for line in e.output.splitlines()
-                if ": error: " in line or line.startswith(("make", "ERROR"))
+                if " error: " in line or line.startswith(("make", "ERROR"))  # incl. fatal error
             ]
             raise StageError(
                 f"building {what} failed in {out}:\n  "
@@ -333,12 +342,13 @@ class SourceBuiltKernel:
         toolchain._remove_tree(dest)
         tmp.rename(dest)
         _rehome(dest / "build" / "Makefile", tmp, dest)
+        image = dest / "build" / ("arch/x86/boot/bzImage" if bzimage else "vmlinux")
         kernel = Kernel(
             series=self.series,
             release=release,
             package_version=tree.version,
-            vmlinuz=dest / "build" / "vmlinux",
-            boot_image=dest / "build" / "vmlinux",
+            vmlinuz=image,
+            boot_image=image,
             kdir=dest / "build",
             modules=dest / "staging" / "lib" / "modules" / release,
             source=tree.path,
@@ -349,6 +359,11 @@ class SourceBuiltKernel:
         if not kernel.is_complete():
             raise StageError(f"the build of {what} in {dest} lacks vmlinux; delete it and retry")
         kernel.save(dest / "kernel.json")
+        # Builds of this kernel and variant under an older key (another source version,
+        # fragment or compiler), and failed builds kept for inspection: replaced by this one.
+        for old in dest.parent.glob(f"{self.series}-{self.variant}-*"):
+            if old.is_dir() and old != dest:
+                toolchain._remove_tree(old)
         return kernel
 
 
@@ -400,10 +415,7 @@ def _warnings(output: str) -> str:
 
 SOURCE_BUILT: dict[str, dict[str, SourceBuiltKernel]] = {
     variant: {
-        # The PVH entry's C code runs before KASAN's shadow exists: later kernels build
-        # arch/x86/platform/pvh without KASAN (its Makefile), 6.1 does not and a KASAN
-        # kernel triple-faults at once. The same, from the command line.
-        "6.1": SourceBuiltKernel("6.1", variant, kbuild_vars=("KASAN_SANITIZE_enlighten.o=n",)),
+        "6.1": SourceBuiltKernel("6.1", variant, pvh_with_kasan=False),
         "6.12": SourceBuiltKernel("6.12", variant, distro=kernels.DEBIAN_SUITES["6.12"]),
         "7.2": SourceBuiltKernel("7.2", variant, distro=kernels.DEBIAN_SUITES["7.2"]),
     }
