@@ -51,7 +51,7 @@ from pathlib import Path
 from . import kernels, render
 from .config import Config
 from .progress import Progress, StageError
-from .report import RESULTS, Case, RunResult, ktap
+from .report import RESULTS, Case, RunResult, ktap, new_results_dir
 
 # Where each variant's kernels come from: a series -> KernelSource mapping each.
 VARIANT_SOURCES: dict[str, Mapping[str, kernels.KernelSource]] = {
@@ -215,18 +215,7 @@ def _failed(entry: Entry, directory: Path, message: str, kind: str = "error") ->
 
 
 def _new_directory(root: Path) -> Path:
-    base = "matrix-" + time.strftime("%Y%m%d-%H%M%S")
-    directory, n = root / base, 1
-    while directory.exists():
-        n += 1
-        directory = root / f"{base}-{n}"
-    directory.mkdir(parents=True)
-    latest = root / "latest-matrix"
-    tmp = root / f".latest-matrix-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(directory.name)
-    tmp.replace(latest)  # atomic: `latest-matrix` always points at a whole matrix
-    return directory
+    return new_results_dir("matrix", root)
 
 
 @dataclass

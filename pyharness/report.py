@@ -10,6 +10,7 @@ written even when a stage fails, so a failed CI run can be read afterwards.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -178,3 +179,21 @@ def save_sources(result: RunResult, files: list[Path]) -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for path in files:
         shutil.copy2(path, dest / path.name)
+
+
+def new_results_dir(kind: str, root: Path = RESULTS) -> Path:
+    """A fresh `<kind>-<stamp>` directory under root, and `latest-<kind>` pointing at it.
+
+    The link is swapped atomically, so it always names a whole directory.
+    """
+    base = f"{kind}-" + time.strftime("%Y%m%d-%H%M%S")
+    directory, n = root / base, 1
+    while directory.exists():
+        n += 1
+        directory = root / f"{base}-{n}"
+    directory.mkdir(parents=True)
+    tmp = root / f".latest-{kind}-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(directory.name)
+    tmp.replace(root / f"latest-{kind}")
+    return directory

@@ -54,7 +54,7 @@ from .checkpatch import StyleReport, checkpatch
 from .config import REPO, Config
 from .guest import CTL, ZsTest, parse_result
 from .progress import Progress, StageError
-from .report import RESULTS, RunResult
+from .report import RESULTS, RunResult, new_results_dir
 
 SOURCE = "mm/zsmalloc.c"
 HEADER = "include/linux/zsmalloc.h"
@@ -1431,18 +1431,7 @@ def _perf_steps(ctx: _Context, result: KernelResult, base: Built, rounds: int) -
 
 
 def _results_dir(root: Path = RESULTS) -> Path:
-    base = "validate-" + time.strftime("%Y%m%d-%H%M%S")
-    directory, n = root / base, 1
-    while directory.exists():
-        n += 1
-        directory = root / f"{base}-{n}"
-    directory.mkdir(parents=True)
-    latest = root / "latest-validate"
-    tmp = root / f".latest-validate-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(directory.name)
-    tmp.replace(latest)
-    return directory
+    return new_results_dir("validate", root)
 
 
 def validate(
