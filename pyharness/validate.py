@@ -1168,20 +1168,6 @@ def _measure(guest: qemu.Guest, name: str, repeats: int) -> Sample:
     return min(runs, key=lambda sample: sample[1])
 
 
-def _validate_kernel(
-    config: Config,
-    kernel: kernels.Kernel,
-    series: Series,
-    applied: AppliedSeries,
-    mails: Sequence[Path],
-    directory: Path,
-    perf_rounds: int,
-    p: Progress,
-) -> KernelResult:
-    with p.stage("validate"):
-        return _validate_on(config, kernel, series, applied, mails, directory, perf_rounds, p)
-
-
 def _validate_on(
     config: Config,
     kernel: kernels.Kernel,
@@ -1485,11 +1471,12 @@ def validate(
     for kernel, applied in provisioned:
         # The suite runs on the Debian kernel provisioned above, whatever .config says.
         cfg = config.with_overrides(kernel=kernel.series, allocator="upstream", variant="distro")
-        validation.kernels.append(
-            _validate_kernel(
-                cfg, kernel, series, applied, saved, directory / kernel.series, perf_rounds, p
+        with p.stage("validate"):
+            validation.kernels.append(
+                _validate_on(
+                    cfg, kernel, series, applied, saved, directory / kernel.series, perf_rounds, p
+                )
             )
-        )
     validation.seconds = time.monotonic() - started
     write(validation)
     return validation

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pyharness import config, run
+from pyharness import config, kapi, run
+from pyharness.check import DriverModel
+from pyharness.guest import ZsTest
 from pyharness.progress import Progress
 from pyharness.qemu import Guest
 
@@ -33,3 +35,15 @@ def guest(
         g = run.boot(default_config, Progress(), prepared, tmp / "console.log", transcript)
         with g:
             yield g
+
+
+@pytest.fixture(scope="module")
+def zstest(guest: Guest) -> ZsTest:
+    """The zstest driver in the module's guest."""
+    return ZsTest(guest)
+
+
+@pytest.fixture(scope="module")
+def driver() -> DriverModel:
+    """The host's model of the driver, fed the same batches as the module's guest."""
+    return DriverModel(kapi.api_for("6.1"))

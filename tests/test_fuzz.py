@@ -143,17 +143,6 @@ def probe(zstest: ZsTest, driver: DriverModel) -> int:
     return int(result.value("pages"))
 
 
-@pytest.fixture(scope="module")
-def zstest(guest: Guest) -> ZsTest:
-    return ZsTest(guest)
-
-
-@pytest.fixture(scope="module")
-def driver() -> DriverModel:
-    """The model of the driver, fed every batch this module sends."""
-    return DriverModel(API61)
-
-
 @pytest.fixture(scope="module", autouse=True)
 def campaign_clock():
     start = time.monotonic()

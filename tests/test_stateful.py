@@ -32,7 +32,6 @@ from pyharness.config import REPO
 from pyharness.guest import ZsTest
 from pyharness.model import class_table, policy
 from pyharness.progress import Progress
-from pyharness.qemu import Guest
 
 pytestmark = pytest.mark.qemu
 
@@ -49,11 +48,6 @@ def save_replay(lines: list[str], path: Path = REPLAY) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("# batch 0\n" + "".join(f"{line}\n" for line in lines))
     return path
-
-
-@pytest.fixture(scope="module")
-def zstest(guest: Guest) -> ZsTest:
-    return ZsTest(guest)
 
 
 def machine(zstest: ZsTest, replay: Path) -> type[RuleBasedStateMachine]:

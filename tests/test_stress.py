@@ -22,11 +22,6 @@ pytestmark = pytest.mark.qemu
 BASE = 1_000_000
 
 
-@pytest.fixture(scope="module")
-def zstest(guest: Guest) -> ZsTest:
-    return ZsTest(guest)
-
-
 def test_stress_keeps_data_and_counters(guest: Guest, zstest: ZsTest) -> None:
     assert guest.run("grep -c ^processor /proc/cpuinfo").strip() == "2"
     result = zstest.batch(["create st", "stress 4 2 7 1000000"])

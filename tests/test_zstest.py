@@ -27,17 +27,6 @@ ENODATA, EOPNOTSUPP = -errno.ENODATA, -errno.EOPNOTSUPP
 API61 = kapi.api_for("6.1")
 
 
-@pytest.fixture(scope="module")
-def zstest(guest: Guest) -> ZsTest:
-    return ZsTest(guest)
-
-
-@pytest.fixture(scope="module")
-def driver() -> DriverModel:
-    """The host's prediction, fed the same batches as the guest in this module."""
-    return DriverModel(API61)
-
-
 def send(zstest: ZsTest, driver: DriverModel, lines: list[str]) -> list[int]:
     """Run a batch in the guest; check it against the model; return each line's errno.
 
