@@ -211,6 +211,7 @@ def _failed(entry: Entry, directory: Path, message: str, kind: str = "error") ->
         allocator=entry.allocator,
         directory=directory,
         cases=[Case("zskit", failure=message, kind=kind)],
+        variant=entry.variant,
     )
 
 
@@ -339,9 +340,7 @@ def collect(directory: Path) -> list[Outcome]:
         result = RunResult.load(sub)
         if result is None:
             continue
-        prefix = f"{result.kernel}-{result.allocator}-"
-        variant = sub.name.removeprefix(prefix) if sub.name.startswith(prefix) else "distro"
-        entry = Entry(result.kernel, result.allocator, variant)
+        entry = Entry(result.kernel, result.allocator, result.variant)
         outcomes.append(Outcome(entry, result, result.timings.get("total", 0.0)))
     if not outcomes:
         raise StageError(

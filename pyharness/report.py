@@ -1,6 +1,8 @@
 """Results of a run: a directory per run with the console, JSON, JUnit XML and sources.
 
-`build/results/<run-id>/` holds `console.log` (the kernel console, written
+`build/results/<run-id>/` (`<stamp>-<kernel>-<allocator>-<variant>`, the
+run's matrix entry name after the time stamp; `build/results/latest` names
+the newest) holds `console.log` (the kernel console, written
 live by QEMU), `session.log` (the guest shell), `dmesg.log`, `results.json`,
 `junit.xml`, `results.ktap`, `batches.txt` (every command sent, a
 reproducer), and `sources/` (the rendered files that were built). It is
@@ -20,7 +22,7 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent.parent / "build" / "results"
 # results.json keys that are RunResult fields; every other key is `info`.
-_FIELDS = ("run_id", "kernel", "allocator", "verdict", "failure", "timings", "cases")
+_FIELDS = ("run_id", "kernel", "allocator", "variant", "verdict", "failure", "timings", "cases")
 
 
 @dataclass
@@ -42,6 +44,7 @@ class RunResult:
     cases: list[Case] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     info: dict[str, object] = field(default_factory=dict)
+    variant: str = "distro"  # where the kernel came from: distro, minimal, debug
 
     @property
     def passed(self) -> bool:
@@ -61,6 +64,7 @@ class RunResult:
             "run_id": self.run_id,
             "kernel": self.kernel,
             "allocator": self.allocator,
+            "variant": self.variant,
             "verdict": "pass" if self.passed else "fail",
             "failure": asdict(failure) if failure else None,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
@@ -73,7 +77,8 @@ class RunResult:
 
     @property
     def name(self) -> str:
-        return f"{self.kernel}-{self.allocator}"
+        """The matrix entry this run is: `6.1-upstream-distro`."""
+        return f"{self.kernel}-{self.allocator}-{self.variant}"
 
     @classmethod
     def load(cls, directory: Path) -> RunResult | None:
@@ -88,6 +93,7 @@ class RunResult:
                 cases=[Case(**c) for c in doc["cases"]],
                 timings=dict(doc["timings"]),
                 info={k: v for k, v in doc.items() if k not in _FIELDS},
+                variant=doc.get("variant", "distro"),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -117,7 +123,7 @@ class RunResult:
         failures = sum(1 for c in self.cases if c.failure is not None)
         suite = ET.Element(
             "testsuite",
-            name=f"zskit.{self.kernel}.{self.allocator}",
+            name=f"zskit.{self.name}",
             tests=str(len(self.cases)),
             failures=str(failures),
             errors="0",
@@ -127,7 +133,7 @@ class RunResult:
             tc = ET.SubElement(
                 suite,
                 "testcase",
-                classname=f"zskit.{self.kernel}.{self.allocator}",
+                classname=f"zskit.{self.name}",
                 name=case.name,
                 time=f"{case.seconds:.3f}",
             )
@@ -150,28 +156,26 @@ def ktap(runs: Sequence[tuple[str, RunResult]]) -> str:
 
 
 def new_run(
-    kernel: str, allocator: str, root: Path = RESULTS, directory: Path | None = None
+    kernel: str,
+    allocator: str,
+    variant: str = "distro",
+    root: Path = RESULTS,
+    directory: Path | None = None,
 ) -> RunResult:
-    """A new results directory: `root/<stamp>-<kernel>-<allocator>` (and `root/latest`),
-    or `directory` as given (zskit matrix, CI shards), leaving `latest` alone."""
-    if directory is not None:
+    """A new results directory: `root/<stamp>-<kernel>-<allocator>-<variant>` (and
+    `root/latest`), or `directory` as given (zskit matrix, CI shards), leaving `latest` alone."""
+    if directory is None:
+        directory = _fresh(root, f"{time.strftime('%Y%m%d-%H%M%S')}-{kernel}-{allocator}-{variant}")
+        _link(root, "latest", directory)
+    else:
         directory.mkdir(parents=True, exist_ok=True)
-        return RunResult(
-            run_id=directory.name, kernel=kernel, allocator=allocator, directory=directory
-        )
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = f"{stamp}-{kernel}-{allocator}"
-    run_id, n = base, 1
-    while (root / run_id).exists():
-        n += 1
-        run_id = f"{base}-{n}"
-    directory = root / run_id
-    directory.mkdir(parents=True)
-    latest = root / "latest"
-    if latest.is_symlink() or latest.exists():
-        latest.unlink()
-    latest.symlink_to(run_id)
-    return RunResult(run_id=run_id, kernel=kernel, allocator=allocator, directory=directory)
+    return RunResult(
+        run_id=directory.name,
+        kernel=kernel,
+        allocator=allocator,
+        directory=directory,
+        variant=variant,
+    )
 
 
 def save_sources(result: RunResult, files: list[Path]) -> None:
@@ -182,18 +186,28 @@ def save_sources(result: RunResult, files: list[Path]) -> None:
 
 
 def new_results_dir(kind: str, root: Path = RESULTS) -> Path:
-    """A fresh `<kind>-<stamp>` directory under root, and `latest-<kind>` pointing at it.
+    """A fresh `<kind>-<stamp>` directory under root, and `latest-<kind>` pointing at it."""
+    directory = _fresh(root, f"{kind}-" + time.strftime("%Y%m%d-%H%M%S"))
+    _link(root, f"latest-{kind}", directory)
+    return directory
 
-    The link is swapped atomically, so it always names a whole directory.
-    """
-    base = f"{kind}-" + time.strftime("%Y%m%d-%H%M%S")
+
+def _fresh(root: Path, base: str) -> Path:
+    """root/base, or root/base-2, -3...: a new directory (runs may start in the same second)."""
+    root.mkdir(parents=True, exist_ok=True)
     directory, n = root / base, 1
-    while directory.exists():
-        n += 1
-        directory = root / f"{base}-{n}"
-    directory.mkdir(parents=True)
-    tmp = root / f".latest-{kind}-{os.getpid()}"
+    while True:
+        try:
+            directory.mkdir()
+            return directory
+        except FileExistsError:
+            n += 1
+            directory = root / f"{base}-{n}"
+
+
+def _link(root: Path, name: str, directory: Path) -> None:
+    """root/name -> directory, swapped atomically: it always names a whole directory."""
+    tmp = root / f".{name}-{os.getpid()}"
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(directory.name)
-    tmp.replace(root / f"latest-{kind}")
-    return directory
+    tmp.replace(root / name)

@@ -206,14 +206,13 @@ def run(
     prepared: Prepared | None = None,
 ) -> RunResult:
     """A whole run; `prepared` skips the build stages (tests bring modified modules)."""
-    result = new_run(config.kernel, config.allocator, directory=options.results_dir)
+    result = new_run(config.kernel, config.allocator, config.variant, directory=options.results_dir)
     p.say(f"results: {result.directory}")
     started = time.monotonic()
     try:
         prepared = prepared or prepare(config, p, options.refresh)
         result.info["kernel_release"] = prepared.kernel.release
         result.info["kernel_package"] = prepared.kernel.package_version
-        result.info["variant"] = prepared.kernel.variant
         result.info["build_warnings"] = list(prepared.built.warnings)
         save_sources(result, list(prepared.sources.files))
         with (

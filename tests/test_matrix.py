@@ -16,7 +16,7 @@ import pytest
 from pyharness import cli, config, kernels, matrix, render
 from pyharness.config import REPO
 from pyharness.progress import Progress, StageError
-from pyharness.report import Case, RunResult, ktap
+from pyharness.report import Case, RunResult, ktap, new_run
 
 DISTRO = ["6.1-upstream-distro", "6.12-builtin-distro", "7.2-builtin-distro"]
 
@@ -153,6 +153,7 @@ def synthetic(tmp_path: Path, entry: matrix.Entry, failure: str | None = None) -
         kernel=entry.kernel,
         allocator=entry.allocator,
         directory=directory,
+        variant=entry.variant,
         cases=[Case("provision", 0.1), Case("boot", 3.0), Case("batch-000", 0.5)],
         timings={"total": 3.6},
         info={"kernel_release": f"{entry.kernel}.0-9-amd64", "accel": "tcg"},
@@ -228,7 +229,7 @@ def test_ktap_of_the_matrix(tmp_path: Path) -> None:
 def test_a_single_run_writes_ktap(tmp_path: Path) -> None:
     result = synthetic(tmp_path, matrix.Entry("6.1", "upstream"), failure="boom")
     tests = parse_ktap((result.directory / "results.ktap").read_text())
-    assert [(ok, name) for ok, name, _, _ in tests] == [(False, "6.1-upstream")]
+    assert [(ok, name) for ok, name, _, _ in tests] == [(False, "6.1-upstream-distro")]
     loaded = RunResult.load(result.directory)
     assert loaded is not None
     assert (loaded.cases, loaded.timings, loaded.info) == (
@@ -236,6 +237,39 @@ def test_a_single_run_writes_ktap(tmp_path: Path) -> None:
         {"total": 3.6},
         result.info,
     )
+
+
+def test_a_runs_directory_is_named_after_its_entry(tmp_path: Path) -> None:
+    root = tmp_path / "results"
+    first = new_run("6.12", "upstream", "debug", root=root)
+    second = new_run("6.12", "upstream", "debug", root=root)  # the same second
+    assert re.fullmatch(r"\d{8}-\d{6}-6\.12-upstream-debug", first.run_id)
+    assert second.run_id == first.run_id + "-2"
+    assert (root / "latest").resolve() == second.directory.resolve()
+    distro = new_run("6.1", "upstream", root=root)
+    assert distro.run_id.endswith("-6.1-upstream-distro")
+    assert (root / "latest").resolve() == distro.directory.resolve()
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        ["latest", first.run_id, second.run_id, distro.run_id]
+    )  # no link left half-made
+    # A given directory (matrix, CI shards) is used as is and leaves `latest` alone.
+    shard = new_run("7.2", "upstream", "minimal", root=root, directory=tmp_path / "shard")
+    assert shard.directory == tmp_path / "shard"
+    assert (root / "latest").resolve() == distro.directory.resolve()
+
+
+def test_the_variant_travels_in_results_json(tmp_path: Path) -> None:
+    # CI may name an entry's directory anything; the merge reads the variant from the run.
+    entry = matrix.Entry("6.12", "upstream", "debug")
+    result = synthetic(tmp_path, entry)
+    result.directory.rename(tmp_path / "job-17")
+    loaded = RunResult.load(tmp_path / "job-17")
+    assert loaded is not None and (loaded.variant, loaded.name) == ("debug", entry.name)
+    assert json.loads((tmp_path / "job-17" / "results.json").read_text())["variant"] == "debug"
+    assert "variant" not in loaded.info
+    assert [o.entry for o in matrix.collect(tmp_path)] == [entry]
+    suite = ET.parse(tmp_path / "job-17" / "junit.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("name") == "zskit.6.12-upstream-debug"
 
 
 def test_kernelci_nodes(tmp_path: Path) -> None:
