@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -45,11 +46,17 @@ def diagnostics(output: str, kind: str) -> list[str]:
     return found
 
 
-def build(kernel: Kernel, sources: RenderedSources, progress: Progress) -> BuildResult:
+def build(
+    kernel: Kernel,
+    sources: RenderedSources,
+    progress: Progress,
+    targets: Sequence[str] = ("modules",),
+) -> BuildResult:
+    """Kbuild's `targets` in the sources' directory (an object file: a compile check)."""
     jobs = str(os.cpu_count() or 1)
-    what = "building the modules"
+    what = "building the modules" if tuple(targets) == ("modules",) else f"building {targets[0]}"
     try:
-        args = [f"M={sources.directory}", f"-j{jobs}", *kernel.make_vars, "modules"]
+        args = [f"M={sources.directory}", f"-j{jobs}", *kernel.make_vars, *targets]
         if kernel.toolchain is None:
             cmd = ["make", "-C", kernel.kdir, *args]
             output = progress.run(cmd, what=what, stream=progress.verbose)
