@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .guest import PROTOCOL_VERSION, BatchResult
 from .kapi import KernelApi
-from .model import ClassStats, Handle, PoolModel, policy
+from .model import ClassStats, Handle, Policy, PoolModel, policy
 from .pattern import pattern, pattern_seed, xorshift32
 
 PAGE_SIZE = 4096
@@ -117,6 +117,8 @@ class DriverModel:
     """What zstest answers, command by command: 0, a negative errno, or UNKNOWN."""
 
     api: KernelApi
+    # The allocator's model; None: the kernel's upstream zsmalloc.
+    policy: Policy | None = None
     pools: dict[str, _Pool] = field(default_factory=dict)
     current: str | None = None
     values: list[tuple[str, str]] = field(default_factory=list)  # `s` lines so far
@@ -165,7 +167,7 @@ class DriverModel:
         if verb == "create":
             if name in self.pools:
                 return -errno.EEXIST
-            pol = policy(self.api.model_policy, chain_size=self.api.chain_size)
+            pol = self.policy or policy(self.api.model_policy, chain_size=self.api.chain_size)
             self.pools[name] = _Pool(PoolModel(pol))
             self.current = name
             return 0

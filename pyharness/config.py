@@ -14,6 +14,7 @@ from pathlib import Path
 
 import kconfiglib
 
+from .own import OwnAllocator
 from .progress import StageError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,6 +34,7 @@ class Config:
     workload_seed: int
     workload_churn_percent: int
     variant: str = "distro"  # where the kernel comes from: distro, minimal, debug
+    own: OwnAllocator = OwnAllocator()  # the choices of the own allocator
     # `make qemu-matrix`: the kernels ("6.1"), allocators and variants ("distro") chosen
     # by the MATRIX_* options; pyharness.matrix turns them into entries.
     matrix_kernels: tuple[str, ...] = ()
@@ -88,6 +90,13 @@ def load(kconfig: Path = REPO / "Kconfig", dotconfig: Path | None = None) -> Con
         workload_seed=num("WORKLOAD_SEED"),
         workload_churn_percent=num("WORKLOAD_CHURN_PERCENT"),
         variant=_choice(kconf, "VARIANT"),
+        own=OwnAllocator(
+            max_pages=num("OWN_MAX_PAGES"),
+            class_delta=int(_choice(kconf, "OWN_CLASS_DELTA")),
+            fullness=_choice(kconf, "OWN_FULLNESS"),
+            chain_rule=_choice(kconf, "OWN_CHAIN").replace("_", "-"),
+            stats=kconf.syms["OWN_STATS"].tri_value == 2,
+        ),
         matrix_kernels=_chosen(kconf, "MATRIX_KERNEL_"),
         matrix_allocators=_chosen(kconf, "MATRIX_ALLOCATOR_"),
         matrix_variants=_chosen(kconf, "MATRIX_VARIANT_"),

@@ -24,6 +24,10 @@ class KernelApi:
     typed_alloc: bool = False  # kzalloc_obj()/kvzalloc_objs(), which checkpatch asks for
     # CONFIG_ZSMALLOC_CHAIN_SIZE of the kernel at hand (6.12+), for the model; None: default.
     chain_size: int | None = None
+    # shrinker_alloc()/shrinker_register() (6.7+) instead of an embedded struct shrinker.
+    shrinker_alloc: bool = True
+    # debugfs `classes` prints eleven 10%-ratio columns (6.12+), not almost_full/almost_empty.
+    ratio_stats: bool = True
 
 
 APIS = {
@@ -35,6 +39,8 @@ APIS = {
         model_policy="6.1",
         oversize_errno="EINVAL",
         unaligned_header="asm/unaligned.h",
+        shrinker_alloc=False,
+        ratio_stats=False,
     ),
     "6.12": KernelApi(
         series="6.12",

@@ -156,8 +156,8 @@ class CompactionRule(Enum):
     #: drain src into dsts (head of ALMOST_FULL, else ALMOST_EMPTY), putting each filled dst
     #: back; put back dst and then src (freed if empty); repeat. Needs ``QUARTERS``.
     SRC_FIRST = "src-first"
-    #: 6.12 / 7.2: while zs_can_compact, keep a dst (fullest ratio group first) until it is
-    #: full and feed it srcs taken from the emptiest group. Needs ``INUSE_RATIO``.
+    #: 6.12 / 7.2 (and zskit's own allocator): while zs_can_compact, keep a dst (fullest
+    #: non-full group first) until it is full and feed it srcs taken from the emptiest group.
     DST_FIRST = "dst-first"
 
 
@@ -169,7 +169,9 @@ class Policy:
     ``zero_size_error`` / ``oversize_error`` are what ``zs_malloc`` returns for size 0 and
     size > PAGE_SIZE (negative errno; the 2013 design really returns 0 and is modelled as
     -EINVAL). ``handle_size`` is the in-object header (0 for the 2013 design) and
-    ``merge_classes`` enables class merging.
+    ``merge_classes`` enables class merging. ``class_spacing`` overrides ZS_SIZE_CLASS_DELTA,
+    ``stats_fullness`` is the grouping the ``classes`` file prints when it is not the one the
+    lists keep, and ``lookup_int_wrap`` reproduces zs_lookup_class_index's int conversion.
     """
 
     name: str
@@ -184,6 +186,9 @@ class Policy:
     merge_classes: bool = True
     page_size: int = PAGE_SIZE
     compaction: CompactionRule = CompactionRule.NONE
+    class_spacing: int | None = None
+    stats_fullness: FullnessScheme | None = None
+    lookup_int_wrap: bool = True
 
     def __post_init__(self) -> None:
         if self.max_pages_per_zspage < 1:
@@ -193,12 +198,18 @@ class Policy:
             raise ValueError(f"find_order groups {bad} not in 0..{self.fullness.groups - 1}")
         if self.fullness.full_group in self.find_order:
             raise ValueError("find_order must not include the FULL group")
-        need = {
-            CompactionRule.SRC_FIRST: FullnessScheme.QUARTERS,
-            CompactionRule.DST_FIRST: FullnessScheme.INUSE_RATIO,
-        }.get(self.compaction)
-        if need is not None and self.fullness is not need:
-            raise ValueError(f"compaction {self.compaction.value} needs fullness {need.value}")
+        if self.compaction is not CompactionRule.NONE and self.fullness not in (
+            FullnessScheme.QUARTERS,
+            FullnessScheme.INUSE_RATIO,
+        ):
+            raise ValueError(f"compaction {self.compaction.value} needs kept fullness lists")
+        if self.compaction is CompactionRule.SRC_FIRST and self.fullness is not (
+            FullnessScheme.QUARTERS
+        ):
+            raise ValueError("compaction src-first needs fullness quarters")
+        spacing = self.class_delta
+        if spacing < ZS_HANDLE_SIZE or spacing % ZS_HANDLE_SIZE:
+            raise ValueError(f"class spacing must be a multiple of {ZS_HANDLE_SIZE}: {spacing}")
 
     @property
     def min_alloc_size(self) -> int:
@@ -207,7 +218,7 @@ class Policy:
     @property
     def class_delta(self) -> int:
         """ZS_SIZE_CLASS_DELTA: spacing between class sizes (16 for 4 KiB pages)."""
-        return self.page_size >> CLASS_BITS
+        return self.class_spacing or self.page_size >> CLASS_BITS
 
     @property
     def num_indexes(self) -> int:
@@ -461,11 +472,9 @@ def insert_position(rule: InsertRule, head_inuse: int | None, inuse: int) -> int
     return 0
 
 
-# isolate_zspage / isolate_*_zspage search orders.
+# isolate_zspage search orders of 6.1; dst-first takes the non-empty, non-full groups.
 _SRC_61 = (QUARTER_ALMOST_EMPTY, QUARTER_ALMOST_FULL)
 _DST_61 = (QUARTER_ALMOST_FULL, QUARTER_ALMOST_EMPTY)
-_SRC_RATIO = tuple(range(1, 11))
-_DST_RATIO = tuple(range(10, 0, -1))
 
 
 class PoolModel:
@@ -514,8 +523,10 @@ class PoolModel:
         parameter: a sum of 2**31 or more turns negative and lands in class 0.
         """
         p = self.policy
-        s = (size + p.handle_size) & 0xFFFFFFFF
-        s = s - (1 << 32) if s >= 1 << 31 else s
+        s = size + p.handle_size
+        if p.lookup_int_wrap:
+            s &= 0xFFFFFFFF
+            s = s - (1 << 32) if s >= 1 << 31 else s
         idx = 0 if s <= p.min_alloc_size else -(-(s - p.min_alloc_size) // p.class_delta)
         return self._lookup[min(idx, p.num_indexes - 1)].index
 
@@ -610,10 +621,14 @@ class PoolModel:
     def class_stats(self) -> list[ClassStats]:
         """Rows of debugfs ``classes``: one per distinct class, ascending, zeros included."""
         rows: list[ClassStats] = []
-        ratio = self.policy.fullness is FullnessScheme.INUSE_RATIO
+        scheme = self.policy.stats_fullness or self.policy.fullness
+        ratio = scheme is FullnessScheme.INUSE_RATIO
         for c in self._classes:
             st = self._state[c.index]
-            counts = [len(lst) for lst in st.lists]
+            # Between calls every zspage is on the list of its group (2013: AE/AF only).
+            counts = [0] * scheme.groups
+            for zs in st.zspages.values():
+                counts[scheme.group(zs.inuse, c.objs_per_zspage)] += 1
             rows.append(
                 ClassStats(
                     index=c.index,
@@ -794,15 +809,16 @@ class PoolModel:
         return freed
 
     def _compact_dst_first(self, st: _ClassState) -> int:
-        """6.12 / 7.2 __zs_compact for one class."""
+        """6.12 / 7.2 __zs_compact for one class (and the own allocator's)."""
         freed = 0
         dst: _ZsPage | None = None
+        partial = range(1, self.policy.fullness.full_group)
         while self._can_compact(st):
             if dst is None:
-                dst = self._isolate(st, _DST_RATIO)
+                dst = self._isolate(st, reversed(partial))
                 if dst is None:
                     break
-            src = self._isolate(st, _SRC_RATIO)
+            src = self._isolate(st, partial)
             if src is None:
                 break
             for obj in sorted(src.objs):

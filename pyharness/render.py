@@ -1,10 +1,11 @@
 """Render the kernel C under kmod/ for one kernel and allocator into a build directory.
 
 Templates read the kernel's API facts (`kapi.KernelApi`) and never test a
-version number themselves. The upstream allocator is not a template: its
-mm/zsmalloc.c is copied from the kernel's own source. The builtin allocator
-is the zsmalloc inside the kernel image (Debian 6.12, 7.2): only the zstest
-driver is built. Files are rewritten only when their content changes, so
+version number themselves. The own allocator is kmod/zsmalloc.c.j2, rendered
+with the choices of `own.OwnAllocator`. The upstream allocator is not a
+template: its mm/zsmalloc.c is copied from the kernel's own source. The
+builtin allocator is the zsmalloc inside the kernel image (Debian 6.12, 7.2):
+only the zstest driver is built. Files are rewritten only when their content changes, so
 Kbuild's incremental build stays warm.
 """
 
@@ -16,13 +17,15 @@ from pathlib import Path
 
 import jinja2
 
+from . import model
 from .guest import PROTOCOL_VERSION
 from .kapi import KernelApi
 from .kernels import Kernel, KernelSource
+from .own import BUILTIN_PREFIX, OwnAllocator
 from .progress import StageError
 
 KMOD = Path(__file__).resolve().parent.parent / "kmod"
-ALLOCATORS = ("upstream", "builtin")
+ALLOCATORS = ("own", "upstream", "builtin")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,8 @@ class RenderedSources:
     # The allocator has upstream's debugfs `classes` file (CONFIG_ZSMALLOC_STAT), so
     # per-class counters can be checked; Debian's built-in zsmalloc has it off.
     classes_file: bool = True
+    # The model of the allocator built; None: the kernel's upstream policy.
+    policy: model.Policy | None = None
 
 
 def _allocator_error(allocator: str, series: str, builtin: bool) -> str | None:
@@ -82,7 +87,42 @@ def _write_if_changed(path: Path, text: str | bytes) -> None:
     path.write_bytes(data)
 
 
-def render(kernel: Kernel, api: KernelApi, allocator: str, out: Path) -> RenderedSources:
+def _render_templates(out: Path, context: dict[str, object], targets: dict[str, str]) -> list[Path]:
+    env = _environment()
+    files: list[Path] = []
+    for name, target in targets.items():
+        comment = "" if target == "Kbuild" else " * "
+        text = env.get_template(name).render(context, generated_note=_generated_note(name, comment))
+        _write_if_changed(out / target, text)
+        files.append(out / target)
+    return files
+
+
+def _header(prefix: str) -> str | None:
+    """The header declaring the own allocator's API under a prefix other than zs_."""
+    return f"{prefix}malloc.h" if prefix != "zs_" else None
+
+
+def own_sources(api: KernelApi, own: OwnAllocator, prefix: str = "zs_") -> dict[str, str]:
+    """The own allocator's C (and, under a prefix, its header): file name -> text."""
+    header = _header(prefix)
+    context = {"api": api, "own": own, "zs": prefix, "zs_header": header}
+    env = _environment()
+    sources = {}
+    for name, target in (("zsmalloc.c.j2", "zsmalloc.c"), ("zsmalloc.h.j2", header)):
+        if target:
+            note = _generated_note(name, " * ")
+            sources[target] = env.get_template(name).render(context, generated_note=note)
+    return sources
+
+
+def render(
+    kernel: Kernel,
+    api: KernelApi,
+    allocator: str,
+    out: Path,
+    own: OwnAllocator | None = None,  # the own allocator's choices; None: the defaults
+) -> RenderedSources:
     zsmalloc = kernel.config("ZSMALLOC")  # None when the .config is not at hand
     builtin = zsmalloc == "y" if zsmalloc else allocator == "builtin"
     error = _allocator_error(allocator, kernel.series, builtin)
@@ -90,24 +130,26 @@ def render(kernel: Kernel, api: KernelApi, allocator: str, out: Path) -> Rendere
         raise StageError(error)
     out = out.resolve()  # Kbuild needs an absolute M=
     out.mkdir(parents=True, exist_ok=True)
-    env = _environment()
-    modules = ("zstest",) if allocator == "builtin" else ("zsmalloc", "zstest")
+    # Our allocator takes the zs_ names where zsmalloc is a module (and replaces it).
+    prefix = BUILTIN_PREFIX if allocator == "own" and builtin else "zs_"
+    module = "zsmalloc" if prefix == "zs_" else prefix.rstrip("_")
+    modules = ("zstest",) if allocator == "builtin" else (module, "zstest")
     context = {
         "api": api,
         "allocator": allocator,
         "modules": modules,
         "protocol_version": PROTOCOL_VERSION,
-        "zs": "zs_",  # symbol prefix of the allocator under test
+        "zs": prefix,  # symbol prefix of the allocator under test
+        "zs_header": _header(prefix),
     }
-    files: list[Path] = []
-    for name, target, comment in (
-        ("zstest.c.j2", "zstest.c", " * "),
-        ("Kbuild.j2", "Kbuild", ""),
-    ):
-        template = env.get_template(name)
-        text = template.render(context, generated_note=_generated_note(name, comment))
-        _write_if_changed(out / target, text)
-        files.append(out / target)
+    files = _render_templates(out, context, {"zstest.c.j2": "zstest.c", "Kbuild.j2": "Kbuild"})
+    if allocator == "own":
+        own = own or OwnAllocator()
+        for target, text in own_sources(api, own, prefix).items():
+            name = target if target.endswith(".h") else f"{module}.c"
+            _write_if_changed(out / name, text)
+            files.append(out / name)
+        return RenderedSources(out, tuple(files), modules, own.stats, own.policy(api))
     if allocator == "builtin":
         stat = kernel.config("ZSMALLOC_STAT") == "y"
         return RenderedSources(out, tuple(files), modules, classes_file=stat)
@@ -128,4 +170,4 @@ def render(kernel: Kernel, api: KernelApi, allocator: str, out: Path) -> Rendere
             )
         _write_if_changed(out / header.name, header.read_bytes())
         files.append(out / header.name)
-    return RenderedSources(directory=out, files=tuple(files), modules=modules)
+    return RenderedSources(out, tuple(files), modules)

@@ -18,6 +18,7 @@ from . import build, initramfs, kapi, kernels, qemu, render, toolchain
 from .check import DriverModel, check_classes, check_commands
 from .config import REPO, Config
 from .guest import ZsTest
+from .model import Policy
 from .progress import Progress, StageError
 from .report import Case, RunResult, new_run, save_sources
 from .triage import find_crash
@@ -80,13 +81,14 @@ def check_batches(
     result: RunResult,
     p: Progress,
     classes: bool = True,  # the allocator has a debugfs `classes` file to check
+    policy: Policy | None = None,  # the allocator's model; None: the kernel's upstream
 ) -> None:
     """Run batches one by one against the model; stop at the first divergence."""
     result.info["classes_checked"] = classes
     if not classes:
         p.say("no debugfs `classes` file (CONFIG_ZSMALLOC_STAT off): classes table not checked")
     zstest.check_version()
-    driver = DriverModel(api)
+    driver = DriverModel(api, policy)
     batches_log = result.directory / "batches.txt"
     ops = commands = 0
     model_seconds = 0.0
@@ -163,7 +165,7 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
             kernel = source.provision(cache, p, refresh=refresh)
     with p.stage("render"):
         out = BUILD / "kmod" / _target_name(config)
-        sources = render.render(kernel, kernel_api(kernel), config.allocator, out)
+        sources = render.render(kernel, kernel_api(kernel), config.allocator, out, config.own)
     with p.stage("build"):
         built = build.build(kernel, sources, p)
     with p.stage("initramfs"):
@@ -231,8 +233,10 @@ def run(
                     guest.run(options.inject)
                 batches = options.batches or default_batches(config)
                 api = kernel_api(prepared.kernel)
-                classes = prepared.sources.classes_file
-                check_batches(ZsTest(guest), batches, api, result, p, classes=classes)
+                sources = prepared.sources
+                check_batches(
+                    ZsTest(guest), batches, api, result, p, sources.classes_file, sources.policy
+                )
                 if options.after is not None:
                     options.after(guest, result, p)
                 if guest.child is not None:

@@ -141,10 +141,12 @@ def test_policy_names() -> None:
         policy("2013", chain_size=8)
     with pytest.raises(ValueError):
         Policy("bad", 4, ChainRule.USEDPC, FullnessScheme.QUARTERS, InsertRule.HEAD, (3,), 0, 0)
-    with pytest.raises(ValueError, match="needs fullness"):
-        replace(P61, compaction=CompactionRule.DST_FIRST)
-    with pytest.raises(ValueError, match="needs fullness"):
+    with pytest.raises(ValueError, match="needs kept fullness lists"):
+        replace(P2013, compaction=CompactionRule.DST_FIRST)
+    with pytest.raises(ValueError, match="needs fullness quarters"):
         replace(P612, compaction=CompactionRule.SRC_FIRST)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        replace(P612, class_spacing=12)
     assert P61.compaction is CompactionRule.SRC_FIRST
     assert P612.compaction is policy("7.2").compaction is CompactionRule.DST_FIRST
     assert P2013.compaction is CompactionRule.NONE

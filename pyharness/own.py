@@ -1,0 +1,70 @@
+"""zskit's own zsmalloc: the render-time choices of kmod/zsmalloc.c.j2, and its model policy.
+
+The same `OwnAllocator` value renders the C and builds the `model.Policy` that predicts it,
+so the template and the model cannot drift apart on a parameter. The choices come from the
+OWN_* options of the toolkit's Kconfig.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .kapi import KernelApi
+from .model import (
+    EINVAL,
+    ENOSPC,
+    ChainRule,
+    CompactionRule,
+    FullnessScheme,
+    InsertRule,
+    Policy,
+)
+from .progress import StageError
+
+FULLNESS = {"ratio": FullnessScheme.INUSE_RATIO, "quarters": FullnessScheme.QUARTERS}
+CHAIN_RULES = {"min-waste": ChainRule.MIN_WASTE, "usedpc": ChainRule.USEDPC}
+CLASS_DELTAS = (8, 16, 32, 64)
+# Symbol prefix where the kernel has zsmalloc built in and the zs_ names are taken.
+BUILTIN_PREFIX = "zsk_"
+
+
+@dataclass(frozen=True)
+class OwnAllocator:
+    max_pages: int = 8  # pages per zspage at most (4..16)
+    class_delta: int = 16  # bytes between neighbouring size classes
+    fullness: str = "ratio"  # fullness groups: "ratio" (tenths) or "quarters"
+    chain_rule: str = "min-waste"  # chain length: least tail waste, or best used percentage
+    stats: bool = True  # debugfs `classes`
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 4 <= self.max_pages <= 16:
+            problems.append(f"max pages per zspage {self.max_pages} is not in 4..16")
+        if self.class_delta not in CLASS_DELTAS:
+            problems.append(f"class spacing {self.class_delta} is not one of {CLASS_DELTAS}")
+        if self.fullness not in FULLNESS:
+            problems.append(f"fullness {self.fullness!r} is not one of {', '.join(FULLNESS)}")
+        if self.chain_rule not in CHAIN_RULES:
+            known = ", ".join(CHAIN_RULES)
+            problems.append(f"chain rule {self.chain_rule!r} is not one of {known}")
+        if problems:
+            raise StageError("own allocator: " + "; ".join(problems) + "; see `make menuconfig`")
+
+    def policy(self, api: KernelApi) -> Policy:
+        """The model of this allocator rendered for `api`'s kernel."""
+        return Policy(
+            name="own",
+            max_pages_per_zspage=self.max_pages,
+            chain_rule=CHAIN_RULES[self.chain_rule],
+            fullness=FULLNESS[self.fullness],
+            insert_rule=InsertRule.HEAD,
+            # The fullest group with room first, down to (never used) empty zspages.
+            find_order=tuple(range(FULLNESS[self.fullness].full_group - 1, -1, -1)),
+            zero_size_error=-EINVAL,
+            oversize_error=-ENOSPC if api.oversize_errno == "ENOSPC" else -EINVAL,
+            compaction=CompactionRule.DST_FIRST,
+            class_spacing=self.class_delta,
+            # The `classes` file has the layout of the kernel's own zsmalloc.
+            stats_fullness=FULLNESS["ratio" if api.ratio_stats else "quarters"],
+            lookup_int_wrap=False,
+        )
