@@ -1,13 +1,17 @@
-"""Shared fixtures: a provisioned and built 6.1 target and one booted guest per module."""
+"""Shared fixtures: a provisioned and built 6.1 target and one booted guest per module.
+
+`prepared` is the upstream allocator (tests that plant bugs in upstream's code use it).
+The driver suite (`guest`, `zstest`, `driver`) runs once per allocator of `SUITE`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from pyharness import config, kapi, run
+from pyharness import config, run
 from pyharness.check import DriverModel
 from pyharness.guest import ZsTest
 from pyharness.progress import Progress
@@ -25,14 +29,30 @@ def prepared(default_config: config.Config) -> run.Prepared:
     return run.prepare(default_config, Progress())
 
 
+SUITE = ("upstream", "own")
+
+
+@pytest.fixture(scope="session", params=SUITE)
+def suite_config(request: pytest.FixtureRequest, default_config: config.Config) -> config.Config:
+    """The default configuration with one allocator of the suite."""
+    return default_config.with_overrides(allocator=request.param)
+
+
+@pytest.fixture(scope="session")
+def suite_prepared(suite_config: config.Config) -> run.Prepared:
+    return run.prepare(suite_config, Progress())
+
+
 @pytest.fixture(scope="module")
 def guest(
-    default_config: config.Config, prepared: run.Prepared, tmp_path_factory: pytest.TempPathFactory
+    suite_config: config.Config,
+    suite_prepared: run.Prepared,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Guest]:
-    """A booted guest with zsmalloc and zstest loaded, shared by a test module."""
+    """A booted guest with the allocator and zstest loaded, shared by a test module."""
     tmp = tmp_path_factory.mktemp("guest")
     with (tmp / "session.log").open("w") as transcript:
-        g = run.boot(default_config, Progress(), prepared, tmp / "console.log", transcript)
+        g = run.boot(suite_config, Progress(), suite_prepared, tmp / "console.log", transcript)
         with g:
             yield g
 
@@ -44,6 +64,13 @@ def zstest(guest: Guest) -> ZsTest:
 
 
 @pytest.fixture(scope="module")
-def driver() -> DriverModel:
+def new_driver(suite_prepared: run.Prepared) -> Callable[[], DriverModel]:
+    """Fresh host models of the driver for the allocator in the module's guest."""
+    api = run.kernel_api(suite_prepared.kernel)
+    return lambda: DriverModel(api, suite_prepared.sources.policy)
+
+
+@pytest.fixture(scope="module")
+def driver(new_driver: Callable[[], DriverModel]) -> DriverModel:
     """The host's model of the driver, fed the same batches as the module's guest."""
-    return DriverModel(kapi.api_for("6.1"))
+    return new_driver()

@@ -10,6 +10,7 @@ shrunk by hypothesis to a minimal sequence, saved as a replay file that
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,15 +32,17 @@ from pyharness.check import DriverModel, check_classes, check_commands
 from pyharness.config import REPO
 from pyharness.guest import ZsTest
 from pyharness.model import class_table, policy
+from pyharness.own import OwnAllocator
 from pyharness.progress import Progress
 
 pytestmark = pytest.mark.qemu
 
 REPLAY = REPO / "build" / "replays" / "stateful.txt"
 SEEDS = st.integers(0, 2**32 - 25)
-# Any size, and sizes that fill a distinct class's slot exactly (size + 8-byte header),
-# where the last byte of an object is the last byte of its slot.
-EXACT_FIT = [c.size - 8 for c in class_table(policy("6.1")) if not c.huge]
+# Any size, and sizes that fill a distinct class's slot exactly (size + 8-byte header) in
+# upstream's or the own allocator's table, where an object's last byte ends its slot.
+TABLES = (policy("6.1"), OwnAllocator().policy(kapi.api_for("6.1")))
+EXACT_FIT = sorted({c.size - 8 for p in TABLES for c in class_table(p) if not c.huge})
 SIZES = st.one_of(st.integers(1, 4096), st.sampled_from(EXACT_FIT))
 _pools = itertools.count()
 
@@ -50,9 +53,10 @@ def save_replay(lines: list[str], path: Path = REPLAY) -> Path:
     return path
 
 
-def machine(zstest: ZsTest, replay: Path) -> type[RuleBasedStateMachine]:
+def machine(
+    zstest: ZsTest, replay: Path, new_driver: Callable[[], DriverModel]
+) -> type[RuleBasedStateMachine]:
     """A state machine whose examples run as one batch each in the guest behind zstest."""
-    api = kapi.api_for("6.1")
 
     class Machine(RuleBasedStateMachine):
         objects = Bundle("objects")
@@ -119,7 +123,7 @@ def machine(zstest: ZsTest, replay: Path) -> type[RuleBasedStateMachine]:
 
         def teardown(self) -> None:
             lines = [*self.lines, "stats"]
-            driver = DriverModel(api)
+            driver = new_driver()
             try:
                 result = zstest.batch(lines)
                 found = check_commands(0, lines, result, driver)
@@ -145,8 +149,10 @@ SETTINGS = settings(
 )
 
 
-def test_operation_sequences_agree_with_the_model(zstest: ZsTest) -> None:
-    run_state_machine_as_test(machine(zstest, REPLAY), settings=SETTINGS)
+def test_operation_sequences_agree_with_the_model(
+    zstest: ZsTest, new_driver: Callable[[], DriverModel]
+) -> None:
+    run_state_machine_as_test(machine(zstest, REPLAY, new_driver), settings=SETTINGS)
 
 
 def test_a_planted_bug_is_shrunk_to_a_replay_that_fails(
@@ -161,7 +167,10 @@ def test_a_planted_bug_is_shrunk_to_a_replay_that_fails(
             default_config, Progress(), buggy, tmp_path / "console.log", transcript
         ) as guest:
             with pytest.raises(AssertionError, match="replay: zskit replay"):
-                run_state_machine_as_test(machine(ZsTest(guest), replay), settings=SETTINGS)
+                upstream = lambda: DriverModel(kapi.api_for("6.1"))  # noqa: E731
+                run_state_machine_as_test(
+                    machine(ZsTest(guest), replay, upstream), settings=SETTINGS
+                )
     batches = run.read_replay(replay)
     lines = [line for batch in batches for line in batch]
     # Shrunk: one run of allocations of one size, then verifies; nothing else left.

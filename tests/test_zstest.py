@@ -1,20 +1,22 @@
 """The zstest driver in a real 6.1 guest: bad input is refused, and the checker can fail.
 
-One guest boots for the whole module. Every line must come back with the errno the driver
-documents, the host's DriverModel must predict the same errnos and value lines, the
-`classes` table must match the model after every batch, and the kernel log must stay clean.
+The module runs once per allocator of the suite (upstream, own), one guest each. Every line
+must come back with the errno the driver documents, the host's DriverModel must predict the
+same errnos and value lines, the `classes` table must match the model after every batch,
+and the kernel log must stay clean.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import errno
+from collections.abc import Callable
 
 import pytest
 
 from pyharness import kapi
 from pyharness.check import UNKNOWN, DriverModel, check_classes, check_commands
 from pyharness.guest import ZsTest
+from pyharness.model import policy
 from pyharness.qemu import Guest
 from pyharness.triage import find_crash
 from pyharness.workload import Workload
@@ -160,7 +162,8 @@ def test_line_of_64k_is_refused(guest: Guest, zstest: ZsTest, driver: DriverMode
 def test_pool_is_intact_after_bad_input(zstest: ZsTest, driver: DriverModel) -> None:
     # Every object the tests above made was freed; a refused line allocated nothing.
     assert send(zstest, driver, ["use bad", "stats"]) == [0, 0]
-    assert driver.values == [("pages", "0"), ("huge_class_size", "3257"), ("pages_compacted", "0")]
+    huge = str(driver.model("bad").huge_class_size())
+    assert driver.values == [("pages", "0"), ("huge_class_size", huge), ("pages_compacted", "0")]
     assert driver.live("bad") == {}
 
 
@@ -169,7 +172,8 @@ def test_partial_writes(zstest: ZsTest, driver: DriverModel) -> None:
     lines += [f"write {i} 5" for i in range(1, 38)]
     assert send(zstest, driver, lines) == [0] * len(lines)
     m, live = driver.model("spans"), driver.live("spans")
-    # Class 5 (112 bytes, 2 pages): slot 36 sits at 4032 and crosses into the second page.
+    # The 112-byte class (2 pages upstream, 7 in ours): slot 36 sits at 4032 and crosses
+    # into the second page.
     span = [i for i, obj in live.items() if m.spans(obj.handle)]
     flat = [i for i, obj in live.items() if not m.spans(obj.handle)]
     assert span == [37]
@@ -271,31 +275,38 @@ def test_churn(zstest: ZsTest, driver: DriverModel) -> None:
 
 
 def test_compact(zstest: ZsTest, driver: DriverModel) -> None:
-    # Class 5 (112 bytes, 2 pages, 73 objects): two zspages with one object each.
-    lines = ["create compact", *[f"alloc {i} 100" for i in range(1, 147)]]
-    lines += ["write 1 1", "write 74 74", *[f"free {i}" for i in range(2, 147) if i != 74]]
+    # Two zspages of the 112-byte class (upstream 6.1: 2 pages, 73 objects) holding one
+    # object each: the first object of each.
+    assert send(zstest, driver, ["create compact"]) == [0]
+    cls = driver.model("compact").class_of(100)
+    objs, pages = cls.objs_per_zspage, cls.pages_per_zspage
+    huge = str(driver.model("compact").huge_class_size())
+    keep = (1, objs + 1)
+    lines = [f"alloc {i} 100" for i in range(1, 2 * objs + 1)]
+    lines += [f"write {i} {i}" for i in keep]
+    lines += [f"free {i}" for i in range(1, 2 * objs + 1) if i not in keep]
     assert send(zstest, driver, lines) == [0] * len(lines)
-    assert (
-        send(zstest, driver, ["stats", "compact", "verify 1 1", "verify 74 74", "compact", "stats"])
-        == [0] * 6
-    )
+    verifies = [f"verify {i} {i}" for i in keep]
+    assert send(zstest, driver, ["stats", "compact", *verifies, "compact", "stats"]) == [0] * 6
     # One zspage drains into the other and is freed; a second compaction finds nothing.
     assert driver.values == [
-        ("pages", "4"),
-        ("huge_class_size", "3257"),
+        ("pages", str(2 * pages)),
+        ("huge_class_size", huge),
         ("pages_compacted", "0"),
-        ("compacted", "2"),
+        ("compacted", str(pages)),
         ("compacted", "0"),
-        ("pages", "2"),
-        ("huge_class_size", "3257"),
-        ("pages_compacted", "2"),
+        ("pages", str(pages)),
+        ("huge_class_size", huge),
+        ("pages_compacted", str(pages)),
     ]
     assert send(zstest, driver, ["reset", "compact", "destroy compact"]) == [0, 0, 0]
     assert driver.values == [("compacted", "0")]
 
 
-def test_the_workload_agrees_with_the_model(zstest: ZsTest) -> None:
-    right = DriverModel(API61)
+def test_the_workload_agrees_with_the_model(
+    zstest: ZsTest, new_driver: Callable[[], DriverModel]
+) -> None:
+    right = new_driver()
     batches = Workload(seed=3, batch_ops=300, pool="right").batches(600)
     assert any(line.startswith("churn ") for b in batches for line in b)
     assert any(line.startswith("pwrite ") for b in batches for line in b)
@@ -307,9 +318,12 @@ def test_the_workload_agrees_with_the_model(zstest: ZsTest) -> None:
     assert dict(result.values)["pages"] == "0"
 
 
-def test_checker_catches_a_wrong_model(zstest: ZsTest) -> None:
-    """The same workload checked against the 6.12 policy must diverge on 6.1."""
-    wrong = DriverModel(dataclasses.replace(API61, model_policy="6.12"))
+def test_checker_catches_a_wrong_model(zstest: ZsTest, driver: DriverModel) -> None:
+    """The same workload checked against another allocator's policy must diverge: upstream
+    6.1 is checked against 6.12's, the own allocator (whose defaults match 6.12's table)
+    against 6.1's."""
+    other = "6.1" if driver.policy is not None else "6.12"
+    wrong = DriverModel(API61, policy(other))
     batches = Workload(seed=3, batch_ops=300, pool="wrong").batches(600)
     assert batches[0] == ["create wrong"]
     batches[0] = ["create wrong", "stats"]  # an empty pool: only huge_class_size can differ
@@ -318,7 +332,7 @@ def test_checker_catches_a_wrong_model(zstest: ZsTest) -> None:
         result = zstest.batch(lines)
         found += check_commands(number, lines, result, wrong)
         found += check_classes(number, zstest.classes("wrong"), wrong.model("wrong"))
-    assert found, "a model of another kernel version agreed with 6.1"
+    assert found, f"the model of {other} agreed"
     assert found[0].kind == "huge_class_size"
     assert "3257" in found[0].detail and "3625" in found[0].detail
     assert {d.kind for d in found} >= {"class-stats", "huge_class_size", "pages"}
