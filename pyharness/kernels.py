@@ -208,12 +208,11 @@ class DebianDistroKernel:
         missing = [p for p in packages if not list(debs.glob(f"{p}_*.deb"))]
         if missing:
             progress.say(f"downloading {len(missing)} packages of Linux {release} ({version})")
-            apt_opts = ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
-            progress.run(
-                ["apt-get", *apt_opts, "download", *(f"{p}={version}" for p in missing)],
+            toolchain.host_apt_get(
+                ["download", *(f"{p}={version}" for p in missing)],
+                progress,
+                what=f"downloading {', '.join(missing)} ({version})",
                 cwd=debs,
-                what="downloading kernel packages",
-                stream=True,
             )
         root = top / f"root-{release}"
         tmp = top / f"root-{release}.tmp"

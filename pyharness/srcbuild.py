@@ -238,9 +238,11 @@ class SourceBuiltKernel:
         if not deb.exists():
             progress.say(f"downloading {pkg} ({version})")
             if tools.root is None:
-                apt = ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
-                progress.run(
-                    ["apt-get", *apt, "download", f"{pkg}={version}"], cwd=debs, what="downloading"
+                toolchain.host_apt_get(
+                    ["download", f"{pkg}={version}"],
+                    progress,
+                    what=f"downloading {pkg} ({version})",
+                    cwd=debs,
                 )
             else:
                 inside = tools.root.host_path(f"/var/tmp/zskit-{pkg}")

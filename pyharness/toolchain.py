@@ -12,6 +12,11 @@ whatever mirror the host uses. A root is built in `<suite>.tmp` and renamed
 when complete: an interrupted build never leaves a half root behind, and a
 complete one carries `zskit-root.json` naming what it holds.
 
+Every fetch (debootstrap, apt's downloads, here and in kernels.py and
+srcbuild.py) goes through `fetching`: when one fails and the archive cannot
+be reached, the error says that the cache lacks what was being fetched and
+that this needs the network once. A warm cache never fetches.
+
 Commands run chrooted inside a private mount namespace (`unshare`): /proc
 (objtool needs it) and bind mounts of host directories exist only for that
 one command and vanish with it, even when the harness is killed, so no
@@ -25,6 +30,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -206,6 +213,73 @@ def archive_for(suite: str, sources: Sequence[AptSource], codename: str | None) 
     )
 
 
+# --- the network ------------------------------------------------------------
+
+PROBE_TIMEOUT = 5.0  # seconds to open a connection to the archive after a failed fetch
+
+
+class NetworkError(StageError):
+    """A fetch failed because the archive cannot be reached: what is missing needs the network."""
+
+
+def unreachable(uri: str, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """Why the archive at `uri` cannot be reached (name lookup, connection), or None."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None  # a file: archive needs no network
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            return None
+    except OSError as e:
+        return f"{parts.hostname}:{port}: {e.strerror or e}"
+
+
+def _archive_uri(suite: str | None) -> str | None:
+    try:
+        return archive_for(suite or "", host_sources(), host_codename()).uri
+    except StageError:
+        return None
+
+
+@contextmanager
+def fetching(what: str, suite: str | None = None) -> Iterator[None]:
+    """Run a fetch from the Debian archive of `suite` (None: the host's own).
+
+    A failure is reported as a NetworkError when the archive cannot be
+    reached: apt's own words ("Temporary failure resolving ...", debootstrap's
+    "Failed getting release file") do not say that the cache is cold and the
+    machine offline, which is what the user needs to know.
+    """
+    try:
+        yield
+    except CommandError as e:
+        uri = _archive_uri(suite)
+        why = unreachable(uri) if uri else None
+        if why is None:
+            raise
+        raise NetworkError(
+            f"{what}: the Debian archive {uri} cannot be reached ({why}). zskit's cache "
+            f"({_cache_hint()}) does not hold this yet, and fetching it needs the network "
+            "once: connect this machine (or set http_proxy for apt) and rerun; after that "
+            "the cache serves it offline"
+        ) from e
+
+
+def _cache_hint() -> str:
+    from .kernels import cache_dir  # kernels builds on this module
+
+    return str(cache_dir())
+
+
+def host_apt_get(args: Sequence[str], progress: Progress, *, what: str, cwd: Path) -> str:
+    """apt-get on the host (downloads only: nothing is installed), as a fetch."""
+    # As root, apt drops to its _apt user, which could not write to the cache.
+    sandbox = ["-o", "APT::Sandbox::User=root"] if os.geteuid() == 0 else []
+    with fetching(what):
+        return progress.run(["apt-get", *sandbox, *args], cwd=cwd, what=what, stream=True)
+
+
 # --- roots ------------------------------------------------------------------
 
 
@@ -303,13 +377,14 @@ class Root:
 
     def apt_get(self, args: Sequence[str], progress: Progress, *, what: str, cwd: str = "/") -> str:
         # Downloads into a root-owned directory: apt's _apt sandbox user could not write there.
-        return self.run(
-            ["apt-get", "-q", "-y", "-o", "APT::Sandbox::User=root", *args],
-            progress,
-            what=what,
-            cwd=cwd,
-            stream=progress.verbose,
-        )
+        with fetching(what, self.suite):
+            return self.run(
+                ["apt-get", "-q", "-y", "-o", "APT::Sandbox::User=root", *args],
+                progress,
+                what=what,
+                cwd=cwd,
+                stream=progress.verbose,
+            )
 
     def package_versions(self, names: Sequence[str], progress: Progress) -> dict[str, str]:
         """Candidate version of each package the root's apt knows (unknown ones left out)."""
@@ -421,7 +496,8 @@ def _build_root(
     if archive.keyring is not None and archive.keyring.is_file():
         cmd.append(f"--keyring={archive.keyring}")
     cmd += [suite, tmp, archive.uri]
-    progress.run(cmd, what=f"debootstrap {suite}", stream=progress.verbose)
+    with fetching(f"building the {suite} toolchain root (debootstrap)", suite):
+        progress.run(cmd, what=f"debootstrap {suite}", stream=progress.verbose)
     (tmp / APT_CONF).write_text(APT_SETTINGS)
     (tmp / DPKG_CONF[0]).write_text(DPKG_CONF[1])
     root = Root(tmp, suite)

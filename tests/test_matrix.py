@@ -18,7 +18,14 @@ from pyharness.config import REPO
 from pyharness.progress import Progress, StageError
 from pyharness.report import Case, RunResult, ktap, new_run
 
-DISTRO = ["6.1-upstream-distro", "6.12-builtin-distro", "7.2-builtin-distro"]
+DISTRO = [
+    "6.1-own-distro",
+    "6.1-upstream-distro",
+    "6.12-own-distro",
+    "6.12-builtin-distro",
+    "7.2-own-distro",
+    "7.2-builtin-distro",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -55,7 +62,9 @@ def test_presets_with_entries(preset: str) -> None:
 
 def test_debug_preset_selects_the_source_built_debug_kernels() -> None:
     cfg = config.load(dotconfig=REPO / "configs" / "debug_defconfig")
-    assert names(cfg) == ["6.1-upstream-debug", "6.12-upstream-debug", "7.2-upstream-debug"]
+    assert names(cfg) == [
+        f"{k}-{a}-debug" for k in ("6.1", "6.12", "7.2") for a in ("own", "upstream")
+    ]
 
 
 def test_presets_are_valid_for_kconfiglib() -> None:
@@ -71,18 +80,19 @@ def test_only_the_allocators_a_kernel_supports(tmp_path: Path) -> None:
     cfg = load(
         "# CONFIG_MATRIX_KERNEL_6_12 is not set\n# CONFIG_MATRIX_KERNEL_7_2 is not set\n", tmp_path
     )
-    assert names(cfg) == ["6.1-upstream-distro"]
-    entry = matrix.entries(cfg)[0]
+    assert names(cfg) == ["6.1-own-distro", "6.1-upstream-distro"]
+    entry = matrix.entries(cfg)[1]
     assert (entry.kernel, entry.allocator, entry.variant) == ("6.1", "upstream", "distro")
 
 
 def test_no_supported_pair_explains_what_runs_where(tmp_path: Path) -> None:
     cfg = load(
-        "# CONFIG_MATRIX_KERNEL_6_1 is not set\n# CONFIG_MATRIX_ALLOCATOR_BUILTIN is not set\n",
+        "# CONFIG_MATRIX_KERNEL_6_1 is not set\n# CONFIG_MATRIX_ALLOCATOR_BUILTIN is not set\n"
+        "# CONFIG_MATRIX_ALLOCATOR_OWN is not set\n",
         tmp_path,
     )
     assert matrix.entries(cfg) == []
-    with pytest.raises(StageError, match=r"6\.12 runs builtin; 7\.2 runs builtin"):
+    with pytest.raises(StageError, match=r"6\.12 runs own; 6\.12 runs builtin; 7\.2 runs own; "):
         matrix.selected(cfg)
 
 
@@ -102,29 +112,40 @@ def test_a_kernel_without_a_source_still_gets_entries() -> None:
     # Its runs fail with "unknown kernel"; the matrix reports them with the rest.
     cfg = dataclasses.replace(config.load(), matrix_kernels=("5.10", "6.1"))
     assert names(cfg) == [
+        "5.10-own-distro",
         "5.10-upstream-distro",
         "5.10-builtin-distro",
+        "6.1-own-distro",
         "6.1-upstream-distro",
     ]
 
 
 def test_entry_lookup() -> None:
-    built = [f"{k}-upstream-{v}" for v in ("minimal", "debug") for k in ("6.1", "6.12", "7.2")]
-    assert [e.name for e in matrix.known_entries()] == DISTRO + built
+    # The own allocator runs everywhere; upstream where zsmalloc is a module, builtin
+    # where it is built in: every source-built kernel has it as a module.
+    distro = ["6.1-own-distro", "6.1-upstream-distro", "6.12-own-distro", "6.12-builtin-distro"]
+    distro += ["7.2-own-distro", "7.2-builtin-distro"]
+    built = [
+        f"{k}-{a}-{v}"
+        for v in ("minimal", "debug")
+        for k in ("6.1", "6.12", "7.2")
+        for a in ("own", "upstream")
+    ]
+    assert [e.name for e in matrix.known_entries()] == distro + built
     assert matrix.find_entry("6.12-builtin-distro") == matrix.Entry("6.12", "builtin", "distro")
     assert matrix.find_entry("7.2-upstream-debug") == matrix.Entry("7.2", "upstream", "debug")
     with pytest.raises(StageError) as e:
         matrix.find_entry("6.12-upstream-distro")
     assert str(e.value).startswith(
-        "unknown entry '6.12-upstream-distro'; known entries: 6.1-upstream-distro, "
-        "6.12-builtin-distro, 7.2-builtin-distro, 6.1-upstream-minimal"
+        "unknown entry '6.12-upstream-distro'; known entries: 6.1-own-distro, "
+        "6.1-upstream-distro, 6.12-own-distro, 6.12-builtin-distro, 7.2-own-distro"
     )
 
 
 def test_unknown_entry_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["run", "--entry", "6.1-builtin-distro"]) == 1
     err = capsys.readouterr().err
-    assert "unknown entry '6.1-builtin-distro'; known entries: 6.1-upstream-distro" in err
+    assert "unknown entry '6.1-builtin-distro'; known entries: 6.1-own-distro, 6.1-upstream" in err
     assert cli.main(["run", "--entry", "6.1-upstream-distro", "--kernel", "6.12"]) == 1
     assert "drop --kernel/--allocator" in capsys.readouterr().err
 
@@ -133,7 +154,7 @@ def test_list_as_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["matrix", "--list", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert [e["name"] for e in listed] == DISTRO
-    assert listed[0] == {
+    assert listed[1] == {
         "name": "6.1-upstream-distro",
         "kernel": "6.1",
         "allocator": "upstream",
@@ -329,17 +350,20 @@ def test_failing_entries_do_not_stop_the_matrix(tmp_path: Path) -> None:
     # Real `zskit run` processes, no QEMU: an unknown kernel fails in provisioning with
     # its own results; an allocator zskit does not know makes zskit exit without any.
     cfg = dataclasses.replace(
-        config.load(), matrix_kernels=("5.10",), matrix_allocators=("upstream", "own")
+        config.load(), matrix_kernels=("5.10",), matrix_allocators=("upstream", "nonesuch")
     )
     result = matrix.run_matrix(cfg, Progress(), root=tmp_path / "results", jobs=2)
     assert not result.passed
-    assert [o.entry.name for o in result.outcomes] == ["5.10-upstream-distro", "5.10-own-distro"]
+    assert [o.entry.name for o in result.outcomes] == [
+        "5.10-upstream-distro",
+        "5.10-nonesuch-distro",
+    ]
     unknown, crashed = (o.result.first_failure for o in result.outcomes)
     assert unknown is not None and unknown.name == "provision"
     assert "unknown kernel '5.10'" in (unknown.failure or "")
     assert crashed is not None and crashed.name == "zskit"
     assert "wrote no results.json" in (crashed.failure or "")
-    assert "invalid choice: 'own'" in (crashed.failure or "")
+    assert "invalid choice: 'nonesuch'" in (crashed.failure or "")
     for name in ("junit.xml", "results.ktap", "kernelci.json", "summary.txt"):
         assert (result.directory / name).is_file(), name
     assert (tmp_path / "results" / "latest-matrix").resolve() == result.directory.resolve()
@@ -358,6 +382,7 @@ def test_matrix_restricted_to_61(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     preset = tmp_path / "only-6.1.config"
     preset.write_text(
         "# CONFIG_MATRIX_KERNEL_6_12 is not set\n# CONFIG_MATRIX_KERNEL_7_2 is not set\n"
+        "# CONFIG_MATRIX_ALLOCATOR_OWN is not set\n"
     )
     cfg = config.load(dotconfig=preset)
     result = matrix.run_matrix(cfg, Progress(), root=tmp_path / "results", config_file=preset)
