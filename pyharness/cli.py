@@ -114,6 +114,7 @@ def cmd_validate(args: argparse.Namespace, p: Progress) -> int:
         kernel_names=args.kernel or (),
         results_dir=Path(args.results_dir) if args.results_dir else None,
         perf_rounds=0 if args.no_perf else validate.PERF_ROUNDS,
+        variant=args.variant,
     )
     print(validate.summary(result))
     print(f"report: {result.directory / 'report.md'} (and results.json)")
@@ -207,6 +208,12 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("inputs", nargs="+", metavar="PATCH|MBOX|DIR")
     sp.add_argument(
         "--kernel", action="append", help="kernel series, repeatable (default: KERNEL in .config)"
+    )
+    sp.add_argument(
+        "--variant",
+        choices=list(kernels.VARIANTS),
+        help="every kernel's variant (default: Debian's kernel where zsmalloc is a module, "
+        "else the source-built minimal one)",
     )
     sp.add_argument("--results-dir", metavar="DIR", help="here, not build/results/validate-<stamp>")
     sp.add_argument("--accel", choices=["auto", "tcg", "kvm"])

@@ -49,18 +49,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import build, initramfs, kapi, kernels, qemu, render, run, toolchain
+from . import build, clients, initramfs, kapi, kernels, qemu, render, run, toolchain
 from .checkpatch import StyleReport, checkpatch
 from .config import REPO, Config
 from .guest import CTL, ZsTest, parse_result
 from .progress import Progress, StageError
-from .report import RESULTS, RunResult, new_results_dir
+from .report import RESULTS, Case, RunResult, new_results_dir
 
 SOURCE = "mm/zsmalloc.c"
 HEADER = "include/linux/zsmalloc.h"
-BUILT = (SOURCE, HEADER)
-# In-kernel users of zsmalloc: applied and reported, but zskit builds zsmalloc.ko only.
-CLIENTS = ("drivers/block/zram/", "mm/zswap.c", "mm/zpool.c", "include/linux/zpool.h")
+BUILT = (SOURCE, HEADER)  # built on every kernel; see Plan for the rest
 # Taken on the first pass over the source tarball, so most series need no second pass.
 PREFETCH = ("mm/", "include/linux/", "drivers/block/zram/", "Documentation/mm/")
 PATCH_SUFFIXES = (".patch", ".diff", ".mbox", ".mbx", ".eml")
@@ -510,7 +508,7 @@ class Applied:
 
     ok: bool
     rejects: tuple[str, ...] = ()  # quoted: file, hunk, its text
-    contents: tuple[tuple[str, bytes | None], ...] = ()  # BUILT after the patch; None: deleted
+    contents: tuple[tuple[str, bytes | None], ...] = ()  # kept files after it; None: deleted
 
     def content(self, path: str) -> bytes | None:
         return dict(self.contents)[path]
@@ -519,7 +517,7 @@ class Applied:
 @dataclass(frozen=True)
 class AppliedSeries:
     tree: SourceTree
-    base: tuple[tuple[str, bytes | None], ...]  # BUILT, pristine
+    base: tuple[tuple[str, bytes | None], ...]  # the kept files, pristine
     steps: tuple[Applied, ...]  # up to and including the first patch that does not apply
     base_blobs: dict[str, str]  # path -> how the series' first pre-image compares
 
@@ -589,21 +587,28 @@ def _rejects(repo: Path, patch: Path) -> tuple[list[str], set[str]]:
     return quotes, failed
 
 
-def _snapshot(repo: Path) -> tuple[tuple[str, bytes | None], ...]:
-    return tuple((p, (repo / p).read_bytes() if (repo / p).is_file() else None) for p in BUILT)
+def _snapshot(repo: Path, paths: Iterable[str]) -> tuple[tuple[str, bytes | None], ...]:
+    return tuple(
+        (p, (repo / p).read_bytes() if (repo / p).is_file() else None) for p in sorted(paths)
+    )
 
 
 def apply_series(
-    series: Series, tree: SourceTree, mails: Sequence[Path], repo: Path
+    series: Series,
+    tree: SourceTree,
+    mails: Sequence[Path],
+    repo: Path,
+    keep: Iterable[str] = (),
 ) -> AppliedSeries:
     """git am each patch onto the pristine files in a new repository at `repo`.
 
-    Stops at the first patch that does not apply. A first patch that fails on a
-    file whose pre-image (its `index` line) is not the kernel's is a series for
-    another base: an error, not a verdict.
+    Every state keeps BUILT, the files the series touches and `keep` (what the
+    kernel's Plan builds). Stops at the first patch that does not apply. A first
+    patch that fails on a file whose pre-image (its `index` line) is not the
+    kernel's is a series for another base: an error, not a verdict.
     """
     check_tree(series, tree)
-    paths = {p for patch in series.patches for p in patch.touched()} | set(BUILT)
+    paths = {p for patch in series.patches for p in patch.touched()} | set(BUILT) | set(keep)
     repo.mkdir(parents=True)
     for path in sorted(paths):
         if tree.has_file(path) and (tree.root / path).is_file():
@@ -633,12 +638,12 @@ def apply_series(
             base_blobs[path] = (
                 f"differs: the series starts from {blob}, the package has {have[:12]}"
             )
-    base = _snapshot(repo)
+    base = _snapshot(repo, paths)
     steps: list[Applied] = []
     for patch, mail in zip(series.patches, mails, strict=True):
         proc = _git(repo, "am", "--quiet", str(mail), check=False)
         if proc.returncode == 0:
-            steps.append(Applied(True, (), _snapshot(repo)))
+            steps.append(Applied(True, (), _snapshot(repo, paths)))
             continue
         _git(repo, "am", "--abort", check=False)
         quotes, failed = _rejects(repo, mail)
@@ -665,19 +670,119 @@ def apply_series(
 
 
 # ---------------------------------------------------------------------------
-# Building: zsmalloc.ko and zstest.ko against the patched sources
+# Building: zsmalloc.ko and zstest.ko (and zram.ko, zswap.o) against the patched sources
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What each state of the series is built into on one kernel, by tree path.
+
+    zsmalloc.c and its mm/ headers go into the modules' Kbuild directory; files
+    under include/ (zsmalloc.h at least) into an include/ there that comes before
+    the kernel's own; zram's directory into zram/ of the same Kbuild directory
+    (so modpost takes zs_* from the zsmalloc.ko beside it); zswap.c and mm/'s
+    headers into a directory of their own, compiled against a kernel with
+    CONFIG_ZSWAP=y. A user of zsmalloc is built when the series touches it or a
+    header its sources include.
+    """
+
+    sources: tuple[str, ...]  # zsmalloc.c and the mm/ headers it includes
+    overlay: tuple[str, ...]  # include/... files
+    zram: tuple[str, ...] = ()  # drivers/block/zram/ files; () when zram is not built
+    zswap: tuple[str, ...] = ()  # mm/zswap.c and mm/*.h; () when zswap is not compiled
+    zram_why: str = ""  # why zram is not built (said in its check)
+    zswap_why: str = ""
+    zswap_kernel: kernels.Kernel | None = None  # the kernel zswap.o is compiled against
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((*self.sources, *self.overlay, *self.zram, *self.zswap)))
+
+
+def _includes(text: bytes) -> list[str]:
+    """Tree paths a C file includes: <x> as include/x, "x" as a sibling (dir left to the caller)."""
+    found = [f"include/{m.decode()}" for m in re.findall(rb"^#include <([\w./-]+)>", text, re.M)]
+    return found + [m.decode() for m in re.findall(rb'^#include "([\w.-]+)"', text, re.M)]
+
+
+def _uses(tree: SourceTree, files: Sequence[str], changed: set[str]) -> str | None:
+    """The first changed path among the files and the headers they include, or None."""
+    for path in files:
+        if path in changed:
+            return path
+        if not path.endswith((".c", ".h")) or not (tree.root / path).is_file():
+            continue
+        for inc in _includes((tree.root / path).read_bytes()):
+            full = (
+                inc if inc.startswith("include/") else posixpath.join(posixpath.dirname(path), inc)
+            )
+            if full in changed:
+                return full
+    return None
+
+
+def make_plan(
+    series: Series,
+    tree: SourceTree,
+    kernel: kernels.Kernel,
+    label: str,
+    zswap_kernel: kernels.Kernel | None,
+    zswap_missing: str = "",
+) -> Plan:
+    """The Plan of a series on a kernel (`label` names it in the reasons given)."""
+    touched = {p for patch in series.patches for p in patch.touched()}
+    local = [
+        f"mm/{inc}"
+        for inc in _includes((tree.root / SOURCE).read_bytes())
+        if not inc.startswith("include/") and tree.has_file(f"mm/{inc}")
+    ]
+    sources = (SOURCE, *local)
+    overlay = tuple(sorted({HEADER} | {p for p in touched if p.startswith("include/")}))
+    zram_tree = clients.zram_files(tree.members) + sorted(
+        p for p in touched if p.startswith(clients.ZRAM_DIR)
+    )
+    zram_tree = list(dict.fromkeys(zram_tree))
+    zram: tuple[str, ...] = ()
+    why = _uses(tree, zram_tree, touched)
+    if why is None:
+        zram_why = "not run: the series touches neither zram nor a header it includes"
+    elif kernel.config("ZRAM") != "m":
+        zram_why = (
+            f"not run: {why} is changed, but Linux {label} has CONFIG_ZRAM="
+            f"{kernel.config('ZRAM') or 'n'}, so zram cannot be loaded from the patched tree"
+        )
+    else:
+        zram, zram_why = tuple(zram_tree), ""
+    zswap_files = [clients.ZSWAP]
+    zswap: tuple[str, ...] = ()
+    why = _uses(tree, zswap_files, touched) if tree.has_file(clients.ZSWAP) else None
+    if why is None:
+        zswap_why = "not compiled: the series touches neither mm/zswap.c nor a header it includes"
+    elif zswap_kernel is None:
+        zswap_why = f"not compiled: {why} is changed, but {zswap_missing}"
+    else:
+        mm = clients.mm_headers(tree.members) + sorted(
+            p for p in touched if re.fullmatch(r"mm/[\w.-]+\.h", p)
+        )
+        zswap = tuple(dict.fromkeys([clients.ZSWAP, *mm]))
+        zswap_why = ""
+    return Plan(sources, overlay, zram, zswap, zram_why, zswap_why, zswap_kernel if zswap else None)
 
 
 @dataclass(frozen=True)
 class Built:
     ok: bool
     key: str  # hash of everything built; equal keys are equal modules
-    modules: tuple[Path, ...] = ()  # zsmalloc.ko, zstest.ko (debug info stripped)
+    modules: tuple[Path, ...] = ()  # zsmalloc.ko, zstest.ko[, zram.ko] (debug info stripped)
     warnings: tuple[str, ...] = ()
     error: str | None = None
     seconds: float = 0.0
     cached: bool = False
     sources: tuple[Path, ...] = ()  # the files built, as saved in the results
+    zswap: str = ""  # "": not compiled; "ok"; else the compile errors of zswap.o
+
+    def module(self, name: str) -> Path | None:
+        return next((m for m in self.modules if m.name == f"{name}.ko"), None)
 
 
 def warning_key(warning: str) -> str:
@@ -706,96 +811,188 @@ def _strip(src: Path, dest: Path) -> None:
     shutil.copy2(src, dest)
 
 
+SOURCE_FILES = re.compile(r"(\.[ch]|/Makefile|/Kbuild|/Kconfig)$")
+
+
+def _sync(directory: Path, files: dict[Path, bytes], managed: Sequence[Path]) -> None:
+    """Write the files whose content changed (the others keep their mtime: Kbuild stays
+    warm) and delete sources a previous state left in the managed subdirectories."""
+    for path, data in files.items():
+        if not (path.exists() and path.read_bytes() == data):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+    for sub in managed:
+        if not sub.is_dir():
+            continue
+        for old in sub.rglob("*"):
+            if old.is_file() and old not in files and SOURCE_FILES.search(old.as_posix()):
+                old.unlink()
+
+
 class Builder:
     """Builds the base and each step in warm Kbuild directories; modules are kept by content."""
 
     def __init__(
-        self, kernel: kernels.Kernel, rendered: render.RenderedSources, work: Path
+        self,
+        kernel: kernels.Kernel,
+        rendered: render.RenderedSources,
+        work: Path,
+        plan: Plan,
+        pristine: dict[str, bytes | None],
     ) -> None:
         self.kernel = kernel
         self.work = work
+        self.plan = plan
+        self.pristine = pristine
         self.zstest = (rendered.directory / "zstest.c").read_bytes()
         self.kbuild = (rendered.directory / "Kbuild").read_bytes()
 
     def key(self, contents: dict[str, bytes | None]) -> str:
-        digest = hashlib.sha256(self.kernel.release.encode())
-        for part in (self.zstest, self.kbuild, *(contents[p] for p in BUILT)):
-            digest.update(hashlib.sha256(part if part is not None else b"\0deleted").digest())
+        digest = hashlib.sha256(self.kernel.release.encode() + str(self.kernel.kdir).encode())
+        if self.plan.zswap_kernel is not None:
+            digest.update(str(self.plan.zswap_kernel.kdir).encode())
+        for part in (self.zstest, self.kbuild):
+            digest.update(hashlib.sha256(part).digest())
+        for path in self.plan.paths:
+            data = contents.get(path)
+            digest.update(path.encode() + b"\0")
+            digest.update(hashlib.sha256(data if data is not None else b"\0deleted").digest())
         return digest.hexdigest()[:20]
 
-    def _compose(self, directory: Path, contents: dict[str, bytes]) -> render.RenderedSources:
-        """The rendered driver and Kbuild, the patched zsmalloc.c, and its header in include/."""
-        include = directory / "include" / "linux"
-        include.mkdir(parents=True, exist_ok=True)
-        # NOSTDINC_FLAGS comes before the kernel's own -I in Kbuild's command line: both
-        # zsmalloc.o and zstest.o see the patched header instead of the headers package's.
-        kbuild = self.kbuild + f"NOSTDINC_FLAGS += -I{directory / 'include'}\n".encode()
-        files = {
-            directory / "zstest.c": self.zstest,
-            directory / "Kbuild": kbuild,
-            directory / "zsmalloc.c": contents[SOURCE],
-            include / "zsmalloc.h": contents[HEADER],
+    def _overlay(self, directory: Path, contents: dict[str, bytes | None]) -> dict[Path, bytes]:
+        return {
+            directory / path: data
+            for path in self.plan.overlay
+            if (data := contents.get(path)) is not None
         }
-        for path, data in files.items():
-            if not (path.exists() and path.read_bytes() == data):
-                path.write_bytes(data)  # unchanged files keep their mtime: Kbuild stays warm
-        return render.RenderedSources(directory, tuple(files), ("zsmalloc", "zstest"))
 
-    def build(
-        self, name: str, contents: dict[str, bytes | None], pristine_header: bytes, out: Path
-    ) -> Built:
+    def _flags(self, directory: Path) -> bytes:
+        # NOSTDINC_FLAGS comes before the kernel's own -I in Kbuild's command line: the
+        # patched headers are seen instead of the kernel's.
+        inc = directory / "include"
+        return f"NOSTDINC_FLAGS += -I{inc} -I{inc / 'uapi'}\n".encode()
+
+    def _compose(self, directory: Path, contents: dict[str, bytes | None]) -> tuple[str, ...]:
+        """The rendered driver and Kbuild, the patched sources; the module names."""
+        kbuild = self.kbuild + self._flags(directory)
+        modules = ["zsmalloc", "zstest"]
+        if self.plan.zram:
+            kbuild += b"obj-m += zram/\n"
+            modules.append(clients.ZRAM_MODULE)
+        files = {directory / "zstest.c": self.zstest, directory / "Kbuild": kbuild}
+        for path in self.plan.sources:
+            if (data := contents.get(path)) is not None:
+                files[directory / posixpath.basename(path)] = data
+        files.update(self._overlay(directory, contents))
+        for path in self.plan.zram:
+            if (data := contents.get(path)) is not None:
+                files[directory / "zram" / posixpath.basename(path)] = data
+        _sync(directory, files, [directory / "include", directory / "zram"])
+        return tuple(modules)
+
+    def _changed(self, contents: dict[str, bytes | None], paths: Iterable[str]) -> bool:
+        return any(contents.get(p) != self.pristine.get(p) for p in paths)
+
+    def _zswap(self, name: str, contents: dict[str, bytes | None], log: Progress) -> Built:
+        """zswap.o compiled against the plan's zswap kernel (only errors and warnings count)."""
+        kernel = self.plan.zswap_kernel
+        assert kernel is not None
+        directory = self.work / f"{name}-zswap"
+        files = {directory / "Kbuild": b"obj-y += zswap.o\n" + self._flags(directory)}
+        for path in self.plan.zswap:
+            if (data := contents.get(path)) is not None:
+                files[directory / posixpath.basename(path)] = data
+        files.update(self._overlay(directory, contents))
+        directory.mkdir(parents=True, exist_ok=True)
+        _sync(directory, files, [directory / "include"])
+        (directory / "zswap.o").unlink(missing_ok=True)
+        sources = render.RenderedSources(directory, tuple(files), ())
+        try:
+            result = build.build(kernel, sources, log, targets=("zswap.o",))
+        except StageError as e:
+            return Built(False, "", error=str(e).removeprefix("build failed:\n").strip())
+        return Built(True, "", warnings=result.warnings)
+
+    def build(self, name: str, contents: dict[str, bytes | None], out: Path) -> Built:
         """Build one state; `out` receives the sources and the build log."""
         start = time.monotonic()
         key = self.key(contents)
         saved = out / "sources"
         saved.mkdir(parents=True, exist_ok=True)
         sources = []
-        for path in BUILT:
-            data = contents[path]
+        for path in self.plan.paths:
+            data = contents.get(path)
             if data is not None:
-                (saved / Path(path).name).write_bytes(data)
-                sources.append(saved / Path(path).name)
+                (saved / path).parent.mkdir(parents=True, exist_ok=True)
+                (saved / path).write_bytes(data)
+                sources.append(saved / path)
         for fname, data in (("zstest.c", self.zstest), ("Kbuild", self.kbuild)):
             (saved / fname).write_bytes(data)
             sources.append(saved / fname)
         store = self.work / "objs" / key
         if (store / "build.json").exists():
             doc = json.loads((store / "build.json").read_text())
-            modules = tuple(store / f"{m}.ko" for m in ("zsmalloc", "zstest"))
-            if all(m.exists() for m in modules):
+            modules = tuple(store / f for f in doc.get("modules", []))
+            if modules and all(m.exists() for m in modules):
                 (store / "build.json").touch()  # recently used: kept by prune()
                 warnings = tuple(doc["warnings"])
                 seconds = time.monotonic() - start
-                return Built(True, key, modules, warnings, None, seconds, True, tuple(sources))
-        deleted = [p for p in BUILT if contents[p] is None]
+                return Built(
+                    True,
+                    key,
+                    modules,
+                    warnings,
+                    None,
+                    seconds,
+                    True,
+                    tuple(sources),
+                    doc.get("zswap", ""),
+                )
+        deleted = [p for p in BUILT if contents.get(p) is None]
         if deleted:
             error = f"the patch deletes {', '.join(deleted)}, which zskit builds"
             return Built(False, key, error=error, sources=tuple(sources))
-        present = {p: data for p, data in contents.items() if data is not None}
         directory = self.work / name
-        rendered = self._compose(directory, present)
+        names = self._compose(directory, contents)
         # Kbuild prints a file's warnings only when it compiles it: compile what may differ.
         (directory / "zsmalloc.o").unlink(missing_ok=True)
-        if name == "base" or present[HEADER] != pristine_header:
+        headers = self._changed(contents, self.plan.overlay)
+        if name == "base" or headers:
             (directory / "zstest.o").unlink(missing_ok=True)
+        if name == "base" or headers or self._changed(contents, self.plan.zram):
+            for obj in (directory / "zram").glob("*.o"):
+                obj.unlink()
+        rendered = render.RenderedSources(directory, (), names)
         with (out / "build.log").open("w") as log:
+            progress = Progress(out=log)
             try:
-                result = build.build(self.kernel, rendered, Progress(out=log))
+                result = build.build(self.kernel, rendered, progress)
             except StageError as e:
                 log.write(f"{e}\n")
                 message = str(e).removeprefix("build failed:\n").strip()
                 return Built(False, key, error=message, seconds=time.monotonic() - start)
+            warnings = list(result.warnings)
+            zswap = ""
+            if self.plan.zswap:
+                compiled = self._zswap(name, contents, progress)
+                zswap = "ok" if compiled.ok else compiled.error or "failed"
+                warnings += compiled.warnings
+                if not compiled.ok:
+                    log.write(f"zswap.o: {zswap}\n")
         part = store.with_name(f"{key}.part-{os.getpid()}")
         shutil.rmtree(part, ignore_errors=True)
         part.mkdir(parents=True)
         for ko in result.modules:
             _strip(ko, part / ko.name)
-        (part / "build.json").write_text(json.dumps({"warnings": list(result.warnings)}) + "\n")
+        doc = {"modules": [ko.name for ko in result.modules], "warnings": warnings, "zswap": zswap}
+        (part / "build.json").write_text(json.dumps(doc) + "\n")
         shutil.rmtree(store, ignore_errors=True)
         part.rename(store)
         modules = tuple(store / ko.name for ko in result.modules)
         seconds = time.monotonic() - start
-        return Built(True, key, modules, result.warnings, None, seconds, False, tuple(sources))
+        return Built(
+            True, key, modules, tuple(warnings), None, seconds, False, tuple(sources), zswap
+        )
 
     def prune(self, keep: int = OBJS_KEPT) -> None:
         """Forget all but the most recently used built states."""
@@ -871,7 +1068,9 @@ def base_drift(timeline: Sequence[Sample]) -> float:
     return max((abs(b / a - 1) for a, b in zip(times, times[1:], strict=False)), default=0.0)
 
 
-CHECKS = ("apply", "build", "checkpatch", "load", "suite")
+CHECKS = ("apply", "build", "checkpatch", "load", "suite", "zram", "zswap")
+# zram: the patched zram.ko round-trips data on the patched zsmalloc in the suite's boot;
+# zswap: the patched mm/zswap.c compiles (zswap is in vmlinux: never run).
 
 
 @dataclass
@@ -926,6 +1125,18 @@ class KernelResult:
     perf_noise: float = 0.0  # the base's own spread of times: speed nearer 1 is no change
     base_suite: str | None = None  # the base's suite verdict, when it was run
     seconds: float = 0.0
+    variant: str = "distro"  # distro: Debian's kernel; minimal, debug: source-built
+    clients: list[str] = field(default_factory=list)  # what of zram and zswap ran, and why
+
+    @property
+    def name(self) -> str:
+        """`6.1`, `6.12-minimal`: the kernel's directory in the results."""
+        return self.series if self.variant == "distro" else f"{self.series}-{self.variant}"
+
+    @property
+    def label(self) -> str:
+        """`6.1`, `6.12 (minimal)`: the kernel as the reports name it."""
+        return self.series if self.variant == "distro" else f"{self.series} ({self.variant})"
 
 
 @dataclass
@@ -945,41 +1156,70 @@ class Validation:
         for wanted in ("FAIL", "ERROR", "NOT TESTED"):
             for k, s in steps:
                 if s.verdict == wanted:
-                    return wanted, f"on {k.series}: {s.reason()}"
+                    return wanted, f"on {k.label}: {s.reason()}"
         verdict = "PASS (warnings)" if any(s.verdict != "PASS" for _, s in steps) else "PASS"
-        return verdict, "; ".join(f"{k.series}: {s.reason()}" for k, s in steps)
+        return verdict, "; ".join(f"{k.label}: {s.reason()}" for k, s in steps)
 
 
 # ---------------------------------------------------------------------------
 # The checks of one kernel
 
 
-def check_kernel(series: str) -> None:
-    """Refuse, before anything slow, a kernel whose zsmalloc cannot be replaced by a module."""
-    source = kernels.source_for(series)
-    if source.zsmalloc_builtin:
-        modular = ", ".join(k for k, s in kernels.SOURCES.items() if not s.zsmalloc_builtin)
-        raise ValidateError(
-            f"cannot validate zsmalloc patches on Linux {series}: Debian's {series} kernel has "
-            "zsmalloc built in (CONFIG_ZSMALLOC=y), so a patched mm/zsmalloc.c cannot be loaded "
-            "as zsmalloc.ko next to it (modpost refuses a second export of every zs_*). "
-            "Validating there needs a source-built kernel with CONFIG_ZSMALLOC=m (like "
-            "`zskit run --variant minimal` builds), which zskit validate does not use yet; "
-            f"today patches can be validated on Debian's {modular}"
-        )
-    kapi.api_for(series)
+@dataclass(frozen=True)
+class Target:
+    """A kernel to validate on: a series and where its kernel comes from."""
+
+    series: str
+    variant: str  # distro, minimal, debug (kernels.VARIANTS)
+    chosen: bool = True  # the variant was asked for, not picked because distro cannot
+
+    @property
+    def name(self) -> str:
+        return self.series if self.variant == "distro" else f"{self.series}-{self.variant}"
 
 
-def not_built_note(patch: Patch) -> str | None:
-    """What the patch touches that zskit applies but does not build, said plainly."""
-    not_built = [f for f in patch.touched() if f not in BUILT]
+def targets(names: Sequence[str], variant: str | None) -> list[Target]:
+    """The kernels to validate on; refused, before anything slow, when one cannot be.
+
+    Without a variant, a kernel whose Debian build has zsmalloc as a module (6.1)
+    is Debian's, and one with zsmalloc built in (6.12, 7.2) is the source-built
+    minimal kernel of the series (CONFIG_ZSMALLOC=m): only there can a patched
+    zsmalloc.c be loaded as zsmalloc.ko.
+    """
+    found: list[Target] = []
+    for name in dict.fromkeys(names):
+        distro = kernels.source_for(name)  # an unknown series is refused here
+        kapi.api_for(name)
+        if variant is None:
+            found.append(Target(name, "minimal" if distro.zsmalloc_builtin else "distro", False))
+            continue
+        kernels.source_for(name, variant)
+        if variant == "distro" and distro.zsmalloc_builtin:
+            raise ValidateError(
+                f"cannot validate zsmalloc patches on Debian's Linux {name}: it has zsmalloc "
+                "built in (CONFIG_ZSMALLOC=y), so a patched mm/zsmalloc.c cannot be loaded as "
+                "zsmalloc.ko next to it (modpost refuses a second export of every zs_*). "
+                f"Use the source-built kernel of the series, which has CONFIG_ZSMALLOC=m: "
+                f"--variant minimal (or debug), or leave --variant out"
+            )
+        found.append(Target(name, variant))
+    return found
+
+
+def not_built_note(patch: Patch, plan: Plan | None = None) -> str | None:
+    """What the patch touches that zskit applies but neither builds nor compiles, said plainly."""
+    built = set(plan.paths) if plan else set(BUILT)
+    not_built = [f for f in patch.touched() if f not in built]
     if not not_built:
         return None
-    users = any(f.startswith(CLIENTS) for f in not_built)
-    why = "zram and zswap, zsmalloc's users, are neither built nor run; " if users else ""
+    users = [f for f in not_built if f.startswith(clients.ZRAM_DIR) or f == clients.ZSWAP]
+    why = (
+        "zsmalloc's users zram and zswap are built only where the kernel allows; " if users else ""
+    )
     return (
-        f"not built by zskit: {', '.join(not_built)} ({why}only {SOURCE} and {HEADER} are "
-        "built, against the headers package's other files)"
+        f"not built by zskit: {', '.join(not_built)} ({why}zskit builds {SOURCE}, "
+        "the headers it and its users include, and zram and zswap when they are exercised; "
+        "the rest comes from the kernel's build tree)"
     )
 
 
@@ -1016,14 +1256,24 @@ def _build_check(built: Built, base: Built) -> Check:
     return Check("pass", "builds without new warnings")
 
 
-def _suite_checks(result: RunResult) -> tuple[Check, Check, str | None]:
-    """(load, suite, failure kind) from a run of the suite."""
-    failure = result.first_failure
+def _suite_checks(result: RunResult) -> tuple[Check, Check, Check | None, str | None]:
+    """(load, suite, zram or None when it did not run, failure kind) from a run of the suite."""
+    zram_case = next((c for c in result.cases if c.name == "zram"), None)
+    zram: Check | None = None
+    if zram_case is not None:
+        info = result.info.get("zram")
+        summary = str(info.get("summary")) if isinstance(info, dict) else "zram round trip"
+        details = [str(d) for d in info.get("details", [])] if isinstance(info, dict) else []
+        if zram_case.failure is None:
+            zram = Check("pass", summary)
+        else:
+            zram = Check("fail", summary, details=details or zram_case.failure.splitlines())
+    failure = next((c for c in result.cases if c.failure is not None and c.name != "zram"), None)
     if failure is None:
         batches = sum(1 for c in result.cases if c.name.startswith("batch-"))
         ops = result.info.get("operations", 0)
         summary = f"suite passes ({ops} operations in {batches} batches agree with the model)"
-        return Check("pass", "loads"), Check("pass", summary), None
+        return Check("pass", "loads"), Check("pass", summary), zram, None
     text = failure.failure or failure.name
     lines = text.splitlines()
     first = lines[0].removeprefix(f"{failure.name}: ")
@@ -1033,10 +1283,10 @@ def _suite_checks(result: RunResult) -> tuple[Check, Check, str | None]:
             load = Check("fail", f"the module does not load ({kind}): {first}", details=lines[:30])
         else:
             load = Check("error", f"the guest did not boot ({kind}): {first}", details=lines[:30])
-        return load, Check("skip", "suite not run: nothing loaded"), kind
+        return load, Check("skip", "suite not run: nothing loaded"), zram, kind
     if failure.name not in ("test",) and not failure.name.startswith("batch-"):
         load = Check("skip", f"not known: {failure.name} failed")
-        return load, Check("error", f"{failure.name} failed: {first}"), kind
+        return load, Check("error", f"{failure.name} failed: {first}"), zram, kind
     what = {
         "data": "data corrupted",
         "crash": "kernel crash",
@@ -1051,7 +1301,7 @@ def _suite_checks(result: RunResult) -> tuple[Check, Check, str | None]:
             " (if the patch changes the allocator's rules on purpose, pyharness/model.py must "
             "learn them)"
         )
-    return Check("pass", "loads"), Check("fail", summary, details=lines[:30]), kind
+    return Check("pass", "loads"), Check("fail", summary, details=lines[:30]), zram, kind
 
 
 @dataclass
@@ -1061,20 +1311,42 @@ class _Context:
     directory: Path  # this kernel's results
     tmp: Path
     p: Progress
+    label: str = ""  # the kernel as the progress lines name it
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.kernel.series
+
+
+def _zram_after(guest: qemu.Guest, result: RunResult, p: Progress) -> None:
+    """The zram round trip, in the suite's boot after its workload: a case of its own."""
+    start = time.monotonic()
+    got = clients.zram_round_trip(guest, f"/{initramfs.MODULE_DIR}/zram.ko")
+    failure = None if got.ok else got.summary + "".join(f"\n{d}" for d in got.details)
+    result.cases.append(Case("zram", time.monotonic() - start, failure, got.kind))
+    result.info["zram"] = {"summary": got.summary, "details": got.details, "mm_stat": got.mm_stat}
+    p.say(got.summary)
 
 
 def _run_suite(ctx: _Context, built: Built, out: Path) -> RunResult:
-    """The default suite on these modules, through run.run (its own results directory)."""
+    """The default suite on these modules, through run.run (its own results directory);
+    then, with a zram.ko, the zram round trip in the same boot."""
     image = initramfs.build_initramfs(
         built.modules, ctx.tmp / f"{out.parent.name}.cpio", qemu.Profile.load().shell_tty
     )
+    allocator = [m for m in built.modules if m.name in ("zsmalloc.ko", "zstest.ko")]
+    # zram.ko is in the image, loaded by the round trip, not at boot.
+    image = initramfs.Initramfs(
+        image.path, tuple(f"/{initramfs.MODULE_DIR}/{m.name}" for m in allocator)
+    )
     sources = render.RenderedSources(out.parent / "sources", built.sources, ("zsmalloc", "zstest"))
     prepared = run.Prepared(
-        ctx.kernel, sources, build.BuildResult(built.modules, built.warnings), image
+        ctx.kernel, sources, build.BuildResult(tuple(allocator), built.warnings), image
     )
+    after = _zram_after if built.module("zram") else None
     with (out.parent / "zskit.log").open("w") as log:
         progress = Progress(verbose=ctx.p.verbose, out=ctx.p.out if ctx.p.verbose else log)
-        return run.run(ctx.config, progress, run.RunOptions(results_dir=out), prepared=prepared)
+        options = run.RunOptions(results_dir=out, after=after)
+        return run.run(ctx.config, progress, options, prepared=prepared)
 
 
 def _perf(
@@ -1088,6 +1360,8 @@ def _perf(
     files: list[Path] = []
     for name, built in variants.items():
         for ko in built.modules:
+            if ko.name not in ("zsmalloc.ko", "zstest.ko"):
+                continue
             files.append(staged / f"{name}-{ko.name}")
             shutil.copy2(ko, files[-1])
     shell_tty = qemu.Profile.load().shell_tty
@@ -1169,18 +1443,18 @@ def _measure(guest: qemu.Guest, name: str, repeats: int) -> Sample:
 
 
 def _validate_on(
-    config: Config,
-    kernel: kernels.Kernel,
+    ctx: _Context,
+    target: Target,
     series: Series,
     applied: AppliedSeries,
+    plan: Plan,
     mails: Sequence[Path],
-    directory: Path,
     perf_rounds: int,
-    p: Progress,
 ) -> KernelResult:
     started = time.monotonic()
+    kernel, directory, p = ctx.kernel, ctx.directory, ctx.p
     directory.mkdir(parents=True, exist_ok=True)
-    work = WORK / kernel.series
+    work = WORK / target.name
     work.mkdir(parents=True, exist_ok=True)
     result = KernelResult(
         series=kernel.series,
@@ -1190,27 +1464,32 @@ def _validate_on(
         base_blobs=applied.base_blobs,
         base_warnings=[],
         steps=[],
+        variant=target.variant,
+        clients=_clients_said(plan, ctx.label),
     )
     base_contents = dict(applied.base)
-    pristine_header = base_contents[HEADER]
-    assert pristine_header is not None
     # Runs on one kernel share the warm build directories: one at a time.
     with (
         toolchain.locked(work / "validate.lock"),
-        tempfile.TemporaryDirectory(prefix="zskit-validate-") as tmpdir,
         concurrent.futures.ThreadPoolExecutor(1) as builds,
         concurrent.futures.ThreadPoolExecutor(1) as styles,
     ):
-        ctx = _Context(config, kernel, directory, Path(tmpdir), p)
         with p.stage("build"):
             rendered = render.render(
                 kernel, kapi.api_for(kernel.series), "upstream", work / "rendered"
             )
-            builder = Builder(kernel, rendered, work)
-            base = builder.build("base", base_contents, pristine_header, directory / "base")
+            builder = Builder(kernel, rendered, work, plan, base_contents)
+            base = builder.build("base", base_contents, directory / "base")
             if not base.ok:
                 raise StageError(
-                    f"the unpatched {applied.tree.label} does not build:\n{base.error}"
+                    f"the unpatched {applied.tree.label} does not build on Linux {ctx.label}:\n"
+                    f"{base.error}"
+                )
+            if plan.zswap and base.zswap != "ok":
+                raise StageError(
+                    f"the unpatched mm/zswap.c of {applied.tree.label} does not compile "
+                    f"against Linux {plan.zswap_kernel.release if plan.zswap_kernel else '?'}:"
+                    f"\n{base.zswap}"
                 )
         result.base_warnings = list(base.warnings)
         outs = [directory / f"{i:02d}" for i in range(1, len(series.patches) + 1)]
@@ -1229,18 +1508,16 @@ def _validate_on(
             contents = dict(app.contents)
             key = builder.key(contents)
             if key != previous:  # an unchanged state is carried over, not rebuilt
-                builds_f[i] = builds.submit(
-                    builder.build, "step", contents, pristine_header, outs[i - 1]
-                )
+                builds_f[i] = builds.submit(builder.build, "step", contents, outs[i - 1])
             previous = key
         try:
             for i, patch in enumerate(series.patches, 1):
-                step = Step(i, {}, directory=f"{kernel.series}/{i:02d}")
+                step = Step(i, {}, directory=f"{target.name}/{i:02d}")
                 result.steps.append(step)
-                if note := not_built_note(patch):
+                if note := not_built_note(patch, plan):
                     step.notes.append(note)
                 step.checks["checkpatch"] = styles_f[i - 1].result()
-                _check_step(ctx, step, applied, builds_f.get(i), result, base)
+                _check_step(ctx, step, applied, builds_f.get(i), result, base, plan)
                 step.checks = {name: step.checks[name] for name in CHECKS}
         finally:
             for f in [*builds_f.values(), *styles_f]:
@@ -1257,6 +1534,29 @@ def _validate_on(
     return result
 
 
+def _clients_said(plan: Plan, label: str) -> list[str]:
+    """What the report says of zram and zswap on this kernel."""
+    said = []
+    if plan.zram:
+        said.append(
+            f"zram: the patched drivers/block/zram/ is built as zram.ko with each state's "
+            f"zsmalloc.ko and round-trips data through /dev/zram0 in the suite's boot on "
+            f"Linux {label}"
+        )
+    else:
+        said.append(f"zram: {plan.zram_why}")
+    if plan.zswap and plan.zswap_kernel is not None:
+        z = plan.zswap_kernel
+        said.append(
+            f"zswap: mm/zswap.c is compiled only (zswap.o against Linux {z.release}, Debian's "
+            f"{z.package_version} configuration with CONFIG_ZSWAP=y); it is part of vmlinux, "
+            "so it is neither loaded nor run"
+        )
+    else:
+        said.append(f"zswap: {plan.zswap_why}")
+    return said
+
+
 def _check_step(
     ctx: _Context,
     step: Step,
@@ -1264,39 +1564,42 @@ def _check_step(
     future: concurrent.futures.Future[Built] | None,
     result: KernelResult,
     base: Built,
+    plan: Plan,
 ) -> None:
-    """Fill a step's apply, build, load and suite checks."""
+    """Fill a step's apply, build, load, suite, zram and zswap checks."""
     i = step.patch
     app = applied.steps[i - 1] if i <= len(applied.steps) else None
+    runs = ("build", "load", "suite", "zram", "zswap")
     if app is None:
         why = f"not tested: patch {len(applied.steps)} does not apply"
-        for name in ("apply", "build", "load", "suite"):
+        for name in ("apply", *runs):
             step.checks[name] = Check("skip", why)
         return
     if not app.ok:
         first = app.rejects[0].splitlines()[0]
         step.checks["apply"] = Check("fail", f"does not apply: {first}", details=list(app.rejects))
-        for name in ("build", "load", "suite"):
+        for name in runs:
             step.checks[name] = Check("skip", "not built: the patch does not apply")
         return
     step.checks["apply"] = Check("pass", "applies")
     if future is None:  # nothing built differs from the previous patch's state
         prev = result.steps[i - 2]
-        for name in ("build", "load", "suite"):
+        for name in runs:
             c = prev.checks[name]
             step.checks[name] = Check(c.status, c.summary, c.cell, list(c.details))
         step.built, step.suite_kind = prev.built, prev.suite_kind
         step.notes.append(
-            f"no built file changes: build, load and suite are those of patch {i - 1}"
+            f"no built file changes: build, load, suite, zram and zswap are those of patch {i - 1}"
         )
         return
-    series = ctx.kernel.series
     with ctx.p.stage("build"):
         try:
             built = future.result()
         except (StageError, OSError) as e:
             step.checks["build"] = Check("error", f"the build could not run: {e}")
             built = None
+    step.checks["zram"] = Check("skip", plan.zram_why or "not run: no zram.ko was built")
+    step.checks["zswap"] = _zswap_check(built, plan)
     if built is None:
         for name in ("load", "suite"):
             step.checks[name] = Check("skip", "not run: no build")
@@ -1304,18 +1607,36 @@ def _check_step(
     step.built = built
     step.checks["build"] = _build_check(built, base)
     how = "cached" if built.cached else f"{built.seconds:.1f} s"
-    ctx.p.say(f"{series} #{i}: {step.checks['build'].summary} ({how})")
+    ctx.p.say(f"{ctx.label} #{i}: {step.checks['build'].summary} ({how})")
     if not built.ok:
         for name in ("load", "suite"):
             step.checks[name] = Check("skip", "not run: the build failed")
+        if plan.zram:
+            step.checks["zram"] = Check("skip", "not run: the build failed")
         return
     with ctx.p.stage("suite"):
-        ctx.p.say(f"{series} #{i}: booting the suite ({step.directory}/suite)")
+        ctx.p.say(f"{ctx.label} #{i}: booting the suite ({step.directory}/suite)")
         run_result = _run_suite(ctx, built, ctx.directory / f"{i:02d}" / "suite")
-    load, suite, kind = _suite_checks(run_result)
+    load, suite, zram, kind = _suite_checks(run_result)
     step.checks["load"], step.checks["suite"] = load, suite
+    if zram is not None:
+        step.checks["zram"] = zram
+    elif plan.zram:
+        step.checks["zram"] = Check("skip", "not run: the suite's boot ended before it")
     step.suite_kind = kind
-    ctx.p.say(f"{series} #{i}: {suite.summary}")
+    ctx.p.say(f"{ctx.label} #{i}: {suite.summary}")
+
+
+def _zswap_check(built: Built | None, plan: Plan) -> Check:
+    if not plan.zswap or plan.zswap_kernel is None:
+        return Check("skip", plan.zswap_why)
+    if built is None or not built.ok:
+        return Check("skip", "not compiled: the modules' build failed first")
+    against = f"against Linux {plan.zswap_kernel.release} (CONFIG_ZSWAP=y)"
+    if built.zswap == "ok":
+        return Check("pass", f"mm/zswap.c compiles {against}; not run (zswap is in vmlinux)", "cc")
+    lines = built.zswap.splitlines()
+    return Check("fail", f"mm/zswap.c does not compile {against}: {lines[0]}", details=lines)
 
 
 def _attribute(ctx: _Context, result: KernelResult, base: Built) -> None:
@@ -1332,9 +1653,9 @@ def _attribute(ctx: _Context, result: KernelResult, base: Built) -> None:
         between = before[last:]  # the patches after the last that passed
         if not passed and base_passes is None:
             with ctx.p.stage("suite"):
-                ctx.p.say(f"{ctx.kernel.series}: running the base's suite, to compare")
+                ctx.p.say(f"{ctx.label}: running the base's suite, to compare")
                 base_run = _run_suite(ctx, base, ctx.directory / "base" / "suite")
-            _, base_suite, kind = _suite_checks(base_run)
+            _, base_suite, _, kind = _suite_checks(base_run)
             result.base_suite = base_suite.summary
             base_passes = kind is None
         if not passed and not base_passes:
@@ -1374,7 +1695,7 @@ def _perf_steps(ctx: _Context, result: KernelResult, base: Built, rounds: int) -
                 step.perf_note = "the same modules as the base"
         return
     ctx.p.say(
-        f"{ctx.kernel.series}: density and speed of {len(variants) - 1} variant(s) against the "
+        f"{ctx.label}: density and speed of {len(variants) - 1} variant(s) against the "
         f"base, {rounds} round(s) in one boot"
     )
     timeline, errors = _perf(ctx, variants, rounds)
@@ -1420,6 +1741,58 @@ def _results_dir(root: Path = RESULTS) -> Path:
     return new_results_dir("validate", root)
 
 
+def full_tree(kernel: kernels.Kernel) -> SourceTree:
+    """The whole unpacked linux-source tree a source-built kernel was built from (read only)."""
+    root = kernel.source
+    members: set[str] = set()
+    for dirpath, _, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        if prefix:
+            members.add(prefix)
+        members.update(prefix + f for f in filenames)
+    label = f"linux-source-{kernel.series} {kernel.package_version}"
+    for path in BUILT:
+        if path not in members:
+            raise StageError(f"{label} at {root} has no {path}; delete it and retry")
+    return SourceTree(label, root, frozenset(members))
+
+
+def _provision(target: Target, p: Progress) -> kernels.Kernel:
+    source = kernels.source_for(target.series, target.variant)
+    cache = kernels.cache_dir()
+    lock = f"provision-{target.series}" + (
+        "" if target.variant == "distro" else f"-{target.variant}"
+    )
+    if target.variant != "distro":
+        why = "" if target.chosen else " (Debian's has zsmalloc built in)"
+        p.say(f"Linux {target.series}: the source-built {target.variant} kernel{why}")
+    with toolchain.locked(cache / "locks" / f"{lock}.lock"):
+        return source.provision(cache, p)
+
+
+def _zswap_kernel(kernel: kernels.Kernel, p: Progress) -> tuple[kernels.Kernel | None, str]:
+    """A kernel of the series with CONFIG_ZSWAP=y to compile zswap.o against, or why none."""
+    if kernel.config("ZSWAP") == "y":
+        return kernel, ""
+    try:
+        source = kernels.source_for(kernel.series)
+        with toolchain.locked(kernels.cache_dir() / "locks" / f"provision-{kernel.series}.lock"):
+            distro = source.provision(kernels.cache_dir(), p)
+    except StageError as e:
+        first = str(e).splitlines()[0]
+        return None, f"Debian's Linux {kernel.series}, which has zswap, is not at hand: {first}"
+    if distro.config("ZSWAP") != "y":
+        return None, (
+            f"neither Linux {kernel.release} nor Debian's {distro.release} has CONFIG_ZSWAP=y"
+        )
+    p.say(
+        f"Linux {kernel.release} has no zswap: mm/zswap.c is compiled against Debian's "
+        f"{distro.release} instead"
+    )
+    return distro, ""
+
+
 def validate(
     config: Config,
     inputs: Sequence[Path],
@@ -1427,18 +1800,24 @@ def validate(
     kernel_names: Sequence[str] = (),
     results_dir: Path | None = None,
     perf_rounds: int = PERF_ROUNDS,
+    variant: str | None = None,
 ) -> Validation:
-    """Validate a series on each kernel; bad input raises ValidateError before any build."""
+    """Validate a series on each kernel; bad input raises ValidateError before any build.
+
+    `variant` (distro, minimal, debug) applies to every kernel; by default, the
+    configuration's VARIANT when it is source-built, else Debian's kernel where
+    zsmalloc is a module and the source-built minimal kernel where it is built in.
+    """
     started = time.monotonic()
-    names = list(dict.fromkeys(kernel_names or [config.kernel]))
-    for name in names:
-        check_kernel(name)
+    chosen = variant or (config.variant if config.variant != "distro" else None)
+    wanted = targets(kernel_names or [config.kernel], chosen)
     with p.stage("parse"):
         series = read_series(inputs)
         p.say(f"{len(series.patches)} patch(es): {series.title}")
         for note in series.notes:
             p.say(note)
-    provisioned: list[tuple[kernels.Kernel, AppliedSeries]] = []
+    touched = {path for patch in series.patches for path in patch.touched()}
+    provisioned: list[tuple[Target, kernels.Kernel, AppliedSeries, Plan]] = []
     with tempfile.TemporaryDirectory(prefix="zskit-validate-") as tmpdir:
         tmp = Path(tmpdir)
         mails = []
@@ -1446,20 +1825,31 @@ def validate(
         for patch in series.patches:
             mails.append(tmp / "patches" / f"{patch.slug}.patch")
             mails[-1].write_bytes(patch.mail)
-        for name in names:
+        for target in wanted:
+            label = (
+                target.series
+                if target.variant == "distro"
+                else (f"{target.series} ({target.variant})")
+            )
             with p.stage("provision"):
-                source = kernels.source_for(name)
-                cache = kernels.cache_dir()
-                with toolchain.locked(cache / "locks" / f"provision-{name}.lock"):
-                    kernel = source.provision(cache, p)
-                wanted = {path for patch in series.patches for path in patch.touched()}
-                tree = source_tree(kernel, wanted, p)
+                kernel = _provision(target, p)
+                if target.variant == "distro":
+                    tree = source_tree(kernel, touched, p)
+                else:
+                    tree = full_tree(kernel)
+                zswap_kernel, missing = None, ""
+                if tree.has_file(clients.ZSWAP) and _uses(tree, [clients.ZSWAP], touched):
+                    zswap_kernel, missing = _zswap_kernel(kernel, p)
+                plan = make_plan(series, tree, kernel, label, zswap_kernel, missing)
+                if any(tree.has_file(f) and not (tree.root / f).is_file() for f in plan.paths):
+                    tree = source_tree(kernel, touched | set(plan.paths), p)
             with p.stage("apply"):
-                applied = apply_series(series, tree, mails, tmp / f"repo-{name}")
-                shutil.rmtree(tmp / f"repo-{name}")  # every patched state is in `applied` now
+                repo = tmp / f"repo-{target.name}"
+                applied = apply_series(series, tree, mails, repo, keep=plan.paths)
+                shutil.rmtree(repo)  # every patched state is in `applied` now
                 good = sum(1 for a in applied.steps if a.ok)
-                p.say(f"{name}: {good} of {len(series.patches)} patch(es) apply on {tree.label}")
-            provisioned.append((kernel, applied))
+                p.say(f"{label}: {good} of {len(series.patches)} patch(es) apply on {tree.label}")
+            provisioned.append((target, kernel, applied, plan))
         directory = results_dir or _results_dir()
         directory.mkdir(parents=True, exist_ok=True)
         (directory / "patches").mkdir(exist_ok=True)
@@ -1468,14 +1858,16 @@ def validate(
             saved.append(directory / "patches" / mail.name)
             shutil.copy2(mail, saved[-1])
     validation = Validation(directory, series, [])
-    for kernel, applied in provisioned:
-        # The suite runs on the Debian kernel provisioned above, whatever .config says.
-        cfg = config.with_overrides(kernel=kernel.series, allocator="upstream", variant="distro")
-        with p.stage("validate"):
+    for target, kernel, applied, plan in provisioned:
+        # The suite runs on the kernel provisioned above, whatever .config says.
+        cfg = config.with_overrides(
+            kernel=kernel.series, allocator="upstream", variant=target.variant
+        )
+        with p.stage("validate"), tempfile.TemporaryDirectory(prefix="zskit-validate-") as tmpdir:
+            label = f"{kernel.series} ({target.variant})" if target.variant != "distro" else ""
+            ctx = _Context(cfg, kernel, directory / target.name, Path(tmpdir), p, label)
             validation.kernels.append(
-                _validate_on(
-                    cfg, kernel, series, applied, saved, directory / kernel.series, perf_rounds, p
-                )
+                _validate_on(ctx, target, series, applied, plan, saved, perf_rounds)
             )
     validation.seconds = time.monotonic() - started
     write(validation)
@@ -1501,6 +1893,7 @@ def _rows(v: Validation) -> list[tuple[str, ...]]:
                     str(patch.number),
                     subject,
                     k.series,
+                    k.variant,
                     *(s.checks[c].cell for c in CHECKS),
                     _ratio(s.perf.density if s.perf else None),
                     _ratio(s.perf.speed if s.perf else None),
@@ -1510,7 +1903,7 @@ def _rows(v: Validation) -> list[tuple[str, ...]]:
     return rows
 
 
-HEADER_ROW = ("#", "patch", "kernel", *CHECKS, "density", "speed", "verdict")
+HEADER_ROW = ("#", "patch", "kernel", "variant", *CHECKS, "density", "speed", "verdict")
 
 
 def summary(v: Validation) -> str:
@@ -1527,7 +1920,8 @@ def summary(v: Validation) -> str:
     lines.append("density: pool pages patched/base after a fixed workload (below 1: denser);")
     lines.append("speed: its time patched/base (below 1: faster).")
     for k in v.kernels:
-        lines.append(f"{k.series}: {k.perf_note}")
+        lines.append(f"{k.label}: {k.perf_note}")
+        lines += [f"{k.label}: {said}" for said in k.clients]
     failed = sum(1 for p in v.series.patches if not v.verdict(p.number)[0].startswith("PASS"))
     lines.append(
         f"{'PASS' if v.passed else 'FAIL'}: {total - failed} of {total} patch(es) pass "
@@ -1543,6 +1937,15 @@ def _quote(lines: Sequence[str], limit: int = 40) -> list[str]:
     return ["```", *[ln.replace("```", "'''") for ln in shown], "```"]
 
 
+def _origin(k: KernelResult) -> str:
+    if k.variant == "distro":
+        return f"Debian {k.package_version}"
+    return (
+        f"built from linux-source-{k.series} {k.package_version} with qemu/configs/ "
+        f"base.config + {k.variant}.config"
+    )
+
+
 def markdown(v: Validation) -> str:
     s = v.series
     out = [f"# zskit validate: {s.title}", ""]
@@ -1554,7 +1957,7 @@ def markdown(v: Validation) -> str:
     for k in v.kernels:
         blobs = "; ".join(f"{path} {how}" for path, how in k.base_blobs.items())
         out.append(
-            f"Linux {k.series} ({k.release}, Debian {k.package_version}): applied onto "
+            f"Linux {k.label} ({k.release}, {_origin(k)}): applied onto "
             f"{k.source}" + (f" ({blobs})" if blobs else "") + "."
         )
     out += [
@@ -1563,7 +1966,11 @@ def markdown(v: Validation) -> str:
         "zsmalloc.ko with compiler warnings compared against the base, checkpatch.pl on "
         "the patch, the modules loading in a QEMU guest, the zskit suite (every result, "
         "the class table and the data checked against a reference model, with crash "
-        "triage), and the density and speed of a fixed workload against the base.",
+        "triage), zram (where the series changes it or a header it includes: the patched "
+        "zram.ko on the patched zsmalloc.ko, data written through /dev/zram0 and read back, "
+        "before and after compaction), zswap (the same rule: mm/zswap.c compiled, never "
+        "run), and the density and speed of a fixed workload against the base. "
+        "A `-` is a check that was not run; the reasons are below.",
         "",
         "| " + " | ".join(HEADER_ROW) + " |",
         "|" + "---|" * len(HEADER_ROW),
@@ -1576,7 +1983,8 @@ def markdown(v: Validation) -> str:
         "speed = time patched/base (below 1: faster).",
     ]
     for k in v.kernels:
-        out.append(f"Measured on {k.series}: {k.perf_note}.")
+        out.append(f"Measured on {k.label}: {k.perf_note}.")
+        out += [f"On {k.label}, {said}." for said in k.clients]
     out += ["", "## Verdicts", ""]
     total = len(s.patches)
     for patch in s.patches:
@@ -1593,7 +2001,7 @@ def markdown(v: Validation) -> str:
         out.append("")
         for k in v.kernels:
             step = k.steps[patch.number - 1]
-            out.append(f"On {k.series}: **{step.verdict}**")
+            out.append(f"On {k.label}: **{step.verdict}**")
             out.append("")
             for name, check in step.checks.items():
                 out.append(f"- {name}: {check.summary}")
@@ -1660,6 +2068,8 @@ def as_json(v: Validation) -> dict[str, object]:
         kernels_doc.append(
             {
                 "kernel": k.series,
+                "variant": k.variant,
+                "name": k.name,
                 "release": k.release,
                 "package_version": k.package_version,
                 "source": k.source,
@@ -1668,6 +2078,7 @@ def as_json(v: Validation) -> dict[str, object]:
                 "base_suite": k.base_suite,
                 "perf_note": k.perf_note,
                 "perf_noise": round(k.perf_noise, 3),
+                "clients": k.clients,
                 "same_boot": True,
                 "seconds": round(k.seconds, 1),
                 "steps": steps,

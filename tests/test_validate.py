@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pyharness import cli, config, run, validate
+from pyharness import cli, clients, config, kernels, run, validate
 from pyharness.progress import Progress
 from pyharness.validate import SourceTree, ValidateError
 
@@ -95,7 +95,13 @@ def mbox(directory: Path, dest: Path) -> Path:
 TOY = {
     "mm/zsmalloc.c": "".join(f"static int line{n}(void) {{ return {n}; }}\n" for n in range(40)),
     "include/linux/zsmalloc.h": "#ifndef _ZS_H\n#define _ZS_H\n/* a header */\n#endif\n",
-    "mm/zswap.c": "int zswap_enabled;\n",
+    "mm/zswap.c": '#include <linux/zpool.h>\n#include "swap.h"\nint zswap_enabled;\n',
+    "mm/swap.h": "/* swap */\n",
+    "mm/zpdesc.h": "/* zpdesc */\n",
+    "include/linux/zpool.h": "/* zpool */\n",
+    "drivers/block/zram/zram_drv.c": '#include <linux/zsmalloc.h>\n#include "zram_drv.h"\n',
+    "drivers/block/zram/zram_drv.h": "/* zram */\n",
+    "drivers/block/zram/Makefile": "obj-$(CONFIG_ZRAM) += zram.o\n",
     "Documentation/mm/zsmalloc.rst": "zsmalloc\n========\n",
 }
 
@@ -273,12 +279,14 @@ def test_unsafe_paths_are_refused() -> None:
 # Applying onto a tree
 
 
-def apply(series: validate.Series, tree: SourceTree, tmp: Path) -> validate.AppliedSeries:
+def apply(
+    series: validate.Series, tree: SourceTree, tmp: Path, keep: tuple[str, ...] = ()
+) -> validate.AppliedSeries:
     mails = []
     for patch in series.patches:
         mails.append(tmp / f"{patch.slug}.patch")
         mails[-1].write_bytes(patch.mail)
-    return validate.apply_series(series, tree, mails, tmp / "repo")
+    return validate.apply_series(series, tree, mails, tmp / "repo", keep=keep)
 
 
 def test_a_series_applies_patch_by_patch(toy: SourceTree, tmp_path: Path) -> None:
@@ -345,13 +353,93 @@ def patch(number: int, subject: str, *paths: str) -> validate.Patch:
 def test_files_zskit_does_not_build_are_named() -> None:
     note = validate.not_built_note(patch(1, "s", validate.SOURCE, "mm/zswap.c"))
     assert note is not None
-    assert note.startswith("not built by zskit: mm/zswap.c (zram and zswap, zsmalloc's users,")
+    assert note.startswith("not built by zskit: mm/zswap.c (zsmalloc's users zram and zswap are")
     note = validate.not_built_note(patch(1, "s", "Documentation/mm/zsmalloc.rst"))
-    assert note == (
-        "not built by zskit: Documentation/mm/zsmalloc.rst (only mm/zsmalloc.c and "
-        "include/linux/zsmalloc.h are built, against the headers package's other files)"
-    )
+    assert note is not None
+    assert note.startswith("not built by zskit: Documentation/mm/zsmalloc.rst (zskit builds")
     assert validate.not_built_note(patch(1, "s", *validate.BUILT)) is None
+
+
+def toy_kernel(tmp: Path, config_text: str) -> kernels.Kernel:
+    """A Kernel record whose build tree holds only a .config: what make_plan reads of it."""
+    kdir = tmp / "kdir"
+    kdir.mkdir(exist_ok=True)
+    (kdir / ".config").write_text(config_text)
+    image = tmp / "vmlinux"
+    return kernels.Kernel("6.1", "6.1.0-toy", "1.0", image, image, kdir, None, tmp)
+
+
+@pytest.mark.parametrize(
+    ("edits", "config_text", "zram", "zswap"),
+    [
+        ([RENAME], "CONFIG_ZRAM=m\nCONFIG_ZSWAP=y\n", False, False),
+        # zram includes zsmalloc.h: a header change builds and runs it
+        ([HEADER_EDIT], "CONFIG_ZRAM=m\nCONFIG_ZSWAP=y\n", True, False),
+        ([ZSWAP_EDIT], "CONFIG_ZRAM=m\nCONFIG_ZSWAP=y\n", False, True),
+        # a built-in zram cannot be replaced by the patched one
+        ([HEADER_EDIT], "CONFIG_ZRAM=y\n", False, False),
+    ],
+)
+def test_the_plan_builds_the_users_a_series_reaches(
+    toy: SourceTree,
+    tmp_path: Path,
+    edits: list[Edit],
+    config_text: str,
+    zram: bool,
+    zswap: bool,
+) -> None:
+    files = (*validate.BUILT, "mm/zswap.c")
+    series = validate.read_series([make_series(toy.root, edits, tmp_path / "s", files=files)])
+    kernel = toy_kernel(tmp_path, config_text)
+    zswap_kernel = kernel if "ZSWAP=y" in config_text else None
+    plan = validate.make_plan(series, toy, kernel, "6.1", zswap_kernel, "no zswap here")
+    assert plan.sources == (validate.SOURCE,)  # mm/zpdesc.h is not included by this zsmalloc.c
+    assert validate.HEADER in plan.overlay
+    assert bool(plan.zram) == zram, plan.zram_why
+    assert bool(plan.zswap) == zswap, plan.zswap_why
+    if zram:
+        assert plan.zram == (
+            "drivers/block/zram/Makefile",
+            "drivers/block/zram/zram_drv.c",
+            "drivers/block/zram/zram_drv.h",
+        )
+    elif "ZRAM=y" in config_text:
+        assert "CONFIG_ZRAM=y, so zram cannot be loaded" in plan.zram_why
+    else:
+        assert plan.zram_why.startswith("not run: the series touches neither zram")
+    if zswap:
+        assert plan.zswap == ("mm/zswap.c", "mm/swap.h", "mm/zpdesc.h")
+    # Every built file is kept in each applied state.
+    applied = apply(series, toy, tmp_path, keep=plan.paths)
+    assert {p for p, _ in applied.base} >= set(plan.paths)
+
+
+def test_zram_accounting_is_checked() -> None:
+    pages = clients.PAGES * 4096
+    left = (clients.PAGES - clients.DISCARDED) * 4096
+
+    def stat(orig: int, compr: int, used: int, huge: int) -> dict[str, int]:
+        return clients.parse_mm_stat(
+            f"{orig} {compr} {used} 0 {used} {clients.ZERO_PAGES} 0 {huge} 0"
+        )
+
+    good = {
+        "written": stat(pages, 400000, 520000, 40),
+        "discarded": stat(left, 200000, 300000, 39),
+        "compacted": stat(left, 200000, 280000, 39),
+    }
+    assert clients.check_accounting(good) == []
+    lost = dict(good, written=stat(pages - 4096, 400000, 520000, 40))
+    assert clients.check_accounting(lost) == [
+        f"orig_data_size after the written step is {pages - 4096}, expected {pages}"
+    ]
+    small = dict(good, written=stat(pages, 400000, 300000, 40))
+    assert "zsmalloc holds less than zram stored" in clients.check_accounting(small)[0]
+    assert clients.check_accounting({"written": good["written"]}) == [
+        "mm_stat missing (have written)"
+    ]
+    with pytest.raises(ValueError, match="mm_stat has 3 fields"):
+        clients.parse_mm_stat("1 2 3")
 
 
 def test_new_warnings_ignore_moved_lines() -> None:
@@ -364,14 +452,41 @@ def test_new_warnings_ignore_moved_lines() -> None:
     assert validate.new_warnings(base, base) == []
 
 
+def test_kernels_with_zsmalloc_built_in_validate_on_the_source_built_kernel() -> None:
+    found = validate.targets(["6.1", "6.12", "7.2", "6.12"], None)
+    assert [(t.series, t.variant, t.chosen) for t in found] == [
+        ("6.1", "distro", False),
+        ("6.12", "minimal", False),
+        ("7.2", "minimal", False),
+    ]
+    assert [t.name for t in found] == ["6.1", "6.12-minimal", "7.2-minimal"]
+    debug = validate.targets(["6.1", "7.2"], "debug")
+    assert [(t.name, t.chosen) for t in debug] == [("6.1-debug", True), ("7.2-debug", True)]
+
+
 @pytest.mark.parametrize("series", ["6.12", "7.2"])
-def test_kernels_with_zsmalloc_built_in_are_refused(
+def test_debians_kernels_with_zsmalloc_built_in_are_refused(
     series: str, default_config: config.Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with pytest.raises(ValidateError, match="built in.*source-built kernel with CONFIG_ZSMALLOC=m"):
-        validate.validate(default_config, [tmp_path], Progress(), kernel_names=[series])
-    assert cli.main(["validate", "--kernel", series, str(tmp_path)]) == 1
-    assert "source-built kernel" in capsys.readouterr().err
+    with pytest.raises(ValidateError, match="built in.*--variant minimal"):
+        validate.validate(
+            default_config, [tmp_path], Progress(), kernel_names=[series], variant="distro"
+        )
+    code = cli.main(["validate", "--kernel", series, "--variant", "distro", str(tmp_path)])
+    assert code == 1
+    assert "source-built kernel of the series, which has CONFIG_ZSMALLOC=m" in (
+        capsys.readouterr().err
+    )
+
+
+def test_unknown_kernels_and_variants_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["validate", "--kernel", "5.10", str(tmp_path)]) == 1
+    assert "unknown kernel '5.10'; known kernels: 6.1, 6.12, 7.2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["validate", "--variant", "tiny", str(tmp_path)])
+    assert "invalid choice: 'tiny'" in capsys.readouterr().err
 
 
 def test_cli_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -419,29 +534,58 @@ def test_failures_are_attributed_to_the_patch_that_brings_them() -> None:
 
 def test_the_report_says_what_happened(tmp_path: Path) -> None:
     series = validate.Series((patch(1, "mm/zsmalloc: x"), patch(2, "mm/zsmalloc: y")), "the cover")
-    good = validate.Step(
-        1,
-        {name: validate.Check("pass", f"{name} ok") for name in validate.CHECKS},
-        perf=validate.Perf(100, 100, 90, 90, 0.5, 0.5, 1.0, 2),
-    )
-    bad = validate.Step(2, {name: validate.Check("pass", f"{name} ok") for name in validate.CHECKS})
+
+    def checks(zram: str) -> dict[str, validate.Check]:
+        found = {name: validate.Check("pass", f"{name} ok") for name in validate.CHECKS}
+        found["zram"] = validate.Check(zram, f"zram {zram}")
+        found["zswap"] = validate.Check("skip", "not compiled: untouched")
+        return found
+
+    good = validate.Step(1, checks("pass"), perf=validate.Perf(100, 100, 90, 90, 0.5, 0.5, 1.0, 2))
+    bad = validate.Step(2, checks("skip"))
     bad.checks["apply"] = validate.Check(
         "fail", "does not apply: mm/zsmalloc.c: hunk #2 rejected", details=["@@ -1 +1 @@", "-a"]
     )
     k = validate.KernelResult("6.1", "6.1.0-56-amd64", "6.1.192-2", "src", {}, [], [good, bad])
-    v = validate.Validation(tmp_path, series, [k], seconds=12.0)
+    steps = [validate.Step(1, checks("pass")), validate.Step(2, checks("fail"))]
+    minimal = validate.KernelResult(
+        "6.12", "6.12.117-zskit-minimal", "6.12.117-1", "src", {}, [], steps, variant="minimal"
+    )
+    minimal.clients = ["zram: built and run", "zswap: not compiled: untouched"]
+    v = validate.Validation(tmp_path, series, [k, minimal], seconds=12.0)
     assert not v.passed
-    assert v.verdict(1) == ("PASS", "6.1: apply ok; build ok; checkpatch ok; load ok; suite ok")
-    assert v.verdict(2)[0] == "FAIL"
+    assert v.verdict(1) == (
+        "PASS",
+        "6.1: apply ok; build ok; checkpatch ok; load ok; suite ok; zram pass; "
+        "6.12 (minimal): apply ok; build ok; checkpatch ok; load ok; suite ok; zram pass",
+    )
+    assert v.verdict(2) == ("FAIL", "on 6.1: does not apply: mm/zsmalloc.c: hunk #2 rejected")
     validate.write(v)
     report = (tmp_path / "report.md").read_text()
-    assert "| 2 | mm/zsmalloc: y | 6.1 | FAIL | ok | ok | ok | ok | - | - | FAIL |" in report
+    assert (
+        "| # | patch | kernel | variant | apply | build | checkpatch | load | suite | zram |"
+        in (report)
+    )
+    assert (
+        "| 2 | mm/zsmalloc: y | 6.1 | distro | FAIL | ok | ok | ok | ok | - | - | - | - | FAIL |"
+        in (report)
+    )
+    assert "| 2 | mm/zsmalloc: y | 6.12 | minimal | ok | ok | ok | ok | ok | FAIL | - |" in report
     assert "**[2/2] mm/zsmalloc: y**: **FAIL**: on 6.1: does not apply" in report
+    assert "Linux 6.12 (minimal) (6.12.117-zskit-minimal, built from linux-source-6.12" in report
+    assert "On 6.12 (minimal), zram: built and run." in report
     assert "```\n@@ -1 +1 @@\n-a\n```" in report
     doc = json.loads((tmp_path / "results.json").read_text())
     assert doc["verdict"] == "fail"
+    assert [(k["kernel"], k["variant"], k["name"]) for k in doc["kernels"]] == [
+        ("6.1", "distro", "6.1"),
+        ("6.12", "minimal", "6.12-minimal"),
+    ]
     assert doc["kernels"][0]["steps"][0]["perf"]["density"] == 1.0
-    assert "1/2 PASS: mm/zsmalloc: x" in (tmp_path / "summary.txt").read_text()
+    assert doc["kernels"][1]["steps"][1]["checks"]["zram"]["status"] == "fail"
+    summary = (tmp_path / "summary.txt").read_text()
+    assert "1/2 PASS: mm/zsmalloc: x" in summary
+    assert "6.12 (minimal): zswap: not compiled: untouched" in summary
 
 
 # ---------------------------------------------------------------------------
