@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from pyharness import kapi
-from pyharness.check import MAX_CHURN, DriverModel, check_commands, kstrtou32
+from pyharness.check import MAX_BENCH, MAX_CHURN, DriverModel, check_commands, kstrtou32
 from pyharness.guest import CTL, MAX_BATCH_BYTES, BatchResult, ProtocolError, ZsTest
 from pyharness.qemu import Guest
 from pyharness.triage import find_crash
@@ -247,6 +247,7 @@ TEMPLATES = {  # verb: its arguments with valid values; "N" marks the numeric on
     "churn": ["N3", "N20", "N1000", "N16"],
     "lookup": ["N64"],
     "stress": ["N0", "N0", "N5", "N1000"],  # SECS or THREADS stays 0: never runs
+    "bench": ["N20", "N9"],  # the valid texts of N are all below 100: quick
 }
 SETUP = [  # live objects at the ids the valid numbers name: 0, 1, 7, 64, 4294967295
     "reset",
@@ -428,6 +429,7 @@ NUMBERS = st.one_of(st.sampled_from(BOUNDARY), st.integers(0, 2**32 - 1), st.int
 IDS = st.one_of(st.sampled_from([0, 1, 2, 3, 2**32 - 1]), NUMBERS)
 SIZES = st.one_of(st.sampled_from([0, 1, 2, 8, 3256, 3257, 4095, 4096, 4097]), NUMBERS)
 CHURN_N = st.sampled_from([0, 1, 2, 10, 50, MAX_CHURN + 1, 2**32 - 1, 2**32, 2**64])
+BENCH_N = st.sampled_from([0, 1, 2, 10, 50, MAX_BENCH + 1, 2**32 - 1, 2**32, 2**64])
 JUNK = st.one_of(
     st.sampled_from(["", "+", "-", "0x", "x", "é", "\r", "\x7f", "\x1b[A", "\u00a0", "💥", "--"]),
     st.text(alphabet=st.characters(blacklist_characters="\n\0 \t"), min_size=1, max_size=6),
@@ -472,6 +474,7 @@ ARGS = {  # verb: strategies of its arguments
     "churn": [number_text(), number_text(CHURN_N), number_text(IDS), number_text(SIZES)],
     "compact": [],
     "stress": [number_text(), number_text(), number_text(), number_text(IDS)],
+    "bench": [number_text(BENCH_N), number_text()],
     "lookup": [number_text(SIZES)],
     "reset": [],
     "stats": [],
@@ -497,6 +500,9 @@ def command_line(draw) -> str:
     # Churn's N stays small or invalid: a valid N of up to 2^20 steps is too slow here.
     if verb == "churn" and len(args) >= 2 and 50 < kstrtou32(args[1]) <= MAX_CHURN:
         args[1] = "50"
+    # So does bench's N: each step allocates, writes, reads and frees one object.
+    if verb == "bench" and args and 50 < kstrtou32(args[0]) <= MAX_BENCH:
+        args[0] = "50"
     # A valid stress runs threads the model cannot follow: its SECS stays out of range.
     if verb == "stress" and args and 1 <= kstrtou32(args[0]) <= 60:
         args[0] = draw(st.sampled_from(["0", "61", "4294967295"]))
