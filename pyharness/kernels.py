@@ -165,8 +165,9 @@ class DebianDistroKernel:
         src_version = _apt_show([src_pkg], progress).get(src_pkg)
         if src_version is None:
             raise StageError(
-                f"apt does not know {src_pkg}: the host's apt lists are missing or stale; "
-                "run `sudo apt-get update` (Debian bookworm sources are needed for 6.1)"
+                f"apt does not know {src_pkg}: the host's apt lists lack it. Run `sudo apt-get "
+                f"update`; if it is still unknown, the host's apt sources serve no Linux "
+                f"{self.series} (6.1 comes from Debian bookworm's sources)"
             )
         pattern = rf"^linux-image-{re.escape(self.abi_prefix)}-[0-9]+-{self.flavour}-unsigned$"
         found = subprocess.run(

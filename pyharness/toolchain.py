@@ -40,6 +40,7 @@ from pathlib import Path, PurePosixPath
 from .progress import CommandError, Progress, StageError
 
 STAMP = "zskit-root.json"
+DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
 APT_CONF = "etc/apt/apt.conf.d/99zskit"
 # No fsync per unpacked file: a half-built root is thrown away anyway, and
 # one sync before the rename makes a complete one durable.
@@ -457,7 +458,15 @@ def ensure_root(
             if isinstance(have, list) and set(wanted) <= set(have):
                 return root
             progress.say(f"the {suite} archive now has {', '.join(wanted)}: rebuilding the root")
-        return _build_root(suite, dest, progress, packages, extra)
+        try:
+            return _build_root(suite, dest, progress, packages, extra)
+        except CommandError as e:  # a NetworkError already says what to do
+            raise StageError(
+                f"the {suite} toolchain root could not be built: {e}\nCheck that debootstrap "
+                f"knows {suite} (/usr/share/debootstrap/scripts/{suite}) and that the host's apt "
+                f"sources name a Debian archive serving {suite}, then rerun; the half-built "
+                f"{dest.name}.tmp is started over"
+            ) from e
 
 
 def _add_packages(root: Root, names: Sequence[str], have: Sequence[str], p: Progress) -> None:
@@ -484,6 +493,13 @@ def _build_root(
     packages: Callable[[Root], Sequence[str]],
     extra: Sequence[str] = (),
 ) -> Root:
+    # Before any download: an old debootstrap lacks the script of a newer suite.
+    if not (DEBOOTSTRAP_SCRIPTS / suite).exists():
+        raise StageError(
+            f"debootstrap knows no suite {suite!r} (no {DEBOOTSTRAP_SCRIPTS / suite}): "
+            f"a newer debootstrap (e.g. from bookworm-backports) is needed for a {suite} "
+            "toolchain root; install it and rerun"
+        )
     archive = archive_for(suite, host_sources(), host_codename())
     tmp = dest.with_name(dest.name + ".tmp")
     _remove_tree(tmp)  # what an interrupted build left
