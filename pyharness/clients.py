@@ -60,10 +60,10 @@ def mm_headers(members: Iterable[str]) -> list[str]:
 
 # Pages written: text (compressible), partly random, zero (zram's same-filled
 # pages, never in zsmalloc), random (incompressible: zsmalloc's huge class).
-TEXT_PAGES, MIXED_PAGES, ZERO_PAGES, RANDOM_PAGES = 128, 24, 8, 32
+TEXT_PAGES, MIXED_PAGES, ZERO_PAGES, RANDOM_PAGES = 140, 12, 8, 32
 PAGES = TEXT_PAGES + MIXED_PAGES + ZERO_PAGES + RANDOM_PAGES
 DISCARDED = 96  # the first pages, discarded before compaction (all text)
-MIXED_STEP = 160  # mixed page i has i * MIXED_STEP random bytes, then zeros
+MIXED_STEP = 320  # mixed page i has i * MIXED_STEP random bytes, then zeros
 MM_STAT = (
     "orig_data_size",
     "compr_data_size",
