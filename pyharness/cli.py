@@ -3,6 +3,7 @@
 zskit run         provision, build, boot and check the default workload
 zskit matrix      run every entry of the kernel matrix in parallel; --list shows them
 zskit validate    check a patch series patch by patch: applies, builds, checkpatch, suite
+zskit compare     our zsmalloc against the kernel's in one boot: suite, density, speed, zram
 zskit provision   fetch and unpack the target kernel into the cache
 zskit parse LOG   triage a saved console log offline
 zskit model classes|huge-size   print the model's class table
@@ -16,8 +17,8 @@ import signal
 import sys
 from pathlib import Path
 
+from . import compare, kernels, matrix, model, render, validate
 from . import config as config_mod
-from . import kernels, matrix, model, render, validate
 from .progress import Progress, StageError
 from .run import RunOptions, read_replay, run
 from .triage import find_crash
@@ -50,8 +51,14 @@ def cmd_run(args: argparse.Namespace, p: Progress) -> int:
     cfg = _config(args)
     batches = read_replay(Path(args.replay)) if getattr(args, "replay", None) else None
     results_dir = Path(args.results_dir) if getattr(args, "results_dir", None) else None
-    options = RunOptions(refresh=args.refresh, batches=batches, results_dir=results_dir)
-    result = run(cfg, p, options)
+    if getattr(args, "baseline", False):
+        if cfg.allocator != "own" or batches is not None:
+            raise StageError("--baseline goes with --allocator own and the default workload")
+        plan = compare.Plan(measure=False)
+        result, _ = compare.compare(cfg, p, plan, results_dir=results_dir, refresh=args.refresh)
+    else:
+        options = RunOptions(refresh=args.refresh, batches=batches, results_dir=results_dir)
+        result = run(cfg, p, options)
     p.say(p.summary())
     target = cfg.kernel if cfg.variant == "distro" else f"{cfg.kernel} ({cfg.variant})"
     failure = result.first_failure
@@ -121,6 +128,38 @@ def cmd_validate(args: argparse.Namespace, p: Progress) -> int:
     return 0 if result.passed else 1
 
 
+def cmd_compare(args: argparse.Namespace, p: Progress) -> int:
+    if args.bench_objects is not None and not 1 <= args.bench_objects <= 1 << 18:
+        raise StageError("--bench-objects takes 1..262144")
+    if args.loads is not None and args.loads < 2:
+        raise StageError("--loads takes 2 or more (ours and the baseline at least once)")
+    plan = compare.Plan(
+        bench_n=args.bench_objects or compare.BENCH_N,
+        loads=args.loads or compare.SPEED_LOADS,
+        zram=not args.no_zram,
+    )
+    results_dir = Path(args.results_dir) if args.results_dir else None
+    result, comparison = compare.compare(
+        _config(args), p, plan, results_dir=results_dir, refresh=args.refresh
+    )
+    p.say(p.summary())
+    if comparison is not None and comparison.benches:
+        print(comparison.table())
+        density, speed = comparison.density(), comparison.speed()
+        print(
+            "own/"
+            + comparison.baseline
+            + ": "
+            + ", ".join(f"{k} pages {v}" for k, v in density.items())
+            + f"; ns/op {speed.get('total', '-')}"
+        )
+    failure = result.first_failure
+    if failure is not None:
+        print(f"FAIL: {failure.name} ({failure.kind})\n{failure.failure}")
+    print(f"results: {result.directory} (compare.md, compare.json)")
+    return 0 if failure is None else 1
+
+
 def cmd_provision(args: argparse.Namespace, p: Progress) -> int:
     cfg = _config(args)
     source = kernels.source_for(cfg.kernel, cfg.variant)
@@ -184,6 +223,11 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch", type=int, help="commands per checked batch")
     sp.add_argument("--seed", type=int, help="workload seed")
     sp.add_argument("--churn", type=int, metavar="PERCENT", help="share of ops run by churn")
+    sp.add_argument(
+        "--baseline",
+        action="store_true",
+        help="with --allocator own: also the kernel's zsmalloc, its suite in the same boot",
+    )
     sp.set_defaults(func=cmd_run)
 
     sp = sub.add_parser("replay", help="rerun a saved batches.txt or replay file, checked")
@@ -221,6 +265,29 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, help="the suite's workload seed")
     sp.add_argument("--no-perf", action="store_true", help="skip the density and speed runs")
     sp.set_defaults(func=cmd_validate)
+
+    sp = sub.add_parser(
+        "compare", help="our zsmalloc against the kernel's in one boot: density, speed, zram"
+    )
+    target(sp)
+    sp.add_argument("--results-dir", metavar="DIR", help="here, not build/results/compare-<stamp>")
+    sp.add_argument("--accel", choices=["auto", "tcg", "kvm"])
+    sp.add_argument("--ops", type=int, help="operations in the suite's workload")
+    sp.add_argument("--seed", type=int, help="the suite's workload seed")
+    sp.add_argument(
+        "--bench-objects",
+        type=int,
+        metavar="N",
+        help=f"objects per bench (default {compare.BENCH_N})",
+    )
+    sp.add_argument(
+        "--loads",
+        type=int,
+        metavar="N",
+        help=f"allocator loads, alternating, ours first (default {compare.SPEED_LOADS})",
+    )
+    sp.add_argument("--no-zram", action="store_true", help="skip the data set through zram")
+    sp.set_defaults(func=cmd_compare)
 
     sp = sub.add_parser("provision", help="fetch the kernel into the cache")
     target(sp)

@@ -6,7 +6,7 @@ file is rewritten only when they change.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,7 +51,11 @@ def init_script(shell_tty: str) -> str:
 
 
 def build_initramfs(
-    modules: Sequence[Path], dest: Path, shell_tty: str, busybox: Path = BUSYBOX
+    modules: Sequence[Path],
+    dest: Path,
+    shell_tty: str,
+    busybox: Path = BUSYBOX,
+    files: Mapping[str, Path] | None = None,  # more files: guest path -> host file
 ) -> Initramfs:
     archive = Archive()
     archive.add_file("bin/busybox", _check_busybox(busybox), mode=0o755)
@@ -65,6 +69,8 @@ def build_initramfs(
         guest = f"{MODULE_DIR}/{ko.name}"
         archive.add_file(guest, ko.read_bytes())
         guest_paths.append("/" + guest)
+    for guest, path in sorted((files or {}).items()):
+        archive.add_file(guest.lstrip("/"), path.read_bytes())
     data = archive.to_bytes()
     if not (dest.exists() and dest.read_bytes() == data):
         dest.parent.mkdir(parents=True, exist_ok=True)
