@@ -14,6 +14,16 @@ of the kernel's own linux-source package and checks every cumulative state
               class table, data), with crash triage
   perf        pool pages and time of a fixed workload against the base, every
               variant measured in one boot (density and speed ratios)
+  zram        when the series reaches zram (its files, or a header it includes) and
+              the kernel has CONFIG_ZRAM=m: the patched zram.ko round-trips data on
+              the patched zsmalloc.ko in the suite's boot (clients.py)
+  zswap       the same rule for mm/zswap.c: compiled against a kernel with
+              CONFIG_ZSWAP=y, never run (it is part of vmlinux)
+
+Kernels (`Target`): Debian's where zsmalloc is a module (6.1), else the
+source-built minimal kernel of the series (6.12, 7.2); --variant picks
+minimal or debug for all. A source-built kernel's own unpacked source tree
+is the pristine tree.
 
 Where things live:
   <cache>/validate/<series>/<version>/  members.txt (the source tarball's listing)
