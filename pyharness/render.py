@@ -103,10 +103,15 @@ def _header(prefix: str) -> str | None:
     return f"{prefix}malloc.h" if prefix != "zs_" else None
 
 
+def _pad(prefix: str) -> str:
+    """Spaces that keep continuation lines aligned when the prefix is longer than zs_."""
+    return " " * (len(prefix) - len("zs_"))
+
+
 def own_sources(api: KernelApi, own: OwnAllocator, prefix: str = "zs_") -> dict[str, str]:
     """The own allocator's C (and, under a prefix, its header): file name -> text."""
     header = _header(prefix)
-    context = {"api": api, "own": own, "zs": prefix, "zs_header": header}
+    context = {"api": api, "own": own, "zs": prefix, "zs_header": header, "zs_pad": _pad(prefix)}
     env = _environment()
     sources = {}
     for name, target in (("zsmalloc.c.j2", "zsmalloc.c"), ("zsmalloc.h.j2", header)):
@@ -141,6 +146,7 @@ def render(
         "protocol_version": PROTOCOL_VERSION,
         "zs": prefix,  # symbol prefix of the allocator under test
         "zs_header": _header(prefix),
+        "zs_pad": _pad(prefix),
     }
     files = _render_templates(out, context, {"zstest.c.j2": "zstest.c", "Kbuild.j2": "Kbuild"})
     if allocator == "own":
@@ -171,3 +177,34 @@ def render(
         _write_if_changed(out / header.name, header.read_bytes())
         files.append(out / header.name)
     return RenderedSources(out, tuple(files), modules)
+
+
+def tree_series(tree: Path) -> str:
+    """The kernel series ("6.1") of a source tree, read from its top Makefile."""
+    makefile = tree / "Makefile"
+    text = makefile.read_text(errors="replace") if makefile.is_file() else ""
+    version = re.search(r"^VERSION = (\d+)$", text, re.M)
+    patchlevel = re.search(r"^PATCHLEVEL = (\d+)$", text, re.M)
+    if not (version and patchlevel and (tree / "mm" / "zsmalloc.c").is_file()):
+        raise StageError(
+            f"{tree} is not a kernel source tree with mm/zsmalloc.c (no VERSION/PATCHLEVEL in "
+            "its Makefile); pass the top directory of a Linux source tree"
+        )
+    return f"{version[1]}.{patchlevel[1]}"
+
+
+def render_into_tree(tree: Path, api: KernelApi, own: OwnAllocator) -> list[Path]:
+    """Write the own allocator as the tree's mm/zsmalloc.c, to build in-tree.
+
+    It keeps the kernel's zs_ API, so include/linux/zsmalloc.h stays as it is. Each file is
+    replaced by a rename, never rewritten in place: a tree of hard links to a pristine copy
+    (`cp -al`) keeps that copy intact.
+    """
+    written = []
+    for name, text in own_sources(api, own).items():
+        path = tree / "mm" / name
+        tmp = path.with_name(f".{name}.zskit")
+        tmp.write_text(text)
+        tmp.replace(path)
+        written.append(path)
+    return written

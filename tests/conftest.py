@@ -14,6 +14,7 @@ import pytest
 from pyharness import config, run
 from pyharness.check import DriverModel
 from pyharness.guest import ZsTest
+from pyharness.model import Policy, policy
 from pyharness.progress import Progress
 from pyharness.qemu import Guest
 
@@ -68,6 +69,13 @@ def new_driver(suite_prepared: run.Prepared) -> Callable[[], DriverModel]:
     """Fresh host models of the driver for the allocator in the module's guest."""
     api = run.kernel_api(suite_prepared.kernel)
     return lambda: DriverModel(api, suite_prepared.sources.policy)
+
+
+@pytest.fixture(scope="module")
+def suite_policy(suite_prepared: run.Prepared) -> Policy:
+    """The model policy of the allocator in the module's guest."""
+    api = run.kernel_api(suite_prepared.kernel)
+    return suite_prepared.sources.policy or policy(api.model_policy, chain_size=api.chain_size)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import errno
 import pytest
 
 from pyharness.guest import ZsTest
-from pyharness.model import PoolModel, policy
+from pyharness.model import Policy, PoolModel
 from pyharness.qemu import Guest
 from pyharness.triage import find_crash
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.qemu
 BASE = 1_000_000
 
 
-def test_stress_keeps_data_and_counters(guest: Guest, zstest: ZsTest) -> None:
+def test_stress_keeps_data_and_counters(guest: Guest, zstest: ZsTest, suite_policy: Policy) -> None:
     assert guest.run("grep -c ^processor /proc/cpuinfo").strip() == "2"
     result = zstest.batch(["create st", "stress 4 2 7 1000000"])
     assert result.failures == ()
@@ -34,7 +34,7 @@ def test_stress_keeps_data_and_counters(guest: Guest, zstest: ZsTest) -> None:
     assert int(values["stress_live"]) == len(survivors) > 0
     assert all(BASE <= oid < BASE + 2 * 256 for oid, _, _ in survivors)
 
-    model = PoolModel(policy("6.1"))
+    model = PoolModel(suite_policy)
     want: dict[int, int] = {}
     for _, size, _ in survivors:
         index = model.class_of(size).index
