@@ -9,8 +9,8 @@ PY := $(VENV)/bin/python
 ZSKIT := $(VENV)/bin/zskit
 ZSKIT_ARGS ?=
 
-.PHONY: setup host-deps qemu-test qemu-matrix test lint menuconfig defconfig savedefconfig \
-	olddefconfig clean
+.PHONY: setup host-deps qemu-test qemu-compare qemu-matrix test lint menuconfig defconfig \
+	savedefconfig olddefconfig clean
 
 setup: host-deps $(VENV)/.installed
 
@@ -43,6 +43,12 @@ $(VENV)/.installed: pyproject.toml
 
 qemu-test: setup
 	$(ZSKIT) run $(ZSKIT_ARGS)
+
+# Ours against the kernel's zsmalloc in one boot: both suites, density, speed, zram
+# (build/results/latest-compare/compare.md). `make qemu-test ZSKIT_ARGS="--allocator own
+# --baseline"` runs just the baseline's suite after ours, in the same boot.
+qemu-compare: setup
+	$(ZSKIT) compare $(ZSKIT_ARGS)
 
 # Every entry of the matrix chosen in .config (MATRIX_*), in parallel; merged
 # results in build/results/matrix-<stamp>/.

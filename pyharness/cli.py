@@ -63,9 +63,12 @@ def cmd_run(args: argparse.Namespace, p: Progress) -> int:
     target = cfg.kernel if cfg.variant == "distro" else f"{cfg.kernel} ({cfg.variant})"
     failure = result.first_failure
     if failure is None:
+        also = [k.removesuffix("_suite") for k in result.info if k.endswith("_suite")]
         print(
             f"PASS: Linux {target} / {cfg.allocator}: {result.info.get('operations', 0)} "
-            f"operations agree with the model ({result.directory})"
+            "operations agree with the model"
+            + "".join(f", and on {a} in the same boot" for a in also)
+            + f" ({result.directory})"
         )
         return 0
     print(f"FAIL: Linux {target} / {cfg.allocator}: {failure.name} ({failure.kind})")

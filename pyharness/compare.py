@@ -688,7 +688,9 @@ def after_suite(
                 p.say(f"{base.name} loaded: its suite")
                 comparison.suites[base.name] = _suite(guest, base, batches, api, result, p)
             if not plan.measure:
-                break
+                if load == 1:
+                    break
+                continue
             first = load < 2
             start = time.monotonic()
             b, problems = bench(zstest, side, api, load, plan.bench_n, check=first)

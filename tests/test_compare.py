@@ -172,3 +172,19 @@ def test_ours_is_no_less_dense_on_the_bench_fill(
     # and ours has more classes with longer zspages); compare.md reports those.
     assert (pages["own"]["bench_full"], pages["upstream"]["bench_full"]) == (6061, 6064)
     assert pages["own"]["bench_full"] <= pages["upstream"]["bench_full"]
+
+
+@pytest.mark.qemu
+def test_run_with_baseline_checks_both_suites_in_one_boot(
+    default_config: Config, tmp_path: Path
+) -> None:
+    cfg = default_config.with_overrides(kernel="6.1", workload_ops=600)
+    plan = compare.Plan(measure=False)
+    result, comparison = compare.compare(cfg, Progress(), plan, results_dir=tmp_path)
+    assert comparison is None and result.passed, result.first_failure
+    names = [c.name for c in result.cases]
+    assert "batch-000" in names and "upstream/batch-000" in names
+    assert len([n for n in names if n.startswith("upstream/")]) == len(
+        [n for n in names if n.startswith("batch-")]
+    )
+    assert not (tmp_path / "compare.json").exists()
