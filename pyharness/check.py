@@ -47,6 +47,7 @@ VERBS = {
     "stress": (5, True),
     "bench": (3, False),
     "lookup": (2, True),
+    "raw": (2, True),
     "reset": (1, True),
     "stats": (1, True),
 }
@@ -314,6 +315,16 @@ class DriverModel:
         if not self.api.lookup_class_index:
             return -errno.EOPNOTSUPP
         self.values.append(("class_index", str(pool.model.lookup_class_index(size))))
+        return 0
+
+    def _raw(self, pool: _Pool, size: int) -> int:
+        """zs_malloc(SIZE) unchecked, then zs_free of whatever it returned."""
+        got = pool.model.alloc(size)
+        if isinstance(got, int):
+            self.values.append(("raw", str(got)))
+        else:
+            pool.model.free(got)
+            self.values.append(("raw", "0"))
         return 0
 
     def _reset(self, pool: _Pool) -> int:

@@ -165,6 +165,7 @@ POOL_VERBS = [
     "churn 1 10 0 4",
     "compact",
     "lookup 64",
+    "raw 0",
     "reset",
     "stats",
 ]
@@ -177,7 +178,7 @@ def test_pool_verbs_in_the_wrong_state(zstest: ZsTest, driver: DriverModel) -> N
     # After `destroy` of the current pool, and on a destroyed pool by name.
     lines = ["create st1", "alloc 1 64", "write 1 1", "destroy st1", *POOL_VERBS]
     lines += ["use st1", "destroy st1", *POOL_VERBS]
-    expected = [0] * 4 + [ENOENT] * len(POOL_VERBS) + [ENOENT, ENOENT] + [ENOENT] * 11
+    expected = [0] * 4 + [ENOENT] * len(POOL_VERBS) + [ENOENT, ENOENT] + [ENOENT] * len(POOL_VERBS)
     assert send_lines(zstest, driver, lines) == expected
     # Ids are per pool: id 1 of A is no object of B.
     lines = ["create A", "alloc 1 64", "write 1 5", "create B"]
@@ -246,6 +247,7 @@ TEMPLATES = {  # verb: its arguments with valid values; "N" marks the numeric on
     "free": ["N7"],
     "churn": ["N3", "N20", "N1000", "N16"],
     "lookup": ["N64"],
+    "raw": ["N64"],
     "stress": ["N0", "N0", "N5", "N1000"],  # SECS or THREADS stays 0: never runs
     "bench": ["N20", "N9"],  # the valid texts of N are all below 100: quick
 }
@@ -353,6 +355,7 @@ SEEDS_OF_LINES = [
     "stress 0 9 1 1",  # no mutation here makes it valid (it would run threads)
     "compact",
     "lookup 10",
+    "raw 5000",
     "create fz2",
     "use fuzz",
     "destroy fz2",
@@ -476,6 +479,7 @@ ARGS = {  # verb: strategies of its arguments
     "stress": [number_text(), number_text(), number_text(), number_text(IDS)],
     "bench": [number_text(BENCH_N), number_text()],
     "lookup": [number_text(SIZES)],
+    "raw": [number_text(SIZES)],
     "reset": [],
     "stats": [],
 }

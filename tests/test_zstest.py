@@ -167,6 +167,28 @@ def test_pool_is_intact_after_bad_input(zstest: ZsTest, driver: DriverModel) -> 
     assert driver.live("bad") == {}
 
 
+def test_the_allocator_refuses_bad_sizes_itself(zstest: ZsTest, driver: DriverModel) -> None:
+    """What the driver refuses before the allocator (sizes 0 and above PAGE_SIZE, a freed id),
+    handed to the allocator itself: zs_malloc returns its documented errno, zs_free ignores
+    the error value, and the pool is intact afterwards."""
+    lines = ["create raw", "alloc 1 100", "write 1 4", "alloc 2 3000", "write 2 5", "free 2"]
+    assert send(zstest, driver, lines) == [0] * len(lines)
+    oversize = -errno.EINVAL if driver.api.oversize_errno == "EINVAL" else -errno.ENOSPC
+    sizes = [0, 4097, 65536, 4294967295, 64, 4096]
+    assert send(zstest, driver, [f"raw {s}" for s in sizes]) == [0] * len(sizes)
+    assert driver.values == [
+        ("raw", str(-errno.EINVAL)),
+        *[("raw", str(oversize))] * 3,
+        ("raw", "0"),
+        ("raw", "0"),
+    ]
+    # A freed id never reaches the allocator: mapping it is refused by the driver.
+    freed = ["verify 2 5", "pverify 2 5 0 1 ro", "pwrite 2 5 0 1 rw", "free 2"]
+    assert send(zstest, driver, freed) == [ENOENT] * len(freed)
+    assert send(zstest, driver, ["verify 1 4", "compact", "reset", "stats"]) == [0] * 4
+    assert driver.values[1] == ("pages", "0")
+
+
 def test_partial_writes(zstest: ZsTest, driver: DriverModel) -> None:
     lines = ["create spans", *[f"alloc {i} 100" for i in range(1, 38)]]
     lines += [f"write {i} 5" for i in range(1, 38)]
