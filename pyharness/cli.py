@@ -17,7 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import compare, kernels, matrix, model, render, validate
+from . import compare, kapi, kernels, matrix, model, render, validate
 from . import config as config_mod
 from .progress import Progress, StageError
 from .run import RunOptions, read_replay, run
@@ -191,8 +191,21 @@ def cmd_parse(args: argparse.Namespace, p: Progress) -> int:
     return 1
 
 
+def cmd_render(args: argparse.Namespace, p: Progress) -> int:
+    tree = Path(args.kernel_tree)
+    api = kapi.api_for(render.tree_series(tree))
+    for path in render.render_into_tree(tree, api, config_mod.load().own):
+        print(f"wrote {path}")
+    print("build it in the tree as mm/zsmalloc.c (CONFIG_ZSMALLOC=y or m)")
+    return 0
+
+
 def cmd_model(args: argparse.Namespace, p: Progress) -> int:
-    pol = model.policy(args.policy, chain_size=args.chain)
+    if args.policy == "own":  # the own allocator, as the .config's OWN_* options render it
+        series = args.kernel or config_mod.load().kernel
+        pol = config_mod.load().own.policy(kapi.api_for(series))
+    else:
+        pol = model.policy(args.policy, chain_size=args.chain)
     if args.what == "huge-size":
         print(model.huge_class_size(pol))
         return 0
@@ -300,9 +313,14 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("log")
     sp.set_defaults(func=cmd_parse)
 
+    sp = sub.add_parser("render", help="write the own allocator into a kernel source tree")
+    sp.add_argument("--kernel-tree", metavar="DIR", required=True, help="a Linux source tree")
+    sp.set_defaults(func=cmd_render)
+
     sp = sub.add_parser("model", help="the reference model's class table")
     sp.add_argument("what", choices=["classes", "huge-size"])
-    sp.add_argument("--policy", default="6.1", choices=list(model.known_policies()))
+    sp.add_argument("--policy", default="6.1", choices=[*model.known_policies(), "own"])
+    sp.add_argument("--kernel", help="with --policy own: the kernel API (default: KERNEL)")
     sp.add_argument("--chain", type=int, help="ZSMALLOC_CHAIN_SIZE (6.12 and later)")
     sp.add_argument("--format", choices=["csv"], default="csv")
     sp.set_defaults(func=cmd_model)
