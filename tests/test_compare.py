@@ -58,7 +58,7 @@ def _bench(allocator: str, load: int, full: int, ns: int) -> compare.Bench:
     return compare.Bench(allocator, load, full, full // 2, dict.fromkeys(BENCH_TIMES, ns))
 
 
-def test_ratios_pair_each_of_our_loads_with_the_baseline_next_to_it() -> None:
+def test_ratios_of_pages_and_of_times() -> None:
     c = compare.Comparison("6.1", "6.1.0-test", "upstream", bench_n=10)
     # The host slows down over the boot: the baseline's times double, ours with them.
     c.benches = [
@@ -68,8 +68,10 @@ def test_ratios_pair_each_of_our_loads_with_the_baseline_next_to_it() -> None:
         _bench("upstream", 3, 100, 400),
     ]
     c.workload = {"own": [5, 10], "upstream": [4, 12]}
-    # own 0: 100 / 200; own 2: 300 / mean(200, 400) = 1.0; the median of 0.5 and 1.0.
-    assert c.speed()["total"] == 0.75
+    # Best against best: 100 / 200.
+    assert c.speed() == dict.fromkeys([*sorted(BENCH_TIMES), "total"], 0.5)
+    # Paired: own 0: 100 / 200; own 2: 300 / mean(200, 400) = 1.0; the median of 0.5 and 1.0.
+    assert c.speed_paired()["total"] == 0.75
     assert c.density() == {
         "bench_full": 0.9,
         "bench_half": round(45 / 50, 4),
