@@ -8,6 +8,7 @@ choices; here every other choice runs the default workload, each in its own boot
 from __future__ import annotations
 
 import pytest
+from test_source_kernels import source_built
 
 from pyharness import config, run
 from pyharness.guest import BatchResult, ZsTest
@@ -17,6 +18,8 @@ from pyharness.qemu import Guest
 from pyharness.report import RunResult
 
 pytestmark = pytest.mark.qemu
+
+SERIES = ("6.1", "6.12", "7.2")
 
 CHOICES = [
     pytest.param(OwnAllocator(fullness="quarters"), id="quarters"),
@@ -56,3 +59,19 @@ def test_concurrent_use_is_clean_under_kasan_and_lockdep(default_config: config.
     seen = dict(answer.values)
     assert int(seen["stress_failures"]) == 0 and int(seen["stress_compactions"]) > 0
     assert seen["pages"] == "0"
+
+
+@pytest.mark.parametrize(("series", "variant"), [source_built(s, "minimal") for s in SERIES])
+def test_source_built_kernels_run_ours_as_zsmalloc_ko(
+    default_config: config.Config, series: str, variant: str
+) -> None:
+    """zsmalloc is a module there, so ours takes the zs_ names (and zram's place)."""
+    cfg = default_config.with_overrides(
+        kernel=series, variant=variant, allocator="own", workload_ops=3000
+    )
+    result = run.run(cfg, Progress())
+    assert result.passed, result.first_failure
+    assert result.info["classes_checked"] is True
+    assert (
+        "EXPORT_SYMBOL_GPL(zs_malloc);" in (result.directory / "sources" / "zsmalloc.c").read_text()
+    )
