@@ -41,7 +41,10 @@ class Progress:
     _stage: str = "zskit"
 
     def say(self, msg: str) -> None:
-        print(f"[{self._stage}] {msg}", file=self.out, flush=True)
+        # One write per line: the matrix's threads share stderr, and print() writes the
+        # text and its newline separately, so their lines ran together.
+        self.out.write(f"[{self._stage}] {msg}\n")
+        self.out.flush()
 
     def detail(self, msg: str) -> None:
         """Shown only with -v."""
