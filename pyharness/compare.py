@@ -50,6 +50,7 @@ BENCH_SEED = 20251125
 BENCH_REPEATS = 5  # bench runs per load (about 0.1 s each); the fastest counts
 SPEED_LOADS = 5  # own, baseline, own, baseline, own
 ZRAM_PATH = "kernel/drivers/block/zram/zram.ko"
+CLOCKSOURCE = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,11 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Pair:
                     files[guest] = ko
                     deps.append(guest)
                 zram, deps = deps[-1], deps[:-1]
-                zram_note = f"distribution zram.ko; CRCs of its {len(wanted)} zs_* imports agree"
+                zram_note = (
+                    f"the kernel image's zram.ko; the CRCs of its {len(wanted)} zs_* imports agree"
+                    if wanted
+                    else "the kernel image's zram.ko, built without MODVERSIONS (no CRCs)"
+                )
         own_result, own_sources = built["own"]
         image = initramfs.build_initramfs(
             [],
@@ -688,6 +693,14 @@ def after_suite(
     def step(guest: qemu.Guest, result: RunResult, p: Progress) -> None:
         zstest = ZsTest(guest)
         failure = result.first_failure
+        if plan.measure:
+            clock = guest.run(f"cat {CLOCKSOURCE}").strip()
+            comparison.notes.append(f"guest clocksource {clock}")
+            if "jiffies" in clock:  # a minimal kernel without TSC or HPET drivers
+                comparison.notes.append(
+                    "ktime advances in jiffies here: each phase's time is rounded to a tick, "
+                    "so raise --bench-objects for finer speed ratios"
+                )
         comparison.suites["own"] = "pass" if failure is None else f"FAIL ({failure.kind})"
         order = [own, base] + [(own, base)[i % 2] for i in range(plan.loads - 2)]
         loaded = own
@@ -762,7 +775,7 @@ def compare(
     comparison = Comparison(
         config.kernel, pair.prepared.kernel.release, pair.baseline.name, plan.bench_n
     )
-    comparison.notes += [pair.crc_note, pair.zram_note or "zram: distribution zram.ko"]
+    comparison.notes += [pair.crc_note, pair.zram_note]
     batches = default_batches(config)
     options = RunOptions(
         results_dir=results_dir, after=after_suite(pair, config, batches, plan, comparison)
