@@ -103,7 +103,7 @@ def entries(config: Config) -> list[Entry]:
     found: list[Entry] = []
     for variant in config.matrix_variants:
         sources = VARIANT_SOURCES.get(variant)
-        if sources is None:  # planned, not built yet: why_empty() says so
+        if sources is None:  # offered by Kconfig, unknown to kernels.py: why_empty() says so
             continue
         for kernel in config.matrix_kernels:
             source = sources.get(kernel)
@@ -142,8 +142,8 @@ def why_empty(config: Config) -> str:
     planned = [v for v in config.matrix_variants if v not in VARIANT_SOURCES]
     if not available and planned:
         reason = (
-            f"variant {', '.join(planned)} selects no entries: source-built kernels are not "
-            "available yet, only MATRIX_VARIANT_DISTRO (Debian's kernels) runs today"
+            f"variant {', '.join(planned)} has no kernels in zskit (known variants: "
+            f"{', '.join(VARIANT_SOURCES)})"
         )
     elif not available:
         reason = "no variant is selected (MATRIX_VARIANT_*)"

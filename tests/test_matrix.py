@@ -102,6 +102,14 @@ def test_nothing_selected_names_the_options(tmp_path: Path) -> None:
         matrix.selected(load(text, tmp_path))
 
 
+def test_a_variant_without_kernels_is_named() -> None:
+    cfg = dataclasses.replace(config.load(), matrix_variants=("fast",))
+    with pytest.raises(
+        StageError, match=r"variant fast has no kernels in zskit \(known variants: "
+    ):
+        matrix.selected(cfg)
+
+
 def test_kconfig_offers_every_kernel_and_allocator() -> None:
     cfg = config.load()
     assert set(cfg.matrix_kernels) == set(kernels.SOURCES)
