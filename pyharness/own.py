@@ -7,6 +7,7 @@ OWN_* options of the toolkit's Kconfig.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from .kapi import KernelApi
@@ -23,6 +24,8 @@ from .progress import StageError
 
 FULLNESS = {"ratio": FullnessScheme.INUSE_RATIO, "quarters": FullnessScheme.QUARTERS}
 CHAIN_RULES = {"min-waste": ChainRule.MIN_WASTE, "usedpc": ChainRule.USEDPC}
+KERNEL = "kernel"  # a geometry choice left to the target kernel's own zsmalloc
+DEFAULT_CHAIN = 8  # CONFIG_ZSMALLOC_CHAIN_SIZE's default (6.12+)
 CLASS_DELTAS = (8, 16, 32, 64)
 # Symbol prefix where the kernel has zsmalloc built in and the zs_ names are taken.
 BUILTIN_PREFIX = "zsk_"
@@ -30,40 +33,54 @@ BUILTIN_PREFIX = "zsk_"
 
 @dataclass(frozen=True)
 class OwnAllocator:
-    max_pages: int = 8  # pages per zspage at most (4..16)
+    """The choices; 0 pages and the chain rule "kernel" take the target kernel's geometry:
+    4 pages and usedpc on 6.1, CONFIG_ZSMALLOC_CHAIN_SIZE and min-waste from 6.12. With
+    the same size classes as the kernel's zsmalloc, ours is never less dense for them."""
+
+    max_pages: int = 0  # pages per zspage at most (4..16), 0: as the target kernel
     class_delta: int = 16  # bytes between neighbouring size classes
     fullness: str = "ratio"  # fullness groups: "ratio" (tenths) or "quarters"
-    chain_rule: str = "min-waste"  # chain length: least tail waste, or best used percentage
+    chain_rule: str = KERNEL  # "min-waste" (least tail waste), "usedpc", or as the kernel
     stats: bool = True  # debugfs `classes`
 
     def __post_init__(self) -> None:
         problems = []
-        if not 4 <= self.max_pages <= 16:
-            problems.append(f"max pages per zspage {self.max_pages} is not in 4..16")
+        if self.max_pages and not 4 <= self.max_pages <= 16:
+            problems.append(f"max pages per zspage {self.max_pages} is not 0 or in 4..16")
         if self.class_delta not in CLASS_DELTAS:
             problems.append(f"class spacing {self.class_delta} is not one of {CLASS_DELTAS}")
         if self.fullness not in FULLNESS:
             problems.append(f"fullness {self.fullness!r} is not one of {', '.join(FULLNESS)}")
-        if self.chain_rule not in CHAIN_RULES:
+        if self.chain_rule not in (*CHAIN_RULES, KERNEL):
             known = ", ".join(CHAIN_RULES)
             problems.append(f"chain rule {self.chain_rule!r} is not one of {known}")
         if problems:
             raise StageError("own allocator: " + "; ".join(problems) + "; see `make menuconfig`")
 
+    def for_kernel(self, api: KernelApi) -> OwnAllocator:
+        """The choices with the kernel's geometry filled in, as the template renders them."""
+        old = api.model_policy == "6.1"  # before CONFIG_ZSMALLOC_CHAIN_SIZE and min-waste
+        rule = self.chain_rule
+        if rule == KERNEL:
+            rule = "usedpc" if old else "min-waste"
+        pages = self.max_pages or (4 if old else api.chain_size or DEFAULT_CHAIN)
+        return dataclasses.replace(self, max_pages=pages, chain_rule=rule)
+
     def policy(self, api: KernelApi) -> Policy:
         """The model of this allocator rendered for `api`'s kernel."""
+        own = self.for_kernel(api)
         return Policy(
             name="own",
-            max_pages_per_zspage=self.max_pages,
-            chain_rule=CHAIN_RULES[self.chain_rule],
-            fullness=FULLNESS[self.fullness],
+            max_pages_per_zspage=own.max_pages,
+            chain_rule=CHAIN_RULES[own.chain_rule],
+            fullness=FULLNESS[own.fullness],
             insert_rule=InsertRule.HEAD,
             # The fullest group with room first, down to (never used) empty zspages.
-            find_order=tuple(range(FULLNESS[self.fullness].full_group - 1, -1, -1)),
+            find_order=tuple(range(FULLNESS[own.fullness].full_group - 1, -1, -1)),
             zero_size_error=-EINVAL,
             oversize_error=-ENOSPC if api.oversize_errno == "ENOSPC" else -EINVAL,
             compaction=CompactionRule.DST_FIRST,
-            class_spacing=self.class_delta,
+            class_spacing=own.class_delta,
             # The `classes` file has the layout of the kernel's own zsmalloc.
             stats_fullness=FULLNESS["ratio" if api.ratio_stats else "quarters"],
             lookup_int_wrap=False,

@@ -111,7 +111,13 @@ def _pad(prefix: str) -> str:
 def own_sources(api: KernelApi, own: OwnAllocator, prefix: str = "zs_") -> dict[str, str]:
     """The own allocator's C (and, under a prefix, its header): file name -> text."""
     header = _header(prefix)
-    context = {"api": api, "own": own, "zs": prefix, "zs_header": header, "zs_pad": _pad(prefix)}
+    context = {
+        "api": api,
+        "own": own.for_kernel(api),
+        "zs": prefix,
+        "zs_header": header,
+        "zs_pad": _pad(prefix),
+    }
     env = _environment()
     sources = {}
     for name, target in (("zsmalloc.c.j2", "zsmalloc.c"), ("zsmalloc.h.j2", header)):

@@ -166,14 +166,14 @@ def test_ours_is_no_less_dense_on_the_bench_fill(
 ) -> None:
     _, c = compared
     pages = c.pages()
-    # 20,000 objects of churn's size mix (BENCH_N, BENCH_SEED, zt_cmd_bench) all live at once.
-    # The numbers follow from the class geometry alone: ours with OwnAllocator's defaults
-    # (up to 8 pages per zspage, classes 16 bytes apart, least tail waste), upstream 6.1
-    # with its 69 merged classes of up to 4 pages. Other own settings give other numbers.
-    # Ours loses on small live sets (workload_*, zram_*: a partly used zspage per class,
-    # and ours has more classes with longer zspages); compare.md reports those.
-    assert (pages["own"]["bench_full"], pages["upstream"]["bench_full"]) == (6061, 6064)
-    assert pages["own"]["bench_full"] <= pages["upstream"]["bench_full"]
+    # 20,000 objects of churn's size mix (BENCH_N, BENCH_SEED, zt_cmd_bench) all live at once:
+    # the pages follow from the class geometry alone, and ours takes 6.1's by default (69
+    # merged classes of up to 4 pages). With 8-page zspages ours lost 19% on zram's small
+    # data set (a partly used zspage per class costs more); compare.md reports every measure.
+    assert (pages["own"]["bench_full"], pages["upstream"]["bench_full"]) == (6064, 6064)
+    density = c.density()
+    assert {"bench_full", "bench_half", "workload_peak", "zram_written"} <= density.keys()
+    assert all(r is not None and r <= 1.0 for r in density.values()), density
 
 
 @pytest.mark.qemu

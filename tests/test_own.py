@@ -6,6 +6,7 @@ runs it once per allocator) and tests/test_kmod_style.py (checkpatch, compiler w
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -40,6 +41,11 @@ def test_upstream_geometry_is_one_of_the_choices() -> None:
     own_61 = as_61.policy(kapi.api_for("6.1"))
     assert class_table(own_61) == class_table(policy("6.1"))
     assert huge_class_size(own_61) == 3257 and len(class_table(own_61)) == 69
+    # By default the geometry is the target kernel's, the chain size it was built with too.
+    assert class_table(OwnAllocator().policy(kapi.api_for("6.1"))) == class_table(policy("6.1"))
+    api_16 = dataclasses.replace(kapi.api_for("7.2"), chain_size=16)
+    assert class_table(OwnAllocator().policy(api_16)) == class_table(policy("7.2", chain_size=16))
+    assert OwnAllocator(max_pages=8).for_kernel(kapi.api_for("6.1")).chain_rule == "usedpc"
 
 
 def test_class_spacing_changes_the_table() -> None:
