@@ -8,6 +8,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ZSKIT := $(VENV)/bin/zskit
 ZSKIT_ARGS ?=
+# `make qemu-test ALLOCATOR=upstream` (or own, builtin; KERNEL=6.12 likewise): one run's
+# choice without editing .config.
+ALLOCATOR ?=
+KERNEL ?=
+RUN_ARGS := $(if $(ALLOCATOR),--allocator $(ALLOCATOR)) $(if $(KERNEL),--kernel $(KERNEL))
 
 .PHONY: setup host-deps qemu-test qemu-compare qemu-matrix test lint menuconfig defconfig \
 	savedefconfig olddefconfig clean
@@ -41,14 +46,14 @@ $(VENV)/.installed: pyproject.toml
 	@$(VENV)/bin/pip install -q -e '.[test]'
 	@touch $@
 
+# The own allocator by default, then the kernel's zsmalloc in the same boot (RUN_BASELINE).
 qemu-test: setup
-	$(ZSKIT) run $(ZSKIT_ARGS)
+	$(ZSKIT) run $(RUN_ARGS) $(ZSKIT_ARGS)
 
 # Ours against the kernel's zsmalloc in one boot: both suites, density, speed, zram
-# (build/results/latest-compare/compare.md). `make qemu-test ZSKIT_ARGS="--allocator own
-# --baseline"` runs just the baseline's suite after ours, in the same boot.
+# (build/results/latest-compare/compare.md).
 qemu-compare: setup
-	$(ZSKIT) compare $(ZSKIT_ARGS)
+	$(ZSKIT) compare $(if $(KERNEL),--kernel $(KERNEL)) $(ZSKIT_ARGS)
 
 # Every entry of the matrix chosen in .config (MATRIX_*), in parallel; merged
 # results in build/results/matrix-<stamp>/.

@@ -51,9 +51,12 @@ def cmd_run(args: argparse.Namespace, p: Progress) -> int:
     cfg = _config(args)
     batches = read_replay(Path(args.replay)) if getattr(args, "replay", None) else None
     results_dir = Path(args.results_dir) if getattr(args, "results_dir", None) else None
-    if getattr(args, "baseline", False):
-        if cfg.allocator != "own" or batches is not None:
-            raise StageError("--baseline goes with --allocator own and the default workload")
+    baseline = getattr(args, "baseline", None)
+    if baseline and (cfg.allocator != "own" or batches is not None):
+        raise StageError("--baseline goes with --allocator own and the default workload")
+    if baseline is None:  # RUN_BASELINE decides for the default workload of ours
+        baseline = cfg.baseline and cfg.allocator == "own" and batches is None
+    if baseline:
         plan = compare.Plan(measure=False)
         result, _ = compare.compare(cfg, p, plan, results_dir=results_dir, refresh=args.refresh)
     else:
@@ -241,8 +244,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--churn", type=int, metavar="PERCENT", help="share of ops run by churn")
     sp.add_argument(
         "--baseline",
-        action="store_true",
-        help="with --allocator own: also the kernel's zsmalloc, its suite in the same boot",
+        action=argparse.BooleanOptionalAction,
+        help="with --allocator own: also the kernel's zsmalloc, its suite in the same boot "
+        "(default: RUN_BASELINE, on)",
     )
     sp.set_defaults(func=cmd_run)
 

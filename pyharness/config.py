@@ -35,6 +35,7 @@ class Config:
     workload_churn_percent: int
     variant: str = "distro"  # where the kernel comes from: distro, minimal, debug
     own: OwnAllocator = OwnAllocator()  # the choices of the own allocator
+    baseline: bool = False  # own allocator: the kernel's zsmalloc checked in the same boot
     # `make qemu-matrix`: the kernels ("6.1"), allocators and variants ("distro") chosen
     # by the MATRIX_* options; pyharness.matrix turns them into entries.
     matrix_kernels: tuple[str, ...] = ()
@@ -90,6 +91,7 @@ def load(kconfig: Path = REPO / "Kconfig", dotconfig: Path | None = None) -> Con
         workload_seed=num("WORKLOAD_SEED"),
         workload_churn_percent=num("WORKLOAD_CHURN_PERCENT"),
         variant=_choice(kconf, "VARIANT"),
+        baseline=kconf.syms["RUN_BASELINE"].tri_value == 2,
         own=OwnAllocator(
             max_pages=num("OWN_MAX_PAGES"),
             class_delta=int(_choice(kconf, "OWN_CLASS_DELTA")),

@@ -26,8 +26,8 @@ def default_config() -> config.Config:
 
 @pytest.fixture(scope="session")
 def prepared(default_config: config.Config) -> run.Prepared:
-    """Provisioned kernel and built modules (cached across runs)."""
-    return run.prepare(default_config, Progress())
+    """Provisioned kernel and built modules of the upstream allocator (cached across runs)."""
+    return run.prepare(default_config.with_overrides(allocator="upstream"), Progress())
 
 
 SUITE = ("upstream", "own")

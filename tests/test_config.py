@@ -8,6 +8,7 @@ import pytest
 
 from pyharness import config
 from pyharness.config import Config, load
+from pyharness.own import OwnAllocator
 from pyharness.progress import StageError
 
 
@@ -26,7 +27,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_defaults_from_the_repository_kconfig() -> None:
     cfg = load()
     assert cfg.kernel == "6.1"
-    assert cfg.allocator == "upstream"
+    assert cfg.allocator == "own" and cfg.baseline
+    assert cfg.own == OwnAllocator()  # the target kernel's geometry
     assert cfg.accel == "auto"
     assert cfg.memory_mb == 512
     assert cfg.cpus == 2
