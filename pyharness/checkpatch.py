@@ -10,6 +10,9 @@ from pathlib import Path
 from .kernels import Kernel
 from .progress import StageError
 
+# A finding the source explains, in a comment of its own:
+# /* checkpatch: TYPE TOKEN... : why */
+JUSTIFICATION = re.compile(r"/\* checkpatch: ([A-Z_]+) ([^:]+): .+\*/")
 TOTAL = re.compile(r"^total: (\d+) errors, (\d+) warnings, (?:(\d+) checks, )?(\d+) lines checked")
 FINDING = re.compile(r"^(\S+?):(\d+): (ERROR|WARNING|CHECK):")
 
@@ -24,6 +27,27 @@ class StyleReport:
     @property
     def clean(self) -> bool:
         return self.errors == self.warnings == self.checks == 0
+
+    def without_justified(self, source: Path) -> StyleReport:
+        """The report less the findings `source` justifies (the token in <...> named)."""
+        allowed = {
+            (kind, token)
+            for kind, tokens in JUSTIFICATION.findall(source.read_text())
+            for token in tokens.split()
+        }
+        kept, dropped = [], {"ERROR": 0, "WARNING": 0, "CHECK": 0}
+        for finding in self.findings:
+            m = re.search(r": (ERROR|WARNING|CHECK):([A-Z_]+):.*<([^>]+)>", finding)
+            if m and (m[2], m[3]) in allowed:
+                dropped[m[1]] += 1
+            else:
+                kept.append(finding)
+        return StyleReport(
+            self.errors - dropped["ERROR"],
+            self.warnings - dropped["WARNING"],
+            self.checks - dropped["CHECK"],
+            tuple(kept),
+        )
 
 
 def checkpatch(

@@ -98,6 +98,7 @@ def load(kconfig: Path = REPO / "Kconfig", dotconfig: Path | None = None) -> Con
             fullness=_choice(kconf, "OWN_FULLNESS"),
             chain_rule=_choice(kconf, "OWN_CHAIN").replace("_", "-"),
             stats=kconf.syms["OWN_STATS"].tri_value == 2,
+            migration=kconf.syms["OWN_MIGRATION"].tri_value == 2,
         ),
         matrix_kernels=_chosen(kconf, "MATRIX_KERNEL_"),
         matrix_allocators=_chosen(kconf, "MATRIX_ALLOCATOR_"),

@@ -28,6 +28,10 @@ class KernelApi:
     shrinker_alloc: bool = True
     # debugfs `classes` prints eleven 10%-ratio columns (6.12+), not almost_full/almost_empty.
     ratio_stats: bool = True
+    # A module may make its pages movable with __SetPageMovable (until 7.x took page types).
+    movable_ops: bool = True
+    # enum migrate_mode still has MIGRATE_SYNC_NO_COPY (the page copied by the caller).
+    migrate_sync_no_copy: bool = False
 
 
 APIS = {
@@ -41,6 +45,7 @@ APIS = {
         unaligned_header="asm/unaligned.h",
         shrinker_alloc=False,
         ratio_stats=False,
+        migrate_sync_no_copy=True,
     ),
     "6.12": KernelApi(
         series="6.12",
@@ -61,6 +66,7 @@ APIS = {
         oversize_errno="ENOSPC",
         unaligned_header="linux/unaligned.h",
         typed_alloc=True,
+        movable_ops=False,
     ),
 }
 

@@ -42,6 +42,7 @@ class OwnAllocator:
     fullness: str = "ratio"  # fullness groups: "ratio" (tenths) or "quarters"
     chain_rule: str = KERNEL  # "min-waste" (least tail waste), "usedpc", or as the kernel
     stats: bool = True  # debugfs `classes`
+    migration: bool = True  # movable pages, where the kernel lets a module have them
 
     def __post_init__(self) -> None:
         problems = []

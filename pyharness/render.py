@@ -117,6 +117,7 @@ def own_sources(api: KernelApi, own: OwnAllocator, prefix: str = "zs_") -> dict[
         "zs": prefix,
         "zs_header": header,
         "zs_pad": _pad(prefix),
+        "migration": own.migration and api.movable_ops,
     }
     env = _environment()
     sources = {}

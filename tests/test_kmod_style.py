@@ -58,8 +58,9 @@ def test_zstest_is_clean_on_newer_kernels(
 @pytest.mark.qemu  # provisions the 6.12 and 7.2 toolchain roots
 @pytest.mark.parametrize("kernel", ["6.1", "6.12", "7.2"])
 def test_own_allocator_is_clean(kernel: str, default_config: config.Config, tmp_path: Path) -> None:
-    """checkpatch --strict finds nothing in the rendered allocator and its header, and the
-    kernel's own flags give no compiler warning, on every supported kernel."""
+    """checkpatch --strict finds nothing in the rendered allocator and its header but what
+    the template justifies, and the kernel's own flags give no compiler warning, on every
+    supported kernel."""
     cfg = default_config.with_overrides(kernel=kernel, allocator="own")
     target = run.prepare(cfg, Progress())
     assert fresh_build_warnings(target, tmp_path) == ()
@@ -68,5 +69,6 @@ def test_own_allocator_is_clean(kernel: str, default_config: config.Config, tmp_
     files += [f for f in target.sources.files if f.suffix == ".h"]
     assert (len(files) == 1) == (kernel == "6.1")  # a prefixed header where zsmalloc is built in
     for path in files:
-        report = checkpatch(target.kernel, path)
+        # A finding the template justifies in a comment (the kernel's own CamelCase names).
+        report = checkpatch(target.kernel, path).without_justified(path)
         assert report.clean, "\n".join(report.findings)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pyharness import cli, kapi, kernels, render
+from pyharness.checkpatch import StyleReport
 from pyharness.model import PoolModel, class_table, huge_class_size, policy
 from pyharness.own import OwnAllocator
 from pyharness.progress import Progress, StageError
@@ -141,3 +142,17 @@ def test_renders_into_a_kernel_tree_that_builds_it(tmp_path: Path) -> None:
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     assert "warning:" not in built.stderr, built.stderr
     assert (out / "mm" / "zsmalloc.o").stat().st_size > 0
+
+
+def test_only_findings_the_source_justifies_are_dropped(tmp_path: Path) -> None:
+    source = tmp_path / "x.c"
+    source.write_text("/* checkpatch: CAMELCASE __SetPageMovable: the kernel's name */\n")
+    findings = (
+        "x.c:3: CHECK:CAMELCASE: Avoid CamelCase: <__SetPageMovable>",
+        "x.c:4: CHECK:CAMELCASE: Avoid CamelCase: <myVar>",
+        "x.c:5: WARNING:LONG_LINE: line length of 105 exceeds 100 columns",
+    )
+    report = StyleReport(0, 1, 2, findings).without_justified(source)
+    assert report == StyleReport(0, 1, 1, findings[1:])
+    assert not report.clean
+    assert StyleReport(0, 0, 1, findings[:1]).without_justified(source).clean

@@ -11,6 +11,7 @@ import pytest
 from test_source_kernels import source_built
 
 from pyharness import config, run
+from pyharness.check import DriverModel, check_commands
 from pyharness.guest import BatchResult, ZsTest
 from pyharness.own import OwnAllocator
 from pyharness.progress import Progress
@@ -44,13 +45,19 @@ def test_every_choice_agrees_with_its_model(
 def test_concurrent_use_is_clean_under_kasan_and_lockdep(default_config: config.Config) -> None:
     """On the 6.1 debug kernel (KASAN, KFENCE, lockdep, DEBUG_ATOMIC_SLEEP, DEBUG_VM,
     panic_on_warn): the default workload, then threads allocating, writing, verifying and
-    freeing while another compacts. Any report fails the run."""
+    freeing while another compacts the pool and the shell compacts all memory, which
+    migrates the pool's pages under them. Any report fails the run."""
     cfg = default_config.with_overrides(allocator="own", variant="debug", workload_ops=2000)
     stress = ["create st", "stress 4 2 7 1000000", "reset", "compact", "stats"]
     answers: list[BatchResult] = []
+    migrated: list[str] = []
 
     def after(guest: Guest, result: RunResult, p: Progress) -> None:
-        answers.append(ZsTest(guest).batch(stress))  # the same boot, after the workload
+        # The same boot, after the workload: memory compaction in the background all along.
+        guest.run("(while :; do echo 1 > /proc/sys/vm/compact_memory; done) & echo $! > /tmp/c")
+        answers.append(ZsTest(guest).batch(stress))
+        guest.run("kill $(cat /tmp/c); wait")  # the shell reports the job's end here
+        migrated.append(guest.run("cat /sys/kernel/debug/zsmalloc/st/migrated").strip())
 
     result = run.run(cfg, Progress(), run.RunOptions(after=after))
     assert result.passed, result.first_failure
@@ -59,6 +66,35 @@ def test_concurrent_use_is_clean_under_kasan_and_lockdep(default_config: config.
     seen = dict(answer.values)
     assert int(seen["stress_failures"]) == 0 and int(seen["stress_compactions"]) > 0
     assert seen["pages"] == "0"
+    assert int(migrated[0]) > 0
+
+
+@pytest.mark.parametrize("variant", ["distro", "debug"])
+def test_pages_move_and_every_object_stays(default_config: config.Config, variant: str) -> None:
+    """Memory compaction moves the pool's pages (zs_page_migrate, first pages included, so
+    handles are rewritten): afterwards every object verifies and the pool agrees with the
+    model, whose state migration must not change."""
+    cfg = default_config.with_overrides(allocator="own", variant=variant, workload_ops=200)
+    prepared = run.prepare(cfg, Progress())
+    found: list[object] = []
+    migrated: list[int] = []
+
+    def after(guest: Guest, result: RunResult, p: Progress) -> None:
+        zstest = ZsTest(guest)
+        driver = DriverModel(run.kernel_api(prepared.kernel), prepared.sources.policy)
+        lines = ["create mig", "churn 5 40000 0 20000", "stats"]
+        found.extend(check_commands(0, lines, zstest.batch(lines), driver))
+        guest.run("echo 1 > /proc/sys/vm/compact_memory")
+        migrated.append(int(guest.run("cat /sys/kernel/debug/zsmalloc/mig/migrated")))
+        live = driver.live("mig")
+        lines = [f"verify {i} {o.seed}" for i, o in live.items() if o.seed is not None]
+        lines += ["compact", "stats", "reset", "stats"]
+        found.extend(check_commands(1, lines, zstest.batch(lines), driver))
+
+    result = run.run(cfg, Progress(), run.RunOptions(after=after), prepared=prepared)
+    assert result.passed, result.first_failure
+    assert found == []
+    assert migrated[0] > 0
 
 
 @pytest.mark.parametrize(("series", "variant"), [source_built(s, "minimal") for s in SERIES])
