@@ -54,8 +54,9 @@ def cmd_run(args: argparse.Namespace, p: Progress) -> int:
     baseline = getattr(args, "baseline", None)
     if baseline and (cfg.allocator != "own" or batches is not None):
         raise StageError("--baseline goes with --allocator own and the default workload")
-    if baseline is None:  # RUN_BASELINE decides for the default workload of ours
-        baseline = cfg.baseline and cfg.allocator == "own" and batches is None
+    if baseline is None:  # RUN_BASELINE decides for ours, unless a matrix entry is run
+        entry = getattr(args, "entry", None)
+        baseline = cfg.baseline and cfg.allocator == "own" and batches is None and not entry
     if baseline:
         plan = compare.Plan(measure=False)
         result, _ = compare.compare(cfg, p, plan, results_dir=results_dir, refresh=args.refresh)

@@ -239,7 +239,8 @@ class _Runner:
             message = "not run: the matrix was interrupted"
             return Outcome(entry, _failed(entry, directory, message, "interrupted"), 0.0)
         argv = [*self.argv, "run", "--kernel", entry.kernel, "--allocator", entry.allocator]
-        argv += ["--variant", entry.variant]
+        # The baseline is an entry of its own here, not a second suite in this boot.
+        argv += ["--variant", entry.variant, "--no-baseline"]
         argv += ["--results-dir", str(directory), *self.run_args]
         self.progress.say(f"{entry.name}: started (log: {directory / 'zskit.log'})")
         start = time.monotonic()
