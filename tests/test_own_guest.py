@@ -111,3 +111,34 @@ def test_source_built_kernels_run_ours_as_zsmalloc_ko(
     assert (
         "EXPORT_SYMBOL_GPL(zs_malloc);" in (result.directory / "sources" / "zsmalloc.c").read_text()
     )
+
+
+@pytest.mark.parametrize("series", ["6.12", "7.2"])
+def test_ours_under_a_prefix_beside_the_builtin_zsmalloc(
+    default_config: config.Config, series: str
+) -> None:
+    """Debian's 6.12 and 7.2 have zsmalloc built in: ours runs as zsk_* beside it. The
+    default workload, the allocator's own refusals (7.2 and 6.12 answer -ENOSPC above
+    PAGE_SIZE) and concurrent stress, in one boot."""
+    cfg = default_config.with_overrides(kernel=series, allocator="own", workload_ops=3000)
+    prepared = run.prepare(cfg, Progress())
+    assert prepared.sources.modules == ("zsk", "zstest")
+    found: list[object] = []
+    values: list[tuple[str, str]] = []  # the guest's, checked equal to the model's
+    stress: list[BatchResult] = []
+
+    def after(guest: Guest, result: RunResult, p: Progress) -> None:
+        zstest = ZsTest(guest)
+        driver = DriverModel(run.kernel_api(prepared.kernel), prepared.sources.policy)
+        lines = ["create edge", "raw 0", "raw 4097", "raw 64", "lookup 4294967295", "stats"]
+        found.extend(check_commands(0, lines, zstest.batch(lines), driver))
+        values.extend(driver.values)
+        stress.append(zstest.batch(["create st", "stress 3 2 7 1000000", "reset", "stats"]))
+
+    result = run.run(cfg, Progress(), run.RunOptions(after=after), prepared=prepared)
+    assert result.passed, result.first_failure
+    assert found == []
+    assert values[:3] == [("raw", "-22"), ("raw", "-28"), ("raw", "0")]
+    assert values[3] == ("class_index", "254")  # no int wrap in ours
+    after_stress = dict(stress[0].values)
+    assert int(after_stress["stress_failures"]) == 0 and after_stress["pages"] == "0"
