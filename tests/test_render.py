@@ -92,7 +92,7 @@ def test_zstest_c_uses_the_61_mapping_api(
     assert text.count("zs_unmap_object(pool->zs, obj->handle);") == 3
     assert "zs_obj_write(" not in text and "zs_obj_read_begin(" not in text
     # 6.1's zs_malloc takes no node id.
-    assert "zs_malloc(pool->zs, size, GFP_KERNEL);" in text
+    assert "zs_malloc(pool->zs, size, ZT_GFP);" in text
     assert "NUMA_NO_NODE" not in text
     assert f"#define ZT_PROTOCOL_VERSION\t{PROTOCOL_VERSION}\n" in text
     # Every zsmalloc call is spelled with the zs_ prefix.
