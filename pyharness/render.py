@@ -87,13 +87,17 @@ def _write_if_changed(path: Path, text: str | bytes) -> None:
     path.write_bytes(data)
 
 
+def _render_text(name: str, context: dict[str, object]) -> str:
+    """Template kmod/`name` rendered, with the note that it is generated in its comment style."""
+    comment = "" if name == "Kbuild.j2" else " * "
+    note = _generated_note(name, comment)
+    return _environment().get_template(name).render(context, generated_note=note)
+
+
 def _render_templates(out: Path, context: dict[str, object], targets: dict[str, str]) -> list[Path]:
-    env = _environment()
     files: list[Path] = []
     for name, target in targets.items():
-        comment = "" if target == "Kbuild" else " * "
-        text = env.get_template(name).render(context, generated_note=_generated_note(name, comment))
-        _write_if_changed(out / target, text)
+        _write_if_changed(out / target, _render_text(name, context))
         files.append(out / target)
     return files
 
@@ -119,12 +123,9 @@ def own_sources(api: KernelApi, own: OwnAllocator, prefix: str = "zs_") -> dict[
         "zs_pad": _pad(prefix),
         "migration": own.migration and api.movable_ops,
     }
-    env = _environment()
-    sources = {}
-    for name, target in (("zsmalloc.c.j2", "zsmalloc.c"), ("zsmalloc.h.j2", header)):
-        if target:
-            note = _generated_note(name, " * ")
-            sources[target] = env.get_template(name).render(context, generated_note=note)
+    sources = {"zsmalloc.c": _render_text("zsmalloc.c.j2", context)}
+    if header:
+        sources[header] = _render_text("zsmalloc.h.j2", context)
     return sources
 
 
