@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_offline import WHY_NOT
 
 from pyharness import fragments, kernels, srcbuild, toolchain
 from pyharness.config import REPO
@@ -81,17 +82,7 @@ def test_an_option_the_real_72_kconfig_cannot_satisfy(tmp_path: Path) -> None:
     assert message.endswith("add what the option depends on, or drop the option")
 
 
-def _why_not_offline() -> str | None:
-    if os.geteuid() != 0:
-        return "`unshare -n` and toolchain roots need root"
-    try:
-        probe = subprocess.run(["unshare", "-n", "true"], capture_output=True, text=True)
-    except FileNotFoundError:
-        return "no unshare command (util-linux)"
-    return None if probe.returncode == 0 else f"unshare -n fails here: {probe.stderr.strip()}"
-
-
-WHY_NOT_OFFLINE = _why_not_offline()
+WHY_NOT_OFFLINE = WHY_NOT  # `unshare -n` is what cuts the network here too
 
 
 @pytest.mark.skipif(WHY_NOT_OFFLINE is not None, reason=WHY_NOT_OFFLINE or "")
