@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent.parent / "build" / "results"
+from .paths import RESULTS
+
 # results.json keys that are RunResult fields; every other key is `info`.
 _FIELDS = ("run_id", "kernel", "allocator", "variant", "verdict", "failure", "timings", "cases")
 

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from pyharness import config, run
-from pyharness.check import DriverModel
-from pyharness.guest import ZsTest
+from pyharness.check.driver import DriverModel
+from pyharness.commands import config, run
+from pyharness.guest.qemu import Guest
+from pyharness.guest.zstest import ZsTest
 from pyharness.model import Policy, policy
 from pyharness.progress import Progress
-from pyharness.qemu import Guest
 
 
 @pytest.fixture(scope="session")

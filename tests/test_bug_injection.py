@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from pyharness import build, config, initramfs, qemu, run
+from pyharness.commands import config, run
+from pyharness.guest import initramfs, qemu
+from pyharness.kmod import build
+from pyharness.kmod.render import RenderedSources
 from pyharness.progress import Progress
-from pyharness.render import RenderedSources
 
 pytestmark = pytest.mark.qemu
 

@@ -12,14 +12,14 @@ import dataclasses
 
 import pytest
 
-from pyharness import kapi
-from pyharness.check import UNKNOWN, DriverModel, check_classes, check_commands
-from pyharness.guest import BatchResult, CommandFailure
+from pyharness.check.driver import UNKNOWN, DriverModel, check_classes, check_commands
+from pyharness.guest.zstest import BatchResult, CommandFailure
+from pyharness.kernel.api import KernelApi, api_for
 from pyharness.model import class_table, policy
-from pyharness.pattern import pattern, pattern_seed, xorshift32
+from pyharness.model.pattern import pattern, pattern_seed, xorshift32
 
-API61 = kapi.api_for("6.1")
-API612 = kapi.api_for("6.12")
+API61 = api_for("6.1")
+API612 = api_for("6.12")
 # 7.2 has no zs_map_object: everything else as on 6.1, so only the mapping checks differ.
 NOMAP = dataclasses.replace(API61, map_object=False)
 
@@ -42,7 +42,7 @@ def run(*lines: str, driver: DriverModel | None = None) -> list[int | None]:
     return [d.run(line) for line in lines]
 
 
-def pool(*lines: str, api: kapi.KernelApi = API61) -> DriverModel:
+def pool(*lines: str, api: KernelApi = API61) -> DriverModel:
     """A driver model with pool zt0 after `lines`, every one of which must succeed."""
     d = DriverModel(api)
     assert run("create zt0", *lines, driver=d) == [0] * (len(lines) + 1)
@@ -470,8 +470,8 @@ def test_failed_range_commands_change_nothing() -> None:
     assert run("verify 1 7", driver=d) == [0]
 
 
-@pytest.mark.parametrize("api", [NOMAP, kapi.api_for("7.2")], ids=["6.1-nomap", "7.2"])
-def test_kernels_without_mapping_modes(api: kapi.KernelApi) -> None:
+@pytest.mark.parametrize("api", [NOMAP, api_for("7.2")], ids=["6.1-nomap", "7.2"])
+def test_kernels_without_mapping_modes(api: KernelApi) -> None:
     d = pool("alloc 1 100", "write 1 7", api=api)
     lines = (
         "pwrite 1 9 0 10 rw",
@@ -858,7 +858,7 @@ def test_stats_values() -> None:
 
 @pytest.mark.parametrize(("series", "huge"), [("6.1", "3257"), ("6.12", "3625"), ("7.2", "3625")])
 def test_huge_class_size_by_kernel(series: str, huge: str) -> None:
-    d = pool("stats", api=kapi.api_for(series))
+    d = pool("stats", api=api_for(series))
     assert d.values[1] == ("huge_class_size", huge)
 
 
@@ -1034,7 +1034,7 @@ NO_LOOKUP = (CommandFailure(2, "lookup", EOPNOTSUPP, "this kernel has no zs_look
 )
 def test_check_commands_other_values(
     lines: list[str],
-    api: kapi.KernelApi,
+    api: KernelApi,
     failures: tuple[CommandFailure, ...],
     values: tuple[tuple[str, str], ...],
     kind: str,

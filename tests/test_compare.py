@@ -12,14 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from pyharness import compare, kapi, kernels
-from pyharness.check import ANY, BENCH_TIMES, DriverModel, check_commands
-from pyharness.config import Config
-from pyharness.guest import parse_result
+from pyharness.check.driver import ANY, BENCH_TIMES, DriverModel, check_commands
+from pyharness.commands import compare
+from pyharness.commands.config import Config
+from pyharness.guest.zstest import parse_result
+from pyharness.kernel.api import api_for
+from pyharness.kernel.manifest import Kernel
+from pyharness.paths import cache_dir
 from pyharness.progress import Progress
 from pyharness.report import RunResult
 
-API61 = kapi.api_for("6.1")
+API61 = api_for("6.1")
 BENCH_VALUES = ["bench_pages_full", "bench_pages_half", *(f"bench_{w}_ns" for w in BENCH_TIMES)]
 
 
@@ -92,8 +95,8 @@ def test_zram_set_script_is_valid_shell() -> None:
     assert done.returncode == 0, done.stderr
 
 
-def _cached_61() -> kernels.Kernel:
-    kernel = kernels.Kernel.load(kernels.cache_dir() / "debian" / "6.1" / "kernel.json")
+def _cached_61() -> Kernel:
+    kernel = Kernel.load(cache_dir() / "debian" / "6.1" / "kernel.json")
     if kernel is None or kernel.modules is None:
         pytest.skip("Debian 6.1 is not provisioned in the cache yet (`zskit provision`)")
     return kernel

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from pyharness import config
-from pyharness.config import Config, load
-from pyharness.own import OwnAllocator
+from pyharness import paths
+from pyharness.commands.config import Config, load
+from pyharness.kmod.own import OwnAllocator
 from pyharness.progress import StageError
 
 
@@ -39,8 +39,8 @@ def test_defaults_from_the_repository_kconfig() -> None:
 
 
 def test_kconfig_is_the_repository_file() -> None:
-    assert (config.REPO / "Kconfig").is_file()
-    assert config.REPO == Path(config.__file__).resolve().parent.parent
+    assert (paths.REPO / "Kconfig").is_file()
+    assert paths.REPO == Path(paths.__file__).resolve().parent.parent
 
 
 def test_dotconfig_argument_overrides(tmp_path: Path) -> None:

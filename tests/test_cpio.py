@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyharness import cpio
-from pyharness.cpio import Archive, CpioError, Entry, archive_from_entries, read_archive
+from pyharness.guest import cpio
+from pyharness.guest.cpio import Archive, CpioError, Entry, archive_from_entries, read_archive
 
 CPIO = shutil.which("cpio")
 needs_cpio = pytest.mark.skipif(

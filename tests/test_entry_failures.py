@@ -21,14 +21,16 @@ from pathlib import Path
 import pytest
 from test_offline import WHY_NOT
 
-from pyharness import fragments, kernels, srcbuild, toolchain
-from pyharness.config import REPO
-from pyharness.fragments import FragmentError
+from pyharness.kernel import fragments, toolchain
+from pyharness.kernel.debian import DebianDistroKernel
+from pyharness.kernel.fragments import FragmentError
+from pyharness.kernel.source import SourceTree, Toolchain, _kconfig_env, _recorded
+from pyharness.paths import CONFIGS, REPO, cache_dir
 from pyharness.progress import Progress, StageError
 
 
 def test_a_series_the_archive_lacks_names_the_package(tmp_path: Path) -> None:
-    source = kernels.DebianDistroKernel(series="5.99", abi_prefix="5.99.0")
+    source = DebianDistroKernel(series="5.99", abi_prefix="5.99.0")
     with pytest.raises(StageError) as e:
         source.provision(tmp_path / "cache", Progress())
     message = str(e.value)
@@ -47,9 +49,9 @@ def test_a_root_debootstrap_cannot_build_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / "roots" / "nonesuch").exists()
 
 
-def _tree(series: str) -> srcbuild.SourceTree:
-    cache = kernels.cache_dir()
-    tree = srcbuild._recorded(cache / "src" / series / "source.json")
+def _tree(series: str) -> SourceTree:
+    cache = cache_dir()
+    tree = _recorded(cache / "src" / series / "source.json")
     if tree is None:
         pytest.skip(
             f"linux-source-{series} is not unpacked in {cache}; `zskit provision --kernel "
@@ -62,8 +64,8 @@ def test_an_option_the_real_72_kconfig_cannot_satisfy(tmp_path: Path) -> None:
     tree = _tree("7.2")
     bad = tmp_path / "bad.config"
     bad.write_text("CONFIG_KASAN_SW_TAGS=y\nCONFIG_NO_SUCH_OPTION=y\n")  # arm64's KASAN
-    settings = fragments.merge([srcbuild.CONFIGS / "base.config", bad])
-    env = srcbuild._kconfig_env(tree.path, srcbuild.Toolchain("host", ()))
+    settings = fragments.merge([CONFIGS / "base.config", bad])
+    env = _kconfig_env(tree.path, Toolchain("host", ()))
     # olddefconfig, as kconfiglib does it, on the request: what Kbuild would leave.
     (tmp_path / "request").write_text(fragments.text(settings))
     with fragments._environment(env):
@@ -107,7 +109,16 @@ def test_a_matrix_of_failing_entries_reports_each(tmp_path: Path) -> None:
         "APT_CONFIG": str(apt / "apt.conf"),
     }
     out = subprocess.run(
-        ["unshare", "-n", sys.executable, "-m", "pyharness.cli", "matrix", "--config", str(preset)],
+        [
+            "unshare",
+            "-n",
+            sys.executable,
+            "-m",
+            "pyharness.commands.cli",
+            "matrix",
+            "--config",
+            str(preset),
+        ],
         capture_output=True,
         text=True,
         env=env,

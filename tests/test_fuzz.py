@@ -31,11 +31,11 @@ import pytest
 from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
-from pyharness import kapi
-from pyharness.check import MAX_BENCH, MAX_CHURN, DriverModel, check_commands, kstrtou32
-from pyharness.guest import CTL, MAX_BATCH_BYTES, BatchResult, ProtocolError, ZsTest
-from pyharness.qemu import Guest
-from pyharness.triage import find_crash
+from pyharness.check.driver import MAX_BENCH, MAX_CHURN, DriverModel, check_commands, kstrtou32
+from pyharness.guest.qemu import Guest
+from pyharness.guest.triage import find_crash
+from pyharness.guest.zstest import CTL, MAX_BATCH_BYTES, BatchResult, ProtocolError, ZsTest
+from pyharness.kernel.api import api_for
 
 pytestmark = pytest.mark.qemu
 
@@ -46,7 +46,7 @@ HYPOTHESIS_LINES = 24  # at most this many generated lines per grammar batch
 
 EINVAL, ENOENT, EEXIST = -errno.EINVAL, -errno.ENOENT, -errno.EEXIST
 E2BIG, ERANGE = -errno.E2BIG, -errno.ERANGE
-API61 = kapi.api_for("6.1")
+API61 = api_for("6.1")
 
 B64_FILE = "/tmp/zskit-fuzz.b64"
 BIN_FILE = "/tmp/zskit-fuzz.bin"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pyharness import build, config, run
-from pyharness.checkpatch import checkpatch
+from pyharness.commands import config, run
+from pyharness.kmod import build
+from pyharness.kmod.checkpatch import checkpatch
 from pyharness.progress import Progress
 
 

@@ -13,8 +13,12 @@ from pathlib import Path
 import kconfiglib
 import pytest
 
-from pyharness import cli, config, kernels, matrix, render
-from pyharness.config import REPO
+from pyharness.commands import cli, config, matrix
+from pyharness.kernel import identity
+from pyharness.kernel.identity import KernelId
+from pyharness.kernel.provision import SOURCES
+from pyharness.kmod import render
+from pyharness.paths import REPO
 from pyharness.progress import Progress, StageError
 from pyharness.report import Case, RunResult, ktap, new_run
 
@@ -82,7 +86,11 @@ def test_only_the_allocators_a_kernel_supports(tmp_path: Path) -> None:
     )
     assert names(cfg) == ["6.1-own-distro", "6.1-upstream-distro"]
     entry = matrix.entries(cfg)[1]
-    assert (entry.kernel, entry.allocator, entry.variant) == ("6.1", "upstream", "distro")
+    assert (entry.kernel.series, entry.allocator, entry.kernel.variant) == (
+        "6.1",
+        "upstream",
+        "distro",
+    )
 
 
 def test_no_supported_pair_explains_what_runs_where(tmp_path: Path) -> None:
@@ -112,7 +120,7 @@ def test_a_variant_without_kernels_is_named() -> None:
 
 def test_kconfig_offers_every_kernel_and_allocator() -> None:
     cfg = config.load()
-    assert set(cfg.matrix_kernels) == set(kernels.SOURCES)
+    assert set(cfg.matrix_kernels) == set(SOURCES[identity.DISTRO])
     assert set(cfg.matrix_allocators) == set(render.ALLOCATORS)
 
 
@@ -140,8 +148,12 @@ def test_entry_lookup() -> None:
         for a in ("own", "upstream")
     ]
     assert [e.name for e in matrix.known_entries()] == distro + built
-    assert matrix.find_entry("6.12-builtin-distro") == matrix.Entry("6.12", "builtin", "distro")
-    assert matrix.find_entry("7.2-upstream-debug") == matrix.Entry("7.2", "upstream", "debug")
+    assert matrix.find_entry("6.12-builtin-distro") == matrix.Entry(
+        KernelId("6.12", "distro"), "builtin"
+    )
+    assert matrix.find_entry("7.2-upstream-debug") == matrix.Entry(
+        KernelId("7.2", "debug"), "upstream"
+    )
     with pytest.raises(StageError) as e:
         matrix.find_entry("6.12-upstream-distro")
     assert str(e.value).startswith(
@@ -179,13 +191,13 @@ def synthetic(tmp_path: Path, entry: matrix.Entry, failure: str | None = None) -
     directory = tmp_path / entry.name
     result = RunResult(
         run_id=entry.name,
-        kernel=entry.kernel,
+        kernel=entry.kernel.series,
         allocator=entry.allocator,
         directory=directory,
-        variant=entry.variant,
+        variant=entry.kernel.variant,
         cases=[Case("provision", 0.1), Case("boot", 3.0), Case("batch-000", 0.5)],
         timings={"total": 3.6},
-        info={"kernel_release": f"{entry.kernel}.0-9-amd64", "accel": "tcg"},
+        info={"kernel_release": f"{entry.kernel.series}.0-9-amd64", "accel": "tcg"},
     )
     if failure:
         result.cases.append(Case("batch-001", 0.4, failure=failure, kind="divergence"))
@@ -195,8 +207,8 @@ def synthetic(tmp_path: Path, entry: matrix.Entry, failure: str | None = None) -
 
 
 def outcomes(tmp_path: Path) -> list[matrix.Outcome]:
-    good = matrix.Entry("6.1", "upstream")
-    bad = matrix.Entry("7.2", "builtin")
+    good = matrix.Entry(KernelId("6.1"), "upstream")
+    bad = matrix.Entry(KernelId("7.2"), "builtin")
     failure = "batch 1, line 7: alloc 5 200: kernel ENOMEM, model 0\nsecond line"
     return [
         matrix.Outcome(good, synthetic(tmp_path, good), 4.0),
@@ -256,7 +268,7 @@ def test_ktap_of_the_matrix(tmp_path: Path) -> None:
 
 
 def test_a_single_run_writes_ktap(tmp_path: Path) -> None:
-    result = synthetic(tmp_path, matrix.Entry("6.1", "upstream"), failure="boom")
+    result = synthetic(tmp_path, matrix.Entry(KernelId("6.1"), "upstream"), failure="boom")
     tests = parse_ktap((result.directory / "results.ktap").read_text())
     assert [(ok, name) for ok, name, _, _ in tests] == [(False, "6.1-upstream-distro")]
     loaded = RunResult.load(result.directory)
@@ -289,7 +301,7 @@ def test_a_runs_directory_is_named_after_its_entry(tmp_path: Path) -> None:
 
 def test_the_variant_travels_in_results_json(tmp_path: Path) -> None:
     # CI may name an entry's directory anything; the merge reads the variant from the run.
-    entry = matrix.Entry("6.12", "upstream", "debug")
+    entry = matrix.Entry(KernelId("6.12", "debug"), "upstream")
     result = synthetic(tmp_path, entry)
     result.directory.rename(tmp_path / "job-17")
     loaded = RunResult.load(tmp_path / "job-17")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from pyharness import kernels, toolchain
-from pyharness.config import REPO
+from pyharness.kernel import toolchain
+from pyharness.paths import REPO, cache_dir
 
 
 def _why_no_unshare() -> str | None:
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.skipif(WHY_NOT is not None, reason=WHY_NOT or "")
 def offline_zskit(args: list[str], cache: Path, timeout: float) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "ZSKIT_CACHE": str(cache), "KCONFIG_CONFIG": str(cache / "none")}
     return subprocess.run(
-        ["unshare", "-n", sys.executable, "-m", "pyharness.cli", *args],
+        ["unshare", "-n", sys.executable, "-m", "pyharness.commands.cli", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -52,7 +52,7 @@ def test_the_namespace_has_no_network() -> None:
     uri = toolchain._archive_uri(None)
     if uri is None:
         pytest.skip("the host's apt sources name no http archive")
-    code = f"from pyharness import toolchain; print(toolchain.unreachable({uri!r}))"
+    code = f"from pyharness.kernel import toolchain; print(toolchain.unreachable({uri!r}))"
     out = subprocess.run(
         ["unshare", "-n", sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO
     )
@@ -86,7 +86,7 @@ def test_a_cold_cache_offline_says_it_needs_the_network(
 
 @pytest.mark.qemu
 def test_a_warm_entry_runs_offline(tmp_path: Path) -> None:
-    cache = kernels.cache_dir()  # the real one: the entry must be warm already
+    cache = cache_dir()  # the real one: the entry must be warm already
     if not (cache / "debian" / "6.1" / "kernel.json").exists():
         pytest.skip(f"6.1 is not in the cache {cache} yet; `zskit run` (online) warms it")
     results = tmp_path / "results"

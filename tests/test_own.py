@@ -15,10 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from pyharness import cli, kapi, kernels, render
-from pyharness.checkpatch import StyleReport
+from pyharness.commands import cli
+from pyharness.kernel.api import api_for
+from pyharness.kernel.identity import KernelId
+from pyharness.kernel.provision import provision
+from pyharness.kmod import render
+from pyharness.kmod.checkpatch import StyleReport
+from pyharness.kmod.own import OwnAllocator
 from pyharness.model import PoolModel, class_table, huge_class_size, policy
-from pyharness.own import OwnAllocator
 from pyharness.progress import Progress, StageError
 
 SERIES = ("6.1", "6.12", "7.2")
@@ -35,22 +39,22 @@ def test_bad_choices_are_named() -> None:
 
 def test_upstream_geometry_is_one_of_the_choices() -> None:
     """With upstream's parameters the own table is upstream's, class for class."""
-    as_612 = OwnAllocator().policy(kapi.api_for("6.12"))
+    as_612 = OwnAllocator().policy(api_for("6.12"))
     assert class_table(as_612) == class_table(policy("6.12"))
     assert huge_class_size(as_612) == 3625 and len(class_table(as_612)) == 119
     as_61 = OwnAllocator(max_pages=4, fullness="quarters", chain_rule="usedpc")
-    own_61 = as_61.policy(kapi.api_for("6.1"))
+    own_61 = as_61.policy(api_for("6.1"))
     assert class_table(own_61) == class_table(policy("6.1"))
     assert huge_class_size(own_61) == 3257 and len(class_table(own_61)) == 69
     # By default the geometry is the target kernel's, the chain size it was built with too.
-    assert class_table(OwnAllocator().policy(kapi.api_for("6.1"))) == class_table(policy("6.1"))
-    api_16 = dataclasses.replace(kapi.api_for("7.2"), chain_size=16)
+    assert class_table(OwnAllocator().policy(api_for("6.1"))) == class_table(policy("6.1"))
+    api_16 = dataclasses.replace(api_for("7.2"), chain_size=16)
     assert class_table(OwnAllocator().policy(api_16)) == class_table(policy("7.2", chain_size=16))
-    assert OwnAllocator(max_pages=8).for_kernel(kapi.api_for("6.1")).chain_rule == "usedpc"
+    assert OwnAllocator(max_pages=8).for_kernel(api_for("6.1")).chain_rule == "usedpc"
 
 
 def test_class_spacing_changes_the_table() -> None:
-    api = kapi.api_for("6.12")
+    api = api_for("6.12")
     tables = {d: class_table(OwnAllocator(class_delta=d).policy(api)) for d in (8, 16, 32, 64)}
     assert tables[16] == class_table(policy("6.12"))
     for delta, table in tables.items():
@@ -65,8 +69,8 @@ def test_class_spacing_changes_the_table() -> None:
 
 
 def test_errors_and_lookup_follow_the_kernel_api() -> None:
-    own_61 = OwnAllocator().policy(kapi.api_for("6.1"))
-    own_72 = OwnAllocator().policy(kapi.api_for("7.2"))
+    own_61 = OwnAllocator().policy(api_for("6.1"))
+    own_72 = OwnAllocator().policy(api_for("7.2"))
     assert own_61.alloc_error(0) == own_72.alloc_error(0) == -22
     assert own_61.alloc_error(4097) == -22 and own_72.alloc_error(4097) == -28
     # No int conversion in our lookup: a huge size stays in the last class.
@@ -78,7 +82,7 @@ def test_errors_and_lookup_follow_the_kernel_api() -> None:
 @pytest.mark.parametrize("series", SERIES)
 @pytest.mark.parametrize("prefix", ["zs_", "zsk_"])
 def test_templates_render_the_kernel_api(series: str, prefix: str) -> None:
-    api = kapi.api_for(series)
+    api = api_for(series)
     sources = render.own_sources(api, OwnAllocator(), prefix)
     c = sources["zsmalloc.c"]
     assert "{{" not in c and "{%" not in c
@@ -112,7 +116,7 @@ def test_render_into_a_kernel_tree_keeps_a_hard_linked_original(tmp_path: Path) 
     for name in ("Makefile", "mm/zsmalloc.c"):
         os.link(pristine / name, tree / name)
     assert render.tree_series(tree) == "6.12"
-    written = render.render_into_tree(tree, kapi.api_for("6.12"), OwnAllocator())
+    written = render.render_into_tree(tree, api_for("6.12"), OwnAllocator())
     assert written == [tree / "mm" / "zsmalloc.c"]
     assert "zskit's own" in written[0].read_text()
     assert (pristine / "mm" / "zsmalloc.c").read_text() == "/* upstream */\n"
@@ -127,7 +131,7 @@ def test_renders_into_a_kernel_tree_that_builds_it(tmp_path: Path) -> None:
     """`zskit render --kernel-tree` on a hard-linked copy of linux-source-6.1: the tree's own
     Kbuild compiles our mm/zsmalloc.c (the minimal kernel's config, ZSMALLOC=m) without a
     warning, and the unpacked sources in the cache keep upstream's file."""
-    kernel = kernels.source_for("6.1", "minimal").provision(kernels.cache_dir(), Progress())
+    kernel = provision(KernelId("6.1", "minimal"), Progress())
     pristine = kernel.source
     tree, out = tmp_path / "linux", tmp_path / "out"
     subprocess.run(["cp", "-al", str(pristine), str(tree)], check=True)

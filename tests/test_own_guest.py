@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 from test_source_kernels import source_built
 
-from pyharness import config, run
-from pyharness.check import DriverModel, check_commands
-from pyharness.guest import BatchResult, ZsTest
-from pyharness.own import OwnAllocator
+from pyharness.check.driver import DriverModel, check_commands
+from pyharness.commands import config, run
+from pyharness.guest.qemu import Guest
+from pyharness.guest.zstest import BatchResult, ZsTest
+from pyharness.kmod.own import OwnAllocator
 from pyharness.progress import Progress
-from pyharness.qemu import Guest
 from pyharness.report import RunResult
 
 pytestmark = pytest.mark.qemu

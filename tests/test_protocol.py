@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pyharness.guest import (
+from pyharness.guest.zstest import (
     CHUNK_BYTES,
     BatchResult,
     CommandFailure,

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pyharness import kapi, render
-from pyharness.guest import PROTOCOL_VERSION
-from pyharness.kernels import Kernel
+from pyharness.kernel.api import api_for
+from pyharness.kernel.manifest import Kernel
+from pyharness.kmod import render
+from pyharness.kmod.render import PROTOCOL_VERSION
 from pyharness.progress import StageError
 
 ZSMALLOC = (
@@ -40,7 +41,7 @@ def make_kernel(tmp_path: Path, source_bytes: bytes | None = ZSMALLOC) -> Kernel
 @pytest.fixture
 def rendered(tmp_path: Path) -> tuple[Kernel, render.RenderedSources]:
     kernel = make_kernel(tmp_path)
-    out = render.render(kernel, kapi.api_for("6.1"), "upstream", tmp_path / "out")
+    out = render.render(kernel, api_for("6.1"), "upstream", tmp_path / "out")
     return kernel, out
 
 
@@ -58,7 +59,7 @@ def test_rendered_files(rendered: tuple[Kernel, render.RenderedSources], tmp_pat
 
 def test_output_directory_is_created(tmp_path: Path) -> None:
     kernel = make_kernel(tmp_path)
-    out = render.render(kernel, kapi.api_for("6.1"), "upstream", tmp_path / "a" / "b" / "c")
+    out = render.render(kernel, api_for("6.1"), "upstream", tmp_path / "a" / "b" / "c")
     assert (tmp_path / "a" / "b" / "c" / "zstest.c").is_file()
     assert out.directory == (tmp_path / "a" / "b" / "c").resolve()
 
@@ -116,7 +117,7 @@ def test_zsmalloc_c_is_a_byte_copy(rendered: tuple[Kernel, render.RenderedSource
 
 def test_second_render_keeps_mtimes(tmp_path: Path) -> None:
     kernel = make_kernel(tmp_path)
-    api = kapi.api_for("6.1")
+    api = api_for("6.1")
     first = render.render(kernel, api, "upstream", tmp_path / "out")
     contents = {p: p.read_bytes() for p in first.files}
     for p in first.files:
@@ -130,7 +131,7 @@ def test_second_render_keeps_mtimes(tmp_path: Path) -> None:
 
 def test_changed_source_updates_only_zsmalloc_c(tmp_path: Path) -> None:
     kernel = make_kernel(tmp_path)
-    api = kapi.api_for("6.1")
+    api = api_for("6.1")
     out = render.render(kernel, api, "upstream", tmp_path / "out")
     for p in out.files:
         os.utime(p, ns=(OLD_NS, OLD_NS))
@@ -146,7 +147,7 @@ def test_changed_source_updates_only_zsmalloc_c(tmp_path: Path) -> None:
 
 def test_edited_output_is_restored(tmp_path: Path) -> None:
     kernel = make_kernel(tmp_path)
-    api = kapi.api_for("6.1")
+    api = api_for("6.1")
     out = render.render(kernel, api, "upstream", tmp_path / "out")
     good = (out.directory / "zstest.c").read_bytes()
     (out.directory / "zstest.c").write_bytes(good + b"/* hand edit */\n")
@@ -157,20 +158,20 @@ def test_edited_output_is_restored(tmp_path: Path) -> None:
 def test_unknown_allocator(tmp_path: Path) -> None:
     kernel = make_kernel(tmp_path)
     with pytest.raises(StageError, match="unknown allocator 'slab'.*upstream"):
-        render.render(kernel, kapi.api_for("6.1"), "slab", tmp_path / "out")
+        render.render(kernel, api_for("6.1"), "slab", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_source(tmp_path: Path) -> None:
     kernel = make_kernel(tmp_path, source_bytes=None)
     with pytest.raises(StageError, match=r"mm/zsmalloc\.c is missing.*--refresh"):
-        render.render(kernel, kapi.api_for("6.1"), "upstream", tmp_path / "out")
+        render.render(kernel, api_for("6.1"), "upstream", tmp_path / "out")
     assert not (tmp_path / "out" / "zsmalloc.c").exists()
 
 
 def test_unknown_kernel_api() -> None:
     with pytest.raises(StageError, match="no zsmalloc API facts for kernel '9.9'"):
-        kapi.api_for("9.9")
+        api_for("9.9")
 
 
 def test_kernel_style(rendered: tuple[Kernel, render.RenderedSources]) -> None:

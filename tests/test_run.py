@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from pyharness import config, run
+from pyharness.commands import config, run
 from pyharness.progress import Progress
 
 pytestmark = pytest.mark.qemu

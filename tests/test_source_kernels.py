@@ -23,8 +23,23 @@ from pathlib import Path
 
 import pytest
 
-from pyharness import config, fragments, kapi, kernels, matrix, render, run, srcbuild, toolchain
-from pyharness.fragments import FragmentError, Setting
+from pyharness.commands import config, matrix, run
+from pyharness.kernel import fragments, source, toolchain
+from pyharness.kernel.api import api_for
+from pyharness.kernel.fragments import FragmentError, Setting
+from pyharness.kernel.identity import DISTRO, KernelId
+from pyharness.kernel.manifest import Kernel
+from pyharness.kernel.provision import SOURCES, source_for
+from pyharness.kernel.source import (
+    VARIANT_FRAGMENTS,
+    SourceBuiltKernel,
+    SourceTree,
+    Toolchain,
+    _rehome,
+    host_toolchain,
+)
+from pyharness.kmod import render
+from pyharness.paths import CONFIGS, cache_dir
 from pyharness.progress import CommandError, Progress, StageError
 
 # --- merging ------------------------------------------------------------------------
@@ -37,7 +52,7 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 
 
 def test_fragments_merge_in_order() -> None:
-    paths = [srcbuild.CONFIGS / name for name in srcbuild.VARIANT_FRAGMENTS["debug"]]
+    paths = [CONFIGS / name for name in VARIANT_FRAGMENTS["debug"]]
     merged = fragments.merge(paths)
     assert merged["ZSMALLOC"].value == "m"
     assert merged["ZSMALLOC_STAT"].origin.startswith("base.config:")
@@ -47,9 +62,9 @@ def test_fragments_merge_in_order() -> None:
     assert "# CONFIG_ACPI is not set\n" in fragments.text(merged)
 
 
-@pytest.mark.parametrize("variant", sorted(srcbuild.VARIANT_FRAGMENTS))
+@pytest.mark.parametrize("variant", sorted(VARIANT_FRAGMENTS))
 def test_the_shipped_fragments_do_not_conflict(variant: str) -> None:
-    paths = [srcbuild.CONFIGS / name for name in srcbuild.VARIANT_FRAGMENTS[variant]]
+    paths = [CONFIGS / name for name in VARIANT_FRAGMENTS[variant]]
     merged = fragments.merge(paths)
     for name in ("MODULES", "MODULE_UNLOAD", "PVH", "SERIAL_8250_CONSOLE", "DEVTMPFS"):
         assert merged[name].value == "y", name
@@ -57,7 +72,7 @@ def test_the_shipped_fragments_do_not_conflict(variant: str) -> None:
 
 
 def test_minimal_and_debug_together_conflict_naming_both() -> None:
-    paths = [srcbuild.CONFIGS / n for n in ("base.config", "minimal.config", "debug.config")]
+    paths = [CONFIGS / n for n in ("base.config", "minimal.config", "debug.config")]
     with pytest.raises(FragmentError) as e:
         fragments.merge(paths)
     message = str(e.value)
@@ -222,26 +237,26 @@ def test_kconfiglib_environment_is_restored(tmp_path: Path, monkeypatch) -> None
 def test_variants_have_source_built_kernels() -> None:
     for variant in ("minimal", "debug"):
         for series in ("6.1", "6.12", "7.2"):
-            source = kernels.source_for(series, variant)
-            assert isinstance(source, srcbuild.SourceBuiltKernel)
+            source = source_for(KernelId(series, variant))
+            assert isinstance(source, SourceBuiltKernel)
             assert not source.zsmalloc_builtin  # base.config: CONFIG_ZSMALLOC=m
-    assert kernels.source_for("6.1", "minimal").distro is None  # the host's gcc-12
-    root_612 = kernels.source_for("6.12", "debug")
-    assert isinstance(root_612, srcbuild.SourceBuiltKernel) and root_612.distro is not None
+    assert source_for(KernelId("6.1", "minimal")).distro is None  # the host's gcc-12
+    root_612 = source_for(KernelId("6.12", "debug"))
+    assert isinstance(root_612, SourceBuiltKernel) and root_612.distro is not None
     assert root_612.distro.suite == "trixie"
-    assert kernels.source_for("6.1") is kernels.SOURCES["6.1"]
+    assert source_for(KernelId("6.1")) is SOURCES[DISTRO]["6.1"]
 
 
 def test_unknown_variant_and_kernel_say_what_is_known() -> None:
     with pytest.raises(StageError, match="unknown variant 'fast'; known variants: distro"):
-        kernels.source_for("6.1", "fast")
+        source_for(KernelId("6.1", "fast"))
     with pytest.raises(StageError, match=r"unknown kernel '5\.10'; known kernels: 6\.1, 6\.12"):
-        kernels.source_for("5.10", "minimal")
+        source_for(KernelId("5.10", "minimal"))
 
 
 @pytest.mark.parametrize("series", ["6.1", "6.12", "7.2"])
 def test_upstream_runs_on_every_source_built_kernel(series: str) -> None:
-    source = kernels.source_for(series, "minimal")
+    source = source_for(KernelId(series, "minimal"))
     render.check_allocator(source, "upstream")
     with pytest.raises(StageError, match="has it as a module"):
         render.check_allocator(source, "builtin")
@@ -254,12 +269,10 @@ def test_variant_option_and_its_default(tmp_path: Path) -> None:
 
 
 def test_missing_host_tools_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = srcbuild.shutil.which
-    monkeypatch.setattr(
-        srcbuild.shutil, "which", lambda p: None if p in ("flex", "bc") else real(p)
-    )
+    real = source.shutil.which
+    monkeypatch.setattr(source.shutil, "which", lambda p: None if p in ("flex", "bc") else real(p))
     with pytest.raises(StageError, match=r"needs bc, flex: `apt-get install bc flex`"):
-        srcbuild.host_toolchain(Progress())
+        host_toolchain(Progress())
 
 
 def test_a_root_gets_missing_build_packages(tmp_path: Path, monkeypatch) -> None:
@@ -288,7 +301,7 @@ def test_a_root_gets_missing_build_packages(tmp_path: Path, monkeypatch) -> None
 
 
 @dataclasses.dataclass(frozen=True)
-class FakeMake(srcbuild.Toolchain):
+class FakeMake(Toolchain):
     """Kbuild stand-in: tinyconfig writes a .config and 7.x's O= Makefile, olddefconfig
     keeps what is there, and `vmlinux` either fails like a compiler error or succeeds."""
 
@@ -311,8 +324,8 @@ class FakeMake(srcbuild.Toolchain):
 
 def test_a_finished_build_replaces_older_ones(tmp_path: Path) -> None:
     fragment = write(tmp_path, "f.config", "CONFIG_64BIT=y\n")
-    source = srcbuild.SourceBuiltKernel("6.1", "minimal", fragment_files=(fragment,))
-    tree = srcbuild.SourceTree("6.1.1-1", tmp_path / "src")
+    source = SourceBuiltKernel("6.1", "minimal", fragment_files=(fragment,))
+    tree = SourceTree("6.1.1-1", tmp_path / "src")
     tree.path.mkdir()
     built = tmp_path / "built"
     (built / "6.1-minimal-old" / "build").mkdir(parents=True)  # an older key
@@ -322,15 +335,15 @@ def test_a_finished_build_replaces_older_ones(tmp_path: Path) -> None:
     kernel = source._build(dest, tree, tools, fragments.merge([fragment]), Progress())
     assert kernel.release == "6.1.1-zskit-minimal" and kernel.variant == "minimal"
     assert kernel.boot_image == dest / "build" / "vmlinux"
-    assert kernels.Kernel.load(dest / "kernel.json") == kernel
+    assert Kernel.load(dest / "kernel.json") == kernel
     assert (dest / "build" / "Makefile").read_text() == f"export KBUILD_OUTPUT = {dest}/build\n"
     assert sorted(p.name for p in built.iterdir()) == ["6.1-debug-other", "6.1-minimal-new"]
 
 
 def test_a_build_failure_names_the_error_and_keeps_the_tree(tmp_path: Path) -> None:
     fragment = write(tmp_path, "f.config", "CONFIG_64BIT=y\n")
-    source = srcbuild.SourceBuiltKernel("6.1", "minimal", fragment_files=(fragment,))
-    tree = srcbuild.SourceTree("6.1.1-1", tmp_path / "src")
+    source = SourceBuiltKernel("6.1", "minimal", fragment_files=(fragment,))
+    tree = SourceTree("6.1.1-1", tmp_path / "src")
     tools = FakeMake(ident="host gcc", make_vars=())
     dest = tmp_path / "built" / "6.1-minimal-abc"
     settings = fragments.merge([fragment])
@@ -343,12 +356,12 @@ def test_a_build_failure_names_the_error_and_keeps_the_tree(tmp_path: Path) -> N
     assert not dest.exists()  # nothing half-built under the final name
 
 
-def kernel_with(tmp_path: Path, config_text: str) -> kernels.Kernel:
+def kernel_with(tmp_path: Path, config_text: str) -> Kernel:
     kdir = tmp_path / "kdir"
     kdir.mkdir(exist_ok=True)
     (kdir / ".config").write_text(config_text)
     path = tmp_path / "x"
-    return kernels.Kernel("6.1", "6.1.0", "6.1.1-1", path, path, kdir, None, path)
+    return Kernel("6.1", "6.1.0", "6.1.1-1", path, path, kdir, None, path)
 
 
 def test_shutdown_needs_acpi_for_poweroff(tmp_path: Path) -> None:
@@ -358,13 +371,13 @@ def test_shutdown_needs_acpi_for_poweroff(tmp_path: Path) -> None:
 
 def test_the_chain_size_comes_from_the_kernels_config(tmp_path: Path) -> None:
     kernel = kernel_with(tmp_path, "CONFIG_ZSMALLOC_CHAIN_SIZE=16\n")
-    kernel = kernels.Kernel(**{**kernel.__dict__, "series": "6.12"})
+    kernel = Kernel(**{**kernel.__dict__, "series": "6.12"})
     assert run.kernel_api(kernel).chain_size == 16
     assert run.kernel_api(kernel_with(tmp_path, "CONFIG_ZSMALLOC=m\n")).chain_size is None
 
 
 def test_a_source_built_manifest_round_trips(tmp_path: Path) -> None:
-    kernel = kernels.Kernel(
+    kernel = Kernel(
         series="6.12",
         release="6.12.117",
         package_version="6.12.117-1",
@@ -378,7 +391,7 @@ def test_a_source_built_manifest_round_trips(tmp_path: Path) -> None:
         make_vars=("CC=x86_64-linux-gnu-gcc-14", "HOSTCC=x86_64-linux-gnu-gcc-14"),
     )
     kernel.save(tmp_path / "kernel.json")
-    assert kernels.Kernel.load(tmp_path / "kernel.json") == kernel
+    assert Kernel.load(tmp_path / "kernel.json") == kernel
 
 
 def test_matrix_has_source_built_entries() -> None:
@@ -394,14 +407,14 @@ def test_matrix_has_source_built_entries() -> None:
 def test_a_fragment_the_61_tree_cannot_honour(tmp_path: Path) -> None:
     # KASAN needs SLUB; 6.1's tinyconfig has SLOB and this fragment keeps it.
     broken = write(tmp_path, "broken.config", "CONFIG_SLOB=y\nCONFIG_KASAN=y\n")
-    base = srcbuild.CONFIGS / "base.config"
+    base = CONFIGS / "base.config"
     no_slub = write(tmp_path, "base.config", base.read_text().replace("CONFIG_SLUB=y", ""))
-    source = srcbuild.SourceBuiltKernel("6.1", "broken", fragment_files=(no_slub, broken))
+    source = SourceBuiltKernel("6.1", "broken", fragment_files=(no_slub, broken))
     # The real cache's sources, but the failed build's tree stays in tmp_path.
     cache = tmp_path / "cache"
     cache.mkdir()
-    (kernels.cache_dir() / "src").mkdir(parents=True, exist_ok=True)
-    (cache / "src").symlink_to(kernels.cache_dir() / "src")
+    (cache_dir() / "src").mkdir(parents=True, exist_ok=True)
+    (cache / "src").symlink_to(cache_dir() / "src")
     with pytest.raises(FragmentError) as e:
         source.provision(cache, Progress())
     message = str(e.value)
@@ -482,13 +495,13 @@ def test_upstream_takes_the_headers_zsmalloc_includes(tmp_path: Path) -> None:
     mm.mkdir(parents=True)
     (mm / "zsmalloc.c").write_text('#include <linux/mm.h>\n#include "zpdesc.h"\nint x;\n')
     (mm / "zpdesc.h").write_text("/* zpdesc */\n")
-    kernel = kernels.Kernel(**{**kernel.__dict__, "series": "7.2", "source": tmp_path / "src"})
-    out = render.render(kernel, kapi.api_for("7.2"), "upstream", tmp_path / "out")
+    kernel = Kernel(**{**kernel.__dict__, "series": "7.2", "source": tmp_path / "src"})
+    out = render.render(kernel, api_for("7.2"), "upstream", tmp_path / "out")
     assert (out.directory / "zpdesc.h").read_text() == "/* zpdesc */\n"
     assert out.directory / "zpdesc.h" in out.files
     (mm / "zpdesc.h").unlink()
     with pytest.raises(StageError, match=r"includes zpdesc\.h, which is not in"):
-        render.render(kernel, kapi.api_for("7.2"), "upstream", tmp_path / "out")
+        render.render(kernel, api_for("7.2"), "upstream", tmp_path / "out")
 
 
 def test_the_renamed_build_tree_names_itself(tmp_path: Path) -> None:
@@ -498,14 +511,14 @@ def test_the_renamed_build_tree_names_itself(tmp_path: Path) -> None:
     makefile.write_text(
         f"export KBUILD_OUTPUT = {tmp}/build\ninclude /src/linux-source-7.2/Makefile\n"
     )
-    srcbuild._rehome(makefile, tmp, dest)
+    _rehome(makefile, tmp, dest)
     assert makefile.read_text().splitlines()[0] == f"export KBUILD_OUTPUT = {dest}/build"
 
 
 def test_a_kasan_kernel_boots_its_bzimage() -> None:
     def targets(series: str, variant: str) -> list[str]:
-        source = kernels.source_for(series, variant)
-        assert isinstance(source, srcbuild.SourceBuiltKernel)
+        source = source_for(KernelId(series, variant))
+        assert isinstance(source, SourceBuiltKernel)
         return source._extra_targets(fragments.merge(source.fragments()))
 
     # The PVH entry calls the instrumented memcmp before KASAN's shadow exists.

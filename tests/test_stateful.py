@@ -27,12 +27,13 @@ from hypothesis.stateful import (
 )
 from test_bug_injection import with_bug
 
-from pyharness import config, kapi, run
-from pyharness.check import DriverModel, check_classes, check_commands
-from pyharness.config import REPO
-from pyharness.guest import ZsTest
+from pyharness.check.driver import DriverModel, check_classes, check_commands
+from pyharness.commands import config, run
+from pyharness.guest.zstest import ZsTest
+from pyharness.kernel.api import api_for
+from pyharness.kmod.own import OwnAllocator
 from pyharness.model import class_table, policy
-from pyharness.own import OwnAllocator
+from pyharness.paths import REPO
 from pyharness.progress import Progress
 
 pytestmark = pytest.mark.qemu
@@ -41,7 +42,7 @@ REPLAY = REPO / "build" / "replays" / "stateful.txt"
 SEEDS = st.integers(0, 2**32 - 25)
 # Any size, and sizes that fill a distinct class's slot exactly (size + 8-byte header) in
 # upstream's or the own allocator's table, where an object's last byte ends its slot.
-TABLES = (policy("6.1"), OwnAllocator().policy(kapi.api_for("6.1")))
+TABLES = (policy("6.1"), OwnAllocator().policy(api_for("6.1")))
 EXACT_FIT = sorted({c.size - 8 for p in TABLES for c in class_table(p) if not c.huge})
 SIZES = st.one_of(st.integers(1, 4096), st.sampled_from(EXACT_FIT))
 _pools = itertools.count()
@@ -167,7 +168,7 @@ def test_a_planted_bug_is_shrunk_to_a_replay_that_fails(
             default_config, Progress(), buggy, tmp_path / "console.log", transcript
         ) as guest:
             with pytest.raises(AssertionError, match="replay: zskit replay"):
-                upstream = lambda: DriverModel(kapi.api_for("6.1"))  # noqa: E731
+                upstream = lambda: DriverModel(api_for("6.1"))  # noqa: E731
                 run_state_machine_as_test(
                     machine(ZsTest(guest), replay, upstream), settings=SETTINGS
                 )

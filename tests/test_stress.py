@@ -12,10 +12,10 @@ import errno
 
 import pytest
 
-from pyharness.guest import ZsTest
+from pyharness.guest.qemu import Guest
+from pyharness.guest.triage import find_crash
+from pyharness.guest.zstest import ZsTest
 from pyharness.model import Policy, PoolModel
-from pyharness.qemu import Guest
-from pyharness.triage import find_crash
 
 pytestmark = pytest.mark.qemu
 

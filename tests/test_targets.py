@@ -20,8 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from pyharness import config, kapi, kernels, render, run, toolchain
-from pyharness.kernels import DebianSuiteKernel, Kernel
+from pyharness.commands import config, run
+from pyharness.kernel import toolchain
+from pyharness.kernel.api import api_for
+from pyharness.kernel.debian import DebianSuiteKernel, pvh_vmlinux
+from pyharness.kernel.identity import KernelId
+from pyharness.kernel.manifest import Kernel
+from pyharness.kernel.provision import source_for
+from pyharness.kmod import render
 from pyharness.progress import Progress, StageError
 
 # --- the host's apt sources ----------------------------------------------------
@@ -229,7 +235,7 @@ def test_pvh_image_is_unpacked(tmp_path: Path, kind: str) -> None:
     vmlinuz.write_bytes(bzimage(compress(kind, ELF)))
     cfg = tmp_path / ".config"
     cfg.write_text(f"CONFIG_PVH=y\nCONFIG_KERNEL_{kind}=y\n")
-    vmlinux = kernels._pvh_vmlinux(vmlinuz, cfg)
+    vmlinux = pvh_vmlinux(vmlinuz, cfg)
     assert vmlinux == tmp_path / "vmlinux-7.2.13+deb14-amd64"
     assert vmlinux.read_bytes() == ELF
 
@@ -239,12 +245,12 @@ def test_no_pvh_image_without_pvh_or_with_a_wrong_size(tmp_path: Path) -> None:
     cfg = tmp_path / ".config"
     vmlinuz.write_bytes(bzimage(compress("XZ", ELF)))
     cfg.write_text("# CONFIG_PVH is not set\nCONFIG_KERNEL_XZ=y\n")
-    assert kernels._pvh_vmlinux(vmlinuz, cfg) is None
+    assert pvh_vmlinux(vmlinuz, cfg) is None
     cfg.write_text("CONFIG_PVH=y\nCONFIG_KERNEL_XZ=y\n")
     vmlinuz.write_bytes(bzimage(compress("XZ", ELF)[:-4] + struct.pack("<I", 5)))
-    assert kernels._pvh_vmlinux(vmlinuz, cfg) is None
+    assert pvh_vmlinux(vmlinuz, cfg) is None
     cfg.write_text("CONFIG_PVH=y\nCONFIG_KERNEL_LZ4=y\n")  # a compression we do not unpack
-    assert kernels._pvh_vmlinux(vmlinuz, cfg) is None
+    assert pvh_vmlinux(vmlinuz, cfg) is None
 
 
 # --- manifests ---------------------------------------------------------------------
@@ -295,7 +301,7 @@ def test_unknown_kernel_names_the_known_ones() -> None:
     with pytest.raises(
         StageError, match=r"unknown kernel '5\.10'; known kernels: 6\.1, 6\.12, 7\.2"
     ):
-        kernels.source_for("5.10")
+        source_for(KernelId("5.10"))
 
 
 @pytest.mark.parametrize("series", ["6.12", "7.2"])
@@ -315,7 +321,7 @@ def test_upstream_on_a_builtin_kernel_fails_before_provisioning(
 
 def test_builtin_on_a_modular_kernel_is_refused() -> None:
     with pytest.raises(StageError, match="Linux 6.1 has it as a module.*--allocator upstream"):
-        render.check_allocator(kernels.source_for("6.1"), "builtin")
+        render.check_allocator(source_for(KernelId("6.1")), "builtin")
 
 
 def fake_kernel(tmp_path: Path, series: str, config_text: str) -> Kernel:
@@ -338,7 +344,7 @@ def fake_kernel(tmp_path: Path, series: str, config_text: str) -> Kernel:
 @pytest.mark.parametrize("series", ["6.12", "7.2"])
 def test_builtin_renders_only_the_driver(tmp_path: Path, series: str) -> None:
     kernel = fake_kernel(tmp_path, series, "CONFIG_ZSMALLOC=y\n# CONFIG_ZSMALLOC_STAT is not set\n")
-    out = render.render(kernel, kapi.api_for(series), "builtin", tmp_path / "out")
+    out = render.render(kernel, api_for(series), "builtin", tmp_path / "out")
     assert out.modules == ("zstest",)
     assert {p.name for p in out.files} == {"zstest.c", "Kbuild"}
     assert not out.classes_file
@@ -355,18 +361,18 @@ def test_builtin_renders_only_the_driver(tmp_path: Path, series: str) -> None:
 
 def test_builtin_with_stat_has_a_classes_file(tmp_path: Path) -> None:
     kernel = fake_kernel(tmp_path, "7.2", "CONFIG_ZSMALLOC=y\nCONFIG_ZSMALLOC_STAT=y\n")
-    out = render.render(kernel, kapi.api_for("7.2"), "builtin", tmp_path / "out")
+    out = render.render(kernel, api_for("7.2"), "builtin", tmp_path / "out")
     assert out.classes_file
 
 
 def test_render_checks_the_kernels_own_config(tmp_path: Path) -> None:
     kernel = fake_kernel(tmp_path, "6.12", "CONFIG_ZSMALLOC=y\n")
     with pytest.raises(StageError, match="--allocator builtin"):
-        render.render(kernel, kapi.api_for("6.12"), "upstream", tmp_path / "out")
+        render.render(kernel, api_for("6.12"), "upstream", tmp_path / "out")
 
 
 def test_api_facts_of_the_new_targets() -> None:
-    api612, api72 = kapi.api_for("6.12"), kapi.api_for("7.2")
+    api612, api72 = api_for("6.12"), api_for("7.2")
     assert (api612.map_object, api612.malloc_nid, api612.lookup_class_index) == (
         True,
         False,
@@ -388,7 +394,7 @@ def test_a_mount_inside_a_tree_blocks_its_removal(tmp_path: Path, monkeypatch) -
     (tmp_path / "root" / "proc").mkdir(parents=True)
     monkeypatch.setattr(toolchain, "_mounts_under", lambda path: [str(path / "proc")])
     with pytest.raises(StageError, match="umount -R"):
-        toolchain._remove_tree(tmp_path / "root")
+        toolchain.remove_tree(tmp_path / "root")
     assert (tmp_path / "root" / "proc").exists()
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pyharness import cli
-from pyharness.triage import EXCERPT_LINES, clean_lines, find_crash
+from pyharness.commands import cli
+from pyharness.guest.triage import EXCERPT_LINES, clean_lines, find_crash
 
 DATA = Path(__file__).parent / "data"
 PANIC_LOG = DATA / "console-6.1-sysrq-panic.log"

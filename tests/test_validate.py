@@ -20,9 +20,15 @@ from pathlib import Path
 
 import pytest
 
-from pyharness import cli, clients, config, kernels, run, validate
+from pyharness.commands import cli, config, run, validate
+from pyharness.commands.validate import SourceTree, ValidateError
+from pyharness.guest import clients
+from pyharness.kernel import fragments
+from pyharness.kernel.identity import KernelId
+from pyharness.kernel.manifest import Kernel
+from pyharness.kernel.provision import SOURCES, provision
+from pyharness.paths import cache_dir
 from pyharness.progress import Progress
-from pyharness.validate import SourceTree, ValidateError
 
 AUTHOR = "Jane Dev <jane@example.org>"
 GIT_ENV = {
@@ -360,13 +366,13 @@ def test_files_zskit_does_not_build_are_named() -> None:
     assert validate.not_built_note(patch(1, "s", *validate.BUILT)) is None
 
 
-def toy_kernel(tmp: Path, config_text: str) -> kernels.Kernel:
+def toy_kernel(tmp: Path, config_text: str) -> Kernel:
     """A Kernel record whose build tree holds only a .config: what make_plan reads of it."""
     kdir = tmp / "kdir"
     kdir.mkdir(exist_ok=True)
     (kdir / ".config").write_text(config_text)
     image = tmp / "vmlinux"
-    return kernels.Kernel("6.1", "6.1.0-toy", "1.0", image, image, kdir, None, tmp)
+    return Kernel("6.1", "6.1.0-toy", "1.0", image, image, kdir, None, tmp)
 
 
 @pytest.mark.parametrize(
@@ -454,14 +460,14 @@ def test_new_warnings_ignore_moved_lines() -> None:
 
 def test_kernels_with_zsmalloc_built_in_validate_on_the_source_built_kernel() -> None:
     found = validate.targets(["6.1", "6.12", "7.2", "6.12"], None)
-    assert [(t.series, t.variant, t.chosen) for t in found] == [
+    assert [(t.kernel.series, t.kernel.variant, t.chosen) for t in found] == [
         ("6.1", "distro", False),
         ("6.12", "minimal", False),
         ("7.2", "minimal", False),
     ]
-    assert [t.name for t in found] == ["6.1", "6.12-minimal", "7.2-minimal"]
+    assert [t.kernel.slug for t in found] == ["6.1", "6.12-minimal", "7.2-minimal"]
     debug = validate.targets(["6.1", "7.2"], "debug")
-    assert [(t.name, t.chosen) for t in debug] == [("6.1-debug", True), ("7.2-debug", True)]
+    assert [(t.kernel.slug, t.chosen) for t in debug] == [("6.1-debug", True), ("7.2-debug", True)]
 
 
 @pytest.mark.parametrize("series", ["6.12", "7.2"])
@@ -521,7 +527,7 @@ def test_failures_are_attributed_to_the_patch_that_brings_them() -> None:
         return validate.Step(n, checks)
 
     steps = [step(1, "pass"), step(2, "fail"), step(3, "fail"), step(4, "skip"), step(5, "fail")]
-    result = validate.KernelResult("6.1", "r", "v", "src", {}, [], steps)
+    result = validate.KernelResult(KernelId("6.1"), "r", "v", "src", {}, [], steps)
     # No base run is needed: patch 1 passed. (The context is used only for one.)
     validate._attribute(None, result, None)  # type: ignore[arg-type]
     said = [s.checks["suite"].summary for s in steps]
@@ -546,10 +552,12 @@ def test_the_report_says_what_happened(tmp_path: Path) -> None:
     bad.checks["apply"] = validate.Check(
         "fail", "does not apply: mm/zsmalloc.c: hunk #2 rejected", details=["@@ -1 +1 @@", "-a"]
     )
-    k = validate.KernelResult("6.1", "6.1.0-56-amd64", "6.1.192-2", "src", {}, [], [good, bad])
+    k = validate.KernelResult(
+        KernelId("6.1"), "6.1.0-56-amd64", "6.1.192-2", "src", {}, [], [good, bad]
+    )
     steps = [validate.Step(1, checks("pass")), validate.Step(2, checks("fail"))]
     minimal = validate.KernelResult(
-        "6.12", "6.12.117-zskit-minimal", "6.12.117-1", "src", {}, [], steps, variant="minimal"
+        KernelId("6.12", "minimal"), "6.12.117-zskit-minimal", "6.12.117-1", "src", {}, [], steps
     )
     minimal.clients = ["zram: built and run", "zswap: not compiled: untouched"]
     v = validate.Validation(tmp_path, series, [k, minimal], seconds=12.0)
@@ -872,11 +880,10 @@ def test_a_zswap_patch_is_compiled_not_run(
 
 def cached_source_kernel(series: str, variant: str) -> bool:
     """A source-built kernel of the current fragments is in the cache (no build needed)."""
-    from pyharness import fragments, srcbuild
 
-    source = srcbuild.SOURCE_BUILT[variant][series]
+    source = SOURCES[variant][series]
     request = fragments.text(fragments.merge(source.fragments()))
-    built = kernels.cache_dir() / "built"
+    built = cache_dir() / "built"
     return any(
         (d / "kernel.json").exists() and (d / "request.config").read_text() == request
         for d in built.glob(f"{series}-{variant}-*")
@@ -893,7 +900,7 @@ def cached_source_kernel(series: str, variant: str) -> bool:
 def test_a_series_on_the_source_built_612_kernel(
     default_config: config.Config, tmp_path: Path
 ) -> None:
-    kernel = kernels.source_for("6.12", "minimal").provision(kernels.cache_dir(), Progress())
+    kernel = provision(KernelId("6.12", "minimal"), Progress())
     tree = validate.full_tree(kernel)
     files = (*validate.BUILT, Z)
     directory = make_series(tree.root, [GOOD[1], ZRAM_GOOD], tmp_path / "s", files=files)
@@ -918,7 +925,7 @@ def test_a_series_on_the_source_built_612_kernel(
 
 @pytest.mark.qemu
 def test_the_debug_kernel_runs_each_patch(default_config: config.Config, tmp_path: Path) -> None:
-    kernel = kernels.source_for("6.1", "debug").provision(kernels.cache_dir(), Progress())
+    kernel = provision(KernelId("6.1", "debug"), Progress())
     assert kernel.config("KASAN") == "y"
     tree = validate.full_tree(kernel)
     directory = make_series(tree.root, [GOOD[1]], tmp_path / "s")

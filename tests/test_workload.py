@@ -8,15 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyharness import kapi, workload
-from pyharness.check import DriverModel, check_commands
-from pyharness.guest import MAX_BATCH_BYTES, BatchResult
-from pyharness.workload import Workload
+from pyharness.check import workload
+from pyharness.check.driver import DriverModel, check_commands
+from pyharness.check.workload import Workload
+from pyharness.guest.zstest import MAX_BATCH_BYTES, BatchResult
+from pyharness.kernel.api import KernelApi, api_for
 
 # The defaults of the repository's Kconfig: WORKLOAD_OPS, WORKLOAD_BATCH, WORKLOAD_SEED.
 OPS, BATCH, SEED = 6000, 1000, 1
 MAX_WORKLOAD_BATCH = 100000  # the Kconfig range of WORKLOAD_BATCH
-API61 = kapi.api_for("6.1")
+API61 = api_for("6.1")
 MAX_CHURN = 1 << 20  # ZT_MAX_CHURN
 U32 = 0xFFFFFFFF
 MODES = ("rw", "ro", "wo")
@@ -270,7 +271,7 @@ def test_final_batch_drains_every_live_id() -> None:
 # ------------------------------------------------------------------------ the model's view
 
 
-def predictions(batches: list[list[str]], api: kapi.KernelApi = API61) -> tuple[DriverModel, list]:
+def predictions(batches: list[list[str]], api: KernelApi = API61) -> tuple[DriverModel, list]:
     """Every batch through a DriverModel: (the model, per batch its results and values)."""
     driver = DriverModel(api)
     out = []
@@ -343,7 +344,7 @@ def test_check_commands_notices_a_changed_value() -> None:
 
 def test_a_workload_without_partial_writes_runs_on_7_2() -> None:
     batches = make(partial_writes=False, ops=3000)
-    driver, out = predictions(batches, kapi.api_for("7.2"))
+    driver, out = predictions(batches, api_for("7.2"))
     assert {r for results, _ in out for r in results} == {0}
     assert dict(out[-1][1])["pages"] == "0"
     assert dict(out[-1][1])["huge_class_size"] == "3625"

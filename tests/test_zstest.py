@@ -13,20 +13,20 @@ from collections.abc import Callable
 
 import pytest
 
-from pyharness import kapi
-from pyharness.check import UNKNOWN, DriverModel, check_classes, check_commands
-from pyharness.guest import ZsTest
+from pyharness.check.driver import UNKNOWN, DriverModel, check_classes, check_commands
+from pyharness.check.workload import Workload
+from pyharness.guest.qemu import Guest
+from pyharness.guest.triage import find_crash
+from pyharness.guest.zstest import ZsTest
+from pyharness.kernel.api import api_for
 from pyharness.model import policy
-from pyharness.qemu import Guest
-from pyharness.triage import find_crash
-from pyharness.workload import Workload
 
 pytestmark = pytest.mark.qemu
 
 EINVAL, ENOENT, EEXIST = -errno.EINVAL, -errno.ENOENT, -errno.EEXIST
 E2BIG, ERANGE, EIO = -errno.E2BIG, -errno.ERANGE, -errno.EIO
 ENODATA, EOPNOTSUPP = -errno.ENODATA, -errno.EOPNOTSUPP
-API61 = kapi.api_for("6.1")
+API61 = api_for("6.1")
 
 
 def send(zstest: ZsTest, driver: DriverModel, lines: list[str]) -> list[int]:

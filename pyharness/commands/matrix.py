@@ -5,14 +5,14 @@ An entry is one kernel x allocator x variant, named `<kernel>-<allocator>-<varia
 and variants; an entry exists for each chosen kernel and each chosen allocator
 that kernel can run, decided by `render.check_allocator` (the same refusal
 `zskit run` makes before provisioning). The variant names where the kernel
-comes from: "distro" is Debian's packaged kernels (`kernels.SOURCES`);
-"minimal" and "debug" are kernels built from linux-source-X (`srcbuild.py`),
+comes from: "distro" is Debian's packaged kernels (`kernel/provision.py`);
+"minimal" and "debug" are kernels built from linux-source-X (`kernel/source.py`),
 with zsmalloc as a module, so they run the upstream allocator.
 
 `run_matrix` runs every entry as its own `zskit run` process (own Progress,
 own results directory, output in its `zskit.log`), as many at once as the
 machine has cores. QEMU runs are independent; entries of one kernel share
-its cache, and `run.prepare` takes a per-kernel lock in the cache so only
+its cache, and `provision()` takes a per-kernel lock in the cache so only
 one of them provisions it. A failing entry (a missing package, a toolchain
 failure, an unknown kernel, even a crashed zskit) is a failed entry; the
 others still run and report.
@@ -43,20 +43,20 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import kernels, render
+from ..kernel.identity import KernelId
+from ..kernel.manifest import KernelSource
+from ..kernel.provision import SOURCES
+from ..kmod import render
+from ..paths import RESULTS
+from ..progress import Progress, StageError
+from ..report import Case, RunResult, ktap, new_results_dir
 from .config import Config
-from .progress import Progress, StageError
-from .report import RESULTS, Case, RunResult, ktap, new_results_dir
 
-# Where each variant's kernels come from: a series -> KernelSource mapping each.
-VARIANT_SOURCES: dict[str, Mapping[str, kernels.KernelSource]] = {
-    variant: kernels.sources(variant) for variant in kernels.VARIANTS
-}
 PLATFORM = "qemu-x86_64"  # the QEMU profile every entry boots (qemu/x86_64.toml)
 # Files of an entry's results directory that kernelci.json names as artifacts.
 ARTIFACTS = {
@@ -73,24 +73,24 @@ ARTIFACTS = {
 
 @dataclass(frozen=True)
 class Entry:
-    kernel: str  # series, "6.1"
+    kernel: KernelId
     allocator: str  # "upstream" or "builtin"
-    variant: str = "distro"
 
     @property
     def name(self) -> str:
-        return f"{self.kernel}-{self.allocator}-{self.variant}"
+        """`6.1-upstream-distro`: the variant is always named in an entry."""
+        return self.kernel.name(self.allocator, full=True)
 
     def as_dict(self) -> dict[str, str]:
         return {
             "name": self.name,
-            "kernel": self.kernel,
+            "kernel": self.kernel.series,
             "allocator": self.allocator,
-            "variant": self.variant,
+            "variant": self.kernel.variant,
         }
 
 
-def _supports(source: kernels.KernelSource, allocator: str) -> bool:
+def _supports(source: KernelSource, allocator: str) -> bool:
     try:
         render.check_allocator(source, allocator)
     except StageError:
@@ -102,24 +102,24 @@ def entries(config: Config) -> list[Entry]:
     """The entries the configuration's MATRIX_* options select, in Kconfig order."""
     found: list[Entry] = []
     for variant in config.matrix_variants:
-        sources = VARIANT_SOURCES.get(variant)
-        if sources is None:  # offered by Kconfig, unknown to kernels.py: why_empty() says so
+        sources = SOURCES.get(variant)
+        if sources is None:  # a variant Kconfig offers but zskit lacks: why_empty() says so
             continue
         for kernel in config.matrix_kernels:
             source = sources.get(kernel)
             for allocator in config.matrix_allocators:
-                # A kernel Kconfig offers but kernels.py lacks still gets its entries:
+                # A kernel Kconfig offers but zskit lacks still gets its entries:
                 # their runs fail with "unknown kernel" while the others go on.
                 if source is None or _supports(source, allocator):
-                    found.append(Entry(kernel, allocator, variant))
+                    found.append(Entry(KernelId(kernel, variant), allocator))
     return found
 
 
 def known_entries() -> list[Entry]:
     """Every entry there could be: each known kernel with each allocator it supports."""
     return [
-        Entry(kernel, allocator, variant)
-        for variant, sources in VARIANT_SOURCES.items()
+        Entry(KernelId(kernel, variant), allocator)
+        for variant, sources in SOURCES.items()
         for kernel, source in sources.items()
         for allocator in render.ALLOCATORS
         if _supports(source, allocator)
@@ -138,12 +138,12 @@ def find_entry(name: str) -> Entry:
 
 def why_empty(config: Config) -> str:
     """What to change when `entries(config)` is empty."""
-    available = [v for v in config.matrix_variants if v in VARIANT_SOURCES]
-    planned = [v for v in config.matrix_variants if v not in VARIANT_SOURCES]
+    available = [v for v in config.matrix_variants if v in SOURCES]
+    planned = [v for v in config.matrix_variants if v not in SOURCES]
     if not available and planned:
         reason = (
             f"variant {', '.join(planned)} has no kernels in zskit (known variants: "
-            f"{', '.join(VARIANT_SOURCES)})"
+            f"{', '.join(SOURCES)})"
         )
     elif not available:
         reason = "no variant is selected (MATRIX_VARIANT_*)"
@@ -153,9 +153,9 @@ def why_empty(config: Config) -> str:
         reason = "no allocator is selected (MATRIX_ALLOCATOR_*)"
     else:
         runs = [
-            f"{e.kernel} runs {e.allocator}"
+            f"{e.kernel.series} runs {e.allocator}"
             for e in known_entries()
-            if e.kernel in config.matrix_kernels and e.variant in available
+            if e.kernel.series in config.matrix_kernels and e.kernel.variant in available
         ]
         reason = (
             f"no selected kernel runs a selected allocator ({', '.join(config.matrix_allocators)}"
@@ -207,11 +207,11 @@ def _failed(entry: Entry, directory: Path, message: str, kind: str = "error") ->
     """A result for an entry whose run left no results.json (zskit itself failed)."""
     return RunResult(
         run_id=directory.name,
-        kernel=entry.kernel,
+        kernel=entry.kernel.series,
         allocator=entry.allocator,
         directory=directory,
         cases=[Case("zskit", failure=message, kind=kind)],
-        variant=entry.variant,
+        variant=entry.kernel.variant,
     )
 
 
@@ -238,9 +238,9 @@ class _Runner:
         if self.stop.is_set():
             message = "not run: the matrix was interrupted"
             return Outcome(entry, _failed(entry, directory, message, "interrupted"), 0.0)
-        argv = [*self.argv, "run", "--kernel", entry.kernel, "--allocator", entry.allocator]
+        argv = [*self.argv, "run", "--kernel", entry.kernel.series, "--allocator", entry.allocator]
         # The baseline is an entry of its own here, not a second suite in this boot.
-        argv += ["--variant", entry.variant, "--no-baseline"]
+        argv += ["--variant", entry.kernel.variant, "--no-baseline"]
         argv += ["--results-dir", str(directory), *self.run_args]
         self.progress.say(f"{entry.name}: started (log: {directory / 'zskit.log'})")
         start = time.monotonic()
@@ -303,7 +303,7 @@ def run_matrix(
     if config_file is not None:
         env["KCONFIG_CONFIG"] = str(config_file.resolve())
     run_args = ["--accel", accel] if accel else []
-    argv = [sys.executable, "-m", "pyharness.cli", *(["-v"] if progress.verbose else [])]
+    argv = [sys.executable, "-m", "pyharness.commands.cli", *(["-v"] if progress.verbose else [])]
     runner = _Runner(directory, argv, run_args, env, progress)
     progress.say(f"{len(chosen)} entries, {jobs} at a time; results: {directory}")
     start = time.monotonic()
@@ -341,7 +341,7 @@ def collect(directory: Path) -> list[Outcome]:
         result = RunResult.load(sub)
         if result is None:
             continue
-        entry = Entry(result.kernel, result.allocator, result.variant)
+        entry = Entry(KernelId(result.kernel, result.variant), result.allocator)
         outcomes.append(Outcome(entry, result, result.timings.get("total", 0.0)))
     if not outcomes:
         raise StageError(
@@ -398,10 +398,10 @@ def kernelci_nodes(outcomes: Sequence[Outcome], directory: Path) -> list[dict[st
         data: dict[str, object] = {
             "kernel_version": result.info.get("kernel_release"),
             "kernel_package": result.info.get("kernel_package"),
-            "kernel_series": entry.kernel,
-            "variant": entry.variant,
+            "kernel_series": entry.kernel.series,
+            "variant": entry.kernel.variant,
             "allocator": entry.allocator,
-            "arch": "x86_64",
+            "arch": entry.kernel.arch,
             "platform": PLATFORM,
             "runtime": f"qemu-{accel}" if accel else "qemu",
         }
@@ -456,7 +456,7 @@ def summary(result: MatrixResult) -> str:
     for o in result.outcomes:
         failure = o.result.first_failure
         detail = f"{failure.name} ({failure.kind or 'failure'})" if failure else ""
-        row = (o.entry.kernel, o.entry.variant, o.entry.allocator, _verdict(o))
+        row = (o.entry.kernel.series, o.entry.kernel.variant, o.entry.allocator, _verdict(o))
         rows.append((*row, f"{o.seconds:.1f} s", detail))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]

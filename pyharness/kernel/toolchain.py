@@ -12,8 +12,8 @@ whatever mirror the host uses. A root is built in `<suite>.tmp` and renamed
 when complete: an interrupted build never leaves a half root behind, and a
 complete one carries `zskit-root.json` naming what it holds.
 
-Every fetch (debootstrap, apt's downloads, here and in kernels.py and
-srcbuild.py) goes through `fetching`: when one fails and the archive cannot
+Every fetch (debootstrap, apt's downloads, here and in debian.py and
+source.py) goes through `fetching`: when one fails and the archive cannot
 be reached, the error says that the cache lacks what was being fetched and
 that this needs the network once. A warm cache never fetches.
 
@@ -25,7 +25,6 @@ mount can leak into the host or keep a root from being deleted.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -37,7 +36,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .progress import CommandError, Progress, StageError
+from ..locking import locked
+from ..paths import cache_dir
+from ..progress import CommandError, Progress, StageError
 
 STAMP = "zskit-root.json"
 DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
@@ -261,16 +262,10 @@ def fetching(what: str, suite: str | None = None) -> Iterator[None]:
             raise
         raise NetworkError(
             f"{what}: the Debian archive {uri} cannot be reached ({why}). zskit's cache "
-            f"({_cache_hint()}) does not hold this yet, and fetching it needs the network "
+            f"({cache_dir()}) does not hold this yet, and fetching it needs the network "
             "once: connect this machine (or set http_proxy for apt) and rerun; after that "
             "the cache serves it offline"
         ) from e
-
-
-def _cache_hint() -> str:
-    from .kernels import cache_dir  # kernels builds on this module
-
-    return str(cache_dir())
 
 
 def host_apt_get(args: Sequence[str], progress: Progress, *, what: str, cwd: Path) -> str:
@@ -305,7 +300,7 @@ def _mounts_under(path: Path) -> list[str]:
     return [p for p in points if p == prefix or p.startswith(prefix + "/")]
 
 
-def _remove_tree(path: Path) -> None:
+def remove_tree(path: Path) -> None:
     """rm -rf, refusing when something is mounted there (it would delete through the mount)."""
     if not path.exists() and not path.is_symlink():
         return
@@ -316,18 +311,6 @@ def _remove_tree(path: Path) -> None:
             f"{mounted[0]}`) and retry"
         )
     shutil.rmtree(path)
-
-
-@contextmanager
-def locked(lock: Path) -> Iterator[None]:
-    """One zskit at a time holds the lock (e.g. builds a root); others wait, then reuse it."""
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @dataclass(frozen=True)
@@ -502,7 +485,7 @@ def _build_root(
         )
     archive = archive_for(suite, host_sources(), host_codename())
     tmp = dest.with_name(dest.name + ".tmp")
-    _remove_tree(tmp)  # what an interrupted build left
+    remove_tree(tmp)  # what an interrupted build left
     tmp.parent.mkdir(parents=True, exist_ok=True)
     progress.say(f"building a {suite} toolchain root in {dest} (debootstrap, minbase)")
     # In its own mount namespace too: the /proc and /sys debootstrap mounts in the
@@ -526,9 +509,9 @@ def _build_root(
     (tmp / STAMP).write_text(json.dumps(stamp, indent=2) + "\n")
     os.sync()
     old = dest.with_name(dest.name + ".old")
-    _remove_tree(old)
+    remove_tree(old)
     if dest.exists():
         dest.rename(old)
     tmp.rename(dest)
-    _remove_tree(old)
+    remove_tree(old)
     return Root(dest, suite)

@@ -34,11 +34,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import fragments, kernels, toolchain
-from .kernels import Kernel
-from .progress import CommandError, Progress, StageError
+from ..locking import locked
+from ..paths import CONFIGS
+from ..progress import CommandError, Progress, StageError
+from . import fragments, toolchain
+from .debian import DebianSuiteKernel, apt_show
+from .manifest import Kernel, cached, config_value
 
-CONFIGS = Path(__file__).resolve().parent.parent / "qemu" / "configs"
 VARIANT_FRAGMENTS = {
     "minimal": ("base.config", "minimal.config"),
     "debug": ("base.config", "debug.config"),
@@ -102,7 +104,7 @@ def host_toolchain(progress: Progress) -> Toolchain:
 
 
 def root_toolchain(
-    distro: kernels.DebianSuiteKernel, cache: Path, progress: Progress, refresh: bool
+    distro: DebianSuiteKernel, cache: Path, progress: Progress, refresh: bool
 ) -> Toolchain:
     """The suite's root, with the kernel's build dependencies, and the compiler Debian used."""
 
@@ -122,7 +124,7 @@ def root_toolchain(
         ) from e
     # Debian's own kernel of the series names its compiler; build with the same one.
     configs = sorted(root.path.glob(f"usr/src/linux-headers-{distro.series}.*-amd64/.config"))
-    text = kernels._config_value(configs[-1], "CC_VERSION_TEXT") if configs else None
+    text = config_value(configs[-1], "CC_VERSION_TEXT") if configs else None
     if not text:
         raise StageError(
             f"the {distro.suite} root at {root.path} has no linux-headers-{distro.series}.* "
@@ -149,7 +151,7 @@ class SourceBuiltKernel:
     variant: str  # "minimal" or "debug"
     # The distribution kernel of the same series: its suite's root is the toolchain
     # (None for 6.1: the host's gcc-12) and its archive has the source.
-    distro: kernels.DebianSuiteKernel | None = None
+    distro: DebianSuiteKernel | None = None
     # The config fragments merged onto tinyconfig, in order; default: the variant's.
     fragment_files: tuple[Path, ...] = ()
     zsmalloc_builtin: bool = False  # base.config asks CONFIG_ZSMALLOC=m
@@ -173,10 +175,10 @@ class SourceBuiltKernel:
         ).hexdigest()[:12]
         name = f"{self.series}-{self.variant}-{key}"
         top = cache / "built"
-        if kernel := kernels._cached(top / name / "kernel.json", progress):
+        if kernel := cached(top / name / "kernel.json", progress):
             return kernel
-        with toolchain.locked(cache / "locks" / f"built-{name}.lock"):
-            if kernel := kernels._cached(top / name / "kernel.json", progress):
+        with locked(cache / "locks" / f"built-{name}.lock"):
+            if kernel := cached(top / name / "kernel.json", progress):
                 return kernel
             return self._build(top / name, tree, tools, settings, progress)
 
@@ -200,7 +202,7 @@ class SourceBuiltKernel:
         """The unpacked linux-source-X: the one recorded in the cache, else the archive's."""
         top = cache / "src" / self.series
         record = top / "source.json"
-        with toolchain.locked(cache / "locks" / f"src-{self.series}.lock"):
+        with locked(cache / "locks" / f"src-{self.series}.lock"):
             if not refresh and (tree := _recorded(record)):
                 return tree
             version = self._source_version(tools, progress)
@@ -213,7 +215,7 @@ class SourceBuiltKernel:
     def _source_version(self, tools: Toolchain, progress: Progress) -> str:
         pkg = f"linux-source-{self.series}"
         if tools.root is None:
-            found = kernels._apt_show([pkg], progress)
+            found = apt_show([pkg], progress)
         else:
             found = tools.root.package_versions([pkg], progress)
         if pkg not in found:
@@ -286,7 +288,7 @@ class SourceBuiltKernel:
     ) -> Kernel:
         what = f"Linux {self.series} ({self.variant})"
         tmp = dest.with_name(dest.name + ".tmp")
-        toolchain._remove_tree(tmp)
+        toolchain.remove_tree(tmp)
         out = tmp / "build"
         out.mkdir(parents=True)
         binds = [tree.path, tmp]
@@ -339,12 +341,12 @@ class SourceBuiltKernel:
         staging = tmp / "staging"
         make(f"INSTALL_MOD_PATH={staging}", "modules_install")
         release = (out / "include/config/kernel.release").read_text().strip()
-        chain = kernels._config_value(out / ".config", "ZSMALLOC_CHAIN_SIZE")
+        chain = config_value(out / ".config", "ZSMALLOC_CHAIN_SIZE")
         progress.say(
             f"built Linux {release} ({self.variant})"
             + (f", ZSMALLOC_CHAIN_SIZE={chain}" if chain else "")
         )
-        toolchain._remove_tree(dest)
+        toolchain.remove_tree(dest)
         tmp.rename(dest)
         _rehome(dest / "build" / "Makefile", tmp, dest)
         image = dest / "build" / ("arch/x86/boot/bzImage" if bzimage else "vmlinux")
@@ -368,7 +370,7 @@ class SourceBuiltKernel:
         # fragment or compiler), and failed builds kept for inspection: replaced by this one.
         for old in dest.parent.glob(f"{self.series}-{self.variant}-*"):
             if old.is_dir() and old != dest:
-                toolchain._remove_tree(old)
+                toolchain.remove_tree(old)
         return kernel
 
 
@@ -416,13 +418,3 @@ def _warnings(output: str) -> str:
     lines = [ln.strip() for ln in output.splitlines() if "WARNING" in ln or "warning:" in ln]
     lines = [ln for ln in lines if "override: reassigning" not in ln and "changes choice" not in ln]
     return "" if not lines else "olddefconfig said:\n  " + "\n  ".join(lines[:10])
-
-
-SOURCE_BUILT: dict[str, dict[str, SourceBuiltKernel]] = {
-    variant: {
-        "6.1": SourceBuiltKernel("6.1", variant),
-        "6.12": SourceBuiltKernel("6.12", variant, distro=kernels.DEBIAN_SUITES["6.12"]),
-        "7.2": SourceBuiltKernel("7.2", variant, distro=kernels.DEBIAN_SUITES["7.2"]),
-    }
-    for variant in VARIANT_FRAGMENTS
-}

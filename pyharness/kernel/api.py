@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .progress import StageError
+from ..progress import StageError
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,5 @@
-"""Where a target kernel comes from: provisioned into the cache, ready to build against and boot.
+"""Debian's distribution kernels, provisioned into the cache and never installed on the host.
 
-A `KernelSource` turns a series name ("6.1") into a `Kernel`: a bootable
-image, a Kbuild directory for out-of-tree modules (and the toolchain root
-to run Kbuild in, when the host's compiler cannot), and the parts of the
-matching kernel source the harness needs (mm/zsmalloc.c, checkpatch).
-A variant names where kernels come from: "distro" is Debian's packages
-(`SOURCES`, this module); "minimal" and "debug" are built from
-linux-source-X (`srcbuild.py`); `source_for(series, variant)` picks one.
-
-Debian distribution kernels are never installed on the host.
 - 6.1 (bookworm, the host's own release): the packages are fetched with
   the host's apt as plain .deb files and unpacked into the cache. The
   headers package includes its common part through an absolute
@@ -19,28 +10,26 @@ Debian distribution kernels are never installed on the host.
   `toolchain.py`), whose apt also resolves the ABI and fetches the image
   and the source.
 
-A finished provision writes `kernel.json` last; its presence means the
-cache entry is complete, and a warm cache needs no network.
+Under TCG, QEMU boots the ELF vmlinux unpacked from the bzImage through its
+PVH entry (`pvh_vmlinux`), saving the guest's own decompression.
 """
 
 from __future__ import annotations
 
-import json
 import lzma
-import os
 import re
 import shutil
 import struct
 import subprocess
 import tarfile
 import zlib
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
+from ..locking import locked
+from ..progress import Progress, StageError
 from . import toolchain
-from .progress import Progress, StageError
+from .manifest import Kernel, cached, config_value
 
 # Files taken from linux-source-X: the upstream allocator, its header, and checkpatch.
 SOURCE_MEMBERS = (
@@ -52,85 +41,7 @@ SOURCE_MEMBERS = (
 )
 
 
-def cache_dir() -> Path:
-    """$ZSKIT_CACHE, else $XDG_CACHE_HOME/zskit, else ~/.cache/zskit."""
-    if env := os.environ.get("ZSKIT_CACHE"):
-        return Path(env)
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "zskit"
-
-
-@dataclass(frozen=True)
-class Kernel:
-    """A provisioned kernel: everything later stages need, as paths in the cache."""
-
-    series: str
-    release: str  # `uname -r` of the guest, e.g. 6.1.0-56-amd64
-    package_version: str  # Debian version of the packages, e.g. 6.1.192-2
-    vmlinuz: Path
-    boot_image: Path  # what QEMU's -kernel gets: vmlinux for a PVH boot, else vmlinuz
-    kdir: Path  # make -C KDIR M=... builds modules for this kernel
-    modules: Path | None  # the image's /lib/modules/<release>; None when not unpacked
-    source: Path  # root of the extracted SOURCE_MEMBERS (the whole tree when source-built)
-    # A root (see toolchain.py) to run Kbuild in (kdir inside it, or bound there); None: the host's.
-    toolchain: Path | None = None
-    variant: str = "distro"  # "distro": Debian's packages; "minimal", "debug": srcbuild.py
-    make_vars: tuple[str, ...] = ()  # for every make against kdir, e.g. CC=x86_64-linux-gnu-gcc-14
-
-    def save(self, path: Path) -> None:
-        data = {
-            k: v if v is None or isinstance(v, tuple) else str(v) for k, v in asdict(self).items()
-        }
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        tmp.replace(path)
-
-    @classmethod
-    def load(cls, path: Path) -> Kernel | None:
-        """The manifest's kernel, or None when it is from an older zskit or damaged."""
-        try:
-            data = json.loads(path.read_text())
-            paths = {k: Path(data[k]) for k in ("vmlinuz", "boot_image", "kdir", "source")}
-            optional = {k: Path(data[k]) if data.get(k) else None for k in ("modules", "toolchain")}
-            return cls(
-                series=data["series"],
-                release=data["release"],
-                package_version=data["package_version"],
-                **paths,
-                **optional,
-                variant=data.get("variant", "distro"),
-                make_vars=tuple(data.get("make_vars", ())),
-            )
-        except (KeyError, ValueError, TypeError):
-            return None
-
-    def is_complete(self) -> bool:
-        files = [self.vmlinuz, self.boot_image, self.kdir / "Makefile", self.source]
-        if self.toolchain is not None:
-            files.append(self.toolchain / toolchain.STAMP)
-        return all(p.exists() for p in files)
-
-    def config(self, option: str) -> str | None:
-        """The value of CONFIG_<option> in the kernel's .config ("y", "m", ...), or None."""
-        return _config_value(self.kdir / ".config", option)
-
-    @property
-    def shutdown_command(self) -> str:
-        """How the guest leaves: `poweroff -f` needs ACPI; without it (tinyconfig-based
-        kernels) `reboot -f` resets the machine, which QEMU's -no-reboot turns into an exit."""
-        return "poweroff -f" if self.config("ACPI") == "y" else "reboot -f"
-
-
-class KernelSource(Protocol):
-    series: str
-    # Debian's config has CONFIG_ZSMALLOC=y: the allocator is part of vmlinux, so
-    # zsmalloc.ko cannot be replaced (modpost: every zs_* "exported twice").
-    zsmalloc_builtin: bool
-
-    def provision(self, cache: Path, progress: Progress, refresh: bool = False) -> Kernel: ...
-
-
-def _apt_show(names: list[str], progress: Progress) -> dict[str, str]:
+def apt_show(names: list[str], progress: Progress) -> dict[str, str]:
     """Candidate version of each package apt knows (unknown names are left out)."""
     if not names:
         return {}
@@ -162,7 +73,7 @@ class DebianDistroKernel:
     def _resolve(self, progress: Progress) -> tuple[str, str]:
         """(release, package version): the newest ABI built from the same source as linux-source."""
         src_pkg = f"linux-source-{self.series}"
-        src_version = _apt_show([src_pkg], progress).get(src_pkg)
+        src_version = apt_show([src_pkg], progress).get(src_pkg)
         if src_version is None:
             raise StageError(
                 f"apt does not know {src_pkg}: the host's apt lists lack it. Run `sudo apt-get "
@@ -174,7 +85,7 @@ class DebianDistroKernel:
             ["apt-cache", "search", "--names-only", pattern], capture_output=True, text=True
         ).stdout.split()
         images = [n for n in found if re.fullmatch(pattern.strip("^$"), n)]
-        versions = _apt_show(images, progress)
+        versions = apt_show(images, progress)
 
         def abi(name: str) -> int:
             return int(name.split("-")[3])
@@ -238,7 +149,7 @@ class DebianDistroKernel:
         kdir_rel = Path("usr/src") / f"linux-headers-{release}"
         makefile = tmp / kdir_rel / "Makefile"
         makefile.write_text(makefile.read_text().replace("/usr/src/", f"{root}/usr/src/"))
-        vmlinux = _pvh_vmlinux(tmp / "boot" / f"vmlinuz-{release}", tmp / kdir_rel / ".config")
+        vmlinux = pvh_vmlinux(tmp / "boot" / f"vmlinuz-{release}", tmp / kdir_rel / ".config")
         shutil.rmtree(root, ignore_errors=True)
         tmp.rename(root)
         vmlinuz = root / "boot" / f"vmlinuz-{release}"
@@ -288,7 +199,7 @@ def _decompress(payload: bytes, compression: str) -> bytes | None:
     return elf if elf.startswith(b"\x7fELF") and len(elf) == size else None
 
 
-def _pvh_vmlinux(vmlinuz: Path, config: Path) -> Path | None:
+def pvh_vmlinux(vmlinuz: Path, config: Path) -> Path | None:
     """Unpack the ELF kernel from a bzImage, for QEMU's direct PVH boot.
 
     Under TCG, decompressing the bzImage in the guest costs about 3 s of a
@@ -339,7 +250,7 @@ class DebianSuiteKernel:
             raise StageError(
                 f"{self.suite} has no {src_pkg}: its kernel is no longer Linux {self.series}. "
                 f"Run with --refresh if the root's apt lists are old; otherwise this target "
-                f"needs another suite (kernels.SOURCES)"
+                f"needs another suite (kernel/provision.py)"
             )
         version = fields[src_pkg]["Version"]
         flavour = re.escape(self.flavour)
@@ -376,12 +287,12 @@ class DebianSuiteKernel:
 
     def provision(self, cache: Path, progress: Progress, refresh: bool = False) -> Kernel:
         top = cache / "debian" / self.series
-        if not refresh and (kernel := _cached(top / "kernel.json", progress)):
+        if not refresh and (kernel := cached(top / "kernel.json", progress)):
             return kernel
         toolchain.require_root(f"provisioning Linux {self.series}")
-        with toolchain.locked(top / "provision.lock"):
+        with locked(top / "provision.lock"):
             # Another zskit may have provisioned it while this one waited for the lock.
-            if not refresh and (kernel := _cached(top / "kernel.json", progress)):
+            if not refresh and (kernel := cached(top / "kernel.json", progress)):
                 return kernel
             return self._provision(cache, top, progress, refresh)
 
@@ -401,10 +312,10 @@ class DebianSuiteKernel:
                 f"the {self.suite} root at {root.path} lacks the headers of Linux {release}; "
                 "rerun with --refresh to rebuild it"
             )
-        built = {"y": True, "m": False}.get(_config_value(kdir / ".config", "ZSMALLOC") or "")
+        built = {"y": True, "m": False}.get(config_value(kdir / ".config", "ZSMALLOC") or "")
         if built is not self.zsmalloc_builtin:
             raise StageError(
-                f"Linux {release} does not configure zsmalloc as kernels.SOURCES says "
+                f"Linux {release} does not configure zsmalloc as kernel/provision.py says "
                 f"(zsmalloc_builtin={self.zsmalloc_builtin}); fix that entry"
             )
         image_pkg = self._image_package(root, release, version, progress)
@@ -430,7 +341,7 @@ class DebianSuiteKernel:
             _extract_source(source_deb, src_pkg, tmp, progress)
         finally:
             shutil.rmtree(downloads, ignore_errors=True)
-        vmlinux = _pvh_vmlinux(vmlinuz, kdir / ".config")
+        vmlinux = pvh_vmlinux(vmlinuz, kdir / ".config")
         if vmlinux is None:
             progress.say("no PVH image could be unpacked (is `zstd` installed?); booting vmlinuz")
         shutil.rmtree(dest, ignore_errors=True)
@@ -453,25 +364,6 @@ class DebianSuiteKernel:
             if old.is_dir() and old != dest:
                 shutil.rmtree(old)
         return kernel
-
-
-def _cached(manifest: Path, progress: Progress) -> Kernel | None:
-    """The complete kernel a manifest describes, or None."""
-    kernel = Kernel.load(manifest) if manifest.exists() else None
-    if kernel is None or not kernel.is_complete():
-        return None
-    progress.say(f"Linux {kernel.release} ({kernel.package_version}) from the cache")
-    return kernel
-
-
-def _config_value(config: Path, option: str) -> str | None:
-    """CONFIG_<option>'s value in a .config, unquoted; None when unset or unreadable."""
-    try:
-        text = config.read_text()
-    except OSError:
-        return None
-    m = re.search(rf"^CONFIG_{re.escape(option)}=(.*)$", text, re.M)
-    return m[1].strip('"') if m else None
 
 
 def _extract_vmlinuz(deb: Path, dest: Path) -> None:
@@ -504,43 +396,3 @@ def _extract_source(deb: Path, src_pkg: str, dest: Path, progress: Progress) -> 
         what=f"extracting {src_pkg}",
     )
     shutil.rmtree(scratch)
-
-
-# The distribution kernels of trixie and sid; zsmalloc is built in on both.
-DEBIAN_SUITES = {
-    "6.12": DebianSuiteKernel(series="6.12", suite="trixie"),
-    "7.2": DebianSuiteKernel(series="7.2", suite="sid"),
-}
-SOURCES: dict[str, KernelSource] = {
-    "6.1": DebianDistroKernel(series="6.1", abi_prefix="6.1.0"),
-    **DEBIAN_SUITES,
-}
-# "distro" is Debian's packaged kernels (SOURCES); the others are built from
-# linux-source-X with a config of qemu/configs/ (srcbuild.py).
-VARIANTS = ("distro", "minimal", "debug")
-
-
-def sources(variant: str = "distro") -> Mapping[str, KernelSource]:
-    """The kernels of a variant, by series."""
-    if variant == "distro":
-        return SOURCES
-    from .srcbuild import SOURCE_BUILT  # srcbuild builds on this module
-
-    if variant not in SOURCE_BUILT:
-        raise StageError(
-            f"unknown variant {variant!r}; known variants: {', '.join(VARIANTS)} (set VARIANT "
-            "in `make menuconfig` or pass --variant)"
-        )
-    return SOURCE_BUILT[variant]
-
-
-def source_for(series: str, variant: str = "distro") -> KernelSource:
-    known = sources(variant)
-    try:
-        return known[series]
-    except KeyError:
-        names = ", ".join(sorted(known))
-        raise StageError(
-            f"unknown kernel {series!r}; known kernels: {names} (set KERNEL in `make menuconfig` "
-            "or pass --kernel)"
-        ) from None

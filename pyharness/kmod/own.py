@@ -10,17 +10,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .kapi import KernelApi
-from .model import (
-    EINVAL,
-    ENOSPC,
-    ChainRule,
-    CompactionRule,
-    FullnessScheme,
-    InsertRule,
-    Policy,
-)
-from .progress import StageError
+from ..kernel.api import KernelApi
+from ..model import EINVAL, ENOSPC, ChainRule, CompactionRule, FullnessScheme, InsertRule, Policy
+from ..progress import StageError
 
 FULLNESS = {"ratio": FullnessScheme.INUSE_RATIO, "quarters": FullnessScheme.QUARTERS}
 CHAIN_RULES = {"min-waste": ChainRule.MIN_WASTE, "usedpc": ChainRule.USEDPC}

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import kconfiglib
 
-from .own import OwnAllocator
-from .progress import StageError
-
-REPO = Path(__file__).resolve().parent.parent
+from ..kernel.identity import KernelId
+from ..kmod.own import OwnAllocator
+from ..paths import KCONFIG, REPO
+from ..progress import StageError
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,10 @@ class Config:
     matrix_allocators: tuple[str, ...] = ()
     matrix_variants: tuple[str, ...] = ()
 
+    @property
+    def kernel_id(self) -> KernelId:
+        return KernelId(self.kernel, self.variant)
+
     def with_overrides(self, **changes: object) -> Config:
         """A copy with command-line overrides (None values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -63,7 +67,7 @@ def _chosen(kconf: kconfiglib.Kconfig, prefix: str) -> tuple[str, ...]:
     return tuple(found)
 
 
-def load(kconfig: Path = REPO / "Kconfig", dotconfig: Path | None = None) -> Config:
+def load(kconfig: Path = KCONFIG, dotconfig: Path | None = None) -> Config:
     """Read Kconfig and, when present, `.config` (or the file named by $KCONFIG_CONFIG)."""
     if dotconfig is None:
         dotconfig = Path(os.environ.get("KCONFIG_CONFIG", REPO / ".config"))

@@ -14,17 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from . import build, initramfs, kapi, kernels, qemu, render, toolchain
-from .check import DriverModel, check_classes, check_commands
-from .config import REPO, Config
-from .guest import ZsTest
-from .model import Policy
-from .progress import Progress, StageError
-from .report import Case, RunResult, new_run, save_sources
-from .triage import find_crash
-from .workload import Workload
+from ..check.driver import DriverModel, check_classes, check_commands
+from ..check.workload import Workload
+from ..guest import initramfs, qemu
+from ..guest.triage import find_crash
+from ..guest.zstest import ZsTest
+from ..kernel.api import KernelApi, api_for
+from ..kernel.manifest import Kernel
+from ..kernel.provision import provision, source_for
+from ..kmod import build, render
+from ..locking import locked
+from ..model import Policy
+from ..paths import BUILD, cache_dir, lock_file
+from ..progress import Progress, StageError
+from ..report import Case, RunResult, new_run, save_sources
+from .config import Config
 
-BUILD = REPO / "build"
 DIVERGENCE_ORDER = {"protocol": 0, "data": 1, "command-result": 2, "class-stats": 3}
 
 
@@ -44,17 +49,16 @@ class RunOptions:
 def choose_accel(config: Config, profile: qemu.Profile, spec: qemu.BootSpec, p: Progress) -> str:
     if config.accel != "auto":
         return config.accel
-    cache = kernels.cache_dir()
     # Parallel runs (zskit matrix) share the probe's record and log: one probes, the rest read.
-    with toolchain.locked(cache / "locks" / "kvm-probe.lock"):
-        return "kvm" if qemu.kvm_works(profile, spec, cache, p) else "tcg"
+    with locked(lock_file("kvm-probe")):
+        return "kvm" if qemu.kvm_works(profile, spec, cache_dir(), p) else "tcg"
 
 
 def default_batches(config: Config) -> list[list[str]]:
     workload = Workload(
         seed=config.workload_seed,
         batch_ops=config.workload_batch,
-        partial_writes=kapi.api_for(config.kernel).map_object,
+        partial_writes=api_for(config.kernel).map_object,
         churn_percent=config.workload_churn_percent,
     )
     return workload.batches(config.workload_ops)
@@ -77,7 +81,7 @@ def read_replay(path: Path) -> list[list[str]]:
 def check_batches(
     zstest: ZsTest,
     batches: list[list[str]],
-    api: kapi.KernelApi,
+    api: KernelApi,
     result: RunResult,
     p: Progress,
     classes: bool = True,  # the allocator has a debugfs `classes` file to check
@@ -133,45 +137,34 @@ def check_batches(
 class Prepared:
     """Everything a boot needs, built for one kernel and allocator."""
 
-    kernel: kernels.Kernel
+    kernel: Kernel
     sources: render.RenderedSources
     built: build.BuildResult
     image: initramfs.Initramfs
 
 
-def kernel_api(kernel: kernels.Kernel) -> kapi.KernelApi:
+def kernel_api(kernel: Kernel) -> KernelApi:
     """The series' API facts, with the zspage chain size this kernel was configured with."""
-    api = kapi.api_for(kernel.series)
+    api = api_for(kernel.series)
     chain = kernel.config("ZSMALLOC_CHAIN_SIZE")
     return dataclasses.replace(api, chain_size=int(chain)) if chain else api
 
 
-def _target_name(config: Config) -> str:
-    """`6.1-upstream`, and `6.1-upstream-minimal` for a source-built variant."""
-    name = f"{config.kernel}-{config.allocator}"
-    return name if config.variant == "distro" else f"{name}-{config.variant}"
-
-
 def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
     with p.stage("provision"):
-        source = kernels.source_for(config.kernel, config.variant)
-        render.check_allocator(source, config.allocator)  # before a long provisioning
-        cache = kernels.cache_dir()
-        # Entries of one kernel run in parallel (zskit matrix): one provisions, the rest wait.
-        lock = f"provision-{config.kernel}" + (
-            "" if config.variant == "distro" else f"-{config.variant}"
-        )
-        with toolchain.locked(cache / "locks" / f"{lock}.lock"):
-            kernel = source.provision(cache, p, refresh=refresh)
+        # Before a long provisioning.
+        render.check_allocator(source_for(config.kernel_id), config.allocator)
+        kernel = provision(config.kernel_id, p, refresh=refresh)
+    target = config.kernel_id.name(config.allocator)  # 6.1-upstream, 6.1-upstream-minimal
     with p.stage("render"):
-        out = BUILD / "kmod" / _target_name(config)
+        out = BUILD / "kmod" / target
         sources = render.render(kernel, kernel_api(kernel), config.allocator, out, config.own)
     with p.stage("build"):
         built = build.build(kernel, sources, p)
     with p.stage("initramfs"):
         image = initramfs.build_initramfs(
             built.modules,
-            BUILD / f"initramfs-{_target_name(config)}.cpio",
+            BUILD / f"initramfs-{target}.cpio",
             shell_tty=qemu.Profile.load().shell_tty,
         )
     return Prepared(kernel, sources, built, image)

@@ -35,14 +35,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import build, clients, initramfs, kapi, kernels, qemu, render, toolchain
-from .check import BENCH_TIMES, DriverModel, check_commands
+from ..check.driver import BENCH_TIMES, DriverModel, check_commands
+from ..guest import clients, initramfs, qemu
+from ..guest.zstest import ZsTest
+from ..kernel.api import KernelApi
+from ..kernel.manifest import Kernel
+from ..kernel.provision import provision, source_for
+from ..kmod import build, render
+from ..model import Policy
+from ..paths import BUILD
+from ..progress import Progress, StageError
+from ..report import Case, RunResult, new_results_dir, new_run
 from .config import Config
-from .guest import ZsTest
-from .model import Policy
-from .progress import Progress, StageError
-from .report import Case, RunResult, new_results_dir, new_run
-from .run import BUILD, Prepared, RunOptions, check_batches, default_batches, kernel_api, run
+from .run import Prepared, RunOptions, check_batches, default_batches, kernel_api, run
 
 GUEST_DIR = "/lib/modules/zskit"
 BENCH_N = 20000  # objects per bench: about 0.5 s per load under TCG
@@ -137,7 +142,7 @@ def module_index(modules_dir: Path) -> dict[str, Path]:
     return index
 
 
-def zram_modules(kernel: kernels.Kernel) -> tuple[list[Path], str]:
+def zram_modules(kernel: Kernel) -> tuple[list[Path], str]:
     """zram.ko of the kernel image and what it depends on besides zsmalloc, in load order;
     or no files and why not. There is no modules.dep in an unpacked package (depmod
     writes it at install time), so the dependencies come from each module's modinfo."""
@@ -184,21 +189,15 @@ def crc_mismatch(a: dict[str, str], b: dict[str, str]) -> list[str]:
 def run_target(config: Config, allocator: str) -> str:
     """`compare-6.1-own`: build directories of their own, as a run of the same target
     may be building in run.prepare's directory at the same time."""
-    name = f"compare-{config.kernel}-{allocator}"
-    return name if config.variant == "distro" else f"{name}-{config.variant}"
+    return "compare-" + config.kernel_id.name(allocator)
 
 
 def prepare(config: Config, p: Progress, refresh: bool = False) -> Pair:
     """Ours and the baseline built for one kernel, in one initramfs with zram."""
     config = config.with_overrides(allocator="own")
     with p.stage("provision"):
-        source = kernels.source_for(config.kernel, config.variant)
-        cache = kernels.cache_dir()
-        lock = f"provision-{config.kernel}" + (
-            "" if config.variant == "distro" else f"-{config.variant}"
-        )
-        with toolchain.locked(cache / "locks" / f"{lock}.lock"):
-            kernel = source.provision(cache, p, refresh=refresh)
+        source = source_for(config.kernel_id)
+        kernel = provision(config.kernel_id, p, refresh=refresh)
     base_name = "builtin" if source.zsmalloc_builtin else "upstream"
     built: dict[str, tuple[build.BuildResult, render.RenderedSources]] = {}
     for allocator in ("own", base_name):
@@ -392,7 +391,7 @@ class Bench:
 def bench(
     zstest: ZsTest,
     side: Side,
-    api: kapi.KernelApi,
+    api: KernelApi,
     load: int,
     n: int,
     check: bool,
@@ -416,7 +415,7 @@ def bench(
     return result, problems
 
 
-def workload_pages(batches: Sequence[Sequence[str]], api: kapi.KernelApi, side: Side) -> list[int]:
+def workload_pages(batches: Sequence[Sequence[str]], api: KernelApi, side: Side) -> list[int]:
     """Pool pages after each batch of the workload, from the model of the side's allocator.
 
     The suite of the same boot checked every one of them against the guest's `stats`."""
@@ -641,7 +640,7 @@ def _suite(
     guest: qemu.Guest,
     side: Side,
     batches: list[list[str]],
-    api: kapi.KernelApi,
+    api: KernelApi,
     result: RunResult,
     p: Progress,
 ) -> str:

@@ -32,10 +32,10 @@ from typing import TextIO
 
 import pexpect
 
-from .progress import Progress, StageError
+from ..paths import QEMU_DIR
+from ..progress import Progress, StageError
 from .triage import Crash, clean_lines, find_crash
 
-QEMU_DIR = Path(__file__).resolve().parent.parent / "qemu"
 PR_SET_PDEATHSIG = 1
 
 

@@ -17,10 +17,11 @@ import errno
 import re
 from dataclasses import dataclass, field
 
-from .guest import PROTOCOL_VERSION, BatchResult
-from .kapi import KernelApi
-from .model import ClassStats, Handle, Policy, PoolModel, policy
-from .pattern import pattern, pattern_seed, xorshift32
+from ..guest.zstest import BatchResult
+from ..kernel.api import KernelApi
+from ..kmod.render import PROTOCOL_VERSION
+from ..model import ClassStats, Handle, Policy, PoolModel, policy
+from ..model.pattern import pattern, pattern_seed, xorshift32
 
 PAGE_SIZE = 4096
 MAX_LINE = 128

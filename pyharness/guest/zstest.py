@@ -13,15 +13,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .model import ClassStats
-from .progress import StageError
+from ..kmod.render import PROTOCOL_VERSION
+from ..model import ClassStats
+from ..progress import StageError
 from .qemu import Guest
 
 CTL = "/sys/kernel/debug/zstest/ctl"
 BATCH_FILE = "/tmp/zskit-batch"
 CHUNK_BYTES = 3000  # well below the 4 KiB canonical-mode line discipline buffer
 MAX_BATCH_BYTES = 4 << 20  # ZT_MAX_BATCH in the driver
-PROTOCOL_VERSION = 1  # rendered into the driver as ZT_PROTOCOL_VERSION
 
 ERROR_LINE = re.compile(r"^e (\d+) (\S+) (-\d+) (.*)$")
 VALUE_LINE = re.compile(r"^s (\S+) (\S+)$")

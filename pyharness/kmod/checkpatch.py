@@ -7,8 +7,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .kernels import Kernel
-from .progress import StageError
+from ..kernel.manifest import Kernel
+from ..progress import StageError
 
 # A finding the source explains, in a comment of its own:
 # /* checkpatch: TYPE TOKEN... : why */

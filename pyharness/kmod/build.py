@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .kernels import Kernel
-from .progress import CommandError, Progress, StageError
+from ..kernel.manifest import Kernel
+from ..kernel.toolchain import Root
+from ..progress import CommandError, Progress, StageError
 from .render import RenderedSources
-from .toolchain import Root
 
 # gcc: "path/file.c:12:5: warning: text [-Wflag]"
 DIAGNOSTIC = re.compile(

@@ -59,12 +59,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from . import build, clients, initramfs, kapi, kernels, qemu, render, run, toolchain
-from .checkpatch import StyleReport, checkpatch
-from .config import REPO, Config
-from .guest import CTL, ZsTest, parse_result
-from .progress import Progress, StageError
-from .report import RESULTS, Case, RunResult, new_results_dir
+from ..guest import clients, initramfs, qemu
+from ..guest.zstest import CTL, ZsTest, parse_result
+from ..kernel.api import api_for
+from ..kernel.identity import DISTRO, KernelId
+from ..kernel.manifest import Kernel
+from ..kernel.provision import provision, source_for
+from ..kmod import build, render
+from ..kmod.checkpatch import StyleReport, checkpatch
+from ..locking import locked
+from ..paths import BUILD, RESULTS, cache_dir
+from ..progress import Progress, StageError
+from ..report import Case, RunResult, new_results_dir
+from . import run
+from .config import Config
 
 SOURCE = "mm/zsmalloc.c"
 HEADER = "include/linux/zsmalloc.h"
@@ -72,7 +80,7 @@ BUILT = (SOURCE, HEADER)  # built on every kernel; see Plan for the rest
 # Taken on the first pass over the source tarball, so most series need no second pass.
 PREFETCH = ("mm/", "include/linux/", "drivers/block/zram/", "Documentation/mm/")
 PATCH_SUFFIXES = (".patch", ".diff", ".mbox", ".mbx", ".eml")
-WORK = REPO / "build" / "validate"
+WORK = BUILD / "validate"
 OBJS_KEPT = 200  # built states kept by content (about 100 KiB each)
 
 # The fixed workload of the density and speed comparison: churn leaves the same
@@ -411,10 +419,10 @@ class SourceTree:
         return not parent or parent + "/" in self.members
 
 
-def _source_deb(kernel: kernels.Kernel, top: Path, p: Progress) -> Path:
+def _source_deb(kernel: Kernel, top: Path, p: Progress) -> Path:
     """The linux-source .deb provisioning kept, or a fresh download of that version."""
     pattern = f"linux-source-{kernel.series}_*.deb"
-    debs = kernels.cache_dir() / "debian" / kernel.series / "debs" / kernel.package_version
+    debs = cache_dir() / "debian" / kernel.series / "debs" / kernel.package_version
     for directory in (debs, top):
         if found := sorted(directory.glob(pattern)):
             return found[0]
@@ -479,13 +487,13 @@ def _scan_source(
     return names
 
 
-def source_tree(kernel: kernels.Kernel, wanted: Iterable[str], p: Progress) -> SourceTree:
+def source_tree(kernel: Kernel, wanted: Iterable[str], p: Progress) -> SourceTree:
     """Pristine files of the kernel's source: the wanted ones (and BUILT) at least."""
-    cache = kernels.cache_dir()
+    cache = cache_dir()
     top = cache / "validate" / kernel.series / kernel.package_version
     listing, tree = top / "members.txt", top / "tree"
     label = f"linux-source-{kernel.series} {kernel.package_version}"
-    with toolchain.locked(cache / "locks" / f"validate-source-{kernel.series}.lock"):
+    with locked(cache / "locks" / f"validate-source-{kernel.series}.lock"):
         members = frozenset(listing.read_text().splitlines()) if listing.exists() else None
         want = set(wanted) | set(BUILT)
         missing = {
@@ -702,7 +710,7 @@ class Plan:
     zswap: tuple[str, ...] = ()  # mm/zswap.c and mm/*.h; () when zswap is not compiled
     zram_why: str = ""  # why zram is not built (said in its check)
     zswap_why: str = ""
-    zswap_kernel: kernels.Kernel | None = None  # the kernel zswap.o is compiled against
+    zswap_kernel: Kernel | None = None  # the kernel zswap.o is compiled against
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -734,9 +742,9 @@ def _uses(tree: SourceTree, files: Sequence[str], changed: set[str]) -> str | No
 def make_plan(
     series: Series,
     tree: SourceTree,
-    kernel: kernels.Kernel,
+    kernel: Kernel,
     label: str,
-    zswap_kernel: kernels.Kernel | None,
+    zswap_kernel: Kernel | None,
     zswap_missing: str = "",
 ) -> Plan:
     """The Plan of a series on a kernel (`label` names it in the reasons given)."""
@@ -844,7 +852,7 @@ class Builder:
 
     def __init__(
         self,
-        kernel: kernels.Kernel,
+        kernel: Kernel,
         rendered: render.RenderedSources,
         work: Path,
         plan: Plan,
@@ -1124,7 +1132,7 @@ class Step:
 
 @dataclass
 class KernelResult:
-    series: str
+    kernel: KernelId
     release: str
     package_version: str
     source: str  # the pristine tree's label
@@ -1135,18 +1143,7 @@ class KernelResult:
     perf_noise: float = 0.0  # the base's own spread of times: speed nearer 1 is no change
     base_suite: str | None = None  # the base's suite verdict, when it was run
     seconds: float = 0.0
-    variant: str = "distro"  # distro: Debian's kernel; minimal, debug: source-built
     clients: list[str] = field(default_factory=list)  # what of zram and zswap ran, and why
-
-    @property
-    def name(self) -> str:
-        """`6.1`, `6.12-minimal`: the kernel's directory in the results."""
-        return self.series if self.variant == "distro" else f"{self.series}-{self.variant}"
-
-    @property
-    def label(self) -> str:
-        """`6.1`, `6.12 (minimal)`: the kernel as the reports name it."""
-        return self.series if self.variant == "distro" else f"{self.series} ({self.variant})"
 
 
 @dataclass
@@ -1166,9 +1163,9 @@ class Validation:
         for wanted in ("FAIL", "ERROR", "NOT TESTED"):
             for k, s in steps:
                 if s.verdict == wanted:
-                    return wanted, f"on {k.label}: {s.reason()}"
+                    return wanted, f"on {k.kernel.label}: {s.reason()}"
         verdict = "PASS (warnings)" if any(s.verdict != "PASS" for _, s in steps) else "PASS"
-        return verdict, "; ".join(f"{k.label}: {s.reason()}" for k, s in steps)
+        return verdict, "; ".join(f"{k.kernel.label}: {s.reason()}" for k, s in steps)
 
 
 # ---------------------------------------------------------------------------
@@ -1177,15 +1174,10 @@ class Validation:
 
 @dataclass(frozen=True)
 class Target:
-    """A kernel to validate on: a series and where its kernel comes from."""
+    """A kernel to validate on, and whether its variant was asked for."""
 
-    series: str
-    variant: str  # distro, minimal, debug (kernels.VARIANTS)
+    kernel: KernelId
     chosen: bool = True  # the variant was asked for, not picked because distro cannot
-
-    @property
-    def name(self) -> str:
-        return self.series if self.variant == "distro" else f"{self.series}-{self.variant}"
 
 
 def targets(names: Sequence[str], variant: str | None) -> list[Target]:
@@ -1198,13 +1190,14 @@ def targets(names: Sequence[str], variant: str | None) -> list[Target]:
     """
     found: list[Target] = []
     for name in dict.fromkeys(names):
-        distro = kernels.source_for(name)  # an unknown series is refused here
-        kapi.api_for(name)
+        distro = source_for(KernelId(name))  # an unknown series is refused here
+        api_for(name)
         if variant is None:
-            found.append(Target(name, "minimal" if distro.zsmalloc_builtin else "distro", False))
+            picked = "minimal" if distro.zsmalloc_builtin else DISTRO
+            found.append(Target(KernelId(name, picked), False))
             continue
-        kernels.source_for(name, variant)
-        if variant == "distro" and distro.zsmalloc_builtin:
+        source_for(KernelId(name, variant))
+        if variant == DISTRO and distro.zsmalloc_builtin:
             raise ValidateError(
                 f"cannot validate zsmalloc patches on Debian's Linux {name}: it has zsmalloc "
                 "built in (CONFIG_ZSMALLOC=y), so a patched mm/zsmalloc.c cannot be loaded as "
@@ -1212,7 +1205,7 @@ def targets(names: Sequence[str], variant: str | None) -> list[Target]:
                 f"Use the source-built kernel of the series, which has CONFIG_ZSMALLOC=m: "
                 f"--variant minimal (or debug), or leave --variant out"
             )
-        found.append(Target(name, variant))
+        found.append(Target(KernelId(name, variant)))
     return found
 
 
@@ -1233,7 +1226,7 @@ def not_built_note(patch: Patch, plan: Plan | None = None) -> str | None:
     )
 
 
-def _checkpatch(kernel: kernels.Kernel, mail: Path, out: Path) -> Check:
+def _checkpatch(kernel: Kernel, mail: Path, out: Path) -> Check:
     try:
         report: StyleReport = checkpatch(kernel, mail, strict=False, patch=True)
     except StageError as e:
@@ -1317,14 +1310,11 @@ def _suite_checks(result: RunResult) -> tuple[Check, Check, Check | None, str | 
 @dataclass
 class _Context:
     config: Config
-    kernel: kernels.Kernel
+    kernel: Kernel
     directory: Path  # this kernel's results
     tmp: Path
     p: Progress
-    label: str = ""  # the kernel as the progress lines name it
-
-    def __post_init__(self) -> None:
-        self.label = self.label or self.kernel.series
+    label: str  # the kernel as the progress lines name it (KernelId.label)
 
 
 def _zram_after(guest: qemu.Guest, result: RunResult, p: Progress) -> None:
@@ -1464,30 +1454,27 @@ def _validate_on(
     started = time.monotonic()
     kernel, directory, p = ctx.kernel, ctx.directory, ctx.p
     directory.mkdir(parents=True, exist_ok=True)
-    work = WORK / target.name
+    work = WORK / target.kernel.slug
     work.mkdir(parents=True, exist_ok=True)
     result = KernelResult(
-        series=kernel.series,
+        kernel=target.kernel,
         release=kernel.release,
         package_version=kernel.package_version,
         source=applied.tree.label,
         base_blobs=applied.base_blobs,
         base_warnings=[],
         steps=[],
-        variant=target.variant,
         clients=_clients_said(plan, ctx.label),
     )
     base_contents = dict(applied.base)
     # Runs on one kernel share the warm build directories: one at a time.
     with (
-        toolchain.locked(work / "validate.lock"),
+        locked(work / "validate.lock"),
         concurrent.futures.ThreadPoolExecutor(1) as builds,
         concurrent.futures.ThreadPoolExecutor(1) as styles,
     ):
         with p.stage("build"):
-            rendered = render.render(
-                kernel, kapi.api_for(kernel.series), "upstream", work / "rendered"
-            )
+            rendered = render.render(kernel, api_for(kernel.series), "upstream", work / "rendered")
             builder = Builder(kernel, rendered, work, plan, base_contents)
             base = builder.build("base", base_contents, directory / "base")
             if not base.ok:
@@ -1522,7 +1509,7 @@ def _validate_on(
             previous = key
         try:
             for i, patch in enumerate(series.patches, 1):
-                step = Step(i, {}, directory=f"{target.name}/{i:02d}")
+                step = Step(i, {}, directory=f"{target.kernel.slug}/{i:02d}")
                 result.steps.append(step)
                 if note := not_built_note(patch, plan):
                     step.notes.append(note)
@@ -1751,7 +1738,7 @@ def _results_dir(root: Path = RESULTS) -> Path:
     return new_results_dir("validate", root)
 
 
-def full_tree(kernel: kernels.Kernel) -> SourceTree:
+def full_tree(kernel: Kernel) -> SourceTree:
     """The whole unpacked linux-source tree a source-built kernel was built from (read only)."""
     root = kernel.source
     members: set[str] = set()
@@ -1768,27 +1755,20 @@ def full_tree(kernel: kernels.Kernel) -> SourceTree:
     return SourceTree(label, root, frozenset(members))
 
 
-def _provision(target: Target, p: Progress) -> kernels.Kernel:
-    source = kernels.source_for(target.series, target.variant)
-    cache = kernels.cache_dir()
-    lock = f"provision-{target.series}" + (
-        "" if target.variant == "distro" else f"-{target.variant}"
-    )
-    if target.variant != "distro":
+def _provision(target: Target, p: Progress) -> Kernel:
+    kernel = target.kernel
+    if kernel.variant != DISTRO:
         why = "" if target.chosen else " (Debian's has zsmalloc built in)"
-        p.say(f"Linux {target.series}: the source-built {target.variant} kernel{why}")
-    with toolchain.locked(cache / "locks" / f"{lock}.lock"):
-        return source.provision(cache, p)
+        p.say(f"Linux {kernel.series}: the source-built {kernel.variant} kernel{why}")
+    return provision(kernel, p)
 
 
-def _zswap_kernel(kernel: kernels.Kernel, p: Progress) -> tuple[kernels.Kernel | None, str]:
+def _zswap_kernel(kernel: Kernel, p: Progress) -> tuple[Kernel | None, str]:
     """A kernel of the series with CONFIG_ZSWAP=y to compile zswap.o against, or why none."""
     if kernel.config("ZSWAP") == "y":
         return kernel, ""
     try:
-        source = kernels.source_for(kernel.series)
-        with toolchain.locked(kernels.cache_dir() / "locks" / f"provision-{kernel.series}.lock"):
-            distro = source.provision(kernels.cache_dir(), p)
+        distro = provision(KernelId(kernel.series), p)
     except StageError as e:
         first = str(e).splitlines()[0]
         return None, f"Debian's Linux {kernel.series}, which has zswap, is not at hand: {first}"
@@ -1827,7 +1807,7 @@ def validate(
         for note in series.notes:
             p.say(note)
     touched = {path for patch in series.patches for path in patch.touched()}
-    provisioned: list[tuple[Target, kernels.Kernel, AppliedSeries, Plan]] = []
+    provisioned: list[tuple[Target, Kernel, AppliedSeries, Plan]] = []
     with tempfile.TemporaryDirectory(prefix="zskit-validate-") as tmpdir:
         tmp = Path(tmpdir)
         mails = []
@@ -1836,14 +1816,10 @@ def validate(
             mails.append(tmp / "patches" / f"{patch.slug}.patch")
             mails[-1].write_bytes(patch.mail)
         for target in wanted:
-            label = (
-                target.series
-                if target.variant == "distro"
-                else (f"{target.series} ({target.variant})")
-            )
+            label = target.kernel.label
             with p.stage("provision"):
                 kernel = _provision(target, p)
-                if target.variant == "distro":
+                if target.kernel.variant == DISTRO:
                     tree = source_tree(kernel, touched, p)
                 else:
                     tree = full_tree(kernel)
@@ -1854,7 +1830,7 @@ def validate(
                 if any(tree.has_file(f) and not (tree.root / f).is_file() for f in plan.paths):
                     tree = source_tree(kernel, touched | set(plan.paths), p)
             with p.stage("apply"):
-                repo = tmp / f"repo-{target.name}"
+                repo = tmp / f"repo-{target.kernel.slug}"
                 applied = apply_series(series, tree, mails, repo, keep=plan.paths)
                 shutil.rmtree(repo)  # every patched state is in `applied` now
                 good = sum(1 for a in applied.steps if a.ok)
@@ -1871,11 +1847,12 @@ def validate(
     for target, kernel, applied, plan in provisioned:
         # The suite runs on the kernel provisioned above, whatever .config says.
         cfg = config.with_overrides(
-            kernel=kernel.series, allocator="upstream", variant=target.variant
+            kernel=kernel.series, allocator="upstream", variant=target.kernel.variant
         )
         with p.stage("validate"), tempfile.TemporaryDirectory(prefix="zskit-validate-") as tmpdir:
-            label = f"{kernel.series} ({target.variant})" if target.variant != "distro" else ""
-            ctx = _Context(cfg, kernel, directory / target.name, Path(tmpdir), p, label)
+            ctx = _Context(
+                cfg, kernel, directory / target.kernel.slug, Path(tmpdir), p, target.kernel.label
+            )
             validation.kernels.append(
                 _validate_on(ctx, target, series, applied, plan, saved, perf_rounds)
             )
@@ -1902,8 +1879,8 @@ def _rows(v: Validation) -> list[tuple[str, ...]]:
                 (
                     str(patch.number),
                     subject,
-                    k.series,
-                    k.variant,
+                    k.kernel.series,
+                    k.kernel.variant,
                     *(s.checks[c].cell for c in CHECKS),
                     _ratio(s.perf.density if s.perf else None),
                     _ratio(s.perf.speed if s.perf else None),
@@ -1930,8 +1907,8 @@ def summary(v: Validation) -> str:
     lines.append("density: pool pages patched/base after a fixed workload (below 1: denser);")
     lines.append("speed: its time patched/base (below 1: faster).")
     for k in v.kernels:
-        lines.append(f"{k.label}: {k.perf_note}")
-        lines += [f"{k.label}: {said}" for said in k.clients]
+        lines.append(f"{k.kernel.label}: {k.perf_note}")
+        lines += [f"{k.kernel.label}: {said}" for said in k.clients]
     failed = sum(1 for p in v.series.patches if not v.verdict(p.number)[0].startswith("PASS"))
     lines.append(
         f"{'PASS' if v.passed else 'FAIL'}: {total - failed} of {total} patch(es) pass "
@@ -1948,11 +1925,11 @@ def _quote(lines: Sequence[str], limit: int = 40) -> list[str]:
 
 
 def _origin(k: KernelResult) -> str:
-    if k.variant == "distro":
+    if k.kernel.variant == DISTRO:
         return f"Debian {k.package_version}"
     return (
-        f"built from linux-source-{k.series} {k.package_version} with qemu/configs/ "
-        f"base.config + {k.variant}.config"
+        f"built from linux-source-{k.kernel.series} {k.package_version} with qemu/configs/ "
+        f"base.config + {k.kernel.variant}.config"
     )
 
 
@@ -1967,7 +1944,7 @@ def markdown(v: Validation) -> str:
     for k in v.kernels:
         blobs = "; ".join(f"{path} {how}" for path, how in k.base_blobs.items())
         out.append(
-            f"Linux {k.label} ({k.release}, {_origin(k)}): applied onto "
+            f"Linux {k.kernel.label} ({k.release}, {_origin(k)}): applied onto "
             f"{k.source}" + (f" ({blobs})" if blobs else "") + "."
         )
     out += [
@@ -1993,8 +1970,8 @@ def markdown(v: Validation) -> str:
         "speed = time patched/base (below 1: faster).",
     ]
     for k in v.kernels:
-        out.append(f"Measured on {k.label}: {k.perf_note}.")
-        out += [f"On {k.label}, {said}." for said in k.clients]
+        out.append(f"Measured on {k.kernel.label}: {k.perf_note}.")
+        out += [f"On {k.kernel.label}, {said}." for said in k.clients]
     out += ["", "## Verdicts", ""]
     total = len(s.patches)
     for patch in s.patches:
@@ -2011,7 +1988,7 @@ def markdown(v: Validation) -> str:
         out.append("")
         for k in v.kernels:
             step = k.steps[patch.number - 1]
-            out.append(f"On {k.label}: **{step.verdict}**")
+            out.append(f"On {k.kernel.label}: **{step.verdict}**")
             out.append("")
             for name, check in step.checks.items():
                 out.append(f"- {name}: {check.summary}")
@@ -2077,9 +2054,9 @@ def as_json(v: Validation) -> dict[str, object]:
             )
         kernels_doc.append(
             {
-                "kernel": k.series,
-                "variant": k.variant,
-                "name": k.name,
+                "kernel": k.kernel.series,
+                "variant": k.kernel.variant,
+                "name": k.kernel.slug,
                 "release": k.release,
                 "package_version": k.package_version,
                 "source": k.source,

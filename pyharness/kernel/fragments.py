@@ -26,7 +26,7 @@ from typing import TextIO
 
 import kconfiglib
 
-from .progress import StageError
+from ..progress import StageError
 
 SET_LINE = re.compile(r"^CONFIG_(\w+)=(.*)$")
 UNSET_LINE = re.compile(r"^# CONFIG_(\w+) is not set$")

@@ -1,6 +1,6 @@
 """Render the kernel C under kmod/ for one kernel and allocator into a build directory.
 
-Templates read the kernel's API facts (`kapi.KernelApi`) and never test a
+Templates read the kernel's API facts (`kernel.api.KernelApi`) and never test a
 version number themselves. The own allocator is kmod/zsmalloc.c.j2, rendered
 with the choices of `own.OwnAllocator`. The upstream allocator is not a
 template: its mm/zsmalloc.c is copied from the kernel's own source. The
@@ -17,14 +17,16 @@ from pathlib import Path
 
 import jinja2
 
-from . import model
-from .guest import PROTOCOL_VERSION
-from .kapi import KernelApi
-from .kernels import Kernel, KernelSource
+from .. import model
+from ..kernel.api import KernelApi
+from ..kernel.manifest import Kernel, KernelSource
+from ..paths import TEMPLATES
+from ..progress import StageError
 from .own import BUILTIN_PREFIX, OwnAllocator
-from .progress import StageError
 
-KMOD = Path(__file__).resolve().parent.parent / "kmod"
+# The zstest protocol's version, rendered into the driver as ZT_PROTOCOL_VERSION; the
+# harness refuses a driver that answers another (guest/zstest.py).
+PROTOCOL_VERSION = 1
 ALLOCATORS = ("own", "upstream", "builtin")
 
 
@@ -72,7 +74,7 @@ def _generated_note(template: str, comment: str) -> str:
 
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(KMOD),
+        loader=jinja2.FileSystemLoader(TEMPLATES),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

@@ -17,11 +17,16 @@ import signal
 import sys
 from pathlib import Path
 
-from . import compare, kapi, kernels, matrix, model, render, validate
+from .. import model
+from ..guest.triage import find_crash
+from ..kernel.api import api_for
+from ..kernel.identity import VARIANTS
+from ..kernel.provision import provision
+from ..kmod import render
+from ..progress import Progress, StageError
+from . import compare, matrix, validate
 from . import config as config_mod
-from .progress import Progress, StageError
 from .run import RunOptions, read_replay, run
-from .triage import find_crash
 
 
 def _config(args: argparse.Namespace) -> config_mod.Config:
@@ -34,7 +39,7 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
                 "--variant"
             )
         entry = matrix.find_entry(name)
-        kernel, allocator, variant = entry.kernel, entry.allocator, entry.variant
+        kernel, allocator, variant = entry.kernel.series, entry.allocator, entry.kernel.variant
     return config_mod.load().with_overrides(
         kernel=kernel,
         allocator=allocator,
@@ -64,7 +69,7 @@ def cmd_run(args: argparse.Namespace, p: Progress) -> int:
         options = RunOptions(refresh=args.refresh, batches=batches, results_dir=results_dir)
         result = run(cfg, p, options)
     p.say(p.summary())
-    target = cfg.kernel if cfg.variant == "distro" else f"{cfg.kernel} ({cfg.variant})"
+    target = cfg.kernel_id.label
     failure = result.first_failure
     if failure is None:
         also = [k.removesuffix("_suite") for k in result.info if k.endswith("_suite")]
@@ -101,7 +106,7 @@ def cmd_matrix(args: argparse.Namespace, p: Progress) -> int:
             print(json.dumps([e.as_dict() for e in entries]))
         else:
             rows = [("name", "kernel", "allocator", "variant")]
-            rows += [(e.name, e.kernel, e.allocator, e.variant) for e in entries]
+            rows += [(e.name, e.kernel.series, e.allocator, e.kernel.variant) for e in entries]
             widths = [max(len(r[i]) for r in rows) for i in range(4)]
             for row in rows:
                 print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
@@ -169,8 +174,7 @@ def cmd_compare(args: argparse.Namespace, p: Progress) -> int:
 
 def cmd_provision(args: argparse.Namespace, p: Progress) -> int:
     cfg = _config(args)
-    source = kernels.source_for(cfg.kernel, cfg.variant)
-    kernel = source.provision(kernels.cache_dir(), p, refresh=args.refresh)
+    kernel = provision(cfg.kernel_id, p, refresh=args.refresh)
     print(
         f"{kernel.release} ({kernel.package_version}, {kernel.variant})\n"
         f"  image  {kernel.vmlinuz}\n"
@@ -197,7 +201,7 @@ def cmd_parse(args: argparse.Namespace, p: Progress) -> int:
 
 def cmd_render(args: argparse.Namespace, p: Progress) -> int:
     tree = Path(args.kernel_tree)
-    api = kapi.api_for(render.tree_series(tree))
+    api = api_for(render.tree_series(tree))
     for path in render.render_into_tree(tree, api, config_mod.load().own):
         print(f"wrote {path}")
     print("build it in the tree as mm/zsmalloc.c (CONFIG_ZSMALLOC=y or m)")
@@ -207,7 +211,7 @@ def cmd_render(args: argparse.Namespace, p: Progress) -> int:
 def cmd_model(args: argparse.Namespace, p: Progress) -> int:
     if args.policy == "own":  # the own allocator, as the .config's OWN_* options render it
         series = args.kernel or config_mod.load().kernel
-        pol = config_mod.load().own.policy(kapi.api_for(series))
+        pol = config_mod.load().own.policy(api_for(series))
     else:
         pol = model.policy(args.policy, chain_size=args.chain)
     if args.what == "huge-size":
@@ -228,7 +232,7 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument("--kernel", help="kernel series (default: KERNEL in .config)")
         sp.add_argument(
             "--variant",
-            choices=list(kernels.VARIANTS),
+            choices=list(VARIANTS),
             help="distro: Debian's kernel; minimal, debug: built from linux-source (VARIANT)",
         )
         sp.add_argument("--refresh", action="store_true", help="re-resolve and refetch the kernel")
@@ -276,7 +280,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sp.add_argument(
         "--variant",
-        choices=list(kernels.VARIANTS),
+        choices=list(VARIANTS),
         help="every kernel's variant (default: Debian's kernel where zsmalloc is a module, "
         "else the source-built minimal one)",
     )

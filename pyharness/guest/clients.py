@@ -24,8 +24,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..progress import StageError
 from . import qemu
-from .progress import StageError
 
 ZRAM_DIR = "drivers/block/zram/"
 ZSWAP = "mm/zswap.c"

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import jinja2
 
+from ..paths import QEMU_DIR
+from ..progress import StageError
 from .cpio import Archive
-from .progress import StageError
 
-QEMU_DIR = Path(__file__).resolve().parent.parent / "qemu"
 BUSYBOX = Path("/bin/busybox")
 READY_MARKER = "zskit-init: ready"
 MODULE_DIR = "lib/modules/zskit"

@@ -1,0 +1,106 @@
+"""A provisioned kernel: what every later stage needs of it, as paths in the cache.
+
+Every way of getting a kernel (Debian's packages, a source build) ends in a
+`Kernel`, saved as `kernel.json` last: its presence means the cache entry is
+complete, and a warm cache needs no network.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ..progress import Progress
+from . import toolchain
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A provisioned kernel: everything later stages need, as paths in the cache."""
+
+    series: str
+    release: str  # `uname -r` of the guest, e.g. 6.1.0-56-amd64
+    package_version: str  # Debian version of the packages, e.g. 6.1.192-2
+    vmlinuz: Path
+    boot_image: Path  # what QEMU's -kernel gets: vmlinux for a PVH boot, else vmlinuz
+    kdir: Path  # make -C KDIR M=... builds modules for this kernel
+    modules: Path | None  # the image's /lib/modules/<release>; None when not unpacked
+    source: Path  # root of the extracted SOURCE_MEMBERS (the whole tree when source-built)
+    # A root (see toolchain.py) to run Kbuild in (kdir inside it, or bound there); None: the host's.
+    toolchain: Path | None = None
+    variant: str = "distro"  # "distro": Debian's packages; "minimal", "debug": source.py
+    make_vars: tuple[str, ...] = ()  # for every make against kdir, e.g. CC=x86_64-linux-gnu-gcc-14
+
+    def save(self, path: Path) -> None:
+        data = {
+            k: v if v is None or isinstance(v, tuple) else str(v) for k, v in asdict(self).items()
+        }
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Kernel | None:
+        """The manifest's kernel, or None when it is from an older zskit or damaged."""
+        try:
+            data = json.loads(path.read_text())
+            paths = {k: Path(data[k]) for k in ("vmlinuz", "boot_image", "kdir", "source")}
+            optional = {k: Path(data[k]) if data.get(k) else None for k in ("modules", "toolchain")}
+            return cls(
+                series=data["series"],
+                release=data["release"],
+                package_version=data["package_version"],
+                **paths,
+                **optional,
+                variant=data.get("variant", "distro"),
+                make_vars=tuple(data.get("make_vars", ())),
+            )
+        except (KeyError, ValueError, TypeError):
+            return None
+
+    def is_complete(self) -> bool:
+        files = [self.vmlinuz, self.boot_image, self.kdir / "Makefile", self.source]
+        if self.toolchain is not None:
+            files.append(self.toolchain / toolchain.STAMP)
+        return all(p.exists() for p in files)
+
+    def config(self, option: str) -> str | None:
+        """The value of CONFIG_<option> in the kernel's .config ("y", "m", ...), or None."""
+        return config_value(self.kdir / ".config", option)
+
+    @property
+    def shutdown_command(self) -> str:
+        """How the guest leaves: `poweroff -f` needs ACPI; without it (tinyconfig-based
+        kernels) `reboot -f` resets the machine, which QEMU's -no-reboot turns into an exit."""
+        return "poweroff -f" if self.config("ACPI") == "y" else "reboot -f"
+
+
+class KernelSource(Protocol):
+    series: str
+    # Debian's config has CONFIG_ZSMALLOC=y: the allocator is part of vmlinux, so
+    # zsmalloc.ko cannot be replaced (modpost: every zs_* "exported twice").
+    zsmalloc_builtin: bool
+
+    def provision(self, cache: Path, progress: Progress, refresh: bool = False) -> Kernel: ...
+
+
+def cached(manifest: Path, progress: Progress) -> Kernel | None:
+    """The complete kernel a manifest describes, or None."""
+    kernel = Kernel.load(manifest) if manifest.exists() else None
+    if kernel is None or not kernel.is_complete():
+        return None
+    progress.say(f"Linux {kernel.release} ({kernel.package_version}) from the cache")
+    return kernel
+
+
+def config_value(config: Path, option: str) -> str | None:
+    """CONFIG_<option>'s value in a .config, unquoted; None when unset or unreadable."""
+    try:
+        text = config.read_text()
+    except OSError:
+        return None
+    m = re.search(rf"^CONFIG_{re.escape(option)}=(.*)$", text, re.M)
+    return m[1].strip('"') if m else None
