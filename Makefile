@@ -14,7 +14,7 @@ ALLOCATOR ?=
 KERNEL ?=
 RUN_ARGS := $(if $(ALLOCATOR),--allocator $(ALLOCATOR)) $(if $(KERNEL),--kernel $(KERNEL))
 
-.PHONY: setup host-deps qemu-test qemu-compare qemu-matrix test lint menuconfig defconfig \
+.PHONY: setup host-deps qemu-test qemu-compare qemu-matrix test unit lint menuconfig defconfig \
 	savedefconfig olddefconfig clean
 
 setup: host-deps $(VENV)/.installed
@@ -60,12 +60,19 @@ qemu-compare: setup
 qemu-matrix: setup
 	$(ZSKIT) matrix $(ZSKIT_ARGS)
 
+# mypy's settings (and the files it checks) are in pyproject.toml.
 lint: setup
 	$(VENV)/bin/ruff check pyharness tests
 	$(VENV)/bin/ruff format --check pyharness tests
+	$(VENV)/bin/mypy
 
+# All tests: tests/unit (no QEMU, no kernel provisioning), then tests/guest.
 test: setup lint
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+# The unit tests alone: under a minute, nothing booted, built or fetched.
+unit: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests/unit
 
 menuconfig: setup
 	$(PY) -m menuconfig Kconfig

@@ -154,7 +154,8 @@ def test_round_trip_property(specs: list[tuple[str, str, object, int]]) -> None:
         elif kind == "dir":
             assert e == Entry(path, stat.S_IFDIR | perm)
         elif kind == "symlink":
-            assert e == Entry(path, stat.S_IFLNK | 0o777, payload.encode())  # type: ignore[union-attr]
+            assert isinstance(payload, str)
+            assert e == Entry(path, stat.S_IFLNK | 0o777, payload.encode())
         else:
             assert e == Entry(path, stat.S_IFCHR | perm, b"", *payload)  # type: ignore[misc]
     # Re-packing what we read yields the same bytes.

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_offline import WHY_NOT
 
 from pyharness.kernel import fragments, toolchain
 from pyharness.kernel.debian import DebianDistroKernel
@@ -27,6 +26,7 @@ from pyharness.kernel.fragments import FragmentError
 from pyharness.kernel.source import SourceTree, Toolchain, _kconfig_env, _recorded
 from pyharness.paths import CONFIGS, REPO, cache_dir
 from pyharness.progress import Progress, StageError
+from tests.test_offline import WHY_NOT
 
 
 def test_a_series_the_archive_lacks_names_the_package(tmp_path: Path) -> None:

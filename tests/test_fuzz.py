@@ -375,17 +375,17 @@ def random_input(rng: random.Random) -> bytes:
         text = rng.choice(["\n", "\r\n", "\n\n", " \n\t"]).join(
             rng.choice(SEEDS_OF_LINES) for _ in range(rng.randrange(1, 12))
         )
-        data = bytearray(text.encode() + rng.choice([b"", b"\n"]))
+        edited = bytearray(text.encode() + rng.choice([b"", b"\n"]))
         for _ in range(rng.randrange(0, 5)):
-            at = rng.randrange(len(data) + 1)
+            at = rng.randrange(len(edited) + 1)
             op = rng.randrange(3)
             if op == 0:
-                data[at:at] = bytes([rng.choice(SPECIALS + LETTERS)])
-            elif op == 1 and at < len(data):
-                del data[at]
-            elif at < len(data) and not chr(data[at]).isdigit():
-                data[at] = rng.choice(SPECIALS + LETTERS)
-        data = bytes(data) or b"\n"
+                edited[at:at] = bytes([rng.choice(SPECIALS + LETTERS)])
+            elif op == 1 and at < len(edited):
+                del edited[at]
+            elif at < len(edited) and not chr(edited[at]).isdigit():
+                edited[at] = rng.choice(SPECIALS + LETTERS)
+        data = bytes(edited) or b"\n"
     elif kind == 3:  # a long run without a newline, maybe followed by a command
         run = bytes([rng.choice(b"a7 \t\xff\r\x1b")]) * rng.randrange(100, 3000)
         data = run + rng.choice([b"", b"\nversion\n", b"\nalloc 5 64\n"])

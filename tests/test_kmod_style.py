@@ -19,9 +19,7 @@ def test_zstest_passes_checkpatch_strict(prepared: run.Prepared) -> None:
     assert report.clean, "\n".join(report.findings)
 
 
-def test_checkpatch_finds_a_style_error(
-    prepared: run.Prepared, tmp_path: pytest.TempPathFactory
-) -> None:
+def test_checkpatch_finds_a_style_error(prepared: run.Prepared, tmp_path: Path) -> None:
     bad = tmp_path / "bad.c"
     bad.write_text("// SPDX-License-Identifier: GPL-2.0\nint f(int x){\n  return x;\n}\n")
     report = checkpatch(prepared.kernel, bad)

@@ -8,7 +8,6 @@ choices; here every other choice runs the default workload, each in its own boot
 from __future__ import annotations
 
 import pytest
-from test_source_kernels import source_built
 
 from pyharness.check.driver import DriverModel, check_commands
 from pyharness.commands import config, run
@@ -17,6 +16,7 @@ from pyharness.guest.zstest import BatchResult, ZsTest
 from pyharness.kmod.own import OwnAllocator
 from pyharness.progress import Progress
 from pyharness.report import RunResult
+from tests.test_source_kernels import source_built
 
 pytestmark = pytest.mark.qemu
 

@@ -25,7 +25,6 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from test_bug_injection import with_bug
 
 from pyharness.check.driver import DriverModel, check_classes, check_commands
 from pyharness.commands import config, run
@@ -35,6 +34,7 @@ from pyharness.kmod.own import OwnAllocator
 from pyharness.model import class_table, policy
 from pyharness.paths import REPO
 from pyharness.progress import Progress
+from tests.test_bug_injection import with_bug
 
 pytestmark = pytest.mark.qemu
 

@@ -27,6 +27,7 @@ from pyharness.kernel import fragments
 from pyharness.kernel.identity import KernelId
 from pyharness.kernel.manifest import Kernel
 from pyharness.kernel.provision import SOURCES, provision
+from pyharness.kernel.source import SourceBuiltKernel
 from pyharness.paths import cache_dir
 from pyharness.progress import Progress
 
@@ -882,6 +883,7 @@ def cached_source_kernel(series: str, variant: str) -> bool:
     """A source-built kernel of the current fragments is in the cache (no build needed)."""
 
     source = SOURCES[variant][series]
+    assert isinstance(source, SourceBuiltKernel)
     request = fragments.text(fragments.merge(source.fragments()))
     built = cache_dir() / "built"
     return any(
@@ -939,7 +941,7 @@ def test_the_debug_kernel_runs_each_patch(default_config: config.Config, tmp_pat
         variant="debug",
     )
     (k,) = v.kernels
-    assert (k.series, k.variant, k.release) == ("6.1", "debug", kernel.release)
+    assert (k.kernel.series, k.kernel.variant, k.release) == ("6.1", "debug", kernel.release)
     (step,) = k.steps
     assert step.verdict == "PASS", step.reason()
     suite = tmp_path / "results/6.1-debug/01/suite"

@@ -151,9 +151,9 @@ class DriverModel:
             self.values.append(("version", str(PROTOCOL_VERSION)))
             return 0
         if verb == "bench":  # on a private pool: no current pool needed
-            nums = [kstrtou32(arg) for arg in argv[1:]]
-            bad = next((n for n in nums if n < 0), None)
-            return bad if bad is not None else self._bench(*nums)
+            counts = [kstrtou32(arg) for arg in argv[1:]]
+            bad = next((n for n in counts if n < 0), None)
+            return bad if bad is not None else self._bench(*counts)
         if self.current is None:
             return -errno.ENOENT
         pool = self.pools[self.current]
@@ -166,7 +166,8 @@ class DriverModel:
                 return value
             nums.append(value)
         if verb in ("pwrite", "pverify"):
-            return self._range(pool, verb == "pwrite", *nums, mode=argv[5])
+            oid, seed, off, length = nums  # VERBS fixed the count
+            return self._range(pool, verb == "pwrite", oid, seed, off, length, argv[5])
         handler = getattr(self, f"_{verb}")
         result: int | None = handler(pool, *nums)
         return result

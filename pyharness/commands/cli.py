@@ -1,20 +1,18 @@
-"""The `zskit` command: stages as subcommands, plus `run` for all of them.
+"""The `zskit` command: each stage a subcommand, and `run` for all of them.
 
-zskit run         provision, build, boot and check the default workload
-zskit matrix      run every entry of the kernel matrix in parallel; --list shows them
-zskit validate    check a patch series patch by patch: applies, builds, checkpatch, suite
-zskit compare     our zsmalloc against the kernel's in one boot: suite, density, speed, zram
-zskit provision   fetch and unpack the target kernel into the cache
-zskit parse LOG   triage a saved console log offline
-zskit model classes|huge-size   print the model's class table
+Each subcommand's help is its function's docstring; options shared by
+several commands are added by the add_*_opt(s) helpers, so they read the
+same everywhere.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from .. import model
@@ -53,6 +51,12 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
 
 
 def cmd_run(args: argparse.Namespace, p: Progress) -> int:
+    """Build, boot and check the workload.
+
+    Provisions the kernel, renders and builds the allocator and zstest, boots
+    them and checks every batch against the model; with the own allocator the
+    kernel's zsmalloc then runs its suite in the same boot (RUN_BASELINE).
+    """
     cfg = _config(args)
     batches = read_replay(Path(args.replay)) if getattr(args, "replay", None) else None
     results_dir = Path(args.results_dir) if getattr(args, "results_dir", None) else None
@@ -86,7 +90,17 @@ def cmd_run(args: argparse.Namespace, p: Progress) -> int:
     return 1
 
 
+def cmd_replay(args: argparse.Namespace, p: Progress) -> int:
+    """Rerun a saved batches.txt or replay file, checked."""
+    return cmd_run(args, p)
+
+
 def cmd_matrix(args: argparse.Namespace, p: Progress) -> int:
+    """Run the kernel matrix (MATRIX_* options) in parallel.
+
+    Each entry runs as its own `zskit run`; the merged results (JUnit, KTAP,
+    kernelci.json) land in build/results/matrix-<stamp>/.
+    """
     config_file = Path(args.config) if args.config else None
     if config_file is not None and not config_file.is_file():
         raise StageError(f"no configuration {config_file}; presets are configs/*_defconfig")
@@ -123,6 +137,12 @@ def cmd_matrix(args: argparse.Namespace, p: Progress) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, p: Progress) -> int:
+    """Validate a patch series for review, patch by patch.
+
+    Every cumulative state of the series is applied onto the kernel's pristine
+    source, built, style-checked and run through the suite (zram and zswap
+    where the series reaches them), then measured against the base.
+    """
     cfg = config_mod.load().with_overrides(
         accel=args.accel, workload_ops=args.ops, workload_seed=args.seed
     )
@@ -141,6 +161,7 @@ def cmd_validate(args: argparse.Namespace, p: Progress) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, p: Progress) -> int:
+    """Our zsmalloc against the kernel's in one boot: density, speed, zram."""
     if args.bench_objects is not None and not 1 <= args.bench_objects <= 1 << 18:
         raise StageError("--bench-objects takes 1..262144")
     if args.loads is not None and args.loads < 2:
@@ -173,6 +194,7 @@ def cmd_compare(args: argparse.Namespace, p: Progress) -> int:
 
 
 def cmd_provision(args: argparse.Namespace, p: Progress) -> int:
+    """Fetch the kernel into the cache."""
     cfg = _config(args)
     kernel = provision(cfg.kernel_id, p, refresh=args.refresh)
     print(
@@ -186,6 +208,7 @@ def cmd_provision(args: argparse.Namespace, p: Progress) -> int:
 
 
 def cmd_parse(args: argparse.Namespace, p: Progress) -> int:
+    """Triage a saved console log."""
     try:
         # Bytes, not read_text(): newline translation would shift the line numbers.
         text = Path(args.log).read_bytes().decode(errors="replace")
@@ -200,6 +223,7 @@ def cmd_parse(args: argparse.Namespace, p: Progress) -> int:
 
 
 def cmd_render(args: argparse.Namespace, p: Progress) -> int:
+    """Write the own allocator into a kernel source tree."""
     tree = Path(args.kernel_tree)
     api = api_for(render.tree_series(tree))
     for path in render.render_into_tree(tree, api, config_mod.load().own):
@@ -209,6 +233,7 @@ def cmd_render(args: argparse.Namespace, p: Progress) -> int:
 
 
 def cmd_model(args: argparse.Namespace, p: Progress) -> int:
+    """The reference model's class table."""
     if args.policy == "own":  # the own allocator, as the .config's OWN_* options render it
         series = args.kernel or config_mod.load().kernel
         pol = config_mod.load().own.policy(api_for(series))
@@ -223,57 +248,98 @@ def cmd_model(args: argparse.Namespace, p: Progress) -> int:
     return 0
 
 
+ACCELS = ["auto", "tcg", "kvm"]
+
+
+def add_command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    func: Callable[[argparse.Namespace, Progress], int],
+) -> argparse.ArgumentParser:
+    """A subcommand whose help is its function's docstring: the first line, then the rest."""
+    doc = inspect.getdoc(func) or ""
+    sp = sub.add_parser(
+        name,
+        help=(doc[:1].lower() + doc.splitlines()[0][1:].rstrip(".")) if doc else None,
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sp.set_defaults(func=func)
+    return sp
+
+
+def add_kernel_opts(sp: argparse.ArgumentParser) -> None:
+    """Which kernel: --kernel, --variant, and --refresh of its cached copy."""
+    sp.add_argument("--kernel", help="kernel series (default: KERNEL in .config)")
+    sp.add_argument(
+        "--variant",
+        choices=list(VARIANTS),
+        help="distro: Debian's kernel; minimal, debug: built from linux-source (VARIANT)",
+    )
+    sp.add_argument("--refresh", action="store_true", help="re-resolve and refetch the kernel")
+
+
+def add_allocator_opt(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--allocator", choices=list(render.ALLOCATORS))
+
+
+def add_accel_opt(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--accel", choices=ACCELS)
+
+
+def add_results_dir_opt(sp: argparse.ArgumentParser, default: str) -> None:
+    sp.add_argument("--results-dir", metavar="DIR", help=f"results here, not {default}")
+
+
+def add_workload_opts(sp: argparse.ArgumentParser, *, shape: bool = False) -> None:
+    """The workload's size and seed; with `shape`, its batch size and churn share too."""
+    sp.add_argument("--ops", type=int, help="operations in the workload")
+    if shape:
+        sp.add_argument("--batch", type=int, help="commands per checked batch")
+    sp.add_argument("--seed", type=int, help="workload seed")
+    if shape:
+        sp.add_argument("--churn", type=int, metavar="PERCENT", help="share of ops run by churn")
+
+
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="zskit", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        prog="zskit",
+        description="Build, boot and check zsmalloc under QEMU against a reference model.",
+    )
     ap.add_argument("-v", "--verbose", action="store_true", help="show commands and the console")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    def target(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--kernel", help="kernel series (default: KERNEL in .config)")
-        sp.add_argument(
-            "--variant",
-            choices=list(VARIANTS),
-            help="distro: Debian's kernel; minimal, debug: built from linux-source (VARIANT)",
-        )
-        sp.add_argument("--refresh", action="store_true", help="re-resolve and refetch the kernel")
-
-    sp = sub.add_parser("run", help="build, boot and check the workload")
-    target(sp)
-    sp.add_argument("--allocator", choices=list(render.ALLOCATORS))
+    sp = add_command(sub, "run", cmd_run)
+    add_kernel_opts(sp)
+    add_allocator_opt(sp)
     sp.add_argument("--entry", help="a matrix entry, e.g. 6.1-upstream-distro (kernel + allocator)")
-    sp.add_argument("--results-dir", metavar="DIR", help="results here, not build/results/<id>")
-    sp.add_argument("--accel", choices=["auto", "tcg", "kvm"])
-    sp.add_argument("--ops", type=int, help="commands in the workload")
-    sp.add_argument("--batch", type=int, help="commands per checked batch")
-    sp.add_argument("--seed", type=int, help="workload seed")
-    sp.add_argument("--churn", type=int, metavar="PERCENT", help="share of ops run by churn")
+    add_results_dir_opt(sp, "build/results/<id>")
+    add_accel_opt(sp)
+    add_workload_opts(sp, shape=True)
     sp.add_argument(
         "--baseline",
         action=argparse.BooleanOptionalAction,
         help="with --allocator own: also the kernel's zsmalloc, its suite in the same boot "
         "(default: RUN_BASELINE, on)",
     )
-    sp.set_defaults(func=cmd_run)
 
-    sp = sub.add_parser("replay", help="rerun a saved batches.txt or replay file, checked")
-    target(sp)
+    sp = add_command(sub, "replay", cmd_replay)
+    add_kernel_opts(sp)
     sp.add_argument("replay", metavar="FILE")
-    sp.add_argument("--allocator", choices=list(render.ALLOCATORS))
-    sp.add_argument("--accel", choices=["auto", "tcg", "kvm"])
-    sp.set_defaults(func=cmd_run)
+    add_allocator_opt(sp)
+    add_accel_opt(sp)
 
-    sp = sub.add_parser("matrix", help="run the kernel matrix (MATRIX_* options) in parallel")
+    sp = add_command(sub, "matrix", cmd_matrix)
     sp.add_argument("--list", action="store_true", help="print the entries instead of running")
     sp.add_argument("--json", action="store_true", help="with --list: as a JSON list")
     sp.add_argument("--config", metavar="FILE", help="a .config or configs/ preset to read")
     sp.add_argument("--jobs", type=int, metavar="N", help="entries at once (default: cores)")
-    sp.add_argument("--accel", choices=["auto", "tcg", "kvm"])
+    add_accel_opt(sp)
     sp.add_argument(
         "--merge", metavar="DIR", help="merge entry directories under DIR (CI jobs) instead"
     )
-    sp.set_defaults(func=cmd_matrix)
 
-    sp = sub.add_parser("validate", help="validate a patch series for review, patch by patch")
+    sp = add_command(sub, "validate", cmd_validate)
     sp.add_argument("inputs", nargs="+", metavar="PATCH|MBOX|DIR")
     sp.add_argument(
         "--kernel", action="append", help="kernel series, repeatable (default: KERNEL in .config)"
@@ -284,21 +350,16 @@ def parser() -> argparse.ArgumentParser:
         help="every kernel's variant (default: Debian's kernel where zsmalloc is a module, "
         "else the source-built minimal one)",
     )
-    sp.add_argument("--results-dir", metavar="DIR", help="here, not build/results/validate-<stamp>")
-    sp.add_argument("--accel", choices=["auto", "tcg", "kvm"])
-    sp.add_argument("--ops", type=int, help="operations in the suite's workload")
-    sp.add_argument("--seed", type=int, help="the suite's workload seed")
+    add_results_dir_opt(sp, "build/results/validate-<stamp>")
+    add_accel_opt(sp)
+    add_workload_opts(sp)
     sp.add_argument("--no-perf", action="store_true", help="skip the density and speed runs")
-    sp.set_defaults(func=cmd_validate)
 
-    sp = sub.add_parser(
-        "compare", help="our zsmalloc against the kernel's in one boot: density, speed, zram"
-    )
-    target(sp)
-    sp.add_argument("--results-dir", metavar="DIR", help="here, not build/results/compare-<stamp>")
-    sp.add_argument("--accel", choices=["auto", "tcg", "kvm"])
-    sp.add_argument("--ops", type=int, help="operations in the suite's workload")
-    sp.add_argument("--seed", type=int, help="the suite's workload seed")
+    sp = add_command(sub, "compare", cmd_compare)
+    add_kernel_opts(sp)
+    add_results_dir_opt(sp, "build/results/compare-<stamp>")
+    add_accel_opt(sp)
+    add_workload_opts(sp)
     sp.add_argument(
         "--bench-objects",
         type=int,
@@ -312,27 +373,20 @@ def parser() -> argparse.ArgumentParser:
         help=f"allocator loads, alternating, ours first (default {compare.SPEED_LOADS})",
     )
     sp.add_argument("--no-zram", action="store_true", help="skip the data set through zram")
-    sp.set_defaults(func=cmd_compare)
 
-    sp = sub.add_parser("provision", help="fetch the kernel into the cache")
-    target(sp)
-    sp.set_defaults(func=cmd_provision)
+    add_kernel_opts(add_command(sub, "provision", cmd_provision))
 
-    sp = sub.add_parser("parse", help="triage a saved console log")
-    sp.add_argument("log")
-    sp.set_defaults(func=cmd_parse)
+    add_command(sub, "parse", cmd_parse).add_argument("log")
 
-    sp = sub.add_parser("render", help="write the own allocator into a kernel source tree")
+    sp = add_command(sub, "render", cmd_render)
     sp.add_argument("--kernel-tree", metavar="DIR", required=True, help="a Linux source tree")
-    sp.set_defaults(func=cmd_render)
 
-    sp = sub.add_parser("model", help="the reference model's class table")
+    sp = add_command(sub, "model", cmd_model)
     sp.add_argument("what", choices=["classes", "huge-size"])
     sp.add_argument("--policy", default="6.1", choices=[*model.known_policies(), "own"])
     sp.add_argument("--kernel", help="with --policy own: the kernel API (default: KERNEL)")
     sp.add_argument("--chain", type=int, help="ZSMALLOC_CHAIN_SIZE (6.12 and later)")
     sp.add_argument("--format", choices=["csv"], default="csv")
-    sp.set_defaults(func=cmd_model)
     return ap
 
 

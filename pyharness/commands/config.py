@@ -11,6 +11,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import kconfiglib
 
@@ -46,7 +47,7 @@ class Config:
     def kernel_id(self) -> KernelId:
         return KernelId(self.kernel, self.variant)
 
-    def with_overrides(self, **changes: object) -> Config:
+    def with_overrides(self, **changes: Any) -> Config:
         """A copy with command-line overrides (None values are ignored)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 

@@ -140,8 +140,14 @@ class DebianDistroKernel:
             f"extracting {', '.join(SOURCE_MEMBERS[:2])} and checkpatch from {tarball.name}"
         )
         progress.run(
-            ["tar", "-xJf", tarball, "-C", tmp / "usr/src"]
-            + [f"{src_top}/{m}" for m in SOURCE_MEMBERS],
+            [
+                "tar",
+                "-xJf",
+                tarball,
+                "-C",
+                tmp / "usr/src",
+                *(f"{src_top}/{m}" for m in SOURCE_MEMBERS),
+            ],
             what="extracting linux-source",
         )
         tarball.unlink()
@@ -392,7 +398,7 @@ def _extract_source(deb: Path, src_pkg: str, dest: Path, progress: Progress) -> 
     tarball = scratch / "usr/src" / f"{src_pkg}.tar.xz"
     progress.say(f"extracting {', '.join(SOURCE_MEMBERS[:2])} and checkpatch from {tarball.name}")
     progress.run(
-        ["tar", "-xJf", tarball, "-C", dest] + [f"{src_pkg}/{m}" for m in SOURCE_MEMBERS],
+        ["tar", "-xJf", tarball, "-C", dest, *(f"{src_pkg}/{m}" for m in SOURCE_MEMBERS)],
         what=f"extracting {src_pkg}",
     )
     shutil.rmtree(scratch)

@@ -47,14 +47,20 @@ class Kernel:
         """The manifest's kernel, or None when it is from an older zskit or damaged."""
         try:
             data = json.loads(path.read_text())
-            paths = {k: Path(data[k]) for k in ("vmlinuz", "boot_image", "kdir", "source")}
-            optional = {k: Path(data[k]) if data.get(k) else None for k in ("modules", "toolchain")}
+
+            def optional(key: str) -> Path | None:
+                return Path(data[key]) if data.get(key) else None
+
             return cls(
                 series=data["series"],
                 release=data["release"],
                 package_version=data["package_version"],
-                **paths,
-                **optional,
+                vmlinuz=Path(data["vmlinuz"]),
+                boot_image=Path(data["boot_image"]),
+                kdir=Path(data["kdir"]),
+                modules=optional("modules"),
+                source=Path(data["source"]),
+                toolchain=optional("toolchain"),
                 variant=data.get("variant", "distro"),
                 make_vars=tuple(data.get("make_vars", ())),
             )
@@ -79,10 +85,15 @@ class Kernel:
 
 
 class KernelSource(Protocol):
-    series: str
+    """Where kernels of one series come from (read-only fields: sources are frozen)."""
+
+    @property
+    def series(self) -> str: ...
+
     # Debian's config has CONFIG_ZSMALLOC=y: the allocator is part of vmlinux, so
     # zsmalloc.ko cannot be replaced (modpost: every zs_* "exported twice").
-    zsmalloc_builtin: bool
+    @property
+    def zsmalloc_builtin(self) -> bool: ...
 
     def provision(self, cache: Path, progress: Progress, refresh: bool = False) -> Kernel: ...
 

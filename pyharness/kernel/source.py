@@ -39,6 +39,7 @@ from ..paths import CONFIGS
 from ..progress import CommandError, Progress, StageError
 from . import fragments, toolchain
 from .debian import DebianSuiteKernel, apt_show
+from .fragments import Setting
 from .manifest import Kernel, cached, config_value
 
 VARIANT_FRAGMENTS = {
@@ -77,14 +78,14 @@ class Toolchain:
         binds: Sequence[Path] = (),
         heartbeat: float | None = None,
     ) -> str:
-        argv = [str(a) for a in argv]
+        words = [str(a) for a in argv]
         if self.root is None:
             env = {k: v for k, v in os.environ.items() if k not in MAKE_ENV_DROP}
             return progress.run(
-                argv, env=env, what=what, stream=progress.verbose, heartbeat=heartbeat
+                words, env=env, what=what, stream=progress.verbose, heartbeat=heartbeat
             )
         return self.root.run(
-            argv, progress, what=what, binds=binds, stream=progress.verbose, heartbeat=heartbeat
+            words, progress, what=what, binds=binds, stream=progress.verbose, heartbeat=heartbeat
         )
 
 
@@ -182,7 +183,7 @@ class SourceBuiltKernel:
                 return kernel
             return self._build(top / name, tree, tools, settings, progress)
 
-    def _extra_targets(self, settings: dict[str, fragments.Setting]) -> list[str]:
+    def _extra_targets(self, settings: dict[str, Setting]) -> list[str]:
         """["bzImage"] for a KASAN kernel, which cannot boot through PVH; else nothing.
 
         The PVH entry (xen_prepare_pvh) runs before KASAN's shadow exists, and
@@ -283,7 +284,7 @@ class SourceBuiltKernel:
         dest: Path,
         tree: SourceTree,
         tools: Toolchain,
-        settings: dict[str, fragments.Setting],
+        settings: dict[str, Setting],
         progress: Progress,
     ) -> Kernel:
         what = f"Linux {self.series} ({self.variant})"
@@ -294,7 +295,8 @@ class SourceBuiltKernel:
         binds = [tree.path, tmp]
 
         def make(*targets: str, heartbeat: float | None = None) -> str:
-            argv = ["make", "-C", tree.path, f"O={out}", "ARCH=x86_64", *tools.make_vars]
+            argv: list[str | Path] = ["make", "-C", tree.path, f"O={out}", "ARCH=x86_64"]
+            argv += tools.make_vars
             return tools.run(
                 [*argv, *targets],
                 progress,

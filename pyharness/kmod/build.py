@@ -58,17 +58,18 @@ def build(
     try:
         args = [f"M={sources.directory}", f"-j{jobs}", *kernel.make_vars, *targets]
         if kernel.toolchain is None:
-            cmd = ["make", "-C", kernel.kdir, *args]
-            output = progress.run(cmd, what=what, stream=progress.verbose)
+            output = progress.run(
+                ["make", "-C", kernel.kdir, *args], what=what, stream=progress.verbose
+            )
         else:
             root = Root(kernel.toolchain, suite=kernel.toolchain.name)
             binds = [sources.directory]
             if kernel.kdir.is_relative_to(root.path):  # a distro kernel's headers package
-                kdir: PurePosixPath | Path = root.inside_path(kernel.kdir)
+                kdir = root.inside_path(kernel.kdir)
             else:  # a source-built tree in the cache: it and its source, at their own paths
-                kdir = kernel.kdir
+                kdir = PurePosixPath(kernel.kdir)
                 binds += [kernel.kdir, kernel.source]
-            cmd = ["make", "-C", kdir, *args]
+            cmd: list[str | PurePosixPath] = ["make", "-C", kdir, *args]
             output = root.run(cmd, progress, what=what, binds=binds, stream=progress.verbose)
     except CommandError as e:
         errors = diagnostics(e.output, "error")

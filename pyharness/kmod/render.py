@@ -172,11 +172,11 @@ def render(
     upstream = kernel.source / "mm" / "zsmalloc.c"
     if not upstream.exists():
         raise StageError(f"{upstream} is missing; rerun provisioning with --refresh")
-    text = upstream.read_bytes()
-    _write_if_changed(out / "zsmalloc.c", text)
+    source = upstream.read_bytes()
+    _write_if_changed(out / "zsmalloc.c", source)
     files.append(out / "zsmalloc.c")
     # mm/'s own headers that zsmalloc.c includes by quotes (7.x: "zpdesc.h").
-    for name in re.findall(rb'^#include "([\w.-]+)"', text, re.M):
+    for name in re.findall(rb'^#include "([\w.-]+)"', source, re.M):
         header = upstream.parent / name.decode()
         if not header.exists():
             raise StageError(
