@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .kernel.identity import DISTRO, KernelId
 from .paths import RESULTS
 
 # results.json keys that are RunResult fields; every other key is `info`.
@@ -45,7 +46,11 @@ class RunResult:
     cases: list[Case] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     info: dict[str, object] = field(default_factory=dict)
-    variant: str = "distro"  # where the kernel came from: distro, minimal, debug
+    variant: str = DISTRO  # where the kernel came from: distro, minimal, debug
+
+    @property
+    def kernel_id(self) -> KernelId:
+        return KernelId(self.kernel, self.variant)
 
     @property
     def passed(self) -> bool:
@@ -94,7 +99,7 @@ class RunResult:
                 cases=[Case(**c) for c in doc["cases"]],
                 timings=dict(doc["timings"]),
                 info={k: v for k, v in doc.items() if k not in _FIELDS},
-                variant=doc.get("variant", "distro"),
+                variant=doc.get("variant", DISTRO),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -157,25 +162,25 @@ def ktap(runs: Sequence[tuple[str, RunResult]]) -> str:
 
 
 def new_run(
-    kernel: str,
+    kernel: KernelId,
     allocator: str,
-    variant: str = "distro",
     root: Path = RESULTS,
     directory: Path | None = None,
 ) -> RunResult:
     """A new results directory: `root/<stamp>-<kernel>-<allocator>-<variant>` (and
     `root/latest`), or `directory` as given (zskit matrix, CI shards), leaving `latest` alone."""
     if directory is None:
-        directory = _fresh(root, f"{time.strftime('%Y%m%d-%H%M%S')}-{kernel}-{allocator}-{variant}")
+        name = kernel.name(allocator, full=True)
+        directory = _fresh(root, f"{time.strftime('%Y%m%d-%H%M%S')}-{name}")
         _link(root, "latest", directory)
     else:
         directory.mkdir(parents=True, exist_ok=True)
     return RunResult(
         run_id=directory.name,
-        kernel=kernel,
+        kernel=kernel.series,
         allocator=allocator,
         directory=directory,
-        variant=variant,
+        variant=kernel.variant,
     )
 
 

@@ -282,19 +282,19 @@ def test_a_single_run_writes_ktap(tmp_path: Path) -> None:
 
 def test_a_runs_directory_is_named_after_its_entry(tmp_path: Path) -> None:
     root = tmp_path / "results"
-    first = new_run("6.12", "upstream", "debug", root=root)
-    second = new_run("6.12", "upstream", "debug", root=root)  # the same second
+    first = new_run(KernelId("6.12", "debug"), "upstream", root=root)
+    second = new_run(KernelId("6.12", "debug"), "upstream", root=root)  # the same second
     assert re.fullmatch(r"\d{8}-\d{6}-6\.12-upstream-debug", first.run_id)
     assert second.run_id == first.run_id + "-2"
     assert (root / "latest").resolve() == second.directory.resolve()
-    distro = new_run("6.1", "upstream", root=root)
+    distro = new_run(KernelId("6.1"), "upstream", root=root)
     assert distro.run_id.endswith("-6.1-upstream-distro")
     assert (root / "latest").resolve() == distro.directory.resolve()
     assert sorted(p.name for p in root.iterdir()) == sorted(
         ["latest", first.run_id, second.run_id, distro.run_id]
     )  # no link left half-made
     # A given directory (matrix, CI shards) is used as is and leaves `latest` alone.
-    shard = new_run("7.2", "upstream", "minimal", root=root, directory=tmp_path / "shard")
+    shard = new_run(KernelId("7.2", "minimal"), "upstream", root=root, directory=tmp_path / "shard")
     assert shard.directory == tmp_path / "shard"
     assert (root / "latest").resolve() == distro.directory.resolve()
 

@@ -645,7 +645,7 @@ def _suite(
     p: Progress,
 ) -> str:
     """The suite on the loaded side, its cases added to result as `<side>/batch-NNN`."""
-    sub = new_run(result.kernel, side.name, result.variant, directory=result.directory / side.name)
+    sub = new_run(result.kernel_id, side.name, directory=result.directory / side.name)
     check_batches(ZsTest(guest), batches, api, sub, p, side.classes, side.policy)
     result.cases += [dataclasses.replace(c, name=f"{side.name}/{c.name}") for c in sub.cases]
     result.info[f"{side.name}_suite"] = sub.info
@@ -765,7 +765,7 @@ def compare(
     try:
         pair = prepare(config, p, refresh)
     except StageError as e:
-        result = new_run(config.kernel, "own", config.variant, directory=results_dir)
+        result = new_run(config.kernel_id, "own", directory=results_dir)
         stage = p.failed_stage or "setup"
         result.cases.append(Case(stage, failure=f"{stage}: {e}", kind=getattr(e, "kind", "error")))
         result.write()

@@ -341,7 +341,7 @@ def collect(directory: Path) -> list[Outcome]:
         result = RunResult.load(sub)
         if result is None:
             continue
-        entry = Entry(KernelId(result.kernel, result.variant), result.allocator)
+        entry = Entry(result.kernel_id, result.allocator)
         outcomes.append(Outcome(entry, result, result.timings.get("total", 0.0)))
     if not outcomes:
         raise StageError(

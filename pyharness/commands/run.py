@@ -205,7 +205,7 @@ def run(
     prepared: Prepared | None = None,
 ) -> RunResult:
     """A whole run; `prepared` skips the build stages (tests bring modified modules)."""
-    result = new_run(config.kernel, config.allocator, config.variant, directory=options.results_dir)
+    result = new_run(config.kernel_id, config.allocator, directory=options.results_dir)
     p.say(f"results: {result.directory}")
     started = time.monotonic()
     try:

@@ -2,10 +2,11 @@
 
 The order, lowest first, and why each layer sits where it does:
 
-- paths, locking, progress, report: small shared modules (where files live,
-  the cache lock, what the user sees, results written to disk);
+- paths, locking, progress: small shared modules (where files live, the
+  cache lock, what the user sees);
 - model: what the model predicts; pure Python that knows no kernel;
-- kernel: where a kernel comes from and its API facts;
+- kernel: where a kernel comes from, its identity and its API facts;
+- report: a run's results on disk, named after the kernel's identity;
 - kmod: what is built for a kernel (the templates read its API facts; our
   allocator's choices also build its model policy);
 - guest: how the guest is driven (it speaks the protocol the driver is
@@ -31,9 +32,9 @@ LAYERS = (
     "paths",
     "locking",
     "progress",
-    "report",
     "model",
     "kernel",
+    "report",
     "kmod",
     "guest",
     "check",
