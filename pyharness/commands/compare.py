@@ -561,7 +561,7 @@ class Comparison:
             "zram ratio",
             "suite",
         )
-        out = [head]
+        out: list[tuple[str, ...]] = [head]
         for a in ("own", self.baseline):
             m, ns = pages[a], self.best(a)
             mine = a == "own"
