@@ -37,6 +37,7 @@ from pathlib import Path
 
 from ..check.driver import BENCH_TIMES, DriverModel, check_commands
 from ..guest import clients, initramfs, qemu
+from ..guest.modules import load_modules, unload_modules
 from ..guest.zstest import ZsTest
 from ..kernel.api import KernelApi
 from ..kernel.manifest import Kernel
@@ -68,12 +69,10 @@ class Side:
     classes: bool  # has the debugfs `classes` file
 
     def load(self, guest: qemu.Guest) -> None:
-        for path in self.modules:
-            guest.run(f"insmod {path}")
+        load_modules(guest, self.modules)
 
     def unload(self, guest: qemu.Guest) -> None:
-        for path in reversed(self.modules):
-            guest.run(f"rmmod {Path(path).stem}")
+        unload_modules(guest, self.modules)
 
 
 @dataclass(frozen=True)
