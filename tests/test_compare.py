@@ -15,6 +15,7 @@ import pytest
 from pyharness.check.driver import ANY, BENCH_TIMES, DriverModel, check_commands
 from pyharness.commands import compare
 from pyharness.commands.config import Config
+from pyharness.guest.qemu import guest_script
 from pyharness.guest.zstest import parse_result
 from pyharness.kernel.api import api_for
 from pyharness.kernel.manifest import Kernel
@@ -90,7 +91,10 @@ def test_ratios_of_pages_and_of_times() -> None:
 def test_zram_set_script_is_valid_shell() -> None:
     # The guest's shell is busybox ash; parse the script with the same one.
     done = subprocess.run(
-        ["busybox", "sh", "-n"], input=compare.ZRAM_SET, text=True, capture_output=True
+        ["busybox", "sh", "-n"],
+        input=guest_script(compare.ZRAM_SET),
+        text=True,
+        capture_output=True,
     )
     assert done.returncode == 0, done.stderr
 

@@ -268,71 +268,8 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Pair:
 # --- in the guest ---------------------------------------------------------------------------
 
 SET = "/tmp/zskit-set"
-SET_SCRIPT = "/tmp/zskit-zram-set.sh"
+ZRAM_SET = "zram-set.sh"  # in guest/scripts/: the data set, made once per boot
 CHUNK_PAGES = 8  # discarded in chunks of 32 KiB, every other one
-# The data set is made once per boot, so every allocator gets the same bytes:
-# the guest image's binaries (busybox, the modules), text (every applet's help,
-# /init), and pages of known compressibility: k/16 of each page random, the rest
-# zero, k = 0..16 (k = 0 is a zero page, which zram keeps out of zsmalloc).
-# It goes through /dev/zram0, is read back, every other 32 KiB chunk is
-# discarded (freeing objects all over the zspages), the pool compacted, and
-# the device read back again against the set with those chunks zeroed.
-ZRAM_SET = f"""\
-set -u
-# A failure leaves no zram behind: the allocator under it must unload.
-fail() {{
-    echo "zram-fail: $*"
-    echo 1 > /sys/block/zram0/reset 2>/dev/null
-    rmmod zram 2>/dev/null
-    exit 1
-}}
-set={SET} exp={SET}.expected dev=/dev/zram0 sys=/sys/block/zram0
-if [ ! -s $set ]; then
-    {{
-        cat /bin/busybox $(find {GUEST_DIR} -name '*.ko' | sort) /init
-        for a in $(busybox --list); do busybox $a --help 2>&1; done
-        k=0
-        while [ $k -le 16 ]; do
-            i=0
-            while [ $i -lt 8 ]; do
-                [ $k -gt 0 ] && dd if=/dev/urandom bs=$((k * 256)) count=1 2>/dev/null
-                [ $k -lt 16 ] && dd if=/dev/zero bs=$((4096 - k * 256)) count=1 2>/dev/null
-                i=$((i + 1))
-            done
-            k=$((k + 1))
-        done
-    }} > $set.tmp || fail "making the data set"
-    pad=$(( (4096 - $(stat -c %s $set.tmp) % 4096) % 4096 ))
-    [ $pad -gt 0 ] && dd if=/dev/zero bs=$pad count=1 2>/dev/null >> $set.tmp
-    mv $set.tmp $set
-fi
-pages=$(( $(stat -c %s $set) / 4096 ))
-echo "set pages $pages"
-for m in "$@"; do insmod $m || fail "insmod $m"; done
-test -b $dev || fail "no $dev after loading zram"
-echo 64M > $sys/disksize || fail "setting disksize"
-dd if=$set of=$dev bs=4096 2>/dev/null || fail "writing $dev"
-sync
-blockdev --flushbufs $dev || fail "blockdev --flushbufs"
-dd if=$dev bs=4096 count=$pages 2>/dev/null | cmp - $set || fail "read back differs"
-echo "mm_stat written $(cat $sys/mm_stat)"
-cp $set $exp
-c=1
-while [ $(((c + 1) * {CHUNK_PAGES})) -le $pages ]; do
-    blkdiscard -o $((c * {CHUNK_PAGES * 4096})) -l {CHUNK_PAGES * 4096} $dev || fail "blkdiscard"
-    dd if=/dev/zero of=$exp bs={CHUNK_PAGES * 4096} seek=$c count=1 conv=notrunc 2>/dev/null
-    c=$((c + 2))
-done
-echo "mm_stat discarded $(cat $sys/mm_stat)"
-echo 1 > $sys/compact || fail "compact"
-echo "mm_stat compacted $(cat $sys/mm_stat)"
-blockdev --flushbufs $dev || fail "blockdev --flushbufs"
-dd if=$dev bs=4096 count=$pages 2>/dev/null | cmp - $exp || fail "compacted read back differs"
-rm -f $exp
-echo 1 > $sys/reset || fail "reset"
-rmmod zram || fail "rmmod zram"
-echo zram-ok
-"""
 
 
 @dataclass
@@ -349,8 +286,9 @@ class ZramSet:
 
 def zram_set(guest: qemu.Guest, modules: Sequence[str]) -> ZramSet:
     """Load zram (and what it needs), send the data set through it, unload it."""
-    guest.run(f"cat > {SET_SCRIPT} <<'ZSKIT_EOF'\n{ZRAM_SET}ZSKIT_EOF")
-    rc, output = guest.run_status(f"sh {SET_SCRIPT} {' '.join(modules)} 2>&1", timeout=300)
+    script = guest.send_script(ZRAM_SET)
+    env = {"SET": SET, "MODULES_DIR": GUEST_DIR, "CHUNK_PAGES": CHUNK_PAGES}
+    rc, output = guest.run_status(qemu.script_command(script, env, tuple(modules)), timeout=300)
     lines = output.splitlines()
     stats: dict[str, dict[str, int]] = {}
     pages = 0

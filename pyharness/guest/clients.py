@@ -74,46 +74,15 @@ MM_STAT = (
     "pages_compacted",
     "huge_pages",
 )
-SCRIPT = "/tmp/zskit-zram.sh"
-# One guest command: a failure prints `zram-fail: what` and exits 1; mm_stat is
-# printed after the write, after the discard, and after compaction.
-ROUND_TRIP = f"""\
-set -u
-fail() {{ echo "zram-fail: $*"; exit 1; }}
-f=/tmp/zram.in z=/tmp/zram.zero dev=/dev/zram0 sys=/sys/block/zram0
-insmod "$1" || fail "insmod $1"
-test -b $dev || fail "no $dev after loading zram"
-seq 1 100000 | head -c {TEXT_PAGES * 4096} > $f
-i=1
-while [ $i -le {MIXED_PAGES} ]; do
-    n=$((i * {MIXED_STEP}))
-    dd if=/dev/urandom bs=$n count=1 2>/dev/null
-    dd if=/dev/zero bs=$((4096 - n)) count=1 2>/dev/null
-    i=$((i + 1))
-done >> $f
-dd if=/dev/zero bs=4096 count={ZERO_PAGES} 2>/dev/null >> $f
-dd if=/dev/urandom bs=4096 count={RANDOM_PAGES} 2>/dev/null >> $f
-test $(stat -c %s $f) -eq {PAGES * 4096} || fail "the test data has $(stat -c %s $f) bytes"
-dd if=/dev/zero of=$z bs=4096 count={DISCARDED} 2>/dev/null
-echo 8M > $sys/disksize || fail "setting disksize"
-dd if=$f of=$dev bs=4096 2>/dev/null || fail "writing $dev"
-sync
-blockdev --flushbufs $dev || fail "blockdev --flushbufs"
-dd if=$dev bs=4096 count={PAGES} 2>/dev/null | cmp - $f || fail "read back differs"
-echo "mm_stat written $(cat $sys/mm_stat)"
-blkdiscard -o 0 -l {DISCARDED * 4096} $dev || fail "blkdiscard"
-echo "mm_stat discarded $(cat $sys/mm_stat)"
-echo 1 > $sys/compact || fail "compact"
-echo "mm_stat compacted $(cat $sys/mm_stat)"
-blockdev --flushbufs $dev || fail "blockdev --flushbufs"
-dd if=$dev bs=4096 count={DISCARDED} 2>/dev/null | cmp - $z || fail "discarded pages not zero"
-dd if=$dev bs=4096 skip={DISCARDED} count={PAGES - DISCARDED} 2>/dev/null \\
-    | cmp - $f 0 {DISCARDED * 4096} || fail "read back after compaction differs"
-echo 1 > $sys/reset || fail "reset"
-rmmod zram || fail "rmmod zram"
-rm -f $f $z
-echo zram-ok
-"""
+ROUND_TRIP = "zram-round-trip.sh"  # in scripts/; its parameters:
+ROUND_TRIP_ENV = {
+    "TEXT_PAGES": TEXT_PAGES,
+    "MIXED_PAGES": MIXED_PAGES,
+    "MIXED_STEP": MIXED_STEP,
+    "ZERO_PAGES": ZERO_PAGES,
+    "RANDOM_PAGES": RANDOM_PAGES,
+    "DISCARDED": DISCARDED,
+}
 
 
 @dataclass
@@ -176,8 +145,8 @@ def check_accounting(stats: dict[str, dict[str, int]]) -> list[str]:
 def zram_round_trip(guest: qemu.Guest, module: str) -> ZramResult:
     """Load zram.ko on the loaded zsmalloc, round-trip data through /dev/zram0, unload it."""
     try:
-        guest.run(f"cat > {SCRIPT} <<'ZSKIT_EOF'\n{ROUND_TRIP}ZSKIT_EOF")
-        rc, output = guest.run_status(f"sh {SCRIPT} {module} 2>&1")
+        script = guest.send_script(ROUND_TRIP)
+        rc, output = guest.run_status(qemu.script_command(script, ROUND_TRIP_ENV, (module,)))
     except StageError as e:
         kind = getattr(e, "kind", "error")
         lines = str(e).splitlines()
