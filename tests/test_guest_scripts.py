@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from pyharness.guest import clients
 from pyharness.guest.qemu import HEREDOC_END, guest_script, script_command
 
 SCRIPTS = sorted(
@@ -17,7 +18,7 @@ SCRIPTS = sorted(
 
 
 def test_there_are_scripts() -> None:
-    assert SCRIPTS
+    assert clients.ZRAM_SCRIPT in SCRIPTS
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

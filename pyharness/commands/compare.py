@@ -15,8 +15,8 @@ it depends on. Nothing loads at boot time beyond ours; the guest then:
    model, and ns per alloc, write, read and free), and on the first loads of
    each a real data set goes through /dev/zram0 on the distribution's zram.ko
    (binaries and text of the guest image, pages of known compressibility; read
-   back byte-identical after a discard and a compaction; mm_stat), then the
-   shared zram round trip of clients.py.
+   back byte-identical after a discard and a compaction; mm_stat), then validate's
+   zram round trip: the same guest script (guest/scripts/zram.sh) on generated pages.
 
 Pages are exact: the same commands give the same pages on every run (the
 model predicts them). Times are not: they are ratios of neighbouring loads in
@@ -267,9 +267,9 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Pair:
 
 # --- in the guest ---------------------------------------------------------------------------
 
-SET = "/tmp/zskit-set"
-ZRAM_SET = "zram-set.sh"  # in guest/scripts/: the data set, made once per boot
-CHUNK_PAGES = 8  # discarded in chunks of 32 KiB, every other one
+# The data set of compare's zram runs: the guest image's binaries and text and pages of
+# graded compressibility (scripts/zram.sh says how it is made), the same on both allocators.
+IMAGE_SET = clients.DataSet("image", "/tmp/zskit-set", "64M", {"MODULES_DIR": GUEST_DIR})
 
 
 @dataclass
@@ -286,21 +286,15 @@ class ZramSet:
 
 def zram_set(guest: qemu.Guest, modules: Sequence[str]) -> ZramSet:
     """Load zram (and what it needs), send the data set through it, unload it."""
-    script = guest.send_script(ZRAM_SET)
-    env = {"SET": SET, "MODULES_DIR": GUEST_DIR, "CHUNK_PAGES": CHUNK_PAGES}
-    rc, output = guest.run_status(qemu.script_command(script, env, tuple(modules)), timeout=300)
-    lines = output.splitlines()
-    stats: dict[str, dict[str, int]] = {}
-    pages = 0
-    for line in lines:
-        if line.startswith("mm_stat "):
-            _, moment, numbers = line.split(" ", 2)
-            stats[moment] = clients.parse_mm_stat(numbers)
-        elif line.startswith("set pages "):
-            pages = int(line.split()[2])
-    failed = next((ln for ln in lines if ln.startswith("zram-fail")), None)
-    if rc != 0 or failed or "zram-ok" not in lines:
-        return ZramSet(False, failed or f"the data set run exited {rc}: {lines[-5:]}", pages, stats)
+    run = clients.run_zram(guest, modules, IMAGE_SET, timeout=300)
+    pages, stats = run.pages, run.mm_stat
+    if not run.ok:
+        what = (
+            f"zram-fail: {run.failed}"
+            if run.failed
+            else run.protocol or f"the data set run exited {run.rc}: {run.lines[-5:]}"
+        )
+        return ZramSet(False, what, pages, stats)
     w, c = stats["written"], stats["compacted"]
     summary = (
         f"{pages} pages ({w['orig_data_size']} bytes stored, {w['same_pages']} same-filled) "
@@ -605,11 +599,9 @@ def _zram(guest: qemu.Guest, pair: Pair, side: Side, result: RunResult, p: Progr
     p.say(f"zram on {side.name}: {z.summary}")
     if not z.ok:
         return z
-    # The shared round trip of clients.py (its own data and accounting checks).
-    for dep in pair.zram_deps:
-        guest.run(f"insmod {dep}")
+    # The round trip of validate too: the generated pages, and mm_stat's accounting checked.
     start = time.monotonic()
-    rt = clients.zram_round_trip(guest, pair.zram)
+    rt = clients.zram_round_trip(guest, pair.zram, pair.zram_deps)
     z.round_trip, z.round_trip_ok = rt.summary, rt.ok
     failure = None if rt.ok else "\n".join([rt.summary, *rt.details])
     result.cases.append(
