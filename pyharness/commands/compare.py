@@ -15,8 +15,8 @@ it depends on. Nothing loads at boot time beyond ours; the guest then:
    model, and ns per alloc, write, read and free), and on the first loads of
    each a real data set goes through /dev/zram0 on the distribution's zram.ko
    (binaries and text of the guest image, pages of known compressibility; read
-   back byte-identical after a discard and a compaction; mm_stat), then the
-   shared zram round trip of clients.py.
+   back byte-identical after a discard and a compaction; mm_stat), then validate's
+   zram round trip: the same guest script (guest/scripts/zram.sh) on generated pages.
 
 Pages are exact: the same commands give the same pages on every run (the
 model predicts them). Times are not: they are ratios of neighbouring loads in
@@ -37,6 +37,7 @@ from pathlib import Path
 
 from ..check.driver import BENCH_TIMES, DriverModel, check_commands
 from ..guest import clients, initramfs, qemu
+from ..guest.modules import load_modules, unload_modules
 from ..guest.zstest import ZsTest
 from ..kernel.api import KernelApi
 from ..kernel.manifest import Kernel
@@ -68,12 +69,10 @@ class Side:
     classes: bool  # has the debugfs `classes` file
 
     def load(self, guest: qemu.Guest) -> None:
-        for path in self.modules:
-            guest.run(f"insmod {path}")
+        load_modules(guest, self.modules)
 
     def unload(self, guest: qemu.Guest) -> None:
-        for path in reversed(self.modules):
-            guest.run(f"rmmod {Path(path).stem}")
+        unload_modules(guest, self.modules)
 
 
 @dataclass(frozen=True)
@@ -268,72 +267,9 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Pair:
 
 # --- in the guest ---------------------------------------------------------------------------
 
-SET = "/tmp/zskit-set"
-SET_SCRIPT = "/tmp/zskit-zram-set.sh"
-CHUNK_PAGES = 8  # discarded in chunks of 32 KiB, every other one
-# The data set is made once per boot, so every allocator gets the same bytes:
-# the guest image's binaries (busybox, the modules), text (every applet's help,
-# /init), and pages of known compressibility: k/16 of each page random, the rest
-# zero, k = 0..16 (k = 0 is a zero page, which zram keeps out of zsmalloc).
-# It goes through /dev/zram0, is read back, every other 32 KiB chunk is
-# discarded (freeing objects all over the zspages), the pool compacted, and
-# the device read back again against the set with those chunks zeroed.
-ZRAM_SET = f"""\
-set -u
-# A failure leaves no zram behind: the allocator under it must unload.
-fail() {{
-    echo "zram-fail: $*"
-    echo 1 > /sys/block/zram0/reset 2>/dev/null
-    rmmod zram 2>/dev/null
-    exit 1
-}}
-set={SET} exp={SET}.expected dev=/dev/zram0 sys=/sys/block/zram0
-if [ ! -s $set ]; then
-    {{
-        cat /bin/busybox $(find {GUEST_DIR} -name '*.ko' | sort) /init
-        for a in $(busybox --list); do busybox $a --help 2>&1; done
-        k=0
-        while [ $k -le 16 ]; do
-            i=0
-            while [ $i -lt 8 ]; do
-                [ $k -gt 0 ] && dd if=/dev/urandom bs=$((k * 256)) count=1 2>/dev/null
-                [ $k -lt 16 ] && dd if=/dev/zero bs=$((4096 - k * 256)) count=1 2>/dev/null
-                i=$((i + 1))
-            done
-            k=$((k + 1))
-        done
-    }} > $set.tmp || fail "making the data set"
-    pad=$(( (4096 - $(stat -c %s $set.tmp) % 4096) % 4096 ))
-    [ $pad -gt 0 ] && dd if=/dev/zero bs=$pad count=1 2>/dev/null >> $set.tmp
-    mv $set.tmp $set
-fi
-pages=$(( $(stat -c %s $set) / 4096 ))
-echo "set pages $pages"
-for m in "$@"; do insmod $m || fail "insmod $m"; done
-test -b $dev || fail "no $dev after loading zram"
-echo 64M > $sys/disksize || fail "setting disksize"
-dd if=$set of=$dev bs=4096 2>/dev/null || fail "writing $dev"
-sync
-blockdev --flushbufs $dev || fail "blockdev --flushbufs"
-dd if=$dev bs=4096 count=$pages 2>/dev/null | cmp - $set || fail "read back differs"
-echo "mm_stat written $(cat $sys/mm_stat)"
-cp $set $exp
-c=1
-while [ $(((c + 1) * {CHUNK_PAGES})) -le $pages ]; do
-    blkdiscard -o $((c * {CHUNK_PAGES * 4096})) -l {CHUNK_PAGES * 4096} $dev || fail "blkdiscard"
-    dd if=/dev/zero of=$exp bs={CHUNK_PAGES * 4096} seek=$c count=1 conv=notrunc 2>/dev/null
-    c=$((c + 2))
-done
-echo "mm_stat discarded $(cat $sys/mm_stat)"
-echo 1 > $sys/compact || fail "compact"
-echo "mm_stat compacted $(cat $sys/mm_stat)"
-blockdev --flushbufs $dev || fail "blockdev --flushbufs"
-dd if=$dev bs=4096 count=$pages 2>/dev/null | cmp - $exp || fail "compacted read back differs"
-rm -f $exp
-echo 1 > $sys/reset || fail "reset"
-rmmod zram || fail "rmmod zram"
-echo zram-ok
-"""
+# The data set of compare's zram runs: the guest image's binaries and text and pages of
+# graded compressibility (scripts/zram.sh says how it is made), the same on both allocators.
+IMAGE_SET = clients.DataSet("image", "/tmp/zskit-set", "64M", {"MODULES_DIR": GUEST_DIR})
 
 
 @dataclass
@@ -350,20 +286,15 @@ class ZramSet:
 
 def zram_set(guest: qemu.Guest, modules: Sequence[str]) -> ZramSet:
     """Load zram (and what it needs), send the data set through it, unload it."""
-    guest.run(f"cat > {SET_SCRIPT} <<'ZSKIT_EOF'\n{ZRAM_SET}ZSKIT_EOF")
-    rc, output = guest.run_status(f"sh {SET_SCRIPT} {' '.join(modules)} 2>&1", timeout=300)
-    lines = output.splitlines()
-    stats: dict[str, dict[str, int]] = {}
-    pages = 0
-    for line in lines:
-        if line.startswith("mm_stat "):
-            _, moment, numbers = line.split(" ", 2)
-            stats[moment] = clients.parse_mm_stat(numbers)
-        elif line.startswith("set pages "):
-            pages = int(line.split()[2])
-    failed = next((ln for ln in lines if ln.startswith("zram-fail")), None)
-    if rc != 0 or failed or "zram-ok" not in lines:
-        return ZramSet(False, failed or f"the data set run exited {rc}: {lines[-5:]}", pages, stats)
+    run = clients.run_zram(guest, modules, IMAGE_SET, timeout=300)
+    pages, stats = run.pages, run.mm_stat
+    if not run.ok:
+        what = (
+            f"zram-fail: {run.failed}"
+            if run.failed
+            else run.protocol or f"the data set run exited {run.rc}: {run.lines[-5:]}"
+        )
+        return ZramSet(False, what, pages, stats)
     w, c = stats["written"], stats["compacted"]
     summary = (
         f"{pages} pages ({w['orig_data_size']} bytes stored, {w['same_pages']} same-filled) "
@@ -561,7 +492,7 @@ class Comparison:
             "zram ratio",
             "suite",
         )
-        out = [head]
+        out: list[tuple[str, ...]] = [head]
         for a in ("own", self.baseline):
             m, ns = pages[a], self.best(a)
             mine = a == "own"
@@ -668,11 +599,9 @@ def _zram(guest: qemu.Guest, pair: Pair, side: Side, result: RunResult, p: Progr
     p.say(f"zram on {side.name}: {z.summary}")
     if not z.ok:
         return z
-    # The shared round trip of clients.py (its own data and accounting checks).
-    for dep in pair.zram_deps:
-        guest.run(f"insmod {dep}")
+    # The round trip of validate too: the generated pages, and mm_stat's accounting checked.
     start = time.monotonic()
-    rt = clients.zram_round_trip(guest, pair.zram)
+    rt = clients.zram_round_trip(guest, pair.zram, pair.zram_deps)
     z.round_trip, z.round_trip_ok = rt.summary, rt.ok
     failure = None if rt.ok else "\n".join([rt.summary, *rt.details])
     result.cases.append(

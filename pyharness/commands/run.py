@@ -17,6 +17,7 @@ from typing import TextIO
 from ..check.driver import DriverModel, check_classes, check_commands
 from ..check.workload import Workload
 from ..guest import initramfs, qemu
+from ..guest.modules import load_modules
 from ..guest.triage import find_crash
 from ..guest.zstest import ZsTest
 from ..kernel.api import KernelApi, api_for
@@ -191,7 +192,7 @@ def boot(
         try:
             guest.boot(initramfs.READY_MARKER, config.boot_timeout)
             p.say(f"guest shell up after {guest.boot_seconds:.2f} s")
-            ZsTest(guest).load(prepared.image.modules)
+            load_modules(guest, prepared.image.modules)
         except BaseException:
             guest.close()
             raise

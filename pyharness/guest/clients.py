@@ -5,10 +5,12 @@ kernels: CONFIG_ZRAM=m), so a patched drivers/block/zram/ is built out of
 tree next to the patched zsmalloc.ko, in the same Kbuild directory: modpost
 then resolves zram's zs_* from that zsmalloc.ko, with matching symbol CRCs.
 In the guest, `zram_round_trip` loads it on the patched zsmalloc and sends
-data through /dev/zram0: text, incompressible and partly random pages (many
-size classes, the huge class) and zero pages (which zram keeps out of
-zsmalloc); it reads everything back, discards half, compacts, reads again,
-and checks `mm_stat`'s accounting on the way.
+data through /dev/zram0: zero pages (which zram keeps out of zsmalloc), text,
+partly random and incompressible pages (many size classes, the huge class);
+it reads everything back, discards every other 32 KiB, compacts, reads again,
+and checks `mm_stat`'s accounting on the way. zskit compare sends its own data
+set (binaries, text, graded random pages) through the same script,
+scripts/zram.sh, with `run_zram`.
 
 zswap is part of vmlinux (CONFIG_ZSWAP=y on Debian; off on the source-built
 kernels), so a patched mm/zswap.c can only run in a rebuilt kernel, which
@@ -21,11 +23,12 @@ is never run.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..progress import StageError
 from . import qemu
+from .modules import ModuleError, load_modules, unload_modules
 
 ZRAM_DIR = "drivers/block/zram/"
 ZSWAP = "mm/zswap.c"
@@ -58,12 +61,53 @@ def mm_headers(members: Iterable[str]) -> list[str]:
 
 # --- the round trip in the guest ------------------------------------------------
 
-# Pages written: text (compressible), partly random, zero (zram's same-filled
-# pages, never in zsmalloc), random (incompressible: zsmalloc's huge class).
+ZRAM_SCRIPT = "zram.sh"  # in scripts/: the one zram round trip, for any data set
+CHUNK_PAGES = 8  # discarded in chunks of 32 KiB, every other one from the second
+
+
+def discarded_pages(pages: int) -> int:
+    """How many pages of a set of `pages` the script discards: every other whole chunk."""
+    return pages // CHUNK_PAGES // 2 * CHUNK_PAGES
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """A data set of scripts/zram.sh: DATA=name, made once per boot in `file`."""
+
+    name: str  # "pages" (generated) or "image" (the guest image's files)
+    file: str  # guest path: every allocator of a boot gets the same bytes
+    disksize: str  # zram's disksize, at least the set's size
+    params: Mapping[str, object] = field(default_factory=dict)  # the set's own VAR=value
+
+    def env(self) -> dict[str, object]:
+        return {
+            "DATA": self.name,
+            "FILE": self.file,
+            "DISKSIZE": self.disksize,
+            "CHUNK_PAGES": CHUNK_PAGES,
+            **self.params,
+        }
+
+
+# The round trip's pages, in this order: zero (zram's same-filled pages, never in
+# zsmalloc; first, in the one chunk of them the discard keeps), text (compressible),
+# partly random, random (incompressible: zsmalloc's huge class).
 TEXT_PAGES, MIXED_PAGES, ZERO_PAGES, RANDOM_PAGES = 140, 12, 8, 32
 PAGES = TEXT_PAGES + MIXED_PAGES + ZERO_PAGES + RANDOM_PAGES
-DISCARDED = 96  # the first pages, discarded before compaction (all text)
+DISCARDED = discarded_pages(PAGES)  # 96: text, partly random and random pages
 MIXED_STEP = 320  # mixed page i has i * MIXED_STEP random bytes, then zeros
+PAGES_SET = DataSet(
+    "pages",
+    "/tmp/zskit-pages",
+    "8M",
+    {
+        "ZERO_PAGES": ZERO_PAGES,
+        "TEXT_PAGES": TEXT_PAGES,
+        "MIXED_PAGES": MIXED_PAGES,
+        "MIXED_STEP": MIXED_STEP,
+        "RANDOM_PAGES": RANDOM_PAGES,
+    },
+)
 MM_STAT = (
     "orig_data_size",
     "compr_data_size",
@@ -74,46 +118,65 @@ MM_STAT = (
     "pages_compacted",
     "huge_pages",
 )
-SCRIPT = "/tmp/zskit-zram.sh"
-# One guest command: a failure prints `zram-fail: what` and exits 1; mm_stat is
-# printed after the write, after the discard, and after compaction.
-ROUND_TRIP = f"""\
-set -u
-fail() {{ echo "zram-fail: $*"; exit 1; }}
-f=/tmp/zram.in z=/tmp/zram.zero dev=/dev/zram0 sys=/sys/block/zram0
-insmod "$1" || fail "insmod $1"
-test -b $dev || fail "no $dev after loading zram"
-seq 1 100000 | head -c {TEXT_PAGES * 4096} > $f
-i=1
-while [ $i -le {MIXED_PAGES} ]; do
-    n=$((i * {MIXED_STEP}))
-    dd if=/dev/urandom bs=$n count=1 2>/dev/null
-    dd if=/dev/zero bs=$((4096 - n)) count=1 2>/dev/null
-    i=$((i + 1))
-done >> $f
-dd if=/dev/zero bs=4096 count={ZERO_PAGES} 2>/dev/null >> $f
-dd if=/dev/urandom bs=4096 count={RANDOM_PAGES} 2>/dev/null >> $f
-test $(stat -c %s $f) -eq {PAGES * 4096} || fail "the test data has $(stat -c %s $f) bytes"
-dd if=/dev/zero of=$z bs=4096 count={DISCARDED} 2>/dev/null
-echo 8M > $sys/disksize || fail "setting disksize"
-dd if=$f of=$dev bs=4096 2>/dev/null || fail "writing $dev"
-sync
-blockdev --flushbufs $dev || fail "blockdev --flushbufs"
-dd if=$dev bs=4096 count={PAGES} 2>/dev/null | cmp - $f || fail "read back differs"
-echo "mm_stat written $(cat $sys/mm_stat)"
-blkdiscard -o 0 -l {DISCARDED * 4096} $dev || fail "blkdiscard"
-echo "mm_stat discarded $(cat $sys/mm_stat)"
-echo 1 > $sys/compact || fail "compact"
-echo "mm_stat compacted $(cat $sys/mm_stat)"
-blockdev --flushbufs $dev || fail "blockdev --flushbufs"
-dd if=$dev bs=4096 count={DISCARDED} 2>/dev/null | cmp - $z || fail "discarded pages not zero"
-dd if=$dev bs=4096 skip={DISCARDED} count={PAGES - DISCARDED} 2>/dev/null \\
-    | cmp - $f 0 {DISCARDED * 4096} || fail "read back after compaction differs"
-echo 1 > $sys/reset || fail "reset"
-rmmod zram || fail "rmmod zram"
-rm -f $f $z
-echo zram-ok
-"""
+
+
+@dataclass
+class ZramRun:
+    """What one run of scripts/zram.sh printed, parsed."""
+
+    rc: int
+    lines: list[str]
+    pages: int = 0  # of the data set (`set pages N`)
+    mm_stat: dict[str, dict[str, int]] = field(default_factory=dict)  # by moment
+    failed: str | None = None  # what failed: the script's `zram-fail:` text, or insmod/rmmod
+    protocol: str | None = None  # an mm_stat line that would not parse
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.rc == 0
+            and self.failed is None
+            and self.protocol is None
+            and "zram-ok" in self.lines
+        )
+
+
+def run_zram(
+    guest: qemu.Guest, modules: Sequence[str], data: DataSet, timeout: float | None = None
+) -> ZramRun:
+    """Load zram (modules: what it needs, then zram.ko) on the loaded zsmalloc, send the
+    data set through /dev/zram0 with scripts/zram.sh, and unload zram again.
+
+    A failed insmod, rmmod or script step is in the result; a crash or a timeout raises
+    (the guest is gone)."""
+    script = guest.send_script(ZRAM_SCRIPT)
+    try:
+        load_modules(guest, modules)
+    except ModuleError as e:
+        unload_modules(guest, modules, check=False)  # those that did load
+        return ZramRun(1, e.output.splitlines(), failed=e.command)
+    rc, output = guest.run_status(qemu.script_command(script, data.env()), timeout)
+    run = ZramRun(rc, output.splitlines())
+    for line in run.lines:
+        if m := re.match(r"^mm_stat (\w+) (.*)$", line):
+            try:
+                run.mm_stat[m[1]] = parse_mm_stat(m[2])
+            except ValueError as e:
+                run.protocol = run.protocol or str(e)
+        elif m := re.match(r"^set pages (\d+)$", line):
+            run.pages = int(m[1])
+    run.failed = next(
+        (ln.removeprefix("zram-fail: ") for ln in run.lines if ln.startswith("zram-fail")), None
+    )
+    if not run.ok:
+        unload_modules(guest, modules, check=False)  # so that the allocator can unload
+        return run
+    try:
+        unload_modules(guest, modules)
+    except ModuleError as e:
+        run.failed = e.command
+        run.lines += e.output.splitlines()
+    return run
 
 
 @dataclass
@@ -173,29 +236,21 @@ def check_accounting(stats: dict[str, dict[str, int]]) -> list[str]:
     return problems
 
 
-def zram_round_trip(guest: qemu.Guest, module: str) -> ZramResult:
-    """Load zram.ko on the loaded zsmalloc, round-trip data through /dev/zram0, unload it."""
+def zram_round_trip(guest: qemu.Guest, module: str, deps: Sequence[str] = ()) -> ZramResult:
+    """Load zram.ko (after deps) on the loaded zsmalloc, round-trip the generated pages
+    through /dev/zram0, check mm_stat's accounting, unload it."""
     try:
-        guest.run(f"cat > {SCRIPT} <<'ZSKIT_EOF'\n{ROUND_TRIP}ZSKIT_EOF")
-        rc, output = guest.run_status(f"sh {SCRIPT} {module} 2>&1")
+        run = run_zram(guest, [*deps, module], PAGES_SET)
     except StageError as e:
         kind = getattr(e, "kind", "error")
         lines = str(e).splitlines()
         return ZramResult(False, f"zram round trip: {kind}: {lines[0]}", lines[:30], kind)
-    lines = output.splitlines()
-    stats: dict[str, dict[str, int]] = {}
-    for line in lines:
-        if m := re.match(r"^mm_stat (\w+) (.*)$", line):
-            try:
-                stats[m[1]] = parse_mm_stat(m[2])
-            except ValueError as e:
-                return ZramResult(False, f"zram round trip: {e}", lines, "protocol")
-    failed = next(
-        (ln.removeprefix("zram-fail: ") for ln in lines if ln.startswith("zram-fail")), None
-    )
-    if rc != 0 or failed is not None or "zram-ok" not in lines:
-        what = failed or f"the round trip exited {rc}"
-        kind = "data" if failed and ("differs" in failed or "not zero" in failed) else "command"
+    lines, stats, failed = run.lines, run.mm_stat, run.failed
+    if run.protocol is not None:
+        return ZramResult(False, f"zram round trip: {run.protocol}", lines, "protocol")
+    if not run.ok:
+        what = failed or f"the round trip exited {run.rc}"
+        kind = "data" if failed and "differs" in failed else "command"
         return ZramResult(False, f"zram round trip fails: {what}", lines[-30:], kind, stats)
     problems = check_accounting(stats)
     if problems:

@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import importlib.resources
 import json
 import re
 import secrets
+import shlex
 import signal
 import subprocess
 import time
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -37,6 +40,18 @@ from ..progress import Progress, StageError
 from .triage import Crash, clean_lines, find_crash
 
 PR_SET_PDEATHSIG = 1
+HEREDOC_END = "ZSKIT_EOF"  # ends every file the harness writes through the shell
+
+
+def guest_script(name: str) -> str:
+    """The text of scripts/<name>, a shell script of this package that runs in the guest."""
+    return (importlib.resources.files("pyharness.guest") / "scripts" / name).read_text()
+
+
+def script_command(path: str, env: Mapping[str, object], args: tuple[str, ...] = ()) -> str:
+    """`K=V ... sh PATH ARGS 2>&1`: a guest script run with its parameters (values quoted)."""
+    assigns = [f"{k}={shlex.quote(str(v))}" for k, v in env.items()]
+    return " ".join([*assigns, "sh", path, *map(shlex.quote, args), "2>&1"])
 
 
 @dataclass(frozen=True)
@@ -269,6 +284,16 @@ class Guest:
         if rc != 0:
             raise GuestError("command", f"guest command `{command}` exited {rc}:\n{output}")
         return output
+
+    def send_script(self, name: str) -> str:
+        """Write the guest script scripts/<name> to /tmp/zskit-<name> (a heredoc through the
+        shell, as the guest has no other way in once booted); return its guest path."""
+        text = guest_script(name)
+        if f"\n{HEREDOC_END}\n" in f"\n{text}" or not text.endswith("\n"):
+            raise StageError(f"scripts/{name} must end with a newline and not hold {HEREDOC_END}")
+        path = f"/tmp/zskit-{name}"
+        self.run(f"cat > {path} <<'{HEREDOC_END}'\n{text}{HEREDOC_END}")
+        return path
 
     def poweroff(self, timeout: float = 30) -> None:
         """Power the guest off (or reset it, see BootSpec.shutdown) and wait for QEMU to exit."""

@@ -154,10 +154,6 @@ class ZsTest:
     def _timed(self, what: str, start: float) -> None:
         self.seconds[what] += time.monotonic() - start
 
-    def load(self, modules: Sequence[str]) -> None:
-        for path in modules:
-            self.guest.run(f"insmod {path}")
-
     def upload(self, lines: Sequence[str], dest: str = BATCH_FILE) -> None:
         """Write lines into a guest file, chunk by chunk."""
         self.guest.run(f": > {dest}")

@@ -1,0 +1,56 @@
+"""Kernel modules in the guest: loaded in order, unloaded in reverse, by one helper.
+
+A module is named by its guest path (`/lib/modules/zskit/own/zsmalloc.ko`); rmmod
+takes the module's name, which is the file's name without `.ko` (or `.ko.xz`)
+and with `-` as `_`, as the kernel and kbuild spell it. A file renamed after it
+was built (validate's `base-zsmalloc.ko`) keeps the name it was built with:
+give that name (`zsmalloc`) to unload_modules instead of the path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import PurePosixPath
+
+from .qemu import Guest, GuestError
+
+
+class ModuleError(GuestError):
+    """insmod or rmmod failed in the guest (kind "command"); `command` is the one that did."""
+
+    def __init__(self, command: str, rc: int, output: str) -> None:
+        # The text Guest.run gives any failed command (validate looks for "insmod" in it).
+        super().__init__("command", f"guest command `{command}` exited {rc}:\n{output}")
+        self.command = command
+        self.output = output
+
+
+def module_name(path: str) -> str:
+    """The name rmmod takes for a module file (or a name, returned as is)."""
+    return PurePosixPath(path).name.split(".ko")[0].replace("-", "_")
+
+
+def load_modules(guest: Guest, paths: Sequence[str]) -> None:
+    """insmod each path in order; the first that fails raises ModuleError."""
+    for path in paths:
+        command = f"insmod {path}"
+        rc, output = guest.run_status(command)
+        if rc != 0:
+            raise ModuleError(command, rc, output)
+
+
+def unload_modules(guest: Guest, paths: Sequence[str], check: bool = True) -> None:
+    """rmmod the modules of paths (or names) in reverse order: users before what they use.
+
+    check=False is for cleaning up after a failure: every rmmod is tried, in one guest
+    command, and what fails is ignored (the module may never have loaded)."""
+    names = [module_name(p) for p in reversed(paths)]
+    if not check:
+        if names:
+            guest.run_status("; ".join(f"rmmod {n} 2>/dev/null" for n in names) + "; true")
+        return
+    for name in names:
+        command = f"rmmod {name}"
+        rc, output = guest.run_status(command)
+        if rc != 0:
+            raise ModuleError(command, rc, output)
