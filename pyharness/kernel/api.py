@@ -77,5 +77,6 @@ def api_for(series: str) -> KernelApi:
     except KeyError:
         known = ", ".join(sorted(APIS))
         raise StageError(
-            f"no zsmalloc API facts for kernel {series!r} in pyharness/kernel/api.py (known: {known})"
+            f"no zsmalloc API facts for kernel {series!r} in pyharness/kernel/api.py "
+            f"(known: {known})"
         ) from None
