@@ -16,7 +16,7 @@ from pyharness.guest.zstest import BatchResult, ZsTest
 from pyharness.kmod.own import OwnAllocator
 from pyharness.progress import Progress
 from pyharness.report import RunResult
-from tests.test_source_kernels import source_built
+from tests.guest.test_source_kernels import source_built
 
 pytestmark = pytest.mark.qemu
 

@@ -34,7 +34,7 @@ from pyharness.kmod.own import OwnAllocator
 from pyharness.model import class_table, policy
 from pyharness.paths import REPO
 from pyharness.progress import Progress
-from tests.test_bug_injection import with_bug
+from tests.guest.test_bug_injection import with_bug
 
 pytestmark = pytest.mark.qemu
 

@@ -32,13 +32,6 @@ DISTRO = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Never read a developer's .config, never touch the real kernel cache."""
-    monkeypatch.setenv("KCONFIG_CONFIG", str(tmp_path / "absent.config"))
-    monkeypatch.setenv("ZSKIT_CACHE", str(tmp_path / "cache"))
-
-
 def load(text: str, tmp_path: Path) -> config.Config:
     path = tmp_path / "test.config"
     path.write_text(text)
@@ -47,9 +40,6 @@ def load(text: str, tmp_path: Path) -> config.Config:
 
 def names(cfg: config.Config) -> list[str]:
     return [e.name for e in matrix.entries(cfg)]
-
-
-# --- entries ---------------------------------------------------------------------
 
 
 def test_defaults_give_every_distro_entry() -> None:
@@ -182,9 +172,6 @@ def test_list_as_json(capsys: pytest.CaptureFixture[str]) -> None:
     }
     assert cli.main(["matrix", "--list", "--config", str(REPO / "configs/debug_defconfig")]) == 0
     assert "7.2-upstream-debug" in capsys.readouterr().out
-
-
-# --- merged results on synthetic runs ------------------------------------------------
 
 
 def synthetic(tmp_path: Path, entry: matrix.Entry, failure: str | None = None) -> RunResult:
@@ -391,32 +378,3 @@ def test_failing_entries_do_not_stop_the_matrix(tmp_path: Path) -> None:
         False,
         False,
     ]
-
-
-# --- a real matrix -----------------------------------------------------------------
-
-
-@pytest.mark.qemu
-def test_matrix_restricted_to_61(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ZSKIT_CACHE")  # the real (warm) kernel cache
-    preset = tmp_path / "only-6.1.config"
-    preset.write_text(
-        "# CONFIG_MATRIX_KERNEL_6_12 is not set\n# CONFIG_MATRIX_KERNEL_7_2 is not set\n"
-        "# CONFIG_MATRIX_ALLOCATOR_OWN is not set\n"
-    )
-    cfg = config.load(dotconfig=preset)
-    result = matrix.run_matrix(cfg, Progress(), root=tmp_path / "results", config_file=preset)
-    assert result.passed, matrix.summary(result)
-    assert [o.entry.name for o in result.outcomes] == ["6.1-upstream-distro"]
-    merged = result.directory
-    suites = ET.parse(merged / "junit.xml").getroot().findall("testsuite")
-    assert [(s.get("name"), s.get("failures")) for s in suites] == [("6.1-upstream-distro", "0")]
-    tests = parse_ktap((merged / "results.ktap").read_text())
-    assert [(ok, name) for ok, name, _, _ in tests] == [(True, "6.1-upstream-distro")]
-    assert all(ok for ok, _ in tests[0][2]) and len(tests[0][2]) > 6  # stages and batches
-    nodes = json.loads((merged / "kernelci.json").read_text())
-    job = nodes[0]
-    assert (job["kind"], job["result"]) == ("job", "pass")
-    assert job["data"]["kernel_version"].startswith("6.1.")
-    assert "reboot: Power down" in (merged / job["artifacts"]["console_log"]).read_text()
-    assert (merged / "6.1-upstream-distro" / "zskit.log").read_text().count("PASS") == 1

@@ -26,7 +26,7 @@ from pyharness.kernel.fragments import FragmentError
 from pyharness.kernel.source import SourceTree, Toolchain, _kconfig_env, _recorded
 from pyharness.paths import CONFIGS, REPO, cache_dir
 from pyharness.progress import Progress, StageError
-from tests.test_offline import WHY_NOT
+from tests.guest.test_offline import WHY_NOT
 
 
 def test_a_series_the_archive_lacks_names_the_package(tmp_path: Path) -> None:
