@@ -106,13 +106,24 @@ def _diff_path(text: str) -> str | None:
     return path.split("/", 1)[1] if "/" in path else path
 
 
+@dataclass
+class _Header:
+    """A file's header while the diff is read: what becomes its FileChange."""
+
+    old: str | None
+    new: str | None
+    status: str = "modified"
+    blob: str | None = None
+    hunks: int = 0
+
+
 def parse_diff(text: str) -> tuple[FileChange, ...]:
     """The files a patch changes, from git's extended headers or plain ---/+++ pairs.
 
     Hunks are consumed by their line counts, so a removed line that starts
     with "-- " is never taken for a file header.
     """
-    found: list[dict[str, object]] = []
+    found: list[_Header] = []
     lines = text.splitlines()
     header = False  # between `diff --git` and the first hunk
     i = 0
@@ -120,23 +131,22 @@ def parse_diff(text: str) -> tuple[FileChange, ...]:
         line = lines[i]
         hunk = HUNK.match(line)
         if m := DIFF_GIT.match(line):
-            found.append({"old": m[1], "new": m[2], "status": "modified", "blob": None, "hunks": 0})
+            found.append(_Header(m[1], m[2]))
             header = True
         elif line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
             old, new = _diff_path(line[4:]), _diff_path(lines[i + 1][4:])
             if not header:  # a plain diff (diff -u), no git header before it
-                found.append({"old": old, "new": new, "status": "modified", "blob": None})
-                found[-1]["hunks"] = 0
+                found.append(_Header(old, new))
             current = found[-1]
             if old is None:
-                current.update(status="added", old=None)
+                current.status, current.old = "added", None
             elif new is None:
-                current.update(status="deleted", new=old)
+                current.status, current.new = "deleted", old
             header = False
             i += 2
             continue
         elif hunk and found:
-            found[-1]["hunks"] = int(str(found[-1]["hunks"])) + 1
+            found[-1].hunks += 1
             header = False
             old_left, new_left = int(hunk[1] or 1), int(hunk[2] or 1)
             i += 1
@@ -155,29 +165,29 @@ def parse_diff(text: str) -> tuple[FileChange, ...]:
         elif header and found:
             current = found[-1]
             if line.startswith("index "):
-                current["blob"] = line.split()[1].split("..")[0]
+                current.blob = line.split()[1].split("..")[0]
             elif line.startswith("new file mode"):
-                current.update(status="added", old=None)
+                current.status, current.old = "added", None
             elif line.startswith("deleted file mode"):
-                current["status"] = "deleted"
+                current.status = "deleted"
             elif line.startswith("rename from "):
-                current["status"] = "renamed"
+                current.status = "renamed"
         i += 1
     changes: list[FileChange] = []
     for c in found:
-        old, new = c["old"], c["new"]
+        old, new = c.old, c.new
         path = str(new if new is not None else old)
         for p in (path, old):
-            if p is not None and (str(p).startswith("/") or ".." in str(p).split("/")):
+            if p is not None and (p.startswith("/") or ".." in p.split("/")):
                 raise ValidateError(f"the patch names an unsafe path {p!r}")
-        blob = c["blob"]
+        blob = c.blob
         changes.append(
             FileChange(
                 path=path,
-                old_path=None if old is None else str(old),
-                status=str(c["status"]),
-                old_blob=None if blob is None or set(str(blob)) == {"0"} else str(blob),
-                hunks=int(str(c["hunks"])),
+                old_path=old,
+                status=c.status,
+                old_blob=None if blob is None or set(blob) == {"0"} else blob,
+                hunks=c.hunks,
             )
         )
     return tuple(changes)
