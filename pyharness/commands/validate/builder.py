@@ -194,13 +194,13 @@ class Builder:
             modules = tuple(store / f for f in doc.get("modules", []))
             if modules and all(m.exists() for m in modules):
                 (store / "build.json").touch()  # recently used: kept by prune()
-                warnings = tuple(doc["warnings"])
+                recorded = tuple(doc["warnings"])  # by the build that made the modules
                 seconds = time.monotonic() - start
                 return Built(
                     True,
                     key,
                     modules,
-                    warnings,
+                    recorded,
                     None,
                     seconds,
                     True,
