@@ -28,7 +28,7 @@ from .perf import PERF_ROUNDS, perf_steps
 from .plan import Plan, make_plan, uses
 from .pristine import full_tree, source_tree
 from .report import write
-from .results import CHECKS, KernelResult, Step, Validation
+from .results import CHECKS, Check, KernelResult, Step, Validation
 from .series import Series, ValidateError, read_series
 from .steps import Context, attribute, check_step, checkpatch_check, not_built_note
 
@@ -145,7 +145,9 @@ def _validate_on(
                 check_step(ctx, step, applied, builds_f.get(i), result, base, plan)
                 step.checks = {name: step.checks[name] for name in CHECKS}
         finally:
-            for f in [*builds_f.values(), *styles_f]:
+            pending: list[concurrent.futures.Future[Built] | concurrent.futures.Future[Check]]
+            pending = [*builds_f.values(), *styles_f]
+            for f in pending:
                 f.cancel()
             builds.shutdown()
             builder.prune()
