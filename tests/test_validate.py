@@ -530,7 +530,7 @@ def test_failures_are_attributed_to_the_patch_that_brings_them() -> None:
     steps = [step(1, "pass"), step(2, "fail"), step(3, "fail"), step(4, "skip"), step(5, "fail")]
     result = validate.KernelResult(KernelId("6.1"), "r", "v", "src", {}, [], steps)
     # No base run is needed: patch 1 passed. (The context is used only for one.)
-    validate._attribute(None, result, None)  # type: ignore[arg-type]
+    validate.attribute(None, result, None)  # type: ignore[arg-type]
     said = [s.checks["suite"].summary for s in steps]
     assert said[1] == "suite fail; patch 1 passed, so this patch brings the failure"
     assert said[2] == "suite fail; failing since patch 2"

@@ -1,0 +1,314 @@
+"""Reading a series: mails parsed as git am parses them (files, an mbox, a directory)."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...progress import StageError
+
+PATCH_SUFFIXES = (".patch", ".diff", ".mbox", ".mbx", ".eml")
+DIFF_GIT = re.compile(r'^diff --git "?a/(.+?)"? "?b/(.+?)"?$')
+HUNK = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
+NUMBERING = re.compile(r"\[[^\]]*?(\d+)/(\d+)\s*\]")
+BASE_COMMIT = re.compile(r"^base-commit: *([0-9a-f]{7,40})\s*$", re.M)
+
+
+class ValidateError(StageError):
+    """The input cannot be validated (not a patch, another tree, unknown base...)."""
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: str  # the path after the patch (before it, for a deletion)
+    old_path: str | None  # the path before the patch; None for a new file
+    status: str  # modified, added, deleted, renamed
+    old_blob: str | None  # abbreviated blob id of the pre-image (`index` line)
+    hunks: int
+
+
+@dataclass(frozen=True)
+class Patch:
+    number: int  # position in the series, from 1
+    subject: str  # as git am records it, [PATCH n/m] removed
+    raw_subject: str
+    author: str  # "Name <email>"
+    date: str
+    message_id: str
+    origin: str  # the file (and message) it came from
+    mail: bytes
+    files: tuple[FileChange, ...]
+    numbering: tuple[int, int] | None  # [PATCH n/m]
+
+    @property
+    def slug(self) -> str:
+        words = re.sub(r"[^A-Za-z0-9]+", "-", self.subject).strip("-")[:52].rstrip("-")
+        return f"{self.number:04d}-{words or 'patch'}"
+
+    def touched(self) -> list[str]:
+        """Every path the patch reads or writes."""
+        paths = [f.path for f in self.files] + [f.old_path for f in self.files if f.old_path]
+        return list(dict.fromkeys(paths))
+
+
+@dataclass(frozen=True)
+class Series:
+    patches: tuple[Patch, ...]
+    cover: str | None = None  # subject of the cover letter
+    base_commit: str | None = None  # `base-commit:` of git format-patch --base
+    notes: tuple[str, ...] = ()
+
+    @property
+    def title(self) -> str:
+        return self.cover or self.patches[0].subject
+
+
+def _git_env() -> dict[str, str]:
+    """git without the user's configuration (signing, am.threeWay...), in the C locale."""
+    env = dict(os.environ)
+    env.update(
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_COMMITTER_NAME="zskit",
+        GIT_COMMITTER_EMAIL="zskit@localhost",
+        LC_ALL="C",
+    )
+    return env
+
+
+def git(
+    cwd: Path, *args: str, check: bool = True, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    try:
+        proc = subprocess.run(
+            ["git", *args], cwd=cwd, env=_git_env(), input=stdin, capture_output=True
+        )
+    except FileNotFoundError:
+        raise StageError("git is not installed; `apt-get install git`") from None
+    if check and proc.returncode != 0:
+        err = (proc.stderr or proc.stdout).decode(errors="replace").strip()
+        raise StageError(f"git {args[0]} failed in {cwd}: {err}")
+    return proc
+
+
+def _diff_path(text: str) -> str | None:
+    """The path of a ---/+++ line without its first component (-p1); None for /dev/null."""
+    path = text.split("\t")[0].strip().strip('"')
+    if path == "/dev/null":
+        return None
+    return path.split("/", 1)[1] if "/" in path else path
+
+
+@dataclass
+class _Header:
+    """A file's header while the diff is read: what becomes its FileChange."""
+
+    old: str | None
+    new: str | None
+    status: str = "modified"
+    blob: str | None = None
+    hunks: int = 0
+
+
+def parse_diff(text: str) -> tuple[FileChange, ...]:
+    """The files a patch changes, from git's extended headers or plain ---/+++ pairs.
+
+    Hunks are consumed by their line counts, so a removed line that starts
+    with "-- " is never taken for a file header.
+    """
+    found: list[_Header] = []
+    lines = text.splitlines()
+    header = False  # between `diff --git` and the first hunk
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        hunk = HUNK.match(line)
+        if m := DIFF_GIT.match(line):
+            found.append(_Header(m[1], m[2]))
+            header = True
+        elif line.startswith("--- ") and i + 1 < len(lines) and lines[i + 1].startswith("+++ "):
+            old, new = _diff_path(line[4:]), _diff_path(lines[i + 1][4:])
+            if not header:  # a plain diff (diff -u), no git header before it
+                found.append(_Header(old, new))
+            current = found[-1]
+            if old is None:
+                current.status, current.old = "added", None
+            elif new is None:
+                current.status, current.new = "deleted", old
+            header = False
+            i += 2
+            continue
+        elif hunk and found:
+            found[-1].hunks += 1
+            header = False
+            old_left, new_left = int(hunk[1] or 1), int(hunk[2] or 1)
+            i += 1
+            while i < len(lines) and (old_left > 0 or new_left > 0):
+                kind = lines[i][:1]
+                if kind in (" ", ""):
+                    old_left, new_left = old_left - 1, new_left - 1
+                elif kind == "-":
+                    old_left -= 1
+                elif kind == "+":
+                    new_left -= 1
+                elif kind != "\\":
+                    break
+                i += 1
+            continue
+        elif header and found:
+            current = found[-1]
+            if line.startswith("index "):
+                current.blob = line.split()[1].split("..")[0]
+            elif line.startswith("new file mode"):
+                current.status, current.old = "added", None
+            elif line.startswith("deleted file mode"):
+                current.status = "deleted"
+            elif line.startswith("rename from "):
+                current.status = "renamed"
+        i += 1
+    changes: list[FileChange] = []
+    for c in found:
+        old, new = c.old, c.new
+        path = str(new if new is not None else old)
+        for p in (path, old):
+            if p is not None and (p.startswith("/") or ".." in p.split("/")):
+                raise ValidateError(f"the patch names an unsafe path {p!r}")
+        blob = c.blob
+        changes.append(
+            FileChange(
+                path=path,
+                old_path=old,
+                status=c.status,
+                old_blob=None if blob is None or set(blob) == {"0"} else blob,
+                hunks=c.hunks,
+            )
+        )
+    return tuple(changes)
+
+
+def _input_files(inputs: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            found = sorted(
+                f for f in path.iterdir() if f.is_file() and f.suffix.lower() in PATCH_SUFFIXES
+            )
+            if not found:
+                raise ValidateError(
+                    f"{path} holds no patches (looked for {', '.join(PATCH_SUFFIXES)}); "
+                    "write them with `git format-patch -o DIR`"
+                )
+            files += found
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ValidateError(f"{path}: no such file or directory")
+    if not files:
+        raise ValidateError("no input: name patch files, an mbox or a directory of patches")
+    return files
+
+
+def _split(path: Path, tmp: Path) -> list[bytes]:
+    """The messages of a file, as git am splits them (a lone mail without a From line too)."""
+    data = path.read_bytes()
+    if not data.strip():
+        raise ValidateError(f"{path} is empty: an mbox of a series holds at least one patch")
+    out = Path(tempfile.mkdtemp(prefix="split-", dir=tmp))
+    proc = git(tmp, "mailsplit", "-b", f"-o{out}", str(path.resolve()), check=False)
+    if proc.returncode != 0:
+        why = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise ValidateError(
+            f"{path} is neither a patch nor an mbox (git mailsplit: {why[0] if why else 'failed'})"
+        )
+    return [f.read_bytes() for f in sorted(out.iterdir())]
+
+
+def _mailinfo(mail: bytes, origin: str, tmp: Path) -> tuple[dict[str, str], str, str]:
+    """(Author/Email/Subject/Date, message, diff) of one mail, by git mailinfo."""
+    msg, diff = tmp / "msg", tmp / "diff"
+    proc = git(tmp, "mailinfo", str(msg), str(diff), stdin=mail, check=False)
+    if proc.returncode != 0:
+        why = proc.stderr.decode(errors="replace").strip()
+        raise ValidateError(
+            f"{origin} is not a mail git am can read: {why or 'git mailinfo failed'}"
+        )
+    info: dict[str, str] = {}
+    for line in proc.stdout.decode(errors="replace").splitlines():
+        key, sep, value = line.partition(": ")
+        if sep:
+            info[key] = value.strip()
+    return info, msg.read_text(errors="replace"), diff.read_text(errors="replace")
+
+
+def read_series(inputs: Sequence[Path]) -> Series:
+    """Every patch of the inputs, in order; a cover letter and replies are set aside."""
+    patches: list[Patch] = []
+    notes: list[str] = []
+    cover: str | None = None
+    base: str | None = None
+    with tempfile.TemporaryDirectory(prefix="zskit-mail-") as tmpdir:
+        tmp = Path(tmpdir)
+        for path in _input_files(inputs):
+            mails = _split(path, tmp)
+            for n, mail in enumerate(mails, 1):
+                origin = str(path) if len(mails) == 1 else f"{path} (message {n})"
+                info, message, diff = _mailinfo(mail, origin, tmp)
+                headers = email.message_from_bytes(mail, policy=email.policy.default)
+                raw_subject = " ".join(str(headers.get("Subject") or "").split())
+                subject = info.get("Subject") or raw_subject
+                numbering = None
+                if m := NUMBERING.search(raw_subject):
+                    numbering = (int(m[1]), int(m[2]))
+                if found := BASE_COMMIT.search(message + diff):
+                    base = base or found[1]
+                if not diff.strip():
+                    if numbering and numbering[0] == 0:
+                        # git format-patch's placeholder, when nobody wrote a cover letter
+                        cover = None if "*** SUBJECT HERE ***" in subject else subject
+                    elif raw_subject.lower().startswith("re:"):
+                        notes.append(f"skipped {origin}: a reply ({raw_subject!r}), not a patch")
+                    else:
+                        named = f" ({raw_subject!r})" if raw_subject else ""
+                        raise ValidateError(f"{origin}{named} is not a patch: it holds no diff")
+                    continue
+                changes = parse_diff(diff)
+                if not changes:
+                    raise ValidateError(f"{origin} is not a patch: no file header in its diff")
+                if not info.get("Email"):
+                    raise ValidateError(
+                        f"{origin} is a bare diff without mail headers (From:, Subject:), which "
+                        "git am needs for the author and subject: write the series with "
+                        "`git format-patch`"
+                    )
+                author = f"{info.get('Author') or info['Email']} <{info['Email']}>"
+                patches.append(
+                    Patch(
+                        number=len(patches) + 1,
+                        subject=subject,
+                        raw_subject=raw_subject,
+                        author=author,
+                        date=info.get("Date", ""),
+                        message_id=str(headers.get("Message-ID") or "").strip("<> "),
+                        origin=origin,
+                        mail=mail,
+                        files=changes,
+                        numbering=numbering,
+                    )
+                )
+    if not patches:
+        what = "only a cover letter" if cover else "no patch"
+        raise ValidateError(f"{', '.join(map(str, inputs))} holds {what}: nothing to validate")
+    numbers = [p.numbering[0] for p in patches if p.numbering]
+    if numbers and numbers != sorted(numbers):
+        notes.append(
+            f"the [PATCH n/m] numbers are out of order ({', '.join(map(str, numbers))}); "
+            "patches are applied in file order, as git am does"
+        )
+    return Series(tuple(patches), cover, base, tuple(notes))

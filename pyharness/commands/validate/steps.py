@@ -1,0 +1,286 @@
+"""The checks of one patch's state on one kernel: apply, build, checkpatch, load, suite,
+zram, zswap; and which patch brought a suite failure."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...guest import clients, initramfs, qemu
+from ...kernel.manifest import Kernel
+from ...kmod import build, render
+from ...kmod.checkpatch import StyleReport, checkpatch
+from ...progress import Progress, StageError
+from ...report import Case, RunResult
+from .. import run
+from ..config import Config
+from .apply import AppliedSeries
+from .builder import Built, new_warnings
+from .plan import Plan
+from .pristine import BUILT, SOURCE
+from .results import Check, KernelResult, Step
+from .series import Patch
+
+# Suite failures that say nothing against measuring the modules' density and speed.
+MODEL_KINDS = ("class-stats", "command-result", "values", "pages", "huge_class_size", "compacted")
+
+
+def not_built_note(patch: Patch, plan: Plan | None = None) -> str | None:
+    """What the patch touches that zskit applies but neither builds nor compiles, said plainly."""
+    built = set(plan.paths) if plan else set(BUILT)
+    not_built = [f for f in patch.touched() if f not in built]
+    if not not_built:
+        return None
+    users = [f for f in not_built if f.startswith(clients.ZRAM_DIR) or f == clients.ZSWAP]
+    why = (
+        "zsmalloc's users zram and zswap are built only where the kernel allows; " if users else ""
+    )
+    return (
+        f"not built by zskit: {', '.join(not_built)} ({why}zskit builds {SOURCE}, "
+        "the headers it and its users include, and zram and zswap when they are exercised; "
+        "the rest comes from the kernel's build tree)"
+    )
+
+
+def checkpatch_check(kernel: Kernel, mail: Path, out: Path) -> Check:
+    try:
+        report: StyleReport = checkpatch(kernel, mail, strict=False, patch=True)
+    except StageError as e:
+        return Check("error", f"checkpatch.pl did not run: {e}")
+    findings = [f.replace(f"{mail}:", "patch line ", 1) for f in report.findings]
+    out.write_text("\n".join(findings) + ("\n" if findings else ""))
+    counts = f"{report.errors} errors, {report.warnings} warnings"
+    if report.errors:
+        return Check(
+            "fail", f"checkpatch: {counts}", f"{report.errors}E {report.warnings}W", findings
+        )
+    if report.warnings:
+        return Check("warn", f"checkpatch: {counts}", f"{report.warnings}W", findings)
+    return Check("pass", "checkpatch clean")
+
+
+def _build_check(built: Built, base: Built) -> Check:
+    if not built.ok:
+        error = built.error or "failed"
+        lines = error.splitlines()
+        return Check("fail", f"does not build: {lines[0].strip()}", details=lines)
+    new = new_warnings(base.warnings, built.warnings)
+    if new:
+        return Check(
+            "fail",
+            f"builds with {len(new)} new compiler warning(s): {new[0]}",
+            f"{len(new)} warn",
+            new,
+        )
+    return Check("pass", "builds without new warnings")
+
+
+def _suite_checks(result: RunResult) -> tuple[Check, Check, Check | None, str | None]:
+    """(load, suite, zram or None when it did not run, failure kind) from a run of the suite."""
+    zram_case = next((c for c in result.cases if c.name == "zram"), None)
+    zram: Check | None = None
+    if zram_case is not None:
+        info = result.info.get("zram")
+        summary = str(info.get("summary")) if isinstance(info, dict) else "zram round trip"
+        details = [str(d) for d in info.get("details", [])] if isinstance(info, dict) else []
+        if zram_case.failure is None:
+            zram = Check("pass", summary)
+        else:
+            zram = Check("fail", summary, details=details or zram_case.failure.splitlines())
+    failure = next((c for c in result.cases if c.failure is not None and c.name != "zram"), None)
+    if failure is None:
+        batches = sum(1 for c in result.cases if c.name.startswith("batch-"))
+        ops = result.info.get("operations", 0)
+        summary = f"suite passes ({ops} operations in {batches} batches agree with the model)"
+        return Check("pass", "loads"), Check("pass", summary), zram, None
+    text = failure.failure or failure.name
+    lines = text.splitlines()
+    first = lines[0].removeprefix(f"{failure.name}: ")
+    kind = failure.kind or "error"
+    if failure.name == "boot":
+        if "insmod" in text:
+            load = Check("fail", f"the module does not load ({kind}): {first}", details=lines[:30])
+        else:
+            load = Check("error", f"the guest did not boot ({kind}): {first}", details=lines[:30])
+        return load, Check("skip", "suite not run: nothing loaded"), zram, kind
+    if failure.name not in ("test",) and not failure.name.startswith("batch-"):
+        load = Check("skip", f"not known: {failure.name} failed")
+        return load, Check("error", f"{failure.name} failed: {first}"), zram, kind
+    what = {
+        "data": "data corrupted",
+        "crash": "kernel crash",
+        "timeout": "the guest hung",
+        "protocol": "the driver broke its protocol",
+        "exited": "QEMU exited",
+        "command": "a guest command failed",
+    }.get(kind, "the model disagrees")
+    summary = f"suite fails, {what} ({kind}): {first}"
+    if kind in MODEL_KINDS:
+        summary += (
+            " (if the patch changes the allocator's rules on purpose, pyharness/model.py must "
+            "learn them)"
+        )
+    return Check("pass", "loads"), Check("fail", summary, details=lines[:30]), zram, kind
+
+
+@dataclass
+class Context:
+    """What the checks of one kernel share: its configuration, kernel and directories."""
+
+    config: Config
+    kernel: Kernel
+    directory: Path  # this kernel's results
+    tmp: Path
+    p: Progress
+    label: str  # the kernel as the progress lines name it (KernelId.label)
+
+
+def _zram_after(guest: qemu.Guest, result: RunResult, p: Progress) -> None:
+    """The zram round trip, in the suite's boot after its workload: a case of its own."""
+    start = time.monotonic()
+    got = clients.zram_round_trip(guest, f"/{initramfs.MODULE_DIR}/zram.ko")
+    failure = None if got.ok else got.summary + "".join(f"\n{d}" for d in got.details)
+    result.cases.append(Case("zram", time.monotonic() - start, failure, got.kind))
+    result.info["zram"] = {"summary": got.summary, "details": got.details, "mm_stat": got.mm_stat}
+    p.say(got.summary)
+
+
+def _run_suite(ctx: Context, built: Built, out: Path) -> RunResult:
+    """The default suite on these modules, through run.run (its own results directory);
+    then, with a zram.ko, the zram round trip in the same boot."""
+    image = initramfs.build_initramfs(
+        built.modules, ctx.tmp / f"{out.parent.name}.cpio", qemu.Profile.load().shell_tty
+    )
+    allocator = [m for m in built.modules if m.name in ("zsmalloc.ko", "zstest.ko")]
+    # zram.ko is in the image, loaded by the round trip, not at boot.
+    image = initramfs.Initramfs(
+        image.path, tuple(f"/{initramfs.MODULE_DIR}/{m.name}" for m in allocator)
+    )
+    sources = render.RenderedSources(out.parent / "sources", built.sources, ("zsmalloc", "zstest"))
+    prepared = run.Prepared(
+        ctx.kernel, sources, build.BuildResult(tuple(allocator), built.warnings), image
+    )
+    after = _zram_after if built.module("zram") else None
+    with (out.parent / "zskit.log").open("w") as log:
+        progress = Progress(verbose=ctx.p.verbose, out=ctx.p.out if ctx.p.verbose else log)
+        options = run.RunOptions(results_dir=out, after=after)
+        return run.run(ctx.config, progress, options, prepared=prepared)
+
+
+def check_step(
+    ctx: Context,
+    step: Step,
+    applied: AppliedSeries,
+    future: concurrent.futures.Future[Built] | None,
+    result: KernelResult,
+    base: Built,
+    plan: Plan,
+) -> None:
+    """Fill a step's apply, build, load, suite, zram and zswap checks."""
+    i = step.patch
+    app = applied.steps[i - 1] if i <= len(applied.steps) else None
+    runs = ("build", "load", "suite", "zram", "zswap")
+    if app is None:
+        why = f"not tested: patch {len(applied.steps)} does not apply"
+        for name in ("apply", *runs):
+            step.checks[name] = Check("skip", why)
+        return
+    if not app.ok:
+        first = app.rejects[0].splitlines()[0]
+        step.checks["apply"] = Check("fail", f"does not apply: {first}", details=list(app.rejects))
+        for name in runs:
+            step.checks[name] = Check("skip", "not built: the patch does not apply")
+        return
+    step.checks["apply"] = Check("pass", "applies")
+    if future is None:  # nothing built differs from the previous patch's state
+        prev = result.steps[i - 2]
+        for name in runs:
+            c = prev.checks[name]
+            step.checks[name] = Check(c.status, c.summary, c.cell, list(c.details))
+        step.built, step.suite_kind = prev.built, prev.suite_kind
+        step.notes.append(
+            f"no built file changes: build, load, suite, zram and zswap are those of patch {i - 1}"
+        )
+        return
+    with ctx.p.stage("build"):
+        try:
+            built = future.result()
+        except (StageError, OSError) as e:
+            step.checks["build"] = Check("error", f"the build could not run: {e}")
+            built = None
+    step.checks["zram"] = Check("skip", plan.zram_why or "not run: no zram.ko was built")
+    step.checks["zswap"] = _zswap_check(built, plan)
+    if built is None:
+        for name in ("load", "suite"):
+            step.checks[name] = Check("skip", "not run: no build")
+        return
+    step.built = built
+    step.checks["build"] = _build_check(built, base)
+    how = "cached" if built.cached else f"{built.seconds:.1f} s"
+    ctx.p.say(f"{ctx.label} #{i}: {step.checks['build'].summary} ({how})")
+    if not built.ok:
+        for name in ("load", "suite"):
+            step.checks[name] = Check("skip", "not run: the build failed")
+        if plan.zram:
+            step.checks["zram"] = Check("skip", "not run: the build failed")
+        return
+    with ctx.p.stage("suite"):
+        ctx.p.say(f"{ctx.label} #{i}: booting the suite ({step.directory}/suite)")
+        run_result = _run_suite(ctx, built, ctx.directory / f"{i:02d}" / "suite")
+    load, suite, zram, kind = _suite_checks(run_result)
+    step.checks["load"], step.checks["suite"] = load, suite
+    if zram is not None:
+        step.checks["zram"] = zram
+    elif plan.zram:
+        step.checks["zram"] = Check("skip", "not run: the suite's boot ended before it")
+    step.suite_kind = kind
+    ctx.p.say(f"{ctx.label} #{i}: {suite.summary}")
+
+
+def _zswap_check(built: Built | None, plan: Plan) -> Check:
+    if not plan.zswap or plan.zswap_kernel is None:
+        return Check("skip", plan.zswap_why)
+    if built is None or not built.ok:
+        return Check("skip", "not compiled: the modules' build failed first")
+    against = f"against Linux {plan.zswap_kernel.release} (CONFIG_ZSWAP=y)"
+    if built.zswap == "ok":
+        return Check("pass", f"mm/zswap.c compiles {against}; not run (zswap is in vmlinux)", "cc")
+    lines = built.zswap.splitlines()
+    return Check("fail", f"mm/zswap.c does not compile {against}: {lines[0]}", details=lines)
+
+
+def attribute(ctx: Context, result: KernelResult, base: Built) -> None:
+    """Say which patch brought each suite failure; the base runs only when nothing before
+    the first failure passed."""
+    base_passes: bool | None = None
+    for step in result.steps:
+        suite = step.checks["suite"]
+        if suite.status != "fail":
+            continue
+        before = result.steps[: step.patch - 1]
+        passed = [s.patch for s in before if s.checks["suite"].status == "pass"]
+        last = passed[-1] if passed else 0
+        between = before[last:]  # the patches after the last that passed
+        if not passed and base_passes is None:
+            with ctx.p.stage("suite"):
+                ctx.p.say(f"{ctx.label}: running the base's suite, to compare")
+                base_run = _run_suite(ctx, base, ctx.directory / "base" / "suite")
+            _, base_suite, _, kind = _suite_checks(base_run)
+            result.base_suite = base_suite.summary
+            base_passes = kind is None
+        if not passed and not base_passes:
+            suite.summary += "; the base fails the suite too: not this series' doing"
+        elif not between:
+            since = f"patch {last}" if last else "the base"
+            suite.summary += f"; {since} passed, so this patch brings the failure"
+        elif all(s.checks["suite"].status == "fail" for s in between):
+            suite.summary += f"; failing since patch {between[0].patch}"
+        else:
+            since = f"patch {last}" if last else "the base"
+            after = ", ".join(
+                f"{s.patch} {'failed' if s.checks['suite'].status == 'fail' else 'not run'}"
+                for s in between
+            )
+            suite.summary += f"; {since} is the last that passed (then patches {after})"
