@@ -68,7 +68,7 @@ lint: setup
 
 # All tests: tests/unit (no QEMU, no kernel provisioning), then tests/guest.
 test: setup lint
-	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests/unit tests/guest
 
 # The unit tests alone: under a minute, nothing booted, built or fetched.
 unit: setup
