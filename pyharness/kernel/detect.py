@@ -763,7 +763,7 @@ def chain_size(config: Path) -> int | None:
         ) from None
 
 
-def detect(series: str, files: KernelFiles, chain: int | None) -> KernelApi:
+def api_from(series: str, files: KernelFiles, chain: int | None) -> KernelApi:
     """The KernelApi the files describe; `chain` is the .config's chain size."""
     header = read(files.zsmalloc_h)
     source = read(files.zsmalloc_c)
@@ -803,4 +803,4 @@ def detect(series: str, files: KernelFiles, chain: int | None) -> KernelApi:
 
 def api_of(kernel: Kernel) -> KernelApi:
     """The zsmalloc API facts of a provisioned kernel, from its own files."""
-    return detect(kernel.series, KernelFiles.of(kernel), chain_size(kernel.kdir / ".config"))
+    return api_from(kernel.series, KernelFiles.of(kernel), chain_size(kernel.kdir / ".config"))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pyharness.commands.run import kernel_api
-from pyharness.kernel.detect import KernelFiles, api_of, chain_size, detect
+from pyharness.kernel.detect import KernelFiles, api_from, api_of, chain_size
 from pyharness.kernel.identity import KernelId
 from pyharness.kernel.manifest import Kernel
 from pyharness.kernel.provision import provision
@@ -70,7 +70,7 @@ def line_of(path: Path, needle: str) -> int:
 
 def refusal(kernel: Kernel, files: KernelFiles) -> str:
     with pytest.raises(StageError) as e:
-        detect(kernel.series, files, chain_size(kernel.kdir / ".config"))
+        api_from(kernel.series, files, chain_size(kernel.kdir / ".config"))
     return str(e.value)
 
 
