@@ -22,7 +22,7 @@ from ..kernel.identity import VARIANTS
 from ..kernel.provision import provision
 from ..kmod import render
 from ..progress import Progress, StageError
-from . import compare, matrix, validate
+from . import compare, matrix, perf, validate
 from . import config as config_mod
 from .run import RunOptions, read_replay, run
 
@@ -167,7 +167,7 @@ def cmd_compare(args: argparse.Namespace, p: Progress) -> int:
     if args.loads is not None and args.loads < 2:
         raise StageError("--loads takes 2 or more (ours and the baseline at least once)")
     plan = compare.Plan(
-        bench_n=args.bench_objects or compare.BENCH_N,
+        bench_n=args.bench_objects or perf.BENCH_N,
         loads=args.loads or compare.SPEED_LOADS,
         zram=not args.no_zram,
     )
@@ -364,7 +364,7 @@ def parser() -> argparse.ArgumentParser:
         "--bench-objects",
         type=int,
         metavar="N",
-        help=f"objects per bench (default {compare.BENCH_N})",
+        help=f"objects per bench (default {perf.BENCH_N})",
     )
     sp.add_argument(
         "--loads",

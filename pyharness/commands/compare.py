@@ -35,7 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..check.driver import BENCH_TIMES, DriverModel, check_commands
+from ..check.driver import BENCH_TIMES, DriverModel
 from ..guest import clients, initramfs, qemu
 from ..guest.modules import load_modules, unload_modules
 from ..guest.zstest import ZsTest
@@ -48,12 +48,10 @@ from ..paths import BUILD
 from ..progress import Progress, StageError
 from ..report import Case, RunResult, new_results_dir, new_run
 from .config import Config
+from .perf import BENCH_N, BENCH_REPEATS, BENCH_SEED, Bench, bench
 from .run import Prepared, RunOptions, check_batches, default_batches, kernel_api, run
 
 GUEST_DIR = "/lib/modules/zskit"
-BENCH_N = 20000  # objects per bench: about 0.5 s per load under TCG
-BENCH_SEED = 20251125
-BENCH_REPEATS = 5  # bench runs per load (about 0.1 s each); the fastest counts
 SPEED_LOADS = 5  # own, baseline, own, baseline, own
 ZRAM_PATH = "kernel/drivers/block/zram/zram.ko"
 CLOCKSOURCE = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
@@ -302,48 +300,6 @@ def zram_set(guest: qemu.Guest, modules: Sequence[str]) -> ZramSet:
         f"half and a compaction that freed {c['pages_compacted']} pages"
     )
     return ZramSet(True, summary, pages, stats)
-
-
-@dataclass
-class Bench:
-    """One load's `bench` runs: pages (exact) and the fastest ns per object of each phase."""
-
-    allocator: str
-    load: int  # its place in the boot's sequence of loads
-    pages_full: int
-    pages_half: int
-    ns: dict[str, int]
-
-    @property
-    def total_ns(self) -> int:
-        return sum(self.ns.values())
-
-
-def bench(
-    zstest: ZsTest,
-    side: Side,
-    api: KernelApi,
-    load: int,
-    n: int,
-    check: bool,
-) -> tuple[Bench, list[str]]:
-    """`bench` BENCH_REPEATS times on the loaded allocator; with check, the model's pages too."""
-    lines = [f"bench {n} {BENCH_SEED}"] * BENCH_REPEATS
-    answer = zstest.batch(lines)
-    problems: list[str] = []
-    if answer.failures:
-        f = answer.failures[0]
-        raise StageError(f"bench on {side.name} failed: {f.errno} {f.reason}")
-    if check:
-        driver = DriverModel(api, side.policy)
-        problems = [str(d) for d in check_commands(load, lines, answer, driver)]
-    runs = [answer.values[i : i + 2 + len(BENCH_TIMES)] for i in range(0, len(answer.values), 6)]
-    first = dict(runs[0])
-    ns = {what: min(int(dict(r)[f"bench_{what}_ns"]) for r in runs) for what in BENCH_TIMES}
-    result = Bench(
-        side.name, load, int(first["bench_pages_full"]), int(first["bench_pages_half"]), ns
-    )
-    return result, problems
 
 
 def workload_pages(batches: Sequence[Sequence[str]], api: KernelApi, side: Side) -> list[int]:
@@ -646,7 +602,8 @@ def after_suite(
                 continue
             first = load < 2
             start = time.monotonic()
-            b, problems = bench(zstest, side, api, load, plan.bench_n, check=first)
+            model = DriverModel(api, side.policy) if first else None
+            b, problems = bench(zstest, side.name, load, plan.bench_n, model)
             comparison.benches.append(b)
             p.say(
                 f"bench {side.name}: {b.pages_full}/{b.pages_half} pages, "

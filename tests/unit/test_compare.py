@@ -11,7 +11,7 @@ import errno
 import pytest
 
 from pyharness.check.driver import ANY, BENCH_TIMES, DriverModel, check_commands
-from pyharness.commands import compare
+from pyharness.commands import compare, perf
 from pyharness.guest.zstest import parse_result
 from pyharness.kernel.api import api_for
 from pyharness.kernel.manifest import Kernel
@@ -54,8 +54,8 @@ def test_bench_timings_match_anything_but_pages_must_be_exact() -> None:
     assert [d.kind for d in found] == ["bench_pages_full"]
 
 
-def _bench(allocator: str, load: int, full: int, ns: int) -> compare.Bench:
-    return compare.Bench(allocator, load, full, full // 2, dict.fromkeys(BENCH_TIMES, ns))
+def _bench(allocator: str, load: int, full: int, ns: int) -> perf.Bench:
+    return perf.Bench(allocator, load, full, full // 2, dict.fromkeys(BENCH_TIMES, ns))
 
 
 def test_ratios_of_pages_and_of_times() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pyharness.commands import cli, config, validate
+from pyharness.commands import cli, config, perf, validate
 from pyharness.commands.validate import SourceTree, ValidateError
 from pyharness.guest import clients
 from pyharness.kernel.identity import KernelId
@@ -499,19 +499,22 @@ def test_cli_reports_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_speed_is_compared_with_the_neighbouring_base_loads() -> None:
     # The host slows down halfway: the variant is as fast as the base next to it.
+    def load(name: str, ns: int, pages: int) -> perf.Bench:
+        return perf.Bench(name, 0, pages, 9, {"alloc": ns})
+
     timeline = [
-        ("base", 1.0, 10, 9),
-        ("p01", 1.0, 10, 9),
-        ("base", 1.0, 10, 9),
-        ("p02", 2.2, 11, 9),
-        ("base", 2.0, 10, 9),
-        ("p02", 2.2, 11, 9),
-        ("base", 2.0, 10, 9),
+        load("base", 1000, 10),
+        load("p01", 1000, 10),
+        load("base", 1000, 10),
+        load("p02", 2200, 11),
+        load("base", 2000, 10),
+        load("p02", 2200, 11),
+        load("base", 2000, 10),
     ]
-    ratios = validate.paired_ratios(timeline)
+    ratios = perf.paired_ratios(timeline, "base")
     assert ratios["p01"] == [1.0]
     assert [round(r, 3) for r in ratios["p02"]] == [round(2.2 / 1.5, 3), 1.1]
-    assert validate.base_drift(timeline) == 1.0  # the base went from 1.0 to 2.0 s
+    assert perf.base_drift(timeline, "base") == 1.0  # the base went from 1.0 to 2.0 µs
 
 
 def test_failures_are_attributed_to_the_patch_that_brings_them() -> None:
@@ -541,7 +544,7 @@ def test_the_report_says_what_happened(tmp_path: Path) -> None:
         found["zswap"] = validate.Check("skip", "not compiled: untouched")
         return found
 
-    good = validate.Step(1, checks("pass"), perf=validate.Perf(100, 100, 90, 90, 0.5, 0.5, 1.0, 2))
+    good = validate.Step(1, checks("pass"), perf=validate.Perf(100, 100, 90, 90, 500, 500, 1.0, 2))
     bad = validate.Step(2, checks("skip"))
     bad.checks["apply"] = validate.Check(
         "fail", "does not apply: mm/zsmalloc.c: hunk #2 rejected", details=["@@ -1 +1 @@", "-a"]

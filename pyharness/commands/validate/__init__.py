@@ -12,8 +12,9 @@ of the kernel's own linux-source package and checks every cumulative state
   load        the modules load in the guest
   suite       run.run: the default workload checked against the model (results,
               class table, data), with crash triage
-  perf        pool pages and time of a fixed workload against the base, every
-              variant measured in one boot (density and speed ratios)
+  perf        pool pages and in-kernel time of the driver's bench (commands/perf.py)
+              against the base, every variant measured in one boot (density and
+              speed ratios)
   zram        when the series reaches zram (its files, or a header it includes) and
               the kernel has CONFIG_ZRAM=m: the patched zram.ko round-trips data on
               the patched zsmalloc.ko in the suite's boot (clients.py)
@@ -46,7 +47,7 @@ tables and documents), validation (the whole run).
 
 from .apply import Applied, AppliedSeries, apply_series, check_tree
 from .builder import WORK, Builder, Built, new_warnings, warning_key
-from .perf import PERF_ROUNDS, base_drift, paired_ratios
+from .perf import PERF_ROUNDS
 from .plan import Plan, make_plan
 from .pristine import BUILT, HEADER, SOURCE, SourceTree, full_tree, source_tree
 from .report import as_json, markdown, summary, write
@@ -82,14 +83,12 @@ __all__ = [
     "apply_series",
     "as_json",
     "attribute",
-    "base_drift",
     "check_tree",
     "full_tree",
     "make_plan",
     "markdown",
     "new_warnings",
     "not_built_note",
-    "paired_ratios",
     "parse_diff",
     "read_series",
     "source_tree",

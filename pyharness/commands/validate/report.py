@@ -49,7 +49,7 @@ def summary(v: Validation) -> str:
         verdict, why = v.verdict(patch.number)
         lines.append(f"{patch.number}/{total} {verdict}: {patch.subject}: {why}")
     lines.append("")
-    lines.append("density: pool pages patched/base after a fixed workload (below 1: denser);")
+    lines.append("density: pool pages patched/base after the bench's writes (below 1: denser);")
     lines.append("speed: its time patched/base (below 1: faster).")
     for k in v.kernels:
         lines.append(f"{k.kernel.label}: {k.perf_note}")
@@ -101,7 +101,7 @@ def markdown(v: Validation) -> str:
         "triage), zram (where the series changes it or a header it includes: the patched "
         "zram.ko on the patched zsmalloc.ko, data written through /dev/zram0 and read back, "
         "before and after compaction), zswap (the same rule: mm/zswap.c compiled, never "
-        "run), and the density and speed of a fixed workload against the base. "
+        "run), and the density and speed of the driver's bench against the base. "
         "A `-` is a check that was not run; the reasons are below.",
         "",
         "| " + " | ".join(HEADER_ROW) + " |",
@@ -149,7 +149,7 @@ def markdown(v: Validation) -> str:
                 out.append(
                     f"- density {pf.density:.3f} ({pf.pages} pages vs {pf.base_pages}; after "
                     f"compaction {pf.pages_compacted} vs {pf.base_pages_compacted}), speed "
-                    f"{pf.speed:.3f} ({pf.seconds:.3f} s vs {pf.base_seconds:.3f} s{noise})"
+                    f"{pf.speed:.3f} ({pf.ns:.0f} ns vs {pf.base_ns:.0f} ns per object{noise})"
                 )
             elif step.perf_note:
                 out.append(f"- density and speed: {step.perf_note}")

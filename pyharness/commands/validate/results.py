@@ -25,12 +25,12 @@ class Check:
 
 @dataclass
 class Perf:
-    pages: int  # after the fixed workload
+    pages: int  # after the bench's writes
     base_pages: int
-    pages_compacted: int  # after its compaction
+    pages_compacted: int  # after it freed half and compacted
     base_pages_compacted: int
-    seconds: float  # the median of the loads' best times
-    base_seconds: float
+    ns: float  # the median of the loads' fastest time per object (the bench's phases)
+    base_ns: float
     speed: float  # the median of time / time of the base runs next to it
     pairs: int  # how many such comparisons
 
