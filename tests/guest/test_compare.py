@@ -1,7 +1,7 @@
-"""zskit compare: the bench verb's model, the ratios, and one boot of ours against upstream.
+"""zskit compare in a guest: one boot of ours against upstream on Debian's 6.1.
 
-The boot (marked qemu) runs both allocators' suites, bench and the distribution's zram.ko
-on each, as `zskit compare --kernel 6.1` does, with three loads instead of five.
+It runs both allocators' suites, bench and the distribution's zram.ko on each,
+as `zskit compare --kernel 6.1` does, with three loads instead of five.
 """
 
 from __future__ import annotations

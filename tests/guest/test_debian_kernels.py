@@ -1,10 +1,5 @@
-"""Targets beyond 6.1: Debian trixie's 6.12 and sid's 7.2, with zsmalloc built in.
-
-The tests marked `qemu` provision both kernels (a debootstrap'd root per
-suite, as root), build zstest in that root, boot and check the default
-workload. The others cover, without network or root: the parsers of the
-host's apt sources, the choice of archive, the ABI resolution, the boot
-image unpacking, and the refusals that must come before any provisioning.
+"""Debian trixie's 6.12 and sid's 7.2 in a guest: each provisioned (a debootstrap'd
+root per suite, as root), zstest built in that root, booted, the default workload checked.
 """
 
 from __future__ import annotations

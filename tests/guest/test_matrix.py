@@ -1,6 +1,4 @@
-"""The kernel matrix: entries from the MATRIX_* options and presets, merged KTAP/JUnit/KernelCI
-results, failures that stay within their entry, and (marked `qemu`) a real matrix restricted to 6.1.
-"""
+"""A real matrix restricted to Debian's 6.1: entries run side by side, results merged."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The own allocator in guests beyond the driver suite: each render-time choice predicted
 exactly by its model, and the debug kernel's sanitizers on concurrent use.
 
-The suite of tests/test_zstest.py (and stress, fuzz, stateful) already runs on the default
+The suite of tests/guest/test_zstest.py (and stress, fuzz, stateful) already runs on the default
 choices; here every other choice runs the default workload, each in its own boot.
 """
 

@@ -1,8 +1,4 @@
-"""The own allocator's choices, its model policy, and what the templates render (no guest).
-
-The guest-side checks of the own allocator are the driver suite itself (tests/conftest.py
-runs it once per allocator) and tests/test_kmod_style.py (checkpatch, compiler warnings).
-"""
+"""The own allocator rendered into a kernel tree builds with the tree's own Kbuild."""
 
 from __future__ import annotations
 

@@ -1,15 +1,12 @@
-"""Source-built kernels: the "minimal" and "debug" variants built from Debian's linux-source-X.
+"""Source-built kernels in a guest: the "minimal" and "debug" variants of Debian's linux-source-X.
 
-Without QEMU: fragment merging and its loud failures (conflicts, options that
-do not survive olddefconfig, with their unmet dependencies) on a small
-Kconfig written here, the variant plumbing, the toolchain checks and the
-shutdown command. Marked `qemu`: a fragment the real 6.1 tree cannot honour,
-and whole runs (build the kernel, boot it, check the default workload) of
-6.1 minimal and debug with the upstream allocator. The first run builds the
-kernels (minutes each); they are cached by source version, config and
-toolchain. `make test` builds and runs the two 6.1 kernels (11-18 min cold,
-seconds warm); the 6.12 ones (in the trixie root) only with ZSKIT_TEST_SOURCE_612=1,
-the 7.2 ones (in the sid root) only with ZSKIT_TEST_SOURCE_72=1.
+A fragment the real 6.1 tree cannot honour, and whole runs (build the kernel,
+boot it, check the default workload) of 6.1 minimal and debug with the
+upstream allocator. The first run builds the kernels (minutes each); they are
+cached by source version, config and toolchain. `make test` builds and runs
+the two 6.1 kernels (11-18 min cold, seconds warm); the 6.12 ones (in the
+trixie root) only with ZSKIT_TEST_SOURCE_612=1, the 7.2 ones (in the sid
+root) only with ZSKIT_TEST_SOURCE_72=1.
 """
 
 from __future__ import annotations

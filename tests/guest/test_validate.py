@@ -1,9 +1,9 @@
-"""zskit validate: series parsing, bad input, and verdicts on real patches to upstream zsmalloc.
+"""zskit validate on real patches to upstream zsmalloc: verdicts from builds and boots.
 
 Every series here is written by the test: text edits made in a temporary git
 checkout, exported with git format-patch. The edits to upstream zsmalloc
 apply to the files of the cached linux-source package at test time; no
-upstream code is committed. Unit tests use a small made-up tree.
+upstream code is committed.
 """
 
 from __future__ import annotations

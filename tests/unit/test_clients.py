@@ -1,6 +1,6 @@
 """The zram round trip's host side (clients.run_zram, zram_round_trip), on a fake guest.
 
-The script itself runs in tests/test_validate.py and tests/test_compare.py (QEMU).
+The script itself runs in tests/guest/test_validate.py and tests/guest/test_compare.py.
 """
 
 from __future__ import annotations

@@ -1,8 +1,4 @@
-"""zskit compare: the bench verb's model, the ratios, and one boot of ours against upstream.
-
-The boot (marked qemu) runs both allocators' suites, bench and the distribution's zram.ko
-on each, as `zskit compare --kernel 6.1` does, with three loads instead of five.
-"""
+"""zskit compare without a guest: the bench verb's model and the ratios."""
 
 from __future__ import annotations
 

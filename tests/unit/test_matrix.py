@@ -1,5 +1,5 @@
 """The kernel matrix: entries from the MATRIX_* options and presets, merged KTAP/JUnit/KernelCI
-results, failures that stay within their entry, and (marked `qemu`) a real matrix restricted to 6.1.
+results, failures that stay within their entry.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The own allocator's choices, its model policy, and what the templates render (no guest).
 
-The guest-side checks of the own allocator are the driver suite itself (tests/conftest.py
-runs it once per allocator) and tests/test_kmod_style.py (checkpatch, compiler warnings).
+The guest-side checks of the own allocator are the driver suite itself
+(tests/guest/conftest.py runs it once per allocator), tests/guest/test_own.py
+and tests/guest/test_kmod_style.py (checkpatch, compiler warnings).
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""zskit validate: series parsing, bad input, and verdicts on real patches to upstream zsmalloc.
+"""zskit validate without a kernel: series parsing, bad input, plans, verdicts, reports.
 
-Every series here is written by the test: text edits made in a temporary git
-checkout, exported with git format-patch. The edits to upstream zsmalloc
-apply to the files of the cached linux-source package at test time; no
-upstream code is committed. Unit tests use a small made-up tree.
+Every series here is written by the test on a small made-up tree.
 """
 
 from __future__ import annotations
