@@ -454,3 +454,28 @@ def check_classes(batch_no: int, rows: list[ClassStats], model: PoolModel) -> li
                 )
             )
     return found
+
+
+def check_geometry(rows: list[ClassStats], model: PoolModel) -> Divergence | None:
+    """The first class whose index, size or pages per zspage differ between a fresh pool's
+    `classes` table and the model: then the model does not describe this zsmalloc, and
+    every later divergence would only repeat that."""
+    want = [(c.index, c.size, c.pages_per_zspage) for c in model.classes]
+    got = [(r.index, r.size, r.pages_per_zspage) for r in rows]
+    for number, (w, g) in enumerate(zip(want, got, strict=False)):
+        if w != g:
+            return Divergence(
+                "model",
+                0,
+                f"the model does not describe this zsmalloc: row {number} of the classes table "
+                f"is class {g[0]} of size {g[1]} with {g[2]} pages per zspage, the model's "
+                f"class {w[0]} of size {w[1]} with {w[2]}",
+            )
+    if len(want) != len(got):
+        return Divergence(
+            "model",
+            0,
+            f"the model does not describe this zsmalloc: the classes table has {len(got)} "
+            f"classes, the model {len(want)}",
+        )
+    return None

@@ -40,6 +40,7 @@ from ..guest import clients, initramfs, qemu
 from ..guest.modules import load_modules, unload_modules
 from ..guest.zstest import ZsTest
 from ..kernel.api import KernelApi
+from ..kernel.detect import api_of
 from ..kernel.manifest import Kernel
 from ..kernel.provision import provision, source_for
 from ..kmod import build, render
@@ -49,7 +50,7 @@ from ..progress import Progress, StageError
 from ..report import Case, RunResult, new_results_dir, new_run
 from .config import Config
 from .perf import BENCH_N, BENCH_REPEATS, BENCH_SEED, Bench, bench
-from .run import Prepared, RunOptions, check_batches, default_batches, kernel_api, run
+from .run import Prepared, RunOptions, check_batches, default_batches, run
 
 GUEST_DIR = "/lib/modules/zskit"
 SPEED_LOADS = 5  # own, baseline, own, baseline, own
@@ -195,12 +196,13 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Pair:
     with p.stage("provision"):
         source = source_for(config.kernel_id)
         kernel = provision(config.kernel_id, p, refresh=refresh)
+        api = api_of(kernel)
     base_name = "builtin" if source.zsmalloc_builtin else "upstream"
     built: dict[str, tuple[build.BuildResult, render.RenderedSources]] = {}
     for allocator in ("own", base_name):
         with p.stage("render"):
             out = BUILD / "kmod" / run_target(config, allocator)
-            sources = render.render(kernel, kernel_api(kernel), allocator, out, config.own)
+            sources = render.render(kernel, api, allocator, out, config.own)
         with p.stage("build"):
             built[allocator] = (build.build(kernel, sources, p), sources)
     with p.stage("initramfs"):
@@ -251,7 +253,7 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Pair:
         )
         image = initramfs.Initramfs(image.path, sides["own"])
     base_sources = built[base_name][1]
-    prepared = Prepared(kernel, own_sources, own_result, image)
+    prepared = Prepared(kernel, api, own_sources, own_result, image)
     return Pair(
         prepared=prepared,
         baseline=Side(base_name, sides[base_name], base_sources.policy, base_sources.classes_file),
@@ -571,7 +573,7 @@ def after_suite(
     pair: Pair, config: Config, batches: list[list[str]], plan: Plan, comparison: Comparison
 ) -> Callable[[qemu.Guest, RunResult, Progress], None]:
     """run.run's `after` step: ours is loaded and its suite has run."""
-    api = kernel_api(pair.prepared.kernel)
+    api = pair.prepared.api
     own, base = pair.own, pair.baseline
 
     def step(guest: qemu.Guest, result: RunResult, p: Progress) -> None:
@@ -661,7 +663,7 @@ def compare(
         config.kernel, pair.prepared.kernel.release, pair.baseline.name, plan.bench_n
     )
     comparison.notes += [pair.crc_note, pair.zram_note]
-    batches = default_batches(config)
+    batches = default_batches(config, pair.prepared.api)
     options = RunOptions(
         results_dir=results_dir, after=after_suite(pair, config, batches, plan, comparison)
     )

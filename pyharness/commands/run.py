@@ -14,13 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from ..check.driver import DriverModel, check_classes, check_commands
+from ..check.driver import (
+    Divergence,
+    DriverModel,
+    check_classes,
+    check_commands,
+    check_geometry,
+)
 from ..check.workload import Workload
 from ..guest import initramfs, qemu
 from ..guest.modules import load_modules
 from ..guest.triage import find_crash
 from ..guest.zstest import ZsTest
-from ..kernel.api import KernelApi, api_for
+from ..kernel.api import KernelApi
+from ..kernel.detect import api_of
 from ..kernel.manifest import Kernel
 from ..kernel.provision import provision, source_for
 from ..kmod import build, render
@@ -55,11 +62,11 @@ def choose_accel(config: Config, profile: qemu.Profile, spec: qemu.BootSpec, p: 
         return "kvm" if qemu.kvm_works(profile, spec, cache_dir(), p) else "tcg"
 
 
-def default_batches(config: Config) -> list[list[str]]:
+def default_batches(config: Config, api: KernelApi) -> list[list[str]]:
     workload = Workload(
         seed=config.workload_seed,
         batch_ops=config.workload_batch,
-        partial_writes=api_for(config.kernel).map_object,
+        partial_writes=api.map_object,
         churn_percent=config.workload_churn_percent,
     )
     return workload.batches(config.workload_ops)
@@ -79,6 +86,35 @@ def read_replay(path: Path) -> list[list[str]]:
     return batches
 
 
+GEOMETRY_POOL = "zskit-geometry"
+
+
+def check_geometry_first(
+    zstest: ZsTest, driver: DriverModel, result: RunResult, p: Progress
+) -> bool:
+    """A fresh pool's class table against the model's, before any workload: a zsmalloc
+    whose classes the model does not know fails here, on its first differing row,
+    rather than in a divergence report that would only repeat it."""
+    start = time.monotonic()
+
+    def command(line: str) -> Divergence | None:
+        return next(iter(check_commands(-1, [line], zstest.batch([line]), driver)), None)
+
+    wrong = command(f"create {GEOMETRY_POOL}")
+    if wrong is None:
+        rows = zstest.classes(GEOMETRY_POOL)
+        wrong = check_geometry(rows, driver.model(GEOMETRY_POOL))
+        wrong = wrong or command(f"destroy {GEOMETRY_POOL}")
+    case = Case("geometry", time.monotonic() - start)
+    result.cases.append(case)
+    if wrong is None:
+        p.detail("the classes table has the model's geometry")
+        return True
+    case.kind, case.failure = wrong.kind, wrong.detail
+    p.say(f"MODEL MISMATCH before the workload: {wrong.detail}")
+    return False
+
+
 def check_batches(
     zstest: ZsTest,
     batches: list[list[str]],
@@ -94,6 +130,8 @@ def check_batches(
         p.say("no debugfs `classes` file (CONFIG_ZSMALLOC_STAT off): classes table not checked")
     zstest.check_version()
     driver = DriverModel(api, policy)
+    if classes and not check_geometry_first(zstest, driver, result, p):
+        return
     batches_log = result.directory / "batches.txt"
     ops = commands = 0
     model_seconds = 0.0
@@ -139,16 +177,10 @@ class Prepared:
     """Everything a boot needs, built for one kernel and allocator."""
 
     kernel: Kernel
+    api: KernelApi  # its zsmalloc API facts, read from its own sources (kernel/detect.py)
     sources: render.RenderedSources
     built: build.BuildResult
     image: initramfs.Initramfs
-
-
-def kernel_api(kernel: Kernel) -> KernelApi:
-    """The series' API facts, with the zspage chain size this kernel was configured with."""
-    api = api_for(kernel.series)
-    chain = kernel.config("ZSMALLOC_CHAIN_SIZE")
-    return dataclasses.replace(api, chain_size=int(chain)) if chain else api
 
 
 def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
@@ -156,10 +188,11 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
         # Before a long provisioning.
         render.check_allocator(source_for(config.kernel_id), config.allocator)
         kernel = provision(config.kernel_id, p, refresh=refresh)
+        api = api_of(kernel)
     target = config.kernel_id.name(config.allocator)  # 6.1-upstream, 6.1-upstream-minimal
     with p.stage("render"):
         out = BUILD / "kmod" / target
-        sources = render.render(kernel, kernel_api(kernel), config.allocator, out, config.own)
+        sources = render.render(kernel, api, config.allocator, out, config.own)
     with p.stage("build"):
         built = build.build(kernel, sources, p)
     with p.stage("initramfs"):
@@ -168,7 +201,7 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
             BUILD / f"initramfs-{target}.cpio",
             shell_tty=qemu.Profile.load().shell_tty,
         )
-    return Prepared(kernel, sources, built, image)
+    return Prepared(kernel, api, sources, built, image)
 
 
 def boot(
@@ -225,8 +258,8 @@ def run(
             with p.stage("test"):
                 if options.inject is not None:
                     guest.run(options.inject)
-                batches = options.batches or default_batches(config)
-                api = kernel_api(prepared.kernel)
+                api = prepared.api
+                batches = options.batches or default_batches(config, api)
                 sources = prepared.sources
                 check_batches(
                     ZsTest(guest), batches, api, result, p, sources.classes_file, sources.policy

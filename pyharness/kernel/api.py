@@ -1,14 +1,20 @@
-"""The zsmalloc API facts of each kernel series, in one place the templates read.
+"""The zsmalloc API facts of a kernel, in the one record the templates and the model read.
 
-Facts come from `shared/reference/zsmalloc-upstream.md`. A template never
-tests a version number; it tests one of these fields.
+A template never tests a version number; it tests one of these fields. A run
+reads them from the kernel's own sources (detect.py). `APIS` holds them as
+written down by hand for 6.1, 6.12 and 7.2 from
+`shared/reference/zsmalloc-upstream.md`: the oracle detection is tested
+against, and the facts of commands that have no provisioned kernel to read
+(rendering into a tree, the own allocator's model policy).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..progress import StageError
+from .manifest import Kernel
 
 
 @dataclass(frozen=True)
@@ -80,3 +86,11 @@ def api_for(series: str) -> KernelApi:
             f"no zsmalloc API facts for kernel {series!r} in pyharness/kernel/api.py "
             f"(known: {known})"
         ) from None
+
+
+def tabled(kernel: Kernel) -> KernelApi:
+    """The table's facts for the kernel's series, with the zspage chain size its .config sets:
+    what detect.api_of must find in the kernel's sources."""
+    api = api_for(kernel.series)
+    chain = kernel.config("ZSMALLOC_CHAIN_SIZE")
+    return dataclasses.replace(api, chain_size=int(chain)) if chain else api

@@ -61,14 +61,14 @@ def zstest(guest: Guest) -> ZsTest:
 @pytest.fixture(scope="module")
 def new_driver(suite_prepared: run.Prepared) -> Callable[[], DriverModel]:
     """Fresh host models of the driver for the allocator in the module's guest."""
-    api = run.kernel_api(suite_prepared.kernel)
+    api = suite_prepared.api
     return lambda: DriverModel(api, suite_prepared.sources.policy)
 
 
 @pytest.fixture(scope="module")
 def suite_policy(suite_prepared: run.Prepared) -> Policy:
     """The model policy of the allocator in the module's guest."""
-    api = run.kernel_api(suite_prepared.kernel)
+    api = suite_prepared.api
     return suite_prepared.sources.policy or policy(api.model_policy, chain_size=api.chain_size)
 
 

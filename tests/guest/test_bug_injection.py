@@ -27,6 +27,12 @@ BUGS = {
         "ZS_SIZE_CLASS_DELTA) + 1;\n\n\treturn min_t(int, ZS_SIZE_CLASSES - 1, idx);",
         {"class-stats"},
     ),
+    # Classes 32 bytes apart, not 16: a class table the model does not know.
+    "class-spacing-doubled": (
+        "#define ZS_SIZE_CLASS_DELTA\t(PAGE_SIZE >> CLASS_BITS)",
+        "#define ZS_SIZE_CLASS_DELTA\t(PAGE_SIZE >> (CLASS_BITS - 1))",
+        {"model"},
+    ),
     "corrupted-free-list": (
         "link->next = get_freeobj(zspage) << OBJ_TAG_BITS;",
         "link->next = (get_freeobj(zspage) + 1) << OBJ_TAG_BITS;",
@@ -73,3 +79,16 @@ def test_planted_bug_is_caught(
     failure = result.first_failure
     assert failure is not None, f"{name} went unnoticed"
     assert failure.kind in BUGS[name][2], f"{name}: caught as {failure.kind}: {failure.failure}"
+
+
+def test_a_class_table_the_model_does_not_know_stops_before_the_workload(
+    prepared: run.Prepared, default_config: config.Config, tmp_path: Path
+) -> None:
+    result = run.run(
+        default_config, Progress(), prepared=with_bug(prepared, "class-spacing-doubled", tmp_path)
+    )
+    failure = result.first_failure
+    assert failure is not None and failure.name == "geometry", failure
+    assert failure.failure is not None
+    assert failure.failure.startswith("the model does not describe this zsmalloc: row ")
+    assert not any(c.name.startswith("batch-") for c in result.cases)

@@ -1,8 +1,8 @@
 """detect.api_of on the real kernels: it must give what the hand-written table gives.
 
 Each kernel is provisioned as the CI runs do (from the cache when it is there).
-The table in kernel/api.py plus the .config's chain size (commands/run.py's
-`kernel_api`) stays the oracle; a disagreement is a bug in one of them.
+The table in kernel/api.py plus the .config's chain size (
+`api.tabled`) stays the oracle; a disagreement is a bug in one of them.
 The refusals edit copies of a kernel's real files, so they test the parsers
 on the text they will meet, not only on snippets.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pyharness.commands.run import kernel_api
+from pyharness.kernel.api import tabled
 from pyharness.kernel.detect import KernelFiles, api_from, api_of, chain_size
 from pyharness.kernel.identity import KernelId
 from pyharness.kernel.manifest import Kernel
@@ -37,7 +37,7 @@ def minimal() -> Kernel:
 
 
 def test_detected_facts_are_the_tables(kernel: Kernel) -> None:
-    assert api_of(kernel) == kernel_api(kernel)
+    assert api_of(kernel) == tabled(kernel)
 
 
 def test_debian_headers_are_found_next_to_kdir(kernel: Kernel) -> None:
@@ -49,7 +49,7 @@ def test_debian_headers_are_found_next_to_kdir(kernel: Kernel) -> None:
 
 def test_source_built_kernel(minimal: Kernel) -> None:
     assert KernelFiles.of(minimal).include == minimal.source / "include"
-    assert api_of(minimal) == kernel_api(minimal)
+    assert api_of(minimal) == tabled(minimal)
 
 
 def edited(kernel: Kernel, tmp_path: Path, member: str, old: str, new: str) -> KernelFiles:

@@ -81,7 +81,7 @@ def test_pages_move_and_every_object_stays(default_config: config.Config, varian
 
     def after(guest: Guest, result: RunResult, p: Progress) -> None:
         zstest = ZsTest(guest)
-        driver = DriverModel(run.kernel_api(prepared.kernel), prepared.sources.policy)
+        driver = DriverModel(prepared.api, prepared.sources.policy)
         lines = ["create mig", "churn 5 40000 0 20000", "stats"]
         found.extend(check_commands(0, lines, zstest.batch(lines), driver))
         guest.run("echo 1 > /proc/sys/vm/compact_memory")
@@ -129,7 +129,7 @@ def test_ours_under_a_prefix_beside_the_builtin_zsmalloc(
 
     def after(guest: Guest, result: RunResult, p: Progress) -> None:
         zstest = ZsTest(guest)
-        driver = DriverModel(run.kernel_api(prepared.kernel), prepared.sources.policy)
+        driver = DriverModel(prepared.api, prepared.sources.policy)
         lines = ["create edge", "raw 0", "raw 4097", "raw 64", "lookup 4294967295", "stats"]
         found.extend(check_commands(0, lines, zstest.batch(lines), driver))
         values.extend(driver.values)

@@ -12,10 +12,16 @@ import dataclasses
 
 import pytest
 
-from pyharness.check.driver import UNKNOWN, DriverModel, check_classes, check_commands
+from pyharness.check.driver import (
+    UNKNOWN,
+    DriverModel,
+    check_classes,
+    check_commands,
+    check_geometry,
+)
 from pyharness.guest.zstest import BatchResult, CommandFailure
 from pyharness.kernel.api import KernelApi, api_for
-from pyharness.model import class_table, policy
+from pyharness.model import ClassStats, PoolModel, class_table, policy
 from pyharness.model.pattern import pattern, pattern_seed, xorshift32
 
 API61 = api_for("6.1")
@@ -1173,3 +1179,27 @@ def test_check_classes_of_another_kernel() -> None:
     found = check_classes(0, other, m)
     assert [d.kind for d in found] == ["class-stats"]
     assert "guest has 119 classes, model 69" in found[0].detail
+
+
+def _geometry_rows(model: PoolModel) -> list[ClassStats]:
+    return [
+        ClassStats(c.index, c.size, 0, 0, 0, 0, 0, c.pages_per_zspage, 0) for c in model.classes
+    ]
+
+
+@pytest.mark.parametrize("name", ["6.1", "6.12", "7.2"])
+def test_a_fresh_pools_class_table_has_the_models_geometry(name: str) -> None:
+    model = PoolModel(policy(name))
+    assert check_geometry(_geometry_rows(model), model) is None
+
+
+def test_a_class_table_the_model_does_not_know_names_the_first_differing_row() -> None:
+    model = PoolModel(policy("6.1"))
+    rows = _geometry_rows(model)
+    rows[3] = dataclasses.replace(rows[3], pages_per_zspage=rows[3].pages_per_zspage + 1)
+    found = check_geometry(rows, model)
+    assert found is not None and found.kind == "model"
+    assert found.detail.startswith("the model does not describe this zsmalloc: row 3 ")
+    assert f"size {rows[3].size} with {rows[3].pages_per_zspage} pages" in found.detail
+    fewer = check_geometry(_geometry_rows(model)[:-1], model)
+    assert fewer is not None and "classes table has" in fewer.detail

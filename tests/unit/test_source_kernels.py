@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from pyharness.commands import config, matrix, run
+from pyharness.commands import config, matrix
 from pyharness.kernel import fragments, source, toolchain
-from pyharness.kernel.api import api_for
+from pyharness.kernel.api import api_for, tabled
 from pyharness.kernel.fragments import FragmentError, Setting
 from pyharness.kernel.identity import DISTRO, KernelId
 from pyharness.kernel.manifest import Kernel
@@ -361,8 +361,8 @@ def test_shutdown_needs_acpi_for_poweroff(tmp_path: Path) -> None:
 def test_the_chain_size_comes_from_the_kernels_config(tmp_path: Path) -> None:
     kernel = kernel_with(tmp_path, "CONFIG_ZSMALLOC_CHAIN_SIZE=16\n")
     kernel = Kernel(**{**kernel.__dict__, "series": "6.12"})
-    assert run.kernel_api(kernel).chain_size == 16
-    assert run.kernel_api(kernel_with(tmp_path, "CONFIG_ZSMALLOC=m\n")).chain_size is None
+    assert tabled(kernel).chain_size == 16
+    assert tabled(kernel_with(tmp_path, "CONFIG_ZSMALLOC=m\n")).chain_size is None
 
 
 def test_a_source_built_manifest_round_trips(tmp_path: Path) -> None:

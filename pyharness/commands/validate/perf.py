@@ -46,6 +46,7 @@ def _perf(
     any_built = next(iter(variants.values()))
     prepared = run.Prepared(
         ctx.kernel,
+        ctx.api,
         render.RenderedSources(staged, (), ()),
         build.BuildResult(any_built.modules, ()),
         image,

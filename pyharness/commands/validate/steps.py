@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...guest import clients, initramfs, qemu
+from ...kernel.api import KernelApi
 from ...kernel.manifest import Kernel
 from ...kmod import build, render
 from ...kmod.checkpatch import StyleReport, checkpatch
@@ -24,7 +25,15 @@ from .results import Check, KernelResult, Step
 from .series import Patch
 
 # Suite failures that say nothing against measuring the modules' density and speed.
-MODEL_KINDS = ("class-stats", "command-result", "values", "pages", "huge_class_size", "compacted")
+MODEL_KINDS = (
+    "model",
+    "class-stats",
+    "command-result",
+    "values",
+    "pages",
+    "huge_class_size",
+    "compacted",
+)
 
 
 def not_built_note(patch: Patch, plan: Plan | None = None) -> str | None:
@@ -105,7 +114,7 @@ def _suite_checks(result: RunResult) -> tuple[Check, Check, Check | None, str | 
         else:
             load = Check("error", f"the guest did not boot ({kind}): {first}", details=lines[:30])
         return load, Check("skip", "suite not run: nothing loaded"), zram, kind
-    if failure.name not in ("test",) and not failure.name.startswith("batch-"):
+    if failure.name not in ("test", "geometry") and not failure.name.startswith("batch-"):
         load = Check("skip", f"not known: {failure.name} failed")
         return load, Check("error", f"{failure.name} failed: {first}"), zram, kind
     what = {
@@ -119,7 +128,7 @@ def _suite_checks(result: RunResult) -> tuple[Check, Check, Check | None, str | 
     summary = f"suite fails, {what} ({kind}): {first}"
     if kind in MODEL_KINDS:
         summary += (
-            " (if the patch changes the allocator's rules on purpose, pyharness/model.py must "
+            " (if the patch changes the allocator's rules on purpose, pyharness/model/ must "
             "learn them)"
         )
     return Check("pass", "loads"), Check("fail", summary, details=lines[:30]), zram, kind
@@ -135,6 +144,7 @@ class Context:
     tmp: Path
     p: Progress
     label: str  # the kernel as the progress lines name it (KernelId.label)
+    api: KernelApi  # the kernel's zsmalloc API facts (kernel/detect.py)
 
 
 def _zram_after(guest: qemu.Guest, result: RunResult, p: Progress) -> None:
@@ -160,7 +170,7 @@ def _run_suite(ctx: Context, built: Built, out: Path) -> RunResult:
     )
     sources = render.RenderedSources(out.parent / "sources", built.sources, ("zsmalloc", "zstest"))
     prepared = run.Prepared(
-        ctx.kernel, sources, build.BuildResult(tuple(allocator), built.warnings), image
+        ctx.kernel, ctx.api, sources, build.BuildResult(tuple(allocator), built.warnings), image
     )
     after = _zram_after if built.module("zram") else None
     with (out.parent / "zskit.log").open("w") as log:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ...guest import clients
 from ...kernel.api import api_for
+from ...kernel.detect import api_of
 from ...kernel.identity import DISTRO, KernelId
 from ...kernel.manifest import Kernel
 from ...kernel.provision import provision, source_for
@@ -102,7 +103,7 @@ def _validate_on(
         concurrent.futures.ThreadPoolExecutor(1) as styles,
     ):
         with p.stage("build"):
-            rendered = render.render(kernel, api_for(kernel.series), "upstream", work / "rendered")
+            rendered = render.render(kernel, ctx.api, "upstream", work / "rendered")
             builder = Builder(kernel, rendered, work, plan, base_contents)
             base = builder.build("base", base_contents, directory / "base")
             if not base.ok:
@@ -284,7 +285,13 @@ def validate(
         )
         with p.stage("validate"), tempfile.TemporaryDirectory(prefix="zskit-validate-") as tmpdir:
             ctx = Context(
-                cfg, kernel, directory / target.kernel.slug, Path(tmpdir), p, target.kernel.label
+                cfg,
+                kernel,
+                directory / target.kernel.slug,
+                Path(tmpdir),
+                p,
+                target.kernel.label,
+                api_of(kernel),
             )
             validation.kernels.append(
                 _validate_on(ctx, target, series, applied, plan, saved, perf_rounds)
