@@ -12,6 +12,9 @@ from pyharness.commands import config, matrix
 from pyharness.progress import Progress
 from tests.unit.test_matrix import parse_ktap
 
+# Every test here runs isolated (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("isolated")
+
 
 @pytest.mark.qemu
 def test_matrix_restricted_to_61(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

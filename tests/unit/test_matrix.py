@@ -32,6 +32,10 @@ DISTRO = [
 ]
 
 
+# Every test here runs isolated (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("isolated")
+
+
 def load(text: str, tmp_path: Path) -> config.Config:
     path = tmp_path / "test.config"
     path.write_text(text)
