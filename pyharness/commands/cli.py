@@ -15,11 +15,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from debian.debian_support import Version
+
 from .. import model
 from ..guest.triage import find_crash
 from ..kernel.api import api_for
+from ..kernel.archive import Offer, archive_offers
 from ..kernel.identity import VARIANTS
-from ..kernel.provision import provision
+from ..kernel.provision import SOURCES, cached_variants, provision
 from ..kmod import render
 from ..progress import Progress, StageError
 from . import compare, matrix, perf, validate
@@ -207,6 +210,34 @@ def cmd_provision(args: argparse.Namespace, p: Progress) -> int:
     return 0
 
 
+def cmd_kernels(args: argparse.Namespace, p: Progress) -> int:
+    """The kernel series Debian's archive carries, which zskit runs, and which are cached.
+
+    The archive is asked (a private apt index in the cache, refreshed daily or
+    with --refresh); a series zskit has no kernel source for is listed too.
+    """
+    offers, note = archive_offers(p, refresh=args.refresh)
+    by_series: dict[str, list[Offer]] = {}
+    for offer in offers:
+        by_series.setdefault(offer.series, []).append(offer)
+    known = {series for variant in SOURCES.values() for series in variant}
+    rows = [("series", "in Debian's archive (suite version)", "zskit runs", "cached")]
+    for series in sorted(by_series.keys() | known, key=lambda s: tuple(map(int, s.split(".")))):
+        newest: dict[str, str] = {}
+        for offer in by_series.get(series, []):
+            if offer.suite not in newest or Version(offer.version) > Version(newest[offer.suite]):
+                newest[offer.suite] = offer.version
+        archive = ", ".join(f"{suite} {version}" for suite, version in newest.items()) or "-"
+        runs = [v for v, by in SOURCES.items() if series in by]
+        cached = cached_variants(series)
+        rows.append((series, archive, ", ".join(runs) or "not yet", ", ".join(cached) or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print(f"({note})" if note else "")
+    return 0
+
+
 def cmd_parse(args: argparse.Namespace, p: Progress) -> int:
     """Triage a saved console log."""
     try:
@@ -375,6 +406,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-zram", action="store_true", help="skip the data set through zram")
 
     add_kernel_opts(add_command(sub, "provision", cmd_provision))
+
+    sp = add_command(sub, "kernels", cmd_kernels)
+    sp.add_argument("--refresh", action="store_true", help="fetch the archive's index now")
 
     add_command(sub, "parse", cmd_parse).add_argument("log")
 

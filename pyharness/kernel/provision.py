@@ -69,3 +69,17 @@ def provision(kernel: KernelId, p: Progress, refresh: bool = False) -> Kernel:
     source = source_for(kernel)
     with locked(lock_file(kernel.lock)):
         return source.provision(cache_dir(), p, refresh=refresh)
+
+
+def cached_variants(series: str) -> list[str]:
+    """The variants of a series whose kernel the cache holds complete (no network needed)."""
+    cache = cache_dir()
+    manifests = {DISTRO: [cache / "debian" / series / "kernel.json"]}
+    for variant in VARIANT_FRAGMENTS:
+        manifests[variant] = sorted((cache / "built").glob(f"{series}-{variant}-*/kernel.json"))
+    found = []
+    for variant, paths in manifests.items():
+        kernels = [Kernel.load(path) for path in paths if path.exists()]
+        if any(k is not None and k.is_complete() for k in kernels):
+            found.append(variant)
+    return found
