@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from debian.debian_support import Version
+
 from ..locking import locked
 from ..paths import cache_dir, lock_file
 from ..progress import Progress, StageError
@@ -135,13 +137,22 @@ class ArchiveIndex:
             p.run(["apt-get", "-q", *self._options(), *sandbox, "update"], what=what)
 
     def offers(self, p: Progress) -> list[Offer]:
-        """Every linux-source-X.Y version the indexed suites carry."""
+        """Every linux-source-X.Y version the indexed suites carry (none without an index)."""
+        if self.age() is None:
+            return []
         cmd = ["apt-cache", *self._options()]
         names = p.run([*cmd, "pkgnames", "linux-source-"], what="listing linux-source packages")
         wanted = sorted(n for n in names.split() if SOURCE.match(n))
         if not wanted:
             return []
         return parse_madison(p.run([*cmd, "madison", *wanted], what="reading their versions"))
+
+
+def newest_suite(offers: list[Offer], series: str) -> str | None:
+    """The suite with the newest version of a series; experimental only when no other has it."""
+    mine = [o for o in offers if o.series == series]
+    settled = [o for o in mine if o.suite != "experimental"] or mine
+    return max(settled, key=lambda o: Version(o.version)).suite if settled else None
 
 
 def archive_offers(p: Progress, refresh: bool = False) -> tuple[list[Offer], str]:

@@ -231,6 +231,13 @@ def _version_key(text: str) -> tuple[tuple[int, str], ...]:
     return tuple((int(p), "") if p.isdigit() else (-1, p) for p in re.findall(r"\d+|\D+", text))
 
 
+def headers_package(series: str, flavour: str) -> str:
+    """A regular expression for the headers package of a series' kernel of one flavour:
+    `linux-headers-7.3.4+deb13-amd64`, not the `-rt-amd64` or `-cloud-amd64` flavours."""
+    abi = rf"{re.escape(series)}\.[0-9][^\s,()-]*"
+    return rf"linux-headers-{abi}-{re.escape(flavour)}"
+
+
 @dataclass(frozen=True)
 class DebianSuiteKernel:
     """The distribution kernel of a Debian suite other than the host's, built in its own root.
@@ -259,14 +266,11 @@ class DebianSuiteKernel:
                 f"needs another suite (kernel/provision.py)"
             )
         version = fields[src_pkg]["Version"]
-        flavour = re.escape(self.flavour)
-        abi = rf"{re.escape(self.series)}\.[0-9][^\s,()]*"
+        headers = headers_package(self.series, self.flavour)
         # The metapackage depends on the headers of the suite's current kernel.
-        names = re.findall(
-            rf"\blinux-headers-{abi}-{flavour}\b", fields.get(meta, {}).get("Depends", "")
-        )
+        names = re.findall(rf"\b{headers}\b", fields.get(meta, {}).get("Depends", ""))
         if not names:  # the metapackage moved to another series: any headers of this one
-            names = root.search(rf"^linux-headers-{abi}-{flavour}$", progress)
+            names = root.search(rf"^{headers}$", progress)
         versions = root.package_versions(names, progress)
         matching = [n for n in names if versions.get(n) == version]
         if not matching:
@@ -275,8 +279,8 @@ class DebianSuiteKernel:
                 f"version of {src_pkg}) in {self.suite}; the archive may be mid-update: retry "
                 "later with --refresh"
             )
-        headers = max(matching, key=_version_key)
-        return headers.removeprefix("linux-headers-"), version
+        newest = max(matching, key=_version_key)
+        return newest.removeprefix("linux-headers-"), version
 
     def _image_package(self, root: toolchain.Root, release: str, version: str, p: Progress) -> str:
         # trixie ships the unsigned image as linux-image-<release>-unsigned; sid
@@ -310,7 +314,11 @@ class DebianSuiteKernel:
         def headers(root: toolchain.Root) -> list[str]:
             return self.root_packages(root, progress)
 
-        root = toolchain.ensure_root(self.suite, cache, progress, headers, refresh=refresh)
+        # binutils: gcc calls `as` and `ld`, which a suite's gcc does not always bring
+        # (trixie-backports' 7.3 headers do not).
+        root = toolchain.ensure_root(
+            self.suite, cache, progress, headers, refresh=refresh, extra=("binutils",)
+        )
         release, version = self._resolve(root, progress)
         kdir = root.host_path(f"/usr/src/linux-headers-{release}")
         if not (kdir / "Makefile").exists():

@@ -10,11 +10,13 @@ or newly provisioned kernel.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 
 from ..locking import locked
 from ..paths import cache_dir, lock_file
 from ..progress import Progress, StageError
+from .archive import ArchiveIndex, newest_suite
 from .debian import DebianDistroKernel, DebianSuiteKernel
 from .identity import DISTRO, HOST_ARCH, VARIANTS, KernelId
 from .manifest import Kernel, KernelSource
@@ -50,18 +52,42 @@ def sources(variant: str = DISTRO) -> Mapping[str, KernelSource]:
 
 
 def source_for(kernel: KernelId) -> KernelSource:
-    """Where that kernel comes from; an unknown series, variant or machine is refused."""
+    """Where that kernel comes from: the table above, else the suite of Debian's archive with
+    the newest version of the series (its distribution kernel, or one built from its
+    linux-source). An unknown series, variant or machine is refused."""
     if kernel.arch != HOST_ARCH:
         raise StageError(f"zskit boots {HOST_ARCH} kernels only, not {kernel.arch}")
     known = sources(kernel.variant)
-    try:
+    if kernel.series in known:
         return known[kernel.series]
-    except KeyError:
-        names = ", ".join(sorted(known))
-        raise StageError(
-            f"unknown kernel {kernel.series!r}; known kernels: {names} (set KERNEL in `make "
-            "menuconfig` or pass --kernel)"
-        ) from None
+    index = ArchiveIndex.in_cache()
+    offers = index.offers(Progress(out=io.StringIO()))
+    suite = newest_suite(offers, kernel.series)
+    if suite is not None:
+        distro = DebianSuiteKernel(series=kernel.series, suite=suite)
+        return (
+            distro
+            if kernel.variant == DISTRO
+            else SourceBuiltKernel(kernel.series, kernel.variant, distro=distro)
+        )
+    offered = sorted({o.series for o in offers} - set(known), key=series_key)
+    names = ", ".join(sorted(known, key=series_key))
+    archive = (
+        f"; Debian's archive also has {', '.join(offered)}"
+        if offered
+        else "; `zskit kernels` asks Debian's archive for the others"
+        if index.age() is None
+        else ""
+    )
+    raise StageError(
+        f"unknown kernel {kernel.series!r}; known kernels: {names}{archive} (set KERNEL in "
+        "`make menuconfig` or pass --kernel)"
+    )
+
+
+def series_key(series: str) -> tuple[int, ...]:
+    """Orders "6.12" after "6.1" and before "7.2"."""
+    return tuple(int(part) for part in series.split("."))
 
 
 def provision(kernel: KernelId, p: Progress, refresh: bool = False) -> Kernel:

@@ -43,6 +43,7 @@ from ..progress import CommandError, Progress, StageError
 STAMP = "zskit-root.json"
 DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
 APT_CONF = "etc/apt/apt.conf.d/99zskit"
+EXTRA_SOURCES = "etc/apt/sources.list.d/zskit-suite.list"  # a backports or experimental root
 # No fsync per unpacked file: a half-built root is thrown away anyway, and
 # one sync before the rename makes a complete one durable.
 DPKG_CONF = ("etc/dpkg/dpkg.cfg.d/99zskit", "force-unsafe-io\n")
@@ -469,6 +470,13 @@ def _add_packages(root: Root, names: Sequence[str], have: Sequence[str], p: Prog
     tmp.replace(root.path / STAMP)
 
 
+def bootstrap_suite(suite: str) -> str:
+    """The suite debootstrap installs for a root of `suite`: a backports suite and
+    experimental are not whole systems, but apt sources added to their base (sid for
+    experimental), whose packages they extend."""
+    return "sid" if suite == "experimental" else suite.removesuffix("-backports")
+
+
 def _build_root(
     suite: str,
     dest: Path,
@@ -476,14 +484,15 @@ def _build_root(
     packages: Callable[[Root], Sequence[str]],
     extra: Sequence[str] = (),
 ) -> Root:
+    base = bootstrap_suite(suite)
     # Before any download: an old debootstrap lacks the script of a newer suite.
-    if not (DEBOOTSTRAP_SCRIPTS / suite).exists():
+    if not (DEBOOTSTRAP_SCRIPTS / base).exists():
         raise StageError(
-            f"debootstrap knows no suite {suite!r} (no {DEBOOTSTRAP_SCRIPTS / suite}): "
+            f"debootstrap knows no suite {base!r} (no {DEBOOTSTRAP_SCRIPTS / base}): "
             f"a newer debootstrap (e.g. from bookworm-backports) is needed for a {suite} "
             "toolchain root; install it and rerun"
         )
-    archive = archive_for(suite, host_sources(), host_codename())
+    archive = archive_for(base, host_sources(), host_codename())
     tmp = dest.with_name(dest.name + ".tmp")
     remove_tree(tmp)  # what an interrupted build left
     tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -494,9 +503,11 @@ def _build_root(
     cmd += ["debootstrap", "--variant=minbase", "--components=main"]
     if archive.keyring is not None and archive.keyring.is_file():
         cmd.append(f"--keyring={archive.keyring}")
-    cmd += [suite, tmp, archive.uri]
-    with fetching(f"building the {suite} toolchain root (debootstrap)", suite):
-        progress.run(cmd, what=f"debootstrap {suite}", stream=progress.verbose)
+    cmd += [base, tmp, archive.uri]
+    with fetching(f"building the {suite} toolchain root (debootstrap)", base):
+        progress.run(cmd, what=f"debootstrap {base}", stream=progress.verbose)
+    if suite != base:
+        (tmp / EXTRA_SOURCES).write_text(f"deb {archive.uri} {suite} main\n")
     (tmp / APT_CONF).write_text(APT_SETTINGS)
     (tmp / DPKG_CONF[0]).write_text(DPKG_CONF[1])
     root = Root(tmp, suite)

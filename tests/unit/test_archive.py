@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from pyharness.kernel.archive import Offer, codename_of, parse_madison, sources_list, suites
+from pyharness.kernel.archive import (
+    Offer,
+    codename_of,
+    newest_suite,
+    parse_madison,
+    sources_list,
+    suites,
+)
 
 
 def test_suites_start_with_the_hosts_release_and_follow_debians_aliases() -> None:
@@ -49,3 +56,18 @@ def test_madison_lines_name_series_versions_and_suites() -> None:
 def test_a_release_file_names_its_codename() -> None:
     assert codename_of("Origin: Debian\nSuite: stable\nCodename: trixie\n") == "trixie"
     assert codename_of("Suite: stable\n") is None
+
+
+def test_a_series_comes_from_the_suite_with_its_newest_version() -> None:
+    offers = [
+        Offer("7.3", "7.3.4-1~bpo13+1", "trixie-backports"),
+        Offer("7.3", "7.3~rc7-1~exp1", "experimental"),
+        Offer("7.3", "7.3.2-1~bpo13+1", "trixie-backports"),
+        Offer("7.4", "7.4~rc1-1~exp1", "experimental"),
+        Offer("6.12", "6.12.117-1", "trixie"),
+        Offer("6.12", "6.12.95-1~bpo12+1", "bookworm-backports"),
+    ]
+    assert newest_suite(offers, "7.3") == "trixie-backports"
+    assert newest_suite(offers, "7.4") == "experimental"  # only there
+    assert newest_suite(offers, "6.12") == "trixie"
+    assert newest_suite(offers, "5.10") is None

@@ -21,7 +21,7 @@ import pytest
 from pyharness.commands import config, run
 from pyharness.kernel import toolchain
 from pyharness.kernel.api import api_for
-from pyharness.kernel.debian import DebianSuiteKernel, pvh_vmlinux
+from pyharness.kernel.debian import DebianSuiteKernel, headers_package, pvh_vmlinux
 from pyharness.kernel.identity import KernelId
 from pyharness.kernel.manifest import Kernel
 from pyharness.kernel.provision import source_for
@@ -381,3 +381,12 @@ def test_a_mount_inside_a_tree_blocks_its_removal(tmp_path: Path, monkeypatch) -
     with pytest.raises(StageError, match="umount -R"):
         toolchain.remove_tree(tmp_path / "root")
     assert (tmp_path / "root" / "proc").exists()
+
+
+def test_the_headers_of_a_series_are_of_its_flavour_only() -> None:
+    pattern = re.compile(headers_package("7.3", "amd64"))
+    assert pattern.fullmatch("linux-headers-7.3.4+deb13-amd64")
+    assert pattern.fullmatch("linux-headers-7.3.4+bpo-amd64")
+    assert not pattern.fullmatch("linux-headers-7.3.4+deb13-rt-amd64")
+    assert not pattern.fullmatch("linux-headers-7.30.1+deb13-amd64")
+    assert not pattern.fullmatch("linux-headers-7.3.4+deb13-cloud-amd64")
