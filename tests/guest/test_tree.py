@@ -28,7 +28,7 @@ from pyharness.kernel.manifest import Kernel
 from pyharness.kernel.provision import provision
 from pyharness.kernel.tree import tree_kernel_id
 from pyharness.paths import cache_dir
-from pyharness.progress import Progress
+from pyharness.progress import Progress, StageError
 from tests.guest.test_bug_injection import BUGS
 
 pytestmark = pytest.mark.qemu
@@ -249,3 +249,51 @@ def test_a_read_only_tree_works(tree: Path, built: tuple[Kernel, float], tmp_pat
     assert done.returncode == 0, done.stdout + done.stderr
     assert "PASS" in done.stdout
     assert results(tmp_path)["tree_dirty"] is False
+
+
+def test_a_failed_build_names_the_line_and_the_next_run_continues(
+    tree: Path, built: tuple[Kernel, float]
+) -> None:
+    kernel, _ = built
+    zsmalloc = tree / "mm" / "zsmalloc.c"
+    text = zsmalloc.read_text()
+    replace_file(zsmalloc, text + "\nstatic int zskit_planted = ;\n")
+    manifest = kernel.kdir.parent / "kernel.json"
+    try:
+        with pytest.raises(StageError) as e:
+            provision(tree_kernel_id(tree), Progress())
+        message = str(e.value)
+        line = len(text.splitlines()) + 2
+        assert f"mm/zsmalloc.c:{line}:" in message and "error:" in message
+        assert f"{kernel.kdir.parent} is kept, and the next run continues" in message
+        assert not manifest.exists()  # a failed build is no kernel
+    finally:
+        restore(tree)
+    again = provision(tree_kernel_id(tree), Progress())  # continues where it stopped
+    assert again == kernel and manifest.exists()
+
+
+def test_bad_trees_are_refused_on_the_command_line(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KCONFIG_CONFIG", "/nonexistent")
+
+    def refused(path: Path, message: str) -> None:
+        assert cli.main(["provision", "--tree", str(path)]) == 1
+        err = capsys.readouterr().err
+        assert message in err, err
+
+    refused(tmp_path / "nothing", "does not exist")
+    refused(tree / "Makefile", "is not a directory")
+    refused(tree / "mm", "is not a kernel tree")
+    copy = tmp_path / "with space" / "linux"
+    copy.parent.mkdir()
+    subprocess.run(["cp", "-al", str(tree), str(copy)], check=True)
+    refused(copy, "has a space or a colon in its path")
+    plain = copy.rename(tmp_path / "linux")
+    (plain / ".config").write_text("CONFIG_64BIT=y\n")  # a new file: the original is untouched
+    refused(plain, "holds in-tree build output (.config)")
+    (plain / ".config").unlink()
+    (plain / "mm" / "zsmalloc.c").unlink()  # the link only
+    refused(plain, "has no mm/zsmalloc.c")
+    assert (tree / "mm" / "zsmalloc.c").exists()
