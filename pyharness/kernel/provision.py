@@ -56,7 +56,7 @@ def source_for(kernel: KernelId) -> KernelSource:
     if kernel.arch != HOST_ARCH:
         raise StageError(f"zskit boots {HOST_ARCH} kernels only, not {kernel.arch}")
     if kernel.tree is not None:
-        return TreeKernel.of(kernel)
+        return TreeKernel.of(kernel, DEBIAN_SUITES)
     known = sources(kernel.variant)
     try:
         return known[kernel.series]

@@ -7,6 +7,8 @@ does not care that the kernel came from a developer's checkout. What sets it apa
   build runs `make -C TREE O=<cache>/trees/<slug>-<key>/build`, where the key
   hashes the tree's path, the merged config request and the toolchain, but not
   the tree's commit: an edit or a new commit rebuilds only what changed.
+- the toolchain is the source-built kernels' of the series: the host's gcc for
+  6.1, the series' Debian suite root for 6.12 (trixie) and 7.2 (sid).
 - the build directory is persistent, not built aside and renamed as
   source.py's are: it is configured once (tinyconfig + the variant's fragments,
   checked as source.py does), then every provision runs `make vmlinux modules`
@@ -31,6 +33,7 @@ import json
 import os
 import re
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,10 +41,19 @@ from ..locking import locked
 from ..paths import CONFIGS
 from ..progress import Progress, StageError
 from . import fragments
+from .debian import DebianSuiteKernel
 from .fragments import Setting
 from .identity import DISTRO, TREE_VARIANT, KernelId
 from .manifest import Kernel, config_value
-from .source import RECIPE, VARIANT_FRAGMENTS, Kbuild, Toolchain, extra_targets, host_toolchain
+from .source import (
+    RECIPE,
+    VARIANT_FRAGMENTS,
+    Kbuild,
+    Toolchain,
+    extra_targets,
+    host_toolchain,
+    root_toolchain,
+)
 
 OLDEST = (6, 1)  # the oldest series zskit has API facts and a model for
 # What an in-tree build leaves at a tree's top; with any of them Kbuild refuses O=
@@ -132,13 +144,20 @@ class TreeKernel:
     variant: str = TREE_VARIANT
     fragment_files: tuple[Path, ...] = ()  # default: the variant's
     zsmalloc_builtin: bool = False  # base.config asks CONFIG_ZSMALLOC=m
+    # Debian's kernel of the series, whose suite's root builds it; None: the host's gcc (6.1).
+    distro: DebianSuiteKernel | None = None
 
     @classmethod
-    def of(cls, kernel: KernelId) -> TreeKernel:
-        """The source of a tree's KernelId, the tree checked again (it may have changed)."""
+    def of(cls, kernel: KernelId, suites: Mapping[str, DebianSuiteKernel]) -> TreeKernel:
+        """The source of a tree's KernelId, the tree checked again (it may have changed).
+
+        `suites`: Debian's kernel of each series that has its own suite; that suite's
+        root is the toolchain of a tree of the series (as for source-built kernels).
+        """
         assert kernel.tree is not None
         check_variant(kernel.variant)
-        return cls(kernel.tree, tree_series(kernel.tree), kernel.variant)
+        series = tree_series(kernel.tree)
+        return cls(kernel.tree, series, kernel.variant, distro=suites.get(series))
 
     @property
     def kernel_id(self) -> KernelId:
@@ -149,16 +168,19 @@ class TreeKernel:
             return list(self.fragment_files)
         return [CONFIGS / name for name in VARIANT_FRAGMENTS[self.variant]]
 
-    def toolchain(self, progress: Progress) -> Toolchain:
-        """The host's gcc for 6.1; a newer series needs a toolchain root zskit cannot pick yet."""
+    def toolchain(self, cache: Path, progress: Progress, refresh: bool = False) -> Toolchain:
+        """The host's gcc for 6.1, the series' Debian suite root for 6.12 and 7.2 (their
+        source-built kernels' toolchains); another series has none zskit can pick yet."""
         if self.series in HOST_GCC_SERIES:
             return host_toolchain(progress)
+        if self.distro is not None:
+            return root_toolchain(self.distro, cache, progress, refresh)
         raise TreeError(
-            f"{self.tree} is Linux {self.series}: zskit builds trees of "
-            f"{', '.join(HOST_GCC_SERIES)} only for now, with the host's gcc. A {self.series} "
-            "tree needs a toolchain root for that series (a Debian suite whose gcc builds it), "
-            "which --tree does not choose yet; use --kernel "
-            f"{self.series} --variant minimal for Debian's linux-source-{self.series} meanwhile"
+            f"{self.tree} is Linux {self.series}, and zskit has no toolchain for that series: "
+            f"it builds trees of {', '.join(HOST_GCC_SERIES)} with the host's gcc and trees of "
+            "a series Debian ships in its own suite (6.12: trixie, 7.2: sid) in that suite's "
+            f"root. A {self.series} tree needs a toolchain root for {self.series} (a Debian "
+            "suite whose gcc builds it), which --tree does not choose yet"
         )
 
     def build_dir(self, cache: Path, tools: Toolchain) -> Path:
@@ -175,7 +197,7 @@ class TreeKernel:
     def provision(self, cache: Path, progress: Progress, refresh: bool = False) -> Kernel:
         """Build (or continue building) the tree's kernel; every call lets Kbuild catch up."""
         settings = fragments.merge(self.fragments())  # a conflict stops before any work
-        tools = self.toolchain(progress)
+        tools = self.toolchain(cache, progress, refresh)
         dest = self.build_dir(cache, tools)
 
         def waiting() -> None:

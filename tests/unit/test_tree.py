@@ -18,6 +18,7 @@ import pytest
 
 from pyharness.commands import cli, config
 from pyharness.kernel import tree as tree_mod
+from pyharness.kernel.debian import DebianSuiteKernel
 from pyharness.kernel.identity import KernelId, tree_tag
 from pyharness.kernel.manifest import Kernel
 from pyharness.kernel.provision import source_for
@@ -180,7 +181,7 @@ def tree_kernel(tmp_path: Path, name: str = "linux") -> TreeKernel:
 def provision_with(
     kernel: TreeKernel, tools: FakeMake, cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Kernel:
-    monkeypatch.setattr(TreeKernel, "toolchain", lambda self, progress: tools)
+    monkeypatch.setattr(TreeKernel, "toolchain", lambda self, cache, progress, refresh: tools)
     return tree_mod.TreeKernel._build(  # the unit conftest refuses provision() itself
         kernel,
         kernel.build_dir(cache, tools),
@@ -242,10 +243,29 @@ def test_a_failed_tree_build_keeps_the_directory_and_no_kernel(
     assert (dest / "build" / ".config").exists()
 
 
-def test_a_newer_tree_needs_a_toolchain_root(tmp_path: Path) -> None:
-    kernel = TreeKernel(fake_tree(tmp_path / "linux", "6", "12"), "6.12")
-    with pytest.raises(TreeError, match="needs a toolchain root for that series"):
-        kernel.toolchain(Progress())
+def test_a_tree_builds_with_its_series_toolchain(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    root = FakeMake(ident="a suite's gcc", make_vars=())
+    asked: list[str] = []
+
+    def root_toolchain(distro: DebianSuiteKernel, *args: object) -> FakeMake:
+        asked.append(distro.suite)
+        return root
+
+    monkeypatch.setattr(tree_mod, "root_toolchain", root_toolchain)
+    for series, suite in (("6.12", "trixie"), ("7.2", "sid")):
+        version, patchlevel = series.split(".")
+        kernel = source_for(tree_kernel_id(fake_tree(tmp_path / series, version, patchlevel)))
+        assert isinstance(kernel, TreeKernel) and kernel.distro is not None
+        assert kernel.distro.suite == suite
+        assert kernel.toolchain(cache, Progress()) is root
+        assert asked[-1] == suite
+    # A series without its own suite (nor the host's gcc) is refused, naming what is missing.
+    other = TreeKernel(fake_tree(tmp_path / "6.15", "6", "15"), "6.15")
+    with pytest.raises(TreeError, match="needs a toolchain root for 6.15"):
+        other.toolchain(cache, Progress())
 
 
 def test_a_held_lock_says_so_before_waiting(tmp_path: Path) -> None:
