@@ -25,7 +25,8 @@ import pytest
 from pyharness.commands import cli, config, run
 from pyharness.kernel.identity import KernelId
 from pyharness.kernel.manifest import Kernel
-from pyharness.kernel.provision import provision
+from pyharness.kernel.provision import DEBIAN_SUITES, provision
+from pyharness.kernel.source import SourceBuiltKernel, root_toolchain
 from pyharness.kernel.tree import tree_kernel_id
 from pyharness.paths import cache_dir
 from pyharness.progress import Progress, StageError
@@ -297,3 +298,31 @@ def test_bad_trees_are_refused_on_the_command_line(
     (plain / "mm" / "zsmalloc.c").unlink()  # the link only
     refused(plain, "has no mm/zsmalloc.c")
     assert (tree / "mm" / "zsmalloc.c").exists()
+
+
+@pytest.mark.skipif(
+    os.environ.get("ZSKIT_TEST_TREE_612") != "1",
+    reason="a cold 6.12 tree builds for 7-10 min on 2 cores in the trixie root (and "
+    "downloads linux-source-6.12 once); ZSKIT_TEST_TREE_612=1 runs it (warm: seconds)",
+)
+def test_a_612_tree_builds_in_its_suite_root_and_passes(
+    default_config: config.Config, tmp_path: Path
+) -> None:
+    distro = DEBIAN_SUITES["6.12"]
+    p = Progress()
+    tools = root_toolchain(distro, cache_dir(), p, refresh=False)
+    # Only linux-source-6.12 unpacked (as the source-built 6.12 kernels have it), no build.
+    pristine = SourceBuiltKernel("6.12", "minimal", distro=distro)._source(
+        cache_dir(), tools, p, refresh=False
+    )
+    path = cache_dir() / "test-trees" / "linux-6.12"
+    if not (path / ".git").is_dir():
+        make_tree(pristine.path, path)
+    restore(path)
+    cfg = tree_config(default_config, path, "upstream")
+    result = run.run(cfg, p, run.RunOptions(results_dir=tmp_path))
+    print(f"\n6.12 tree: {p.summary()}")
+    assert result.passed, result.first_failure
+    doc = results(tmp_path)
+    assert doc["tree_dirty"] is False and str(doc["kernel_release"]).startswith("6.12.")
+    assert git(path, "status", "--porcelain") == ""
