@@ -32,16 +32,20 @@ from .run import RunOptions, read_replay, run
 
 def _config(args: argparse.Namespace) -> config_mod.Config:
     kernel, allocator = getattr(args, "kernel", None), getattr(args, "allocator", None)
-    variant = getattr(args, "variant", None)
+    variant, tree = getattr(args, "variant", None), getattr(args, "tree", None)
     if name := getattr(args, "entry", None):
-        if kernel or allocator or variant:
+        if kernel or allocator or variant or tree:
             raise StageError(
                 "--entry names the kernel, allocator and variant; drop --kernel/--allocator/"
-                "--variant"
+                "--variant/--tree"
             )
         entry = matrix.find_entry(name)
         kernel, allocator, variant = entry.kernel.series, entry.allocator, entry.kernel.variant
-    return config_mod.load().with_overrides(
+    cfg = config_mod.load()
+    if tree is not None:  # the tree names the series; its variant is never "distro"
+        cfg = cfg.with_tree(Path(tree), variant)
+        variant = None
+    return cfg.with_overrides(
         kernel=kernel,
         allocator=allocator,
         variant=variant,
@@ -255,7 +259,7 @@ def cmd_parse(args: argparse.Namespace, p: Progress) -> int:
 
 def cmd_render(args: argparse.Namespace, p: Progress) -> int:
     """Write the own allocator into a kernel source tree."""
-    tree = Path(args.kernel_tree)
+    tree = Path(args.tree)
     api = api_for(render.tree_series(tree))
     for path in render.render_into_tree(tree, api, config_mod.load().own):
         print(f"wrote {path}")
@@ -300,12 +304,20 @@ def add_command(
 
 
 def add_kernel_opts(sp: argparse.ArgumentParser) -> None:
-    """Which kernel: --kernel, --variant, and --refresh of its cached copy."""
-    sp.add_argument("--kernel", help="kernel series (default: KERNEL in .config)")
+    """Which kernel: --kernel or --tree, --variant, and --refresh of its cached copy."""
+    which = sp.add_mutually_exclusive_group()
+    which.add_argument("--kernel", help="kernel series (default: KERNEL in .config)")
+    which.add_argument(
+        "--tree",
+        metavar="DIR",
+        help="build the kernel from your own kernel tree (never written to: the build goes "
+        "to the cache with O=, and an edit rebuilds only what changed)",
+    )
     sp.add_argument(
         "--variant",
         choices=list(VARIANTS),
-        help="distro: Debian's kernel; minimal, debug: built from linux-source (VARIANT)",
+        help="distro: Debian's kernel; minimal, debug: built from linux-source or --tree "
+        "(VARIANT; a tree's default is minimal)",
     )
     sp.add_argument("--refresh", action="store_true", help="re-resolve and refetch the kernel")
 
@@ -413,7 +425,14 @@ def parser() -> argparse.ArgumentParser:
     add_command(sub, "parse", cmd_parse).add_argument("log")
 
     sp = add_command(sub, "render", cmd_render)
-    sp.add_argument("--kernel-tree", metavar="DIR", required=True, help="a Linux source tree")
+    sp.add_argument(
+        "--tree",
+        "--kernel-tree",  # the old spelling
+        dest="tree",
+        metavar="DIR",
+        required=True,
+        help="a Linux source tree (written to: use a copy)",
+    )
 
     sp = add_command(sub, "model", cmd_model)
     sp.add_argument("what", choices=["classes", "huge-size"])

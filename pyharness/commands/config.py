@@ -15,7 +15,8 @@ from typing import Any
 
 import kconfiglib
 
-from ..kernel.identity import KernelId
+from ..kernel.identity import DISTRO, KernelId
+from ..kernel.tree import tree_kernel_id
 from ..kmod.own import OwnAllocator
 from ..paths import KCONFIG, REPO
 from ..progress import StageError
@@ -42,10 +43,25 @@ class Config:
     matrix_kernels: tuple[str, ...] = ()
     matrix_allocators: tuple[str, ...] = ()
     matrix_variants: tuple[str, ...] = ()
+    # `--tree DIR`: the kernel is built from the user's tree (absolute); `kernel` is its series.
+    tree: Path | None = None
 
     @property
     def kernel_id(self) -> KernelId:
-        return KernelId(self.kernel, self.variant)
+        return KernelId(self.kernel, self.variant, tree=self.tree)
+
+    def with_tree(self, tree: Path, variant: str | None = None) -> Config:
+        """A copy whose kernel is built from `tree` (checked now, before any work).
+
+        The variant is the one asked for, else the configured one unless that is
+        Debian's packages ("distro"), which a tree is not: then "minimal".
+        """
+        if variant is None and self.variant != DISTRO:
+            variant = self.variant
+        kernel = tree_kernel_id(tree, variant)
+        return dataclasses.replace(
+            self, kernel=kernel.series, variant=kernel.variant, tree=kernel.tree
+        )
 
     def with_overrides(self, **changes: Any) -> Config:
         """A copy with command-line overrides (None values are ignored)."""

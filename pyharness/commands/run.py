@@ -30,6 +30,7 @@ from ..kernel.api import KernelApi
 from ..kernel.detect import api_of
 from ..kernel.manifest import Kernel
 from ..kernel.provision import provision, source_for
+from ..kernel.tree import describe
 from ..kmod import build, render
 from ..locking import locked
 from ..model import Policy
@@ -242,6 +243,8 @@ def run(
     result = new_run(config.kernel_id, config.allocator, directory=options.results_dir)
     p.say(f"results: {result.directory}")
     started = time.monotonic()
+    if config.tree is not None:  # the working state built: its commit, and whether dirty
+        result.info.update(describe(config.tree))
     try:
         prepared = prepared or prepare(config, p, options.refresh)
         result.info["kernel_release"] = prepared.kernel.release

@@ -2,7 +2,8 @@
 
 `SOURCES` maps a variant and a series to a `KernelSource`: Debian's packaged
 kernels for "distro" (debian.py), builds from linux-source-X for "minimal"
-and "debug" (source.py). `provision(kernel_id)` resolves the identity,
+and "debug" (source.py); a KernelId with a `tree` is built from that tree
+(tree.py). `provision(kernel_id)` resolves the identity,
 holds the kernel's lock (entries of one kernel run in parallel in a
 matrix: one provisions, the rest wait and reuse it) and returns the cached
 or newly provisioned kernel.
@@ -21,6 +22,7 @@ from .debian import DebianDistroKernel, DebianSuiteKernel
 from .identity import DISTRO, HOST_ARCH, VARIANTS, KernelId
 from .manifest import Kernel, KernelSource
 from .source import VARIANT_FRAGMENTS, SourceBuiltKernel
+from .tree import TreeKernel
 
 # The distribution kernels of trixie and sid; zsmalloc is built in on both.
 DEBIAN_SUITES = {
@@ -57,6 +59,8 @@ def source_for(kernel: KernelId) -> KernelSource:
     linux-source). An unknown series, variant or machine is refused."""
     if kernel.arch != HOST_ARCH:
         raise StageError(f"zskit boots {HOST_ARCH} kernels only, not {kernel.arch}")
+    if kernel.tree is not None:
+        return TreeKernel.of(kernel, DEBIAN_SUITES)
     known = sources(kernel.variant)
     if kernel.series in known:
         return known[kernel.series]
@@ -93,7 +97,11 @@ def series_key(series: str) -> tuple[int, ...]:
 def provision(kernel: KernelId, p: Progress, refresh: bool = False) -> Kernel:
     """The kernel, from the cache or provisioned now, under its lock."""
     source = source_for(kernel)
-    with locked(lock_file(kernel.lock)):
+
+    def waiting() -> None:
+        p.say(f"waiting for another zskit provisioning Linux {kernel.label}")
+
+    with locked(lock_file(kernel.lock), waiting=waiting):
         return source.provision(cache_dir(), p, refresh=refresh)
 
 

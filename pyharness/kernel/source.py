@@ -138,6 +138,93 @@ def root_toolchain(
     return Toolchain(ident=f"{distro.suite} {text}", make_vars=make_vars, root=root)
 
 
+def extra_targets(settings: dict[str, Setting]) -> list[str]:
+    """["bzImage"] for a KASAN kernel, which cannot boot through PVH; else nothing.
+
+    The PVH entry (xen_prepare_pvh) runs before KASAN's shadow exists, and
+    its hypervisor_cpuid_base() calls memcmp, which KASAN instruments: the
+    first shadow access faults and QEMU exits without a console line. 6.1
+    calls memcmp outright; 6.12 and 7.2 build the entry uninstrumented and
+    write __builtin_memcmp, which gcc-14 still compiles to that call.
+    """
+    kasan = settings.get("KASAN")
+    return ["bzImage"] if kasan and kasan.value == "y" else []
+
+
+@dataclass(frozen=True)
+class Kbuild:
+    """make in one source tree with `O=` one output directory, with one toolchain.
+
+    What a kernel built from linux-source-X (here) and one built from the user's own
+    tree (tree.py) have in common: the configuration from fragments, checked, and the
+    build whose failure names the compiler's errors.
+    """
+
+    srctree: Path  # make -C here
+    out: Path  # O=
+    tools: Toolchain
+    what: str  # "Linux 6.1 (minimal)", as messages name the kernel
+    binds: tuple[Path, ...] = ()  # host directories a toolchain root needs to see
+
+    def make(self, progress: Progress, *targets: str, heartbeat: float | None = None) -> str:
+        argv: list[str | Path] = ["make", "-C", self.srctree, f"O={self.out}", "ARCH=x86_64"]
+        argv += [*self.tools.make_vars, *targets]
+        return self.tools.run(
+            argv,
+            progress,
+            what=f"make {' '.join(targets)} for {self.what}",
+            binds=self.binds,
+            heartbeat=heartbeat,
+        )
+
+    def configure(
+        self, settings: dict[str, Setting], files: Sequence[Path], progress: Progress
+    ) -> None:
+        """tinyconfig, the merged request appended, olddefconfig, every option checked."""
+        names = ", ".join(p.name for p in files)
+        progress.say(f"configuring {self.what}: tinyconfig + {names}")
+        self.make(progress, "tinyconfig")
+        with (self.out / ".config").open("a") as f:  # later lines override tinyconfig's
+            f.write("\n# zskit: the merged fragments\n" + fragments.text(settings))
+        olddef = self.make(progress, "olddefconfig")
+        self.check(settings, notes=_warnings(olddef))
+
+    def check(self, settings: dict[str, Setting], notes: str = "") -> None:
+        """Every requested option is in the .config (a rebuild may have rerun Kconfig)."""
+        fragments.check(
+            settings,
+            self.out / ".config",
+            self.srctree / "Kconfig",
+            _kconfig_env(self.srctree, self.tools),
+            f"{self.what} from {self.srctree}",
+            notes=notes,
+        )
+
+    def build(self, targets: Sequence[str], staging: Path, progress: Progress, kept: str) -> str:
+        """make the targets, then modules_install into `staging`; the kernel's release.
+
+        A failure names the compiler's error lines (file:line: message) and ends with
+        `kept`: what to do, and what is left for inspection.
+        """
+        jobs = os.cpu_count() or 1
+        progress.say(f"building {self.what} with {self.tools.ident} (make -j{jobs})")
+        try:
+            self.make(progress, f"-j{jobs}", *targets, heartbeat=HEARTBEAT)
+        except CommandError as e:
+            errors = [
+                line.strip()
+                for line in e.output.splitlines()
+                if " error: " in line or line.startswith(("make", "ERROR"))  # incl. fatal error
+            ]
+            raise StageError(
+                f"building {self.what} failed in {self.out}:\n  "
+                + "\n  ".join(errors[:20] or e.output.splitlines()[-20:])
+                + f"\nThe whole log: rerun with -v. {kept}"
+            ) from None
+        self.make(progress, f"INSTALL_MOD_PATH={staging}", "modules_install")
+        return (self.out / "include/config/kernel.release").read_text().strip()
+
+
 @dataclass(frozen=True)
 class SourceTree:
     version: str  # Debian version of linux-source-X
@@ -184,16 +271,7 @@ class SourceBuiltKernel:
             return self._build(top / name, tree, tools, settings, progress)
 
     def _extra_targets(self, settings: dict[str, Setting]) -> list[str]:
-        """["bzImage"] for a KASAN kernel, which cannot boot through PVH; else nothing.
-
-        The PVH entry (xen_prepare_pvh) runs before KASAN's shadow exists, and
-        its hypervisor_cpuid_base() calls memcmp, which KASAN instruments: the
-        first shadow access faults and QEMU exits without a console line. 6.1
-        calls memcmp outright; 6.12 and 7.2 build the entry uninstrumented and
-        write __builtin_memcmp, which gcc-14 still compiles to that call.
-        """
-        kasan = settings.get("KASAN")
-        return ["bzImage"] if kasan and kasan.value == "y" else []
+        return extra_targets(settings)
 
     # --- the source tree ------------------------------------------------------
 
@@ -292,57 +370,18 @@ class SourceBuiltKernel:
         toolchain.remove_tree(tmp)
         out = tmp / "build"
         out.mkdir(parents=True)
-        binds = [tree.path, tmp]
-
-        def make(*targets: str, heartbeat: float | None = None) -> str:
-            argv: list[str | Path] = ["make", "-C", tree.path, f"O={out}", "ARCH=x86_64"]
-            argv += tools.make_vars
-            return tools.run(
-                [*argv, *targets],
-                progress,
-                what=f"make {' '.join(targets)} for {what}",
-                binds=binds,
-                heartbeat=heartbeat,
-            )
-
-        names = ", ".join(p.name for p in self.fragments())
-        progress.say(f"configuring {what}: tinyconfig + {names}")
-        make("tinyconfig")
-        request = fragments.text(settings)
-        (tmp / "request.config").write_text(request)
-        with (out / ".config").open("a") as f:  # later lines override tinyconfig's
-            f.write("\n# zskit: the merged fragments\n" + request)
-        olddef = make("olddefconfig")
-        fragments.check(
-            settings,
-            out / ".config",
-            tree.path / "Kconfig",
-            _kconfig_env(tree.path, tools),
-            f"{what} from {tree.path}",
-            notes=_warnings(olddef),
-        )
-        jobs = os.cpu_count() or 1
+        kbuild = Kbuild(tree.path, out, tools, what, binds=(tree.path, tmp))
+        (tmp / "request.config").write_text(fragments.text(settings))
+        kbuild.configure(settings, self.fragments(), progress)
         # QEMU boots vmlinux through its PVH note: nothing to compress, no decompressor.
         bzimage = "bzImage" in self._extra_targets(settings)
-        targets = ["vmlinux", "modules", *self._extra_targets(settings)]
-        progress.say(f"building {what} with {tools.ident} (make -j{jobs}; takes minutes)")
-        try:
-            make(f"-j{jobs}", *targets, heartbeat=HEARTBEAT)
-        except CommandError as e:
-            errors = [
-                line.strip()
-                for line in e.output.splitlines()
-                if " error: " in line or line.startswith(("make", "ERROR"))  # incl. fatal error
-            ]
-            raise StageError(
-                f"building {what} failed in {out}:\n  "
-                + "\n  ".join(errors[:20] or e.output.splitlines()[-20:])
-                + f"\nThe whole log: rerun with -v. A fragment change (qemu/configs/) or "
-                f"another toolchain may be needed; {tmp} is kept for inspection"
-            ) from None
-        staging = tmp / "staging"
-        make(f"INSTALL_MOD_PATH={staging}", "modules_install")
-        release = (out / "include/config/kernel.release").read_text().strip()
+        release = kbuild.build(
+            ["vmlinux", "modules", *self._extra_targets(settings)],
+            tmp / "staging",
+            progress,
+            kept=f"A fragment change (qemu/configs/) or another toolchain may be needed; "
+            f"{tmp} is kept for inspection",
+        )
         chain = config_value(out / ".config", "ZSMALLOC_CHAIN_SIZE")
         progress.say(
             f"built Linux {release} ({self.variant})"

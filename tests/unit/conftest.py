@@ -12,6 +12,7 @@ import pytest
 from pyharness.guest.qemu import Guest
 from pyharness.kernel.debian import DebianDistroKernel, DebianSuiteKernel
 from pyharness.kernel.source import SourceBuiltKernel
+from pyharness.kernel.tree import TreeKernel
 
 
 def _refuse(*args: object, **kwargs: object) -> NoReturn:
@@ -22,6 +23,6 @@ def _refuse(*args: object, **kwargs: object) -> NoReturn:
 
 @pytest.fixture(autouse=True)
 def no_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
-    for source in (DebianDistroKernel, DebianSuiteKernel, SourceBuiltKernel):
+    for source in (DebianDistroKernel, DebianSuiteKernel, SourceBuiltKernel, TreeKernel):
         monkeypatch.setattr(source, "provision", _refuse)
     monkeypatch.setattr(Guest, "boot", _refuse)

@@ -1,0 +1,328 @@
+"""`--tree DIR` in a guest: a kernel built from a developer's own tree, and the suite on it.
+
+The fixture tree is the cached linux-source-6.1 (the source-built 6.1 minimal
+kernel's tree) hard-linked (`cp -al`), made a git checkout and committed. Files
+of it are only ever replaced by a rename, never edited in place: that would
+change the cache's copy. The tree sits at a fixed place in the cache, so its
+build directory (<cache>/trees/) is built once (~5-8 min on 2 cores) and later
+sessions only catch up; every session restores the tree to its commit with
+fresh files, so Kbuild sees what a session changed as new.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pyharness.commands import cli, config, run
+from pyharness.kernel.identity import KernelId
+from pyharness.kernel.manifest import Kernel
+from pyharness.kernel.provision import DEBIAN_SUITES, provision
+from pyharness.kernel.source import SourceBuiltKernel, root_toolchain
+from pyharness.kernel.tree import tree_kernel_id
+from pyharness.paths import cache_dir
+from pyharness.progress import Progress, StageError
+from tests.guest.test_bug_injection import BUGS
+
+pytestmark = pytest.mark.qemu
+
+# A fixed author and date: the fixture's commit is the same in every session.
+GIT_ENV = {
+    "GIT_AUTHOR_NAME": "zskit test",
+    "GIT_AUTHOR_EMAIL": "zskit@example.invalid",
+    "GIT_AUTHOR_DATE": "2026-01-01T00:00:00Z",
+    "GIT_COMMITTER_NAME": "zskit test",
+    "GIT_COMMITTER_EMAIL": "zskit@example.invalid",
+    "GIT_COMMITTER_DATE": "2026-01-01T00:00:00Z",
+    "GIT_CONFIG_GLOBAL": os.devnull,
+    "GIT_CONFIG_NOSYSTEM": "1",
+}
+BUG = "class-size-off-by-one-step"  # the planted change a dirty tree runs
+
+
+def git(tree: Path, *args: str) -> str:
+    done = subprocess.run(
+        ["git", "-C", str(tree), *args],
+        env={**os.environ, **GIT_ENV},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write `path` anew and rename it over: a hard-linked original stays as it was."""
+    tmp = path.with_name(f".{path.name}.test")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def restore(tree: Path) -> None:
+    """Every changed tracked file back from the commit, as new files (fresh mtimes)."""
+    changed = [line[3:] for line in git(tree, "status", "--porcelain").splitlines()]
+    for name in changed:
+        (tree / name).unlink(missing_ok=True)  # checkout then writes a new file
+    if changed:
+        git(tree, "checkout", "--", *changed)
+
+
+def make_tree(pristine: Path, tree: Path) -> None:
+    """A git checkout of `pristine` at `tree`: hard links, `git add -A -f`, one commit."""
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tree.with_name(tree.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(["cp", "-al", str(pristine), str(tmp)], check=True)
+    git(tmp, "init", "-q")
+    # Debian's linux-source .gitignore ignores everything at the top level: -f adds it.
+    git(tmp, "add", "-A", "-f")
+    git(tmp, "commit", "-q", "-m", "linux-source-6.1, as the fixture of tests/guest/test_tree.py")
+    tmp.rename(tree)
+
+
+def listing(tree: Path) -> dict[str, tuple[int, int]]:
+    """Every path in the tree (but .git) with its size and mtime: a write shows here."""
+    found = {}
+    for top, dirs, files in os.walk(tree):
+        dirs[:] = [d for d in dirs if not (top == str(tree) and d == ".git")]
+        for name in dirs + files:
+            st = os.lstat(os.path.join(top, name))
+            found[os.path.relpath(os.path.join(top, name), tree)] = (st.st_size, st.st_mtime_ns)
+    return found
+
+
+@pytest.fixture(scope="session")
+def tree() -> Iterator[Path]:
+    """The fixture tree, at its commit, with every file a session changed made new."""
+    pristine = provision(KernelId("6.1", "minimal"), Progress()).source
+    path = cache_dir() / "test-trees" / "linux-6.1"
+    if not (path / ".git").is_dir():
+        make_tree(pristine, path)
+    restore(path)
+    # The tested file is always new: a previous session's edit, restored with an
+    # older mtime, would otherwise look older than its object.
+    zsmalloc = path / "mm" / "zsmalloc.c"
+    replace_file(zsmalloc, zsmalloc.read_text())
+    yield path
+    restore(path)
+
+
+@pytest.fixture(scope="session")
+def built(tree: Path) -> tuple[Kernel, float]:
+    """The tree's kernel (built here the first time: minutes), and how long it took."""
+    start = time.monotonic()
+    kernel = provision(tree_kernel_id(tree), Progress())
+    seconds = time.monotonic() - start
+    print(f"\nprovision of the fixture tree: {seconds:.1f} s")
+    return kernel, seconds
+
+
+def tree_config(default_config: config.Config, tree: Path, allocator: str) -> config.Config:
+    return default_config.with_tree(tree).with_overrides(allocator=allocator)
+
+
+def results(directory: Path) -> dict[str, object]:
+    doc: dict[str, object] = json.loads((directory / "results.json").read_text())
+    return doc
+
+
+def test_the_kernel_is_built_from_the_tree_in_the_cache(
+    tree: Path, built: tuple[Kernel, float]
+) -> None:
+    kernel, _ = built
+    assert kernel.source == tree and kernel.variant == "minimal"
+    assert kernel.kdir.is_relative_to(cache_dir() / "trees")
+    # Kbuild adds "+" for a git tree not at a tagged commit (setlocalversion).
+    assert kernel.release.startswith("6.1.") and "-zskit-minimal" in kernel.release
+    assert kernel.config("ZSMALLOC") == "m"
+
+
+def test_a_clean_tree_passes_and_is_left_unchanged(
+    tree: Path,
+    built: tuple[Kernel, float],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    record_property: Callable[[str, object], None],
+) -> None:
+    before = listing(tree)
+    monkeypatch.setenv("KCONFIG_CONFIG", "/nonexistent")  # the Kconfig defaults
+    start = time.monotonic()
+    code = cli.main(
+        ["run", "--tree", str(tree), "--allocator", "upstream", "--results-dir", str(tmp_path)]
+    )
+    seconds = time.monotonic() - start
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"PASS: Linux 6.1 (minimal, tree {tree}) / upstream" in out
+    doc = results(tmp_path)
+    assert doc["tree"] == str(tree)
+    assert doc["tree_commit"] == git(tree, "rev-parse", "HEAD").strip()
+    assert doc["tree_dirty"] is False
+    assert git(tree, "status", "--porcelain") == ""
+    assert listing(tree) == before  # nothing new, nothing rewritten
+    record_property("warm_run_seconds", round(seconds, 1))
+    with capsys.disabled():
+        print(f"\nwarm `zskit run --tree` (nothing changed): {seconds:.1f} s")
+
+
+def test_the_own_allocator_runs_on_the_tree(
+    tree: Path, built: tuple[Kernel, float], default_config: config.Config, tmp_path: Path
+) -> None:
+    cfg = tree_config(default_config, tree, "own")
+    result = run.run(cfg, Progress(), run.RunOptions(results_dir=tmp_path))
+    assert result.passed, result.first_failure
+    assert results(tmp_path)["tree_dirty"] is False
+
+
+def test_a_dirty_edit_is_what_runs_and_rebuilds_only_the_module(
+    tree: Path,
+    built: tuple[Kernel, float],
+    default_config: config.Config,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    record_property: Callable[[str, object], None],
+) -> None:
+    kernel, _ = built
+    vmlinux = kernel.kdir / "vmlinux"
+    module = kernel.kdir / "mm" / "zsmalloc.ko"
+    linked, module_built = vmlinux.stat().st_mtime_ns, module.stat().st_mtime_ns
+    old, new, kinds = BUGS[BUG]
+    zsmalloc = tree / "mm" / "zsmalloc.c"
+    text = zsmalloc.read_text()
+    assert text.count(old) == 1
+    replace_file(zsmalloc, text.replace(old, new))
+    try:
+        p = Progress()
+        start = time.monotonic()
+        result = run.run(
+            tree_config(default_config, tree, "upstream"), p, run.RunOptions(results_dir=tmp_path)
+        )
+        seconds = time.monotonic() - start
+        failure = result.first_failure
+        assert failure is not None, "the planted bug in the dirty tree went unnoticed"
+        assert failure.kind in kinds, failure.failure
+        doc = results(tmp_path)
+        assert doc["tree_dirty"] is True
+        assert doc["tree_commit"] == git(tree, "rev-parse", "HEAD").strip()
+        assert new in (tmp_path / "sources" / "zsmalloc.c").read_text()
+        # Kbuild rebuilt the in-tree module and left vmlinux as it was.
+        assert vmlinux.stat().st_mtime_ns == linked
+        assert module.stat().st_mtime_ns > module_built
+    finally:
+        restore(tree)
+    record_property("run_after_edit_seconds", round(seconds, 1))
+    with capsys.disabled():
+        print(
+            f"\n`zskit run --tree` after editing mm/zsmalloc.c: {seconds:.1f} s "
+            f"(provision {p.timings.get('provision', 0):.1f} s; {p.summary()})"
+        )
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="a read-only bind mount needs root (as root, chmod a-w stops nothing)",
+)
+def test_a_read_only_tree_works(tree: Path, built: tuple[Kernel, float], tmp_path: Path) -> None:
+    # The tree bound read-only onto itself in a private mount namespace: any write into
+    # it, by zskit, Kbuild or git, fails with EROFS (which chmod cannot do for root).
+    script = 'mount --bind "$1" "$1"; mount -o remount,bind,ro "$1"; shift; exec "$@"'
+    zskit = [sys.executable, "-m", "pyharness.commands.cli"]
+    argv = ["run", "--tree", str(tree), "--allocator", "upstream", "--results-dir", str(tmp_path)]
+    done = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-ec", script, "ro", str(tree)]
+        + zskit
+        + argv,
+        env={**os.environ, "KCONFIG_CONFIG": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "PASS" in done.stdout
+    assert results(tmp_path)["tree_dirty"] is False
+
+
+def test_a_failed_build_names_the_line_and_the_next_run_continues(
+    tree: Path, built: tuple[Kernel, float]
+) -> None:
+    kernel, _ = built
+    zsmalloc = tree / "mm" / "zsmalloc.c"
+    text = zsmalloc.read_text()
+    replace_file(zsmalloc, text + "\nstatic int zskit_planted = ;\n")
+    manifest = kernel.kdir.parent / "kernel.json"
+    try:
+        with pytest.raises(StageError) as e:
+            provision(tree_kernel_id(tree), Progress())
+        message = str(e.value)
+        line = len(text.splitlines()) + 2
+        assert f"mm/zsmalloc.c:{line}:" in message and "error:" in message
+        assert f"{kernel.kdir.parent} is kept, and the next run continues" in message
+        assert not manifest.exists()  # a failed build is no kernel
+    finally:
+        restore(tree)
+    again = provision(tree_kernel_id(tree), Progress())  # continues where it stopped
+    assert again == kernel and manifest.exists()
+
+
+def test_bad_trees_are_refused_on_the_command_line(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KCONFIG_CONFIG", "/nonexistent")
+
+    def refused(path: Path, message: str) -> None:
+        assert cli.main(["provision", "--tree", str(path)]) == 1
+        err = capsys.readouterr().err
+        assert message in err, err
+
+    refused(tmp_path / "nothing", "does not exist")
+    refused(tree / "Makefile", "is not a directory")
+    refused(tree / "mm", "is not a kernel tree")
+    copy = tmp_path / "with space" / "linux"
+    copy.parent.mkdir()
+    subprocess.run(["cp", "-al", str(tree), str(copy)], check=True)
+    refused(copy, "has a space or a colon in its path")
+    plain = copy.rename(tmp_path / "linux")
+    (plain / ".config").write_text("CONFIG_64BIT=y\n")  # a new file: the original is untouched
+    refused(plain, "holds in-tree build output (.config)")
+    (plain / ".config").unlink()
+    (plain / "mm" / "zsmalloc.c").unlink()  # the link only
+    refused(plain, "has no mm/zsmalloc.c")
+    assert (tree / "mm" / "zsmalloc.c").exists()
+
+
+@pytest.mark.skipif(
+    os.environ.get("ZSKIT_TEST_TREE_612") != "1",
+    reason="a cold 6.12 tree builds for 7-10 min on 2 cores in the trixie root (and "
+    "downloads linux-source-6.12 once); ZSKIT_TEST_TREE_612=1 runs it (warm: seconds)",
+)
+def test_a_612_tree_builds_in_its_suite_root_and_passes(
+    default_config: config.Config, tmp_path: Path
+) -> None:
+    distro = DEBIAN_SUITES["6.12"]
+    p = Progress()
+    tools = root_toolchain(distro, cache_dir(), p, refresh=False)
+    # Only linux-source-6.12 unpacked (as the source-built 6.12 kernels have it), no build.
+    pristine = SourceBuiltKernel("6.12", "minimal", distro=distro)._source(
+        cache_dir(), tools, p, refresh=False
+    )
+    path = cache_dir() / "test-trees" / "linux-6.12"
+    if not (path / ".git").is_dir():
+        make_tree(pristine.path, path)
+    restore(path)
+    cfg = tree_config(default_config, path, "upstream")
+    result = run.run(cfg, p, run.RunOptions(results_dir=tmp_path))
+    print(f"\n6.12 tree: {p.summary()}")
+    assert result.passed, result.first_failure
+    doc = results(tmp_path)
+    assert doc["tree_dirty"] is False and str(doc["kernel_release"]).startswith("6.12.")
+    assert git(path, "status", "--porcelain") == ""
