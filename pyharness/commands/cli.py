@@ -20,7 +20,7 @@ from debian.debian_support import Version
 from .. import model
 from ..guest.triage import find_crash
 from ..kernel.api import api_for
-from ..kernel.archive import Offer, archive_offers
+from ..kernel.archive import Offer, archive_offers, newest_suite
 from ..kernel.identity import VARIANTS
 from ..kernel.provision import SOURCES, cached_variants, provision
 from ..kmod import render
@@ -218,7 +218,8 @@ def cmd_kernels(args: argparse.Namespace, p: Progress) -> int:
     """The kernel series Debian's archive carries, which zskit runs, and which are cached.
 
     The archive is asked (a private apt index in the cache, refreshed daily or
-    with --refresh); a series zskit has no kernel source for is listed too.
+    with --refresh). A series outside zskit's table runs from the suite with its
+    newest version ("via <suite>").
     """
     offers, note = archive_offers(p, refresh=args.refresh)
     by_series: dict[str, list[Offer]] = {}
@@ -232,9 +233,11 @@ def cmd_kernels(args: argparse.Namespace, p: Progress) -> int:
             if offer.suite not in newest or Version(offer.version) > Version(newest[offer.suite]):
                 newest[offer.suite] = offer.version
         archive = ", ".join(f"{suite} {version}" for suite, version in newest.items()) or "-"
-        runs = [v for v, by in SOURCES.items() if series in by]
+        runs = ", ".join(v for v, by in SOURCES.items() if series in by)
+        if not runs:  # from the archive's suite with its newest version
+            runs = f"{', '.join(SOURCES)} via {newest_suite(offers, series)}"
         cached = cached_variants(series)
-        rows.append((series, archive, ", ".join(runs) or "not yet", ", ".join(cached) or "-"))
+        rows.append((series, archive, runs, ", ".join(cached) or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

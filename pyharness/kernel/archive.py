@@ -14,10 +14,11 @@ suite's versions of it. The index is refreshed when it is a day old (or with
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from debian.debian_support import Version
@@ -137,15 +138,30 @@ class ArchiveIndex:
             p.run(["apt-get", "-q", *self._options(), *sandbox, "update"], what=what)
 
     def offers(self, p: Progress) -> list[Offer]:
-        """Every linux-source-X.Y version the indexed suites carry (none without an index)."""
+        """Every linux-source-X.Y version the indexed suites carry (none without an index).
+
+        Read once per update into offers.json: apt-cache takes seconds over these lists,
+        and a run of a series outside the table asks on every start."""
         if self.age() is None:
             return []
+        saved = self.top / "offers.json"
+        if saved.exists() and saved.stat().st_mtime >= (self.top / "updated").stat().st_mtime:
+            try:
+                return [Offer(**o) for o in json.loads(saved.read_text())]
+            except (ValueError, TypeError):
+                pass  # rewritten below
         cmd = ["apt-cache", *self._options()]
         names = p.run([*cmd, "pkgnames", "linux-source-"], what="listing linux-source packages")
         wanted = sorted(n for n in names.split() if SOURCE.match(n))
-        if not wanted:
-            return []
-        return parse_madison(p.run([*cmd, "madison", *wanted], what="reading their versions"))
+        found = (
+            parse_madison(p.run([*cmd, "madison", *wanted], what="reading their versions"))
+            if wanted
+            else []
+        )
+        tmp = saved.with_suffix(".tmp")
+        tmp.write_text(json.dumps([asdict(o) for o in found]) + "\n")
+        tmp.replace(saved)
+        return found
 
 
 def newest_suite(offers: list[Offer], series: str) -> str | None:
