@@ -382,27 +382,12 @@ class SourceBuiltKernel:
             kept=f"A fragment change (qemu/configs/) or another toolchain may be needed; "
             f"{tmp} is kept for inspection",
         )
-        chain = config_value(out / ".config", "ZSMALLOC_CHAIN_SIZE")
-        progress.say(
-            f"built Linux {release} ({self.variant})"
-            + (f", ZSMALLOC_CHAIN_SIZE={chain}" if chain else "")
-        )
+        announce(release, self.variant, out, progress)
         toolchain.remove_tree(dest)
         tmp.rename(dest)
         _rehome(dest / "build" / "Makefile", tmp, dest)
-        image = dest / "build" / ("arch/x86/boot/bzImage" if bzimage else "vmlinux")
-        kernel = Kernel(
-            series=self.series,
-            release=release,
-            package_version=tree.version,
-            vmlinuz=image,
-            boot_image=image,
-            kdir=dest / "build",
-            modules=dest / "staging" / "lib" / "modules" / release,
-            source=tree.path,
-            toolchain=tools.root.path if tools.root else None,
-            variant=self.variant,
-            make_vars=tools.make_vars,
+        kernel = built_kernel(
+            self.series, self.variant, tree.version, dest, tree.path, tools, release, bzimage
         )
         if not kernel.is_complete():
             raise StageError(f"the build of {what} in {dest} lacks vmlinux; delete it and retry")
@@ -413,6 +398,40 @@ class SourceBuiltKernel:
             if old.is_dir() and old != dest:
                 toolchain.remove_tree(old)
         return kernel
+
+
+def announce(release: str, variant: str, out: Path, progress: Progress) -> None:
+    chain = config_value(out / ".config", "ZSMALLOC_CHAIN_SIZE")
+    progress.say(
+        f"built Linux {release} ({variant})" + (f", ZSMALLOC_CHAIN_SIZE={chain}" if chain else "")
+    )
+
+
+def built_kernel(
+    series: str,
+    variant: str,
+    version: str,
+    top: Path,
+    source: Path,
+    tools: Toolchain,
+    release: str,
+    bzimage: bool,
+) -> Kernel:
+    """The kernel built in `top`: `build/` the O= tree, `staging/` its installed modules."""
+    image = top / "build" / ("arch/x86/boot/bzImage" if bzimage else "vmlinux")
+    return Kernel(
+        series=series,
+        release=release,
+        package_version=version,
+        vmlinuz=image,
+        boot_image=image,
+        kdir=top / "build",
+        modules=top / "staging" / "lib" / "modules" / release,
+        source=source,
+        toolchain=tools.root.path if tools.root else None,
+        variant=variant,
+        make_vars=tools.make_vars,
+    )
 
 
 def _rehome(makefile: Path, old: Path, new: Path) -> None:

@@ -44,12 +44,14 @@ from . import fragments
 from .debian import DebianSuiteKernel
 from .fragments import Setting
 from .identity import DISTRO, TREE_VARIANT, KernelId
-from .manifest import Kernel, config_value
+from .manifest import Kernel
 from .source import (
     RECIPE,
     VARIANT_FRAGMENTS,
     Kbuild,
     Toolchain,
+    announce,
+    built_kernel,
     extra_targets,
     host_toolchain,
     root_toolchain,
@@ -236,21 +238,9 @@ class TreeKernel:
             "build where it stopped",
         )
         kbuild.check(settings)  # Kconfig edits in the tree rerun Kconfig during the build
-        chain = config_value(out / ".config", "ZSMALLOC_CHAIN_SIZE")
-        progress.say(f"built Linux {release}" + (f", ZSMALLOC_CHAIN_SIZE={chain}" if chain else ""))
-        image = out / ("arch/x86/boot/bzImage" if bzimage else "vmlinux")
-        kernel = Kernel(
-            series=self.series,
-            release=release,
-            package_version=f"tree {self.tree}",
-            vmlinuz=image,
-            boot_image=image,
-            kdir=out,
-            modules=dest / "staging" / "lib" / "modules" / release,
-            source=self.tree,
-            toolchain=tools.root.path if tools.root else None,
-            variant=self.variant,
-            make_vars=tools.make_vars,
+        announce(release, self.variant, out, progress)
+        kernel = built_kernel(
+            self.series, self.variant, f"tree {self.tree}", dest, self.tree, tools, release, bzimage
         )
         if not kernel.is_complete():
             raise StageError(f"the build of {what} in {dest} lacks vmlinux; rerun to continue it")
