@@ -23,6 +23,7 @@ from ..kernel.api import api_for
 from ..kernel.archive import Offer, archive_offers, newest_suite
 from ..kernel.identity import VARIANTS
 from ..kernel.provision import SOURCES, cached_variants, provision
+from ..kernel.tree import makefile_series
 from ..kmod import render
 from ..progress import Progress, StageError
 from . import compare, matrix, perf, validate
@@ -263,7 +264,7 @@ def cmd_parse(args: argparse.Namespace, p: Progress) -> int:
 def cmd_render(args: argparse.Namespace, p: Progress) -> int:
     """Write the own allocator into a kernel source tree."""
     tree = Path(args.tree)
-    api = api_for(render.tree_series(tree))
+    api = api_for(makefile_series(tree))
     for path in render.render_into_tree(tree, api, config_mod.load().own):
         print(f"wrote {path}")
     print("build it in the tree as mm/zsmalloc.c (CONFIG_ZSMALLOC=y or m)")

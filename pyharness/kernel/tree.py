@@ -70,8 +70,9 @@ class TreeError(StageError):
     """The directory given with --tree cannot be built as a kernel tree."""
 
 
-def tree_series(tree: Path) -> str:
-    """The series ("6.1") of a kernel tree zskit can build, or why it cannot, and what to do."""
+def makefile_series(tree: Path) -> str:
+    """The series ("6.1") a kernel tree's top Makefile names, or why it is not a kernel tree
+    with a zsmalloc (what rendering our allocator into it needs, too)."""
     if not tree.is_dir():
         what = "does not exist" if not tree.exists() else "is not a directory"
         raise TreeError(f"--tree {tree} {what}; pass the top directory of a Linux source tree")
@@ -88,16 +89,22 @@ def tree_series(tree: Path) -> str:
             "no Kconfig); pass the top directory of a Linux source tree"
         )
     series = f"{version[1]}.{patchlevel[1]}"
-    if (int(version[1]), int(patchlevel[1])) < OLDEST:
-        oldest = ".".join(map(str, OLDEST))
-        raise TreeError(
-            f"{tree} is Linux {series}, older than {oldest}, the oldest zskit models; "
-            f"use a tree of {oldest} or later"
-        )
     if not (tree / "mm" / "zsmalloc.c").is_file():
         raise TreeError(
             f"{tree} (Linux {series}) has no mm/zsmalloc.c; zskit tests zsmalloc, so it "
             "needs a tree that has it"
+        )
+    return series
+
+
+def tree_series(tree: Path) -> str:
+    """The series ("6.1") of a kernel tree zskit can build, or why it cannot, and what to do."""
+    series = makefile_series(tree)
+    if tuple(int(n) for n in series.split(".")) < OLDEST:
+        oldest = ".".join(map(str, OLDEST))
+        raise TreeError(
+            f"{tree} is Linux {series}, older than {oldest}, the oldest zskit models; "
+            f"use a tree of {oldest} or later"
         )
     if NOT_FOR_KBUILD.search(str(tree)):
         raise TreeError(

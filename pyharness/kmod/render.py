@@ -189,20 +189,6 @@ def render(
     return RenderedSources(out, tuple(files), modules)
 
 
-def tree_series(tree: Path) -> str:
-    """The kernel series ("6.1") of a source tree, read from its top Makefile."""
-    makefile = tree / "Makefile"
-    text = makefile.read_text(errors="replace") if makefile.is_file() else ""
-    version = re.search(r"^VERSION = (\d+)$", text, re.M)
-    patchlevel = re.search(r"^PATCHLEVEL = (\d+)$", text, re.M)
-    if not (version and patchlevel and (tree / "mm" / "zsmalloc.c").is_file()):
-        raise StageError(
-            f"{tree} is not a kernel source tree with mm/zsmalloc.c (no VERSION/PATCHLEVEL in "
-            "its Makefile); pass the top directory of a Linux source tree"
-        )
-    return f"{version[1]}.{patchlevel[1]}"
-
-
 def render_into_tree(tree: Path, api: KernelApi, own: OwnAllocator) -> list[Path]:
     """Write the own allocator as the tree's mm/zsmalloc.c, to build in-tree.
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pyharness.kernel.api import api_for
+from pyharness.kernel.tree import makefile_series
 from pyharness.kmod import render
 from pyharness.kmod.checkpatch import StyleReport
 from pyharness.kmod.own import OwnAllocator
@@ -109,9 +110,10 @@ def test_render_into_a_kernel_tree_keeps_a_hard_linked_original(tmp_path: Path) 
         (top / "mm").mkdir(parents=True)
     (pristine / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 12\nSUBLEVEL = 117\n")
     (pristine / "mm" / "zsmalloc.c").write_text("/* upstream */\n")
-    for name in ("Makefile", "mm/zsmalloc.c"):
+    (pristine / "Kconfig").write_text("# the kernel's top Kconfig\n")
+    for name in ("Makefile", "Kconfig", "mm/zsmalloc.c"):
         os.link(pristine / name, tree / name)
-    assert render.tree_series(tree) == "6.12"
+    assert makefile_series(tree) == "6.12"
     written = render.render_into_tree(tree, api_for("6.12"), OwnAllocator())
     assert written == [tree / "mm" / "zsmalloc.c"]
     assert "zskit's own" in written[0].read_text()
@@ -119,8 +121,8 @@ def test_render_into_a_kernel_tree_keeps_a_hard_linked_original(tmp_path: Path) 
 
 
 def test_a_directory_that_is_not_a_kernel_tree_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(StageError, match="not a kernel source tree"):
-        render.tree_series(tmp_path)
+    with pytest.raises(StageError, match="is not a kernel tree"):
+        makefile_series(tmp_path)
 
 
 def test_only_findings_the_source_justifies_are_dropped(tmp_path: Path) -> None:
