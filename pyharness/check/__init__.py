@@ -1,0 +1,1 @@
+"""The model against the guest: the driver model, divergences and workloads."""

@@ -1,0 +1,1 @@
+"""The user-facing commands: cli, config, run, matrix, compare, perf, validate."""

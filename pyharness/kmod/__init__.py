@@ -1,0 +1,1 @@
+"""What is built: kernel C rendered from kmod/, Kbuild, checkpatch, our allocator's choices."""
