@@ -21,7 +21,7 @@ from .. import model
 from ..guest.triage import find_crash
 from ..kernel.api import api_for
 from ..kernel.archive import Offer, archive_offers, newest_suite
-from ..kernel.identity import VARIANTS
+from ..kernel.identity import VARIANTS, series_key
 from ..kernel.provision import SOURCES, cached_variants, provision
 from ..kernel.tree import makefile_series
 from ..kmod import render
@@ -228,7 +228,7 @@ def cmd_kernels(args: argparse.Namespace, p: Progress) -> int:
         by_series.setdefault(offer.series, []).append(offer)
     known = {series for variant in SOURCES.values() for series in variant}
     rows = [("series", "in Debian's archive (suite version)", "zskit runs", "cached")]
-    for series in sorted(by_series.keys() | known, key=lambda s: tuple(map(int, s.split(".")))):
+    for series in sorted(by_series.keys() | known, key=series_key):
         newest: dict[str, str] = {}
         for offer in by_series.get(series, []):
             if offer.suite not in newest or Version(offer.version) > Version(newest[offer.suite]):

@@ -35,6 +35,7 @@ from ..model import (
 )
 from ..progress import StageError
 from .api import KernelApi
+from .identity import series_key
 from .manifest import Kernel, config_value
 
 T = TypeVar("T")
@@ -574,10 +575,6 @@ def policy_differences(p: Policy, rules: AllocatorRules) -> list[str]:
     return diffs
 
 
-def _version(name: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in name.split("."))
-
-
 def model_policy(series: str, rules: AllocatorRules, chain_size: int | None) -> str:
     """The model policy of the kernel's upstream zsmalloc: the series' own policy when
     the model has one and its rules are the source's; for a series with no policy of
@@ -596,7 +593,7 @@ def model_policy(series: str, rules: AllocatorRules, chain_size: int | None) -> 
             differences[name] = [str(e)]
             continue
         differences[name] = policy_differences(candidate, rules)
-    matching = sorted((n for n, d in differences.items() if not d), key=_version)
+    matching = sorted((n for n, d in differences.items() if not d), key=series_key)
     if series in differences and not differences[series]:
         return series
     if series not in differences and matching:

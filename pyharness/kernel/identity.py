@@ -26,6 +26,11 @@ def tree_tag(tree: Path) -> str:
     return f"tree-{base}-{hashlib.sha256(str(tree).encode()).hexdigest()[:8]}"
 
 
+def series_key(series: str) -> tuple[int, ...]:
+    """Orders "6.12" after "6.1" and before "7.2"."""
+    return tuple(int(part) for part in series.split("."))
+
+
 @dataclass(frozen=True)
 class KernelId:
     """A kernel series ("6.1"), where its kernel comes from, and the machine it runs on.

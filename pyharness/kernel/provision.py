@@ -19,7 +19,7 @@ from ..paths import cache_dir, lock_file
 from ..progress import Progress, StageError
 from .archive import ArchiveIndex, newest_suite
 from .debian import DebianDistroKernel, DebianSuiteKernel
-from .identity import DISTRO, HOST_ARCH, VARIANTS, KernelId
+from .identity import DISTRO, HOST_ARCH, VARIANTS, KernelId, series_key
 from .manifest import Kernel, KernelSource
 from .source import VARIANT_FRAGMENTS, SourceBuiltKernel
 from .tree import TreeKernel
@@ -87,11 +87,6 @@ def source_for(kernel: KernelId) -> KernelSource:
         f"unknown kernel {kernel.series!r}; known kernels: {names}{archive} (set KERNEL in "
         "`make menuconfig` or pass --kernel)"
     )
-
-
-def series_key(series: str) -> tuple[int, ...]:
-    """Orders "6.12" after "6.1" and before "7.2"."""
-    return tuple(int(part) for part in series.split("."))
 
 
 def provision(kernel: KernelId, p: Progress, refresh: bool = False) -> Kernel:

@@ -43,7 +43,7 @@ from ..progress import Progress, StageError
 from . import fragments
 from .debian import DebianSuiteKernel
 from .fragments import Setting
-from .identity import DISTRO, TREE_VARIANT, KernelId
+from .identity import DISTRO, TREE_VARIANT, KernelId, series_key
 from .manifest import Kernel
 from .source import (
     RECIPE,
@@ -100,7 +100,7 @@ def makefile_series(tree: Path) -> str:
 def tree_series(tree: Path) -> str:
     """The series ("6.1") of a kernel tree zskit can build, or why it cannot, and what to do."""
     series = makefile_series(tree)
-    if tuple(int(n) for n in series.split(".")) < OLDEST:
+    if series_key(series) < OLDEST:
         oldest = ".".join(map(str, OLDEST))
         raise TreeError(
             f"{tree} is Linux {series}, older than {oldest}, the oldest zskit models; "

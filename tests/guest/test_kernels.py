@@ -6,8 +6,8 @@ import pytest
 
 from pyharness.commands import cli, config, run
 from pyharness.kernel.archive import archive_offers
-from pyharness.kernel.identity import KernelId
-from pyharness.kernel.provision import SOURCES, provision, series_key
+from pyharness.kernel.identity import KernelId, series_key
+from pyharness.kernel.provision import SOURCES, provision
 from pyharness.progress import Progress
 
 
