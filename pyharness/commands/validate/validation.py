@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...guest import clients
-from ...kernel.api import api_for
 from ...kernel.detect import api_of
 from ...kernel.identity import DISTRO, KernelId
 from ...kernel.manifest import Kernel
@@ -52,8 +51,8 @@ def targets(names: Sequence[str], variant: str | None) -> list[Target]:
     """
     found: list[Target] = []
     for name in dict.fromkeys(names):
-        distro = source_for(KernelId(name))  # an unknown series is refused here
-        api_for(name)
+        # An unknown series is refused here; its API facts are read once it is provisioned.
+        distro = source_for(KernelId(name))
         if variant is None:
             picked = "minimal" if distro.zsmalloc_builtin else DISTRO
             found.append(Target(KernelId(name, picked), False))
