@@ -46,6 +46,7 @@ VERBS = {
     "churn": (5, True),
     "compact": (1, True),
     "stress": (5, True),
+    "mapcompact": (6, True),
     "bench": (3, False),
     "lookup": (2, True),
     "raw": (2, True),
@@ -283,6 +284,13 @@ class DriverModel:
             return -errno.EINVAL
         self.unmodelled = True
         return UNKNOWN
+
+    def _mapcompact(
+        self, pool: _Pool, secs: int, threads: int, seed: int, base: int, ops: int
+    ) -> int | None:
+        if ops < threads:
+            return -errno.EINVAL
+        return self._stress(pool, secs, threads, seed, base)  # same bounds, unmodelled
 
     def _bench(self, n: int, seed: int) -> int:
         """The driver's zt_cmd_bench on a fresh pool: its pages; its timings are ANY."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from debian.debian_support import Version
 
 from .. import model
+from ..check import scenarios
 from ..guest.triage import find_crash
 from ..kernel.api import api_for
 from ..kernel.archive import Offer, archive_offers, newest_suite
@@ -71,14 +72,26 @@ def cmd_run(args: argparse.Namespace, p: Progress) -> int:
     baseline = getattr(args, "baseline", None)
     if baseline and (cfg.allocator != "own" or batches is not None):
         raise StageError("--baseline goes with --allocator own and the default workload")
+    chosen = tuple(getattr(args, "scenario", None) or ())
+    if baseline and chosen:
+        raise StageError("--baseline and --scenario do not go together: run one, then the other")
     if baseline is None:  # RUN_BASELINE decides for ours, unless a matrix entry is run
         entry = getattr(args, "entry", None)
         baseline = cfg.baseline and cfg.allocator == "own" and batches is None and not entry
+        baseline = baseline and not chosen
     if baseline:
         plan = compare.Plan(measure=False)
         result, _ = compare.compare(cfg, p, plan, results_dir=results_dir, refresh=args.refresh)
     else:
-        options = RunOptions(refresh=args.refresh, batches=batches, results_dir=results_dir)
+        options = RunOptions(
+            refresh=args.refresh,
+            batches=batches,
+            results_dir=results_dir,
+            scenarios=chosen,
+            scenario_ops=getattr(args, "scenario_ops", None),
+            scenario_seconds=getattr(args, "scenario_seconds", None),
+            scenario_repeat=getattr(args, "scenario_repeat", None) or 1,
+        )
         result = run(cfg, p, options)
     p.say(p.summary())
     target = cfg.kernel_id.label
@@ -290,6 +303,20 @@ def cmd_model(args: argparse.Namespace, p: Progress) -> int:
 ACCELS = ["auto", "tcg", "kvm"]
 
 
+def cmd_scenarios(args: argparse.Namespace, p: Progress) -> int:
+    """List the scenarios `zskit run --scenario NAME` runs after the workload.
+
+    Each is bounded by an operation count and a deadline (--scenario-ops,
+    --scenario-seconds) and says on how many CPUs it ran; `needs` names the
+    kernel options it requires (the debug variant has fault injection).
+    """
+    for name, s in sorted(scenarios.SCENARIOS.items()):
+        needs = ", ".join(f"CONFIG_{k}={v}" for k, v in s.needs.items()) or "-"
+        print(f"{name:16} {s.summary}")
+        print(f"{'':16} default {s.operations} {s.unit}, {s.seconds} s; needs {needs}")
+    return 0
+
+
 def add_command(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
@@ -369,6 +396,15 @@ def parser() -> argparse.ArgumentParser:
         help="with --allocator own: also the kernel's zsmalloc, its suite in the same boot "
         "(default: RUN_BASELINE, on)",
     )
+    sp.add_argument(
+        "--scenario",
+        action="append",
+        metavar="NAME",
+        help="after the workload, run this scenario (repeatable; `zskit scenarios` lists them)",
+    )
+    sp.add_argument("--scenario-ops", type=int, metavar="N", help="each scenario's bound")
+    sp.add_argument("--scenario-seconds", type=int, metavar="S", help="each scenario's deadline")
+    sp.add_argument("--scenario-repeat", type=int, metavar="N", help="rounds of each scenario")
 
     sp = add_command(sub, "replay", cmd_replay)
     add_kernel_opts(sp)
@@ -423,6 +459,7 @@ def parser() -> argparse.ArgumentParser:
 
     add_kernel_opts(add_command(sub, "provision", cmd_provision))
 
+    add_command(sub, "scenarios", cmd_scenarios)
     sp = add_command(sub, "kernels", cmd_kernels)
     sp.add_argument("--refresh", action="store_true", help="fetch the archive's index now")
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from ..check import scenarios
 from ..check.driver import (
     Divergence,
     DriverModel,
@@ -53,6 +54,11 @@ class RunOptions:
     # Checks of the same boot after the workload (zskit validate's zram round trip): they
     # add their own cases to the result. One that ends the guest leaves it closed.
     after: Callable[[qemu.Guest, RunResult, Progress], None] | None = None
+    # Scenarios (check/scenarios) run after the workload in the same boot, each a case.
+    scenarios: tuple[str, ...] = ()
+    scenario_ops: int | None = None  # each scenario's operation bound; None: its default
+    scenario_seconds: int | None = None  # each scenario's deadline; None: its default
+    scenario_repeat: int = 1
 
 
 def choose_accel(config: Config, profile: qemu.Profile, spec: qemu.BootSpec, p: Progress) -> str:
@@ -124,18 +130,22 @@ def check_batches(
     p: Progress,
     classes: bool = True,  # the allocator has a debugfs `classes` file to check
     policy: Policy | None = None,  # the allocator's model; None: the kernel's upstream
-) -> None:
-    """Run batches one by one against the model; stop at the first divergence."""
-    result.info["classes_checked"] = classes
-    if not classes:
-        p.say("no debugfs `classes` file (CONFIG_ZSMALLOC_STAT off): classes table not checked")
-    zstest.check_version()
+    name: str = "batch",  # the cases' prefix; another than "batch" is a scenario's
+) -> Divergence | None:
+    """Run batches one by one against the model; stop at the first divergence (returned)."""
+    workload = name == "batch"
     driver = DriverModel(api, policy)
-    if classes and not check_geometry_first(zstest, driver, result, p):
-        return
-    batches_log = result.directory / "batches.txt"
+    if workload:
+        result.info["classes_checked"] = classes
+        if not classes:
+            p.say("no debugfs `classes` file (CONFIG_ZSMALLOC_STAT off): classes not checked")
+        zstest.check_version()
+        if classes and not check_geometry_first(zstest, driver, result, p):
+            return Divergence("model", -1, str(result.cases[-1].failure))
+    batches_log = result.directory / ("batches.txt" if workload else f"{name}-batches.txt")
     ops = commands = 0
     model_seconds = 0.0
+    first: Divergence | None = None
     with batches_log.open("w") as log:
         for number, lines in enumerate(batches):
             start = time.monotonic()
@@ -152,15 +162,20 @@ def check_batches(
             divergences.sort(key=lambda d: DIVERGENCE_ORDER.get(d.kind, len(DIVERGENCE_ORDER)))
             commands += len(lines)
             ops += sum(int(line.split()[2]) if line.startswith("churn") else 1 for line in lines)
-            case = Case(f"batch-{number:03d}", time.monotonic() - start)
-            result.cases.append(case)
             if divergences:
-                case.kind = divergences[0].kind
-                case.failure = "\n".join(str(d) for d in divergences[:20])
-                p.say(f"DIVERGENCE in batch {number}: {divergences[0]}")
+                if workload:
+                    failed = divergences[0].kind, "\n".join(str(d) for d in divergences[:20])
+                    result.cases.append(Case(f"batch-{number:03d}", time.monotonic() - start))
+                    result.cases[-1].kind, result.cases[-1].failure = failed
+                p.say(f"DIVERGENCE in {name} {number}: {divergences[0]}")
                 p.say(f"reproducer: {batches_log} (batches 0..{number})")
+                first = divergences[0]
                 break
-            p.detail(f"batch {number}: {len(lines)} commands agree with the model")
+            if workload:
+                result.cases.append(Case(f"batch-{number:03d}", time.monotonic() - start))
+            p.detail(f"{name} {number}: {len(lines)} commands agree with the model")
+    if not workload:
+        return first
     split = {**zstest.seconds, "model": model_seconds}
     result.info.update(
         commands=commands,
@@ -171,6 +186,75 @@ def check_batches(
         f"{ops} operations ({commands} commands) in {len(result.cases)} batches "
         "checked against the model; seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in split.items())
     )
+    return first
+
+
+def check_scenarios_runnable(options: RunOptions, kernel: Kernel, cpus: int) -> None:
+    """Before booting: every scenario known, its bounds in range, its kernel options there."""
+    for name in options.scenarios:
+        scenario = scenarios.find(name)
+        scenarios.params_for(
+            scenario,
+            cpus,
+            options.scenario_ops,
+            options.scenario_seconds,
+            repeat=options.scenario_repeat,
+        )
+        missing = scenarios.missing_options(scenario, kernel.config)
+        if missing:
+            raise scenarios.ScenarioError(
+                f"scenario {name} needs {', '.join(missing)}: pick a variant that has it "
+                "(--variant debug has fault injection and kmemleak; see `zskit scenarios`)"
+            )
+
+
+def run_scenarios(
+    zstest: ZsTest, prepared: Prepared, options: RunOptions, result: RunResult, p: Progress
+) -> None:
+    """Each scenario of the options in turn, one case each; a failing one ends the rest."""
+    sources = prepared.sources
+    counts: dict[str, object] = {}
+    result.info["scenarios"] = counts
+    for name in options.scenarios:
+        scenario = scenarios.find(name)
+        params = scenarios.params_for(
+            scenario,
+            zstest.guest.spec.cpus,
+            options.scenario_ops,
+            options.scenario_seconds,
+            repeat=options.scenario_repeat,
+        )
+
+        def check(batches: list[list[str]], name: str = name) -> str | None:
+            found = check_batches(
+                zstest,
+                batches,
+                prepared.api,
+                result,
+                p,
+                sources.classes_file,
+                sources.policy,
+                name=f"scenario-{name}",
+            )
+            return None if found is None else str(found)
+
+        ctx = scenarios.Context(
+            zstest.guest, zstest, prepared.api, sources.policy, prepared.kernel.config, p, check
+        )
+        p.say(
+            f"scenario {name}: {scenario.summary} ({params.operations} {scenario.unit}, "
+            f"{params.seconds} s, {params.cpus} CPUs, {params.repeat} round(s))"
+        )
+        start = time.monotonic()
+        outcome = scenario.run(ctx, params)
+        case = Case(f"scenario-{name}", time.monotonic() - start)
+        counts[name] = {**outcome.counts, "seconds": round(case.seconds, 3)}
+        result.cases.append(case)
+        if outcome.failure is not None:
+            case.kind, case.failure = outcome.kind, f"scenario {name}: {outcome.failure}"
+            p.say(f"FAILED scenario {name} ({outcome.kind}): {outcome.failure}")
+            return
+        p.say(f"scenario {name} passed in {case.seconds:.1f} s: {outcome.counts}")
 
 
 @dataclass(frozen=True)
@@ -219,6 +303,7 @@ def boot(
             memory_mb=config.memory_mb,
             cpus=config.cpus,
             shutdown=prepared.kernel.shutdown_command,
+            kcsan=prepared.kernel.config("KCSAN") == "y",
         )
         spec = dataclasses.replace(spec, accel=choose_accel(config, profile, spec, p))
         p.say(f"booting Linux {prepared.kernel.release} ({spec.accel}, {config.cpus} CPUs)")
@@ -226,6 +311,7 @@ def boot(
         try:
             guest.boot(initramfs.READY_MARKER, config.boot_timeout)
             p.say(f"guest shell up after {guest.boot_seconds:.2f} s")
+            guest.check_cpus()
             load_modules(guest, prepared.image.modules)
         except BaseException:
             guest.close()
@@ -247,6 +333,7 @@ def run(
         result.info.update(describe(config.tree))
     try:
         prepared = prepared or prepare(config, p, options.refresh)
+        check_scenarios_runnable(options, prepared.kernel, config.cpus)
         result.info["kernel_release"] = prepared.kernel.release
         result.info["kernel_package"] = prepared.kernel.package_version
         result.info["build_warnings"] = list(prepared.built.warnings)
@@ -258,15 +345,19 @@ def run(
             result.info["accel"] = guest.spec.accel
             # QEMU start to the guest's shell answering (modules not loaded yet).
             result.info["boot_seconds"] = round(guest.boot_seconds, 3)
+            result.info["cpus"] = guest.spec.cpus  # checked against the guest's online count
             with p.stage("test"):
                 if options.inject is not None:
                     guest.run(options.inject)
                 api = prepared.api
                 batches = options.batches or default_batches(config, api)
                 sources = prepared.sources
-                check_batches(
-                    ZsTest(guest), batches, api, result, p, sources.classes_file, sources.policy
+                zstest = ZsTest(guest)
+                failed = check_batches(
+                    zstest, batches, api, result, p, sources.classes_file, sources.policy
                 )
+                if options.scenarios and failed is None:
+                    run_scenarios(zstest, prepared, options, result, p)
                 if options.after is not None:
                     options.after(guest, result, p)
                 if guest.child is not None:

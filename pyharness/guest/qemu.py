@@ -54,6 +54,15 @@ def script_command(path: str, env: Mapping[str, object], args: tuple[str, ...] =
     return " ".join([*assigns, "sh", path, *map(shlex.quote, args), "2>&1"])
 
 
+def parse_cpu_list(text: str) -> int:
+    """How many CPUs a sysfs CPU list names ("0-1,3" -> 3)."""
+    count = 0
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
+
+
 @dataclass(frozen=True)
 class Profile:
     binary: str
@@ -89,13 +98,17 @@ class BootSpec:
     memory_mb: int
     cpus: int
     extra_kernel_args: tuple[str, ...] = ()
+    # A KCSAN kernel: booted with KCSAN off, armed for the modules under test
+    # (modules.load_modules).
+    kcsan: bool = False
     # The guest command that ends the run (Kernel.shutdown_command): `poweroff -f` needs
     # ACPI; `reboot -f` works everywhere, as the profile's -no-reboot makes a reset an exit.
     shutdown: str = "poweroff -f"
 
     def argv(self, profile: Profile) -> list[str]:
         cpu = profile.kvm_cpu if self.accel == "kvm" else profile.tcg_cpu
-        append = " ".join((*profile.kernel_args, *self.extra_kernel_args))
+        kcsan = ("kcsan.early_enable=0",) if self.kcsan else ()
+        append = " ".join((*profile.kernel_args, *kcsan, *self.extra_kernel_args))
         console = str(self.console_log).replace(",", ",,")  # QEMU's option escaping
         return [
             profile.binary,
@@ -277,6 +290,20 @@ class Guest:
         if find_crash(self._new_console()) is not None:
             raise self._failure("crash", f"during `{command}`")
         return int(m.group(1)), output
+
+    def check_cpus(self) -> int:
+        """The guest's online CPU count, which must be the count QEMU was asked for: a
+        concurrency check on fewer CPUs than it says would pass for the wrong reason."""
+        online = parse_cpu_list(self.run("cat /sys/devices/system/cpu/online").strip())
+        if online != self.spec.cpus:
+            raise GuestError(
+                "cpus",
+                f"the guest has {online} CPU(s) online but QEMU was asked for "
+                f"{self.spec.cpus} (-smp): the kernel did not find the others (under the "
+                "PVH entry it needs CONFIG_ACPI for the firmware's CPU table); rebuild the "
+                "kernel with ACPI, or set QEMU_CPUS to what it brings up",
+            )
+        return online
 
     def run(self, command: str, timeout: float | None = None) -> str:
         """Run one shell command in the guest; a non-zero exit status is an error."""

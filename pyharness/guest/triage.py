@@ -16,6 +16,17 @@ from dataclasses import dataclass
 PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("kasan", re.compile(r"\bBUG: KASAN: |\bKASAN: ")),
     ("kfence", re.compile(r"\bBUG: KFENCE: ")),
+    ("kcsan", re.compile(r"\bBUG: KCSAN: ")),
+    # lockdep reports are printed, not WARN()ed: panic_on_warn never sees them.
+    (
+        "lockdep",
+        re.compile(
+            r"^WARNING: (possible (circular|recursive) locking|inconsistent lock state|"
+            r"possible irq lock inversion|bad unlock balance|held lock freed|"
+            r"lock held when returning to user space|suspicious RCU usage|"
+            r"Nested lock was not taken)"
+        ),
+    ),
     ("soft-lockup", re.compile(r"\bwatchdog: BUG: soft lockup\b|\bsoft lockup - CPU#")),
     ("hung-task", re.compile(r"\bINFO: task .* blocked for more than \d+ seconds")),
     ("general-protection-fault", re.compile(r"\bgeneral protection fault\b")),

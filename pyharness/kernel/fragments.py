@@ -3,9 +3,13 @@
 A fragment (`qemu/configs/*.config`) holds `CONFIG_X=value` and
 `# CONFIG_X is not set` lines. A variant's fragments merge into one request;
 two fragments asking different values of one option is an error naming
-both. Kbuild then applies the request (tinyconfig, the request appended,
-olddefconfig), and every requested option must come out with its value (an
-option that is absent counts as "n", as in kunit). When one does not, the
+both, unless the later one declares that it overrides the earlier
+(`# zskit: overrides base.config`): a variant such as `nocompaction` turns
+off what the base turns on, and each option it changes is said aloud
+(`Setting.replaces`) when the kernel is configured. Kbuild then applies the
+request (tinyconfig, the request appended, olddefconfig), and every
+requested option must come out with its value (an option that is absent
+counts as "n", as in kunit). When one does not, the
 error lists each such option with what stands in its way: its unmet
 dependencies, a missing prompt, or what selects it, read with kconfiglib
 from the kernel's own Kconfig (srctree set to the source tree). kconfiglib
@@ -15,6 +19,7 @@ compiler-dependent options are explained as the host's compiler sees them.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import re
@@ -30,6 +35,7 @@ from ..progress import StageError
 
 SET_LINE = re.compile(r"^CONFIG_(\w+)=(.*)$")
 UNSET_LINE = re.compile(r"^# CONFIG_(\w+) is not set$")
+OVERRIDES_LINE = re.compile(r"^# zskit: overrides (.+)$")
 
 
 class FragmentError(StageError):
@@ -41,6 +47,7 @@ class Setting:
     name: str  # without CONFIG_
     value: str  # "y", "m", "n", or the text after "=" (strings keep their quotes)
     origin: str  # "base.config:12"
+    replaces: Setting | None = None  # what a declared override changed
 
     def line(self) -> str:
         if self.value == "n":
@@ -66,8 +73,18 @@ def parse(text: str, origin: str) -> list[Setting]:
     return settings
 
 
+def overridden(text: str) -> set[str]:
+    """The fragments (file names) that a fragment declares it may override."""
+    names: set[str] = set()
+    for line in text.splitlines():
+        if m := OVERRIDES_LINE.match(line.strip()):
+            names.update(n.strip() for n in m[1].split(","))
+    return names
+
+
 def merge(paths: Sequence[Path]) -> dict[str, Setting]:
-    """One request from several fragments, in order; conflicting values are an error."""
+    """One request from several fragments, in order; conflicting values are an error
+    unless the later fragment declares it overrides the earlier one."""
     merged: dict[str, Setting] = {}
     conflicts = []
     for path in paths:
@@ -75,21 +92,36 @@ def merge(paths: Sequence[Path]) -> dict[str, Setting]:
             text = path.read_text()
         except OSError as e:
             raise FragmentError(f"cannot read config fragment {path}: {e.strerror}") from e
+        may_override = overridden(text)
         for setting in parse(text, path.name):
             seen = merged.get(setting.name)
             if seen is None:
                 merged[setting.name] = setting
-            elif seen.value != setting.value:
+            elif seen.value == setting.value:
+                continue
+            elif seen.origin.rsplit(":", 1)[0] in may_override:
+                merged[setting.name] = dataclasses.replace(setting, replaces=seen)
+            else:
                 conflicts.append(
                     f"CONFIG_{setting.name}: {seen.origin} sets {seen.value}, "
                     f"{setting.origin} sets {setting.value}"
                 )
     if conflicts:
         raise FragmentError(
-            "config fragments conflict (make them agree, or move the option to one "
-            "fragment):\n  " + "\n  ".join(conflicts)
+            "config fragments conflict (make them agree, move the option to one "
+            "fragment, or declare `# zskit: overrides NAME.config` in the later one):\n  "
+            + "\n  ".join(conflicts)
         )
     return merged
+
+
+def overrides(settings: Mapping[str, Setting]) -> list[str]:
+    """One line per option a fragment changed by a declared override."""
+    return [
+        f"{s.origin} overrides {s.replaces.origin}: CONFIG_{s.name} {s.replaces.value} -> {s.value}"
+        for s in settings.values()
+        if s.replaces is not None
+    ]
 
 
 def text(settings: Mapping[str, Setting]) -> str:

@@ -1,4 +1,4 @@
-"""Kernels built from Debian's linux-source-X: the "minimal" and "debug" variants.
+"""Kernels built from Debian's linux-source-X: the variants of VARIANT_FRAGMENTS.
 
 A `SourceBuiltKernel` is a `KernelSource` like the distribution kernels, so
 the rest of the harness does not care where a kernel came from. Its steps:
@@ -45,6 +45,8 @@ from .manifest import Kernel, cached, config_value
 VARIANT_FRAGMENTS = {
     "minimal": ("base.config", "minimal.config"),
     "debug": ("base.config", "debug.config"),
+    "kcsan": ("base.config", "kcsan.config"),
+    "nocompaction": ("base.config", "nocompaction.config"),
 }
 # Bump when the way a kernel is built changes: every cached build is then redone.
 RECIPE = 1
@@ -183,6 +185,8 @@ class Kbuild:
         """tinyconfig, the merged request appended, olddefconfig, every option checked."""
         names = ", ".join(p.name for p in files)
         progress.say(f"configuring {self.what}: tinyconfig + {names}")
+        for line in fragments.overrides(settings):
+            progress.say(line)
         self.make(progress, "tinyconfig")
         with (self.out / ".config").open("a") as f:  # later lines override tinyconfig's
             f.write("\n# zskit: the merged fragments\n" + fragments.text(settings))

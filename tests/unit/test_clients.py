@@ -5,6 +5,7 @@ The script itself runs in tests/guest/test_validate.py and tests/guest/test_comp
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import cast
 
 from pyharness.guest import clients
@@ -25,6 +26,7 @@ class FakeGuest:
     def __init__(self, output: list[str], rc: int = 0, failing: tuple[str, ...] = ()) -> None:
         self.output, self.rc, self.failing = output, rc, failing
         self.commands: list[str] = []
+        self.spec = SimpleNamespace(kcsan=False)
 
     def send_script(self, name: str) -> str:
         assert name == clients.ZRAM_SCRIPT

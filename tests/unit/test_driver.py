@@ -21,6 +21,7 @@ from pyharness.check.driver import (
 )
 from pyharness.guest.zstest import BatchResult, CommandFailure
 from pyharness.kernel.api import KernelApi, api_for
+from pyharness.kmod.render import PROTOCOL_VERSION
 from pyharness.model import ClassStats, PoolModel, class_table, policy
 from pyharness.model.pattern import pattern, pattern_seed, xorshift32
 
@@ -81,7 +82,7 @@ def test_pool_commands_before_create(line: str) -> None:
 def test_version_needs_no_pool() -> None:
     d = DriverModel(API61)
     assert run("version", driver=d) == [0]
-    assert d.values == [("version", "1")]
+    assert d.values == [("version", str(PROTOCOL_VERSION))]
 
 
 def test_argument_count_is_checked_before_the_pool() -> None:
@@ -986,9 +987,10 @@ def test_check_commands_compares_values_per_batch() -> None:
     d = DriverModel(API61)
     assert check_commands(0, BATCH, result(SIZE_ERROR), d) == []
     # The next batch's values are its own: the first batch's stats are not expected again.
-    res = BatchResult(commands=2, failures=(), values=(("version", "1"), ("compacted", "0")))
+    version = ("version", str(PROTOCOL_VERSION))
+    res = BatchResult(commands=2, failures=(), values=(version, ("compacted", "0")))
     assert check_commands(1, ["version", "compact"], res, d) == []
-    assert d.values == [("version", "1"), ("compacted", "0")]
+    assert d.values == [version, ("compacted", "0")]
     # A batch without value lines expects none.
     assert check_commands(2, ["free 1"], BatchResult(1, (), ()), d) == []
 
@@ -1031,7 +1033,7 @@ NO_LOOKUP = (CommandFailure(2, "lookup", EOPNOTSUPP, "this kernel has no zs_look
 @pytest.mark.parametrize(
     ("lines", "api", "failures", "values", "kind"),
     [
-        (["version"], API61, (), (("version", "2"),), "version"),
+        (["version"], API61, (), (("version", "99"),), "version"),
         (["create zt0", "lookup 100"], API612, (), (("class_index", "6"),), "class_index"),
         (["create zt0", "lookup 100"], API612, (), (), "values"),
         # 6.1 has no zs_lookup_class_index: no value line is expected.

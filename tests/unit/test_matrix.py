@@ -137,7 +137,7 @@ def test_entry_lookup() -> None:
     distro += ["7.2-own-distro", "7.2-builtin-distro"]
     built = [
         f"{k}-{a}-{v}"
-        for v in ("minimal", "debug")
+        for v in ("minimal", "debug", "kcsan", "nocompaction")
         for k in ("6.1", "6.12", "7.2")
         for a in ("own", "upstream")
     ]

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
 from typing import cast
 
 import pytest
 
-from pyharness.guest.modules import ModuleError, load_modules, module_name, unload_modules
+from pyharness.guest.modules import (
+    KCSAN_ARM,
+    KCSAN_CONTROL,
+    ModuleError,
+    load_modules,
+    module_name,
+    unload_modules,
+)
 from pyharness.guest.qemu import Guest
 
 
@@ -15,6 +26,7 @@ class FakeGuest:
 
     def __init__(self, *failing: str) -> None:
         self.commands: list[str] = []
+        self.spec = SimpleNamespace(kcsan=False)
         self.failing = set(failing)
 
     def run_status(self, command: str, timeout: float | None = None) -> tuple[int, str]:
@@ -58,3 +70,37 @@ def test_unchecked_unload_tries_everything_in_one_command() -> None:
     assert fake.commands == ["rmmod zram 2>/dev/null; rmmod dep 2>/dev/null; true"]
     unload_modules(cast(Guest, fake), [], check=False)
     assert len(fake.commands) == 1
+
+
+def test_a_kcsan_guest_arms_the_report_filter_after_loading() -> None:
+    fake = FakeGuest()
+    fake.spec.kcsan = True
+    load_modules(cast(Guest, fake), ["/m/zsmalloc.ko", "/m/zstest.ko"])
+    assert fake.commands == ["insmod /m/zsmalloc.ko", "insmod /m/zstest.ko", KCSAN_ARM]
+    load_modules(cast(Guest, fake), [])
+    assert len(fake.commands) == 3  # nothing loaded, nothing to arm
+
+
+@pytest.mark.skipif(shutil.which("busybox") is None, reason="needs busybox (busybox-static)")
+def test_the_kcsan_filter_lists_the_text_symbols_of_modules_only(tmp_path: Path) -> None:
+    kallsyms = tmp_path / "kallsyms"
+    kallsyms.write_text(
+        "ffffffff81000000 T _stext\n"
+        "ffffffffa0000000 t zs_map_object\t[zsmalloc]\n"
+        "ffffffffa0000100 T zs_malloc\t[zsmalloc]\n"
+        "ffffffffa0001000 d pool_list\t[zstest]\n"
+        "ffffffffa0002000 t zstest_write\t[zstest]\n"
+    )
+    control = tmp_path / "control"
+    script = KCSAN_ARM.replace("/proc/kallsyms", str(kallsyms)).replace(KCSAN_CONTROL, str(control))
+    # The guest's shell is busybox's: run the command as it would, writes appended.
+    script = script.replace(f"> {control}", f">> {control}")
+    subprocess.run(["busybox", "sh", "-c", script], check=True)
+    assert control.read_text().split("\n") == [
+        "!zs_map_object",
+        "!zs_malloc",
+        "!zstest_write",
+        "whitelist",
+        "on",
+        "",
+    ]

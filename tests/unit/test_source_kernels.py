@@ -47,10 +47,42 @@ def test_fragments_merge_in_order() -> None:
     merged = fragments.merge(paths)
     assert merged["ZSMALLOC"].value == "m"
     assert merged["ZSMALLOC_STAT"].origin.startswith("base.config:")
-    assert merged["ACPI"].value == "n"  # `# CONFIG_ACPI is not set`
+    assert merged["SLUB_TINY"].value == "n"  # `# CONFIG_SLUB_TINY is not set`
     assert merged["KASAN"].origin.startswith("debug.config:")
     assert "CONFIG_KASAN=y\n" in fragments.text(merged)
-    assert "# CONFIG_ACPI is not set\n" in fragments.text(merged)
+    assert "# CONFIG_SLUB_TINY is not set\n" in fragments.text(merged)
+    assert fragments.overrides(merged) == []
+
+
+def test_a_declared_override_replaces_the_base_and_says_so(tmp_path: Path) -> None:
+    base = write(tmp_path, "base.config", "CONFIG_A=y\nCONFIG_B=y\n")
+    variant = write(
+        tmp_path,
+        "off.config",
+        "# zskit: overrides base.config\n# CONFIG_A is not set\nCONFIG_B=y\n",
+    )
+    merged = fragments.merge([base, variant])
+    assert merged["A"].value == "n" and merged["A"].replaces == fragments.Setting(
+        "A", "y", "base.config:1"
+    )
+    assert merged["B"].origin == "base.config:2"  # agreeing: no override
+    assert fragments.overrides(merged) == ["off.config:2 overrides base.config:1: CONFIG_A y -> n"]
+    # Without the declaration, or against a fragment it does not name, it is a conflict.
+    undeclared = write(tmp_path, "plain.config", "# CONFIG_A is not set\n")
+    with pytest.raises(fragments.FragmentError, match="declare `# zskit: overrides"):
+        fragments.merge([base, undeclared])
+    other = write(tmp_path, "other.config", "# zskit: overrides x.config\n# CONFIG_A is not set\n")
+    with pytest.raises(fragments.FragmentError, match="CONFIG_A: base.config:1 sets y"):
+        fragments.merge([base, other])
+
+
+def test_nocompaction_turns_off_what_the_base_turns_on() -> None:
+    merged = fragments.merge([CONFIGS / n for n in VARIANT_FRAGMENTS["nocompaction"]])
+    assert merged["COMPACTION"].value == "n" and merged["MIGRATION"].value == "n"
+    assert [line.split(": ", 1)[1] for line in fragments.overrides(merged)] == [
+        "CONFIG_COMPACTION y -> n",
+        "CONFIG_MIGRATION y -> n",
+    ]
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANT_FRAGMENTS))

@@ -105,6 +105,21 @@ KIND_CASES = [
         id="kfence",
     ),
     pytest.param(
+        "kcsan",
+        "[    5.218843] BUG: KCSAN: data-race in zs_free [zsmalloc] / zs_page_migrate [zsmalloc]",
+        id="kcsan",
+    ),
+    pytest.param(
+        "lockdep",
+        "[    4.101010] WARNING: possible circular locking dependency detected",
+        id="lockdep-circular",
+    ),
+    pytest.param(
+        "lockdep",
+        "[    4.101010] WARNING: inconsistent lock state",
+        id="lockdep-inconsistent",
+    ),
+    pytest.param(
         "soft-lockup",
         "[   26.512003] watchdog: BUG: soft lockup - CPU#0 stuck for 22s! [sh:1]",
         id="soft-lockup",

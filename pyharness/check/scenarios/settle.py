@@ -1,0 +1,57 @@
+"""After a concurrent step: what must hold whatever the interleaving.
+
+The threads' survivors (`s stress_obj ID:SIZE:SEED`) all verify; with the
+`classes` file, each class holds exactly the survivors of its size and the
+pool's pages are the classes' pages; once they are freed the pool has no
+page left. A failure names the first thing that did not hold.
+"""
+
+from __future__ import annotations
+
+from ...guest.zstest import BatchResult, ZsTest
+from ...model import PoolModel
+
+
+def survivors(result: BatchResult) -> list[tuple[int, int, int]]:
+    """(id, size, seed) of every object the threads left behind."""
+    return [
+        (int(i), int(size), int(seed))
+        for key, value in result.values
+        if key == "stress_obj"
+        for i, size, seed in [value.split(":")]
+    ]
+
+
+def settle(
+    zstest: ZsTest, pool: str, left: list[tuple[int, int, int]], model: PoolModel, classes: bool
+) -> str | None:
+    """Check the survivors and the pool's counters, free them all: None when all held."""
+    if classes:
+        want: dict[int, int] = {}
+        for _, size, _ in left:
+            index = model.class_of(size).index
+            want[index] = want.get(index, 0) + 1
+        rows = zstest.classes(pool)
+        got = {r.index: r.obj_used for r in rows if r.obj_used}
+        if got != want:
+            wrong = sorted(i for i in set(got) | set(want) if got.get(i) != want.get(i))
+            i = wrong[0]
+            return (
+                f"class {i} has {got.get(i, 0)} objects in use, the threads left "
+                f"{want.get(i, 0)} of its sizes"
+            )
+        pages = int(zstest.batch(["stats"]).value("pages"))
+        if pages != sum(r.pages_used for r in rows):
+            return f"the pool has {pages} pages, its classes {sum(r.pages_used for r in rows)}"
+    check = zstest.batch([f"verify {oid} {seed}" for oid, _, seed in left])
+    if check.failures:
+        f = check.failures[0]
+        return f"survivor verify failed: line {f.line}: {f.reason} (errno {f.errno})"
+    freed = zstest.batch([*(f"free {oid}" for oid, _, _ in left), "compact", "stats"])
+    if freed.failures:
+        f = freed.failures[0]
+        return f"freeing the survivors failed: line {f.line} {f.verb}: {f.reason}"
+    pages = int(freed.value("pages"))
+    if pages:
+        return f"{pages} pages left in the pool after every object was freed (a leak)"
+    return None
