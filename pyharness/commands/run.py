@@ -303,6 +303,7 @@ def boot(
             memory_mb=config.memory_mb,
             cpus=config.cpus,
             shutdown=prepared.kernel.shutdown_command,
+            extra_kernel_args=prepared.kernel.boot_args,
             kcsan=prepared.kernel.config("KCSAN") == "y",
         )
         spec = dataclasses.replace(spec, accel=choose_accel(config, profile, spec, p))

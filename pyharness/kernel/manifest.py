@@ -78,10 +78,22 @@ class Kernel:
         return config_value(self.kdir / ".config", option)
 
     @property
+    def full_acpi(self) -> bool:
+        """ACPI with what its interpreter needs: the firmware's tables (DSDT) reach PCI
+        config space, so without PCI (zskit's source-built kernels) they fail to load."""
+        return self.config("ACPI") == "y" and self.config("PCI") == "y"
+
+    @property
     def shutdown_command(self) -> str:
-        """How the guest leaves: `poweroff -f` needs ACPI; without it (tinyconfig-based
-        kernels) `reboot -f` resets the machine, which QEMU's -no-reboot turns into an exit."""
-        return "poweroff -f" if self.config("ACPI") == "y" else "reboot -f"
+        """How the guest leaves: `poweroff -f` needs a working ACPI interpreter; without it
+        `reboot -f` resets the machine, which QEMU's -no-reboot turns into an exit."""
+        return "poweroff -f" if self.full_acpi else "reboot -f"
+
+    @property
+    def boot_args(self) -> tuple[str, ...]:
+        """Kernel arguments this kernel needs. A source-built kernel has ACPI for its CPU
+        table (MADT) only: `acpi=ht` reads the tables and leaves the interpreter off."""
+        return ("acpi=ht",) if self.config("ACPI") == "y" and not self.full_acpi else ()
 
 
 class KernelSource(Protocol):

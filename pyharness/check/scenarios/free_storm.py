@@ -83,7 +83,9 @@ def run(ctx: Context, params: Params) -> Outcome:
         ctx.zstest.batch([f"destroy {pool}", f"destroy {POOL}"])
     finally:
         if ctx.guest.child is not None:
-            counts["kernel_compactions"] = int(ctx.guest.run(STOP_LOOP).strip() or 0)
+            # The shell may add its job notice ("[1]+ Done ...") after the count.
+            words = ctx.guest.run(STOP_LOOP).split()
+            counts["kernel_compactions"] = int(words[0]) if words and words[0].isdigit() else 0
     if not counts.get("kernel_compactions"):
         return Outcome("compact_memory never ran: the scenario tested nothing", "scenario", counts)
     return Outcome(None, counts=counts)
