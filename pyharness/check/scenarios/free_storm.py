@@ -98,8 +98,8 @@ SCENARIO = register(
         summary="zspages emptied in bursts (three free orders) and by concurrent stress while "
         "the kernel's compaction migrates the pool's pages",
         run=run,
-        operations=12_000,
-        seconds=8,
+        operations=3_000,
+        seconds=5,
         needs={"COMPACTION": "y", "PROC_SYSCTL": "y"},
     )
 )
