@@ -14,7 +14,7 @@ ALLOCATOR ?=
 KERNEL ?=
 RUN_ARGS := $(if $(ALLOCATOR),--allocator $(ALLOCATOR)) $(if $(KERNEL),--kernel $(KERNEL))
 
-.PHONY: setup host-deps qemu-test qemu-compare qemu-matrix test unit lint menuconfig defconfig \
+.PHONY: setup host-deps qemu-test qemu-compare qemu-matrix test test-scenarios unit lint menuconfig defconfig \
 	savedefconfig olddefconfig clean
 
 setup: host-deps $(VENV)/.installed
@@ -69,6 +69,11 @@ lint: setup
 # All tests: tests/unit (no QEMU, no kernel provisioning), then tests/guest.
 test: setup lint
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests/unit tests/guest
+
+# Every scenario on the debug, kcsan and nocompaction kernels, both allocators, five
+# rounds each: any failure is a false alarm (cold: three kernel builds first).
+test-scenarios: setup
+	ZSKIT_SCENARIOS=all $(PY) -m pytest -q $(PYTEST_ARGS) tests/guest/test_scenarios.py
 
 # The unit tests alone: under a minute, nothing booted, built or fetched.
 unit: setup

@@ -1,0 +1,95 @@
+"""Scenarios on real kernels: every one passes on the unmodified allocators, and says on
+how many CPUs it ran.
+
+`make test` runs each scenario once on the 6.1 debug kernel (KASAN, lockdep,
+fault injection, kmemleak) for both allocators, with small bounds. `make
+test-scenarios` (ZSKIT_SCENARIOS=all) runs them on the debug, kcsan and
+nocompaction variants, five times each: a flaky check is a bug, so any
+failure there is a false alarm to fix.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pyharness.check import scenarios
+from pyharness.commands import config, run
+from pyharness.progress import Progress, StageError
+
+ALL = os.environ.get("ZSKIT_SCENARIOS") == "all"
+FULL = pytest.mark.skipif(
+    not ALL,
+    reason="the full scenario set (3 variants x 2 allocators x 5 rounds) runs in "
+    "`make test-scenarios`",
+)
+# Small bounds for `make test`; the full set uses each scenario's defaults.
+QUICK = {"page-ends": 3000, "map-vs-compact": 20_000, "free-storm": 1200, "fault": 1200}
+# What a variant can run: nocompaction has no compact_memory, kcsan no fault injection.
+RUNS_ON = {
+    "debug": ("page-ends", "map-vs-compact", "free-storm", "fault"),
+    "kcsan": ("page-ends", "map-vs-compact", "free-storm"),
+    "nocompaction": ("page-ends", "map-vs-compact"),
+}
+
+
+def run_scenarios(
+    cfg: config.Config, names: tuple[str, ...], quick: bool, repeat: int = 1
+) -> run.RunResult:
+    options = run.RunOptions(
+        batches=[["create zt0"], ["stats"]],  # the scenarios are the test
+        scenarios=names,
+        # One bound for all: the smallest of the chosen.
+        scenario_ops=min(QUICK[n] for n in names) if quick else None,
+        scenario_seconds=5 if quick else None,
+        scenario_repeat=repeat,
+    )
+    return run.run(cfg, Progress(), options)
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("allocator", ["own", "upstream"])
+def test_every_scenario_passes_on_the_debug_kernel(
+    default_config: config.Config, allocator: str
+) -> None:
+    cfg = default_config.with_overrides(kernel="6.1", variant="debug", allocator=allocator)
+    result = run_scenarios(cfg, RUNS_ON["debug"], quick=True)
+    assert result.passed, result.first_failure
+    counts = result.info["scenarios"]
+    assert isinstance(counts, dict) and set(counts) == set(RUNS_ON["debug"])
+    assert all(c["cpus"] >= 1 for c in counts.values())
+    assert counts["map-vs-compact"]["cpus"] == cfg.cpus == 2
+    assert counts["map-vs-compact"]["compactions"] > 0
+    assert counts["free-storm"]["kernel_compactions"] > 0
+    assert counts["fault"]["injected"] > 0 and counts["fault"]["kmemleak"] == "checked"
+
+
+@pytest.mark.qemu
+def test_a_scenario_the_kernel_cannot_run_is_refused_before_booting(
+    default_config: config.Config,
+) -> None:
+    cfg = default_config.with_overrides(kernel="6.1", variant="distro", allocator="upstream")
+    options = run.RunOptions(scenarios=("fault",))
+    result = run.run(cfg, Progress(), options)
+    failure = result.first_failure
+    assert failure is not None
+    assert "scenario fault needs CONFIG_FAILSLAB=y (this kernel has n)" in str(failure.failure)
+    assert "boot" not in [c.name for c in result.cases]
+
+
+def test_out_of_range_bounds_are_refused() -> None:
+    with pytest.raises(StageError, match="4 CPUs asked, the guest has 2"):
+        scenarios.params_for(scenarios.find("free-storm"), 2, cpus=4)
+
+
+@FULL
+@pytest.mark.qemu
+@pytest.mark.parametrize("allocator", ["own", "upstream"])
+@pytest.mark.parametrize("variant", sorted(RUNS_ON))
+def test_scenarios_never_raise_a_false_alarm(
+    default_config: config.Config, variant: str, allocator: str
+) -> None:
+    cfg = default_config.with_overrides(kernel="6.1", variant=variant, allocator=allocator)
+    result = run_scenarios(cfg, RUNS_ON[variant], quick=False, repeat=5)
+    assert result.passed, result.first_failure
