@@ -71,6 +71,7 @@ class Profile:
     tcg_cpu: str
     kvm_cpu: str
     kernel_args: tuple[str, ...]
+    tcg_kernel_args: tuple[str, ...] = ()  # added under TCG only
 
     @classmethod
     def load(cls, name: str = "x86_64") -> Profile:
@@ -86,6 +87,7 @@ class Profile:
             tcg_cpu=data["tcg_cpu"],
             kvm_cpu=data["kvm_cpu"],
             kernel_args=tuple(data["kernel_args"]),
+            tcg_kernel_args=tuple(data.get("tcg_kernel_args", ())),
         )
 
 
@@ -108,7 +110,8 @@ class BootSpec:
     def argv(self, profile: Profile) -> list[str]:
         cpu = profile.kvm_cpu if self.accel == "kvm" else profile.tcg_cpu
         kcsan = ("kcsan.early_enable=0",) if self.kcsan else ()
-        append = " ".join((*profile.kernel_args, *kcsan, *self.extra_kernel_args))
+        tcg = profile.tcg_kernel_args if self.accel == "tcg" else ()
+        append = " ".join((*profile.kernel_args, *tcg, *kcsan, *self.extra_kernel_args))
         console = str(self.console_log).replace(",", ",,")  # QEMU's option escaping
         return [
             profile.binary,
