@@ -204,7 +204,7 @@ def check_scenarios_runnable(options: RunOptions, kernel: Kernel, cpus: int) -> 
         if missing:
             raise scenarios.ScenarioError(
                 f"scenario {name} needs {', '.join(missing)}: pick a variant that has it "
-                "(--variant debug has fault injection and kmemleak; see `zskit scenarios`)"
+                "(--variant debug has fault injection; see `zskit scenarios`)"
             )
 
 

@@ -2,7 +2,7 @@
 how many CPUs it ran.
 
 `make test` runs each scenario once on the 6.1 debug kernel (KASAN, lockdep,
-fault injection, kmemleak) for both allocators, with small bounds. `make
+fault injection) for both allocators, with small bounds. `make
 test-scenarios` (ZSKIT_SCENARIOS=all) runs them on the debug, kcsan and
 nocompaction variants, five times each: a flaky check is a bug, so any
 failure there is a false alarm to fix.
@@ -25,7 +25,7 @@ FULL = pytest.mark.skipif(
     "`make test-scenarios`",
 )
 # Small bounds for `make test`; the full set uses each scenario's defaults.
-QUICK = {"page-ends": 3000, "map-vs-compact": 20_000, "free-storm": 1200, "fault": 1200}
+QUICK = {"page-ends": 600, "map-vs-compact": 5000, "free-storm": 600, "fault": 600}
 # What a variant can run: nocompaction has no compact_memory, kcsan no fault injection.
 RUNS_ON = {
     "debug": ("page-ends", "map-vs-compact", "free-storm", "fault"),
@@ -42,7 +42,7 @@ def run_scenarios(
         scenarios=names,
         # One bound for all: the smallest of the chosen.
         scenario_ops=min(QUICK[n] for n in names) if quick else None,
-        scenario_seconds=5 if quick else None,
+        scenario_seconds=3 if quick else None,
         scenario_repeat=repeat,
     )
     return run.run(cfg, Progress(), options)
@@ -62,7 +62,7 @@ def test_every_scenario_passes_on_the_debug_kernel(
     assert counts["map-vs-compact"]["cpus"] == cfg.cpus == 2
     assert counts["map-vs-compact"]["compactions"] > 0
     assert counts["free-storm"]["kernel_compactions"] > 0
-    assert counts["fault"]["injected"] > 0 and counts["fault"]["kmemleak"] == "checked"
+    assert counts["fault"]["injected"] > 0
 
 
 @pytest.mark.qemu

@@ -10,8 +10,8 @@ failing part way) and allocates and writes objects of every size: each
 command either succeeds or fails with ENOMEM (ENOENT for a write whose
 alloc failed), nothing else. Outside the window every object that was
 allocated verifies, everything is freed, the pool returns to zero pages and
-to all-zero class counters, and kmemleak (when the kernel has it) reports
-nothing.
+to all-zero class counters. (Not kmemleak: its own allocations fail in the
+window too, and it then disables itself.)
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ POOL = "sc-fault"
 BASE = 4_000_000
 INJECTORS = ("failslab", "fail_page_alloc")
 DEBUGFS = "/sys/kernel/debug"
-KMEMLEAK = f"{DEBUGFS}/kmemleak"
-# Young objects are not reported (kmemleak's minimum age is 5 s).
-KMEMLEAK_AGE = 6
 
 
 def setup_commands(interval: int) -> list[str]:
@@ -122,13 +119,6 @@ def run(ctx: Context, params: Params) -> Outcome:
                 counts,
             )
     ctx.zstest.batch([f"destroy {POOL}"])
-    if ctx.config("DEBUG_KMEMLEAK") == "y":
-        leaks = ctx.guest.run(
-            f"sleep {KMEMLEAK_AGE}; echo scan > {KMEMLEAK}; echo scan > {KMEMLEAK}; cat {KMEMLEAK}"
-        )
-        counts["kmemleak"] = "checked"
-        if "unreferenced object" in leaks:
-            return Outcome("kmemleak found unreferenced objects:\n" + leaks[:3000], "leak", counts)
     return Outcome(None, counts=counts)
 
 
@@ -137,7 +127,7 @@ SCENARIO = register(
         name="fault",
         kind="fault",
         summary="every 7th slab and page allocation of the allocator's task fails (failslab, "
-        "fail_page_alloc): clean ENOMEM, no leak, kmemleak quiet",
+        "fail_page_alloc): clean ENOMEM, and no page or object left after the frees",
         run=run,
         operations=4_000,
         seconds=30,
