@@ -162,6 +162,8 @@ def cmd_validate(args: argparse.Namespace, p: Progress) -> int:
         results_dir=Path(args.results_dir) if args.results_dir else None,
         perf_rounds=0 if args.no_perf else validate.PERF_ROUNDS,
         variant=args.variant,
+        trees=[Path(t) for t in args.tree or ()],
+        base=args.base,
     )
     print(validate.summary(result))
     print(f"report: {result.directory / 'report.md'} (and results.json)")
@@ -396,6 +398,16 @@ def parser() -> argparse.ArgumentParser:
         choices=list(VARIANTS),
         help="every kernel's variant (default: Debian's kernel where zsmalloc is a module, "
         "else the source-built minimal one)",
+    )
+    sp.add_argument(
+        "--tree",
+        action="append",
+        metavar="DIR",
+        help="also (or, without --kernel, only) on a kernel built from your own tree, the "
+        "series applied on its HEAD, or on its base-commit where the tree has it; repeatable",
+    )
+    sp.add_argument(
+        "--base", metavar="REV", help="with --tree: apply the series on this commit of the tree"
     )
     add_results_dir_opt(sp, "build/results/validate-<stamp>")
     add_accel_opt(sp)

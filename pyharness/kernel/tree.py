@@ -260,21 +260,68 @@ class TreeKernel:
 GIT_ENV = {"GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0"}
 
 
-def _git(tree: Path, *args: str) -> str | None:
+def read_git(tree: Path, *args: str, stdin: bytes | None = None) -> bytes | None:
     """A read-only git command's output in `tree`, or None when it fails (no git, no repo)."""
     argv = ["git", "-c", f"safe.directory={tree}", "-C", str(tree), *args]
     try:
         done = subprocess.run(
             argv,
             env={**os.environ, **GIT_ENV},
+            input=stdin,
             capture_output=True,
-            text=True,
             check=False,
             timeout=120,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return done.stdout if done.returncode == 0 else None
+
+
+def _git(tree: Path, *args: str) -> str | None:
+    out = read_git(tree, *args)
+    return None if out is None else out.decode(errors="replace")
+
+
+def is_checkout(tree: Path) -> bool:
+    """Whether `tree` is the top of a git checkout (not a directory inside another one)."""
+    top = _git(tree, "rev-parse", "--show-toplevel")
+    return top is not None and Path(top.strip()).resolve() == tree.resolve()
+
+
+def commit_of(tree: Path, rev: str) -> str | None:
+    """The full commit id `rev` names in the tree's repository, or None if it has none."""
+    out = _git(tree, "rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}")
+    return out.strip() if out else None
+
+
+def files_at(tree: Path, commit: str) -> list[str]:
+    """Every file path of the tree at `commit` (git ls-tree), read from its .git."""
+    out = read_git(tree, "ls-tree", "-r", "-z", "--name-only", commit)
+    if out is None:
+        raise TreeError(f"cannot list the files of {tree} at {commit} (git ls-tree failed)")
+    return [name for name in out.decode(errors="surrogateescape").split("\0") if name]
+
+
+def blobs_at(tree: Path, commit: str, paths: list[str]) -> dict[str, bytes]:
+    """The contents of `paths` at `commit` (those that exist there), by one git cat-file."""
+    if not paths:
+        return {}
+    request = "".join(f"{commit}:{path}\n" for path in paths).encode()
+    out = read_git(tree, "cat-file", "--batch", stdin=request)
+    if out is None:
+        raise TreeError(f"cannot read files of {tree} at {commit} (git cat-file failed)")
+    found: dict[str, bytes] = {}
+    at = 0
+    for path in paths:
+        end = out.index(b"\n", at)
+        header = out[at:end].split()
+        at = end + 1
+        if len(header) != 3 or header[1] != b"blob":
+            continue  # "<rev:path> missing", or a directory or submodule
+        size = int(header[2])
+        found[path] = out[at : at + size]
+        at += size + 1
+    return found
 
 
 def describe(tree: Path) -> dict[str, object]:
@@ -285,8 +332,7 @@ def describe(tree: Path) -> dict[str, object]:
     only its path.
     """
     info: dict[str, object] = {"tree": str(tree)}
-    top = _git(tree, "rev-parse", "--show-toplevel")
-    if top is None or Path(top.strip()).resolve() != tree.resolve():
+    if not is_checkout(tree):
         return info  # not a git checkout, or a directory inside another repository
     commit = _git(tree, "rev-parse", "--verify", "HEAD")
     status = _git(tree, "status", "--porcelain", "--untracked-files=normal")

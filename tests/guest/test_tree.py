@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from pyharness.commands import cli, config, run
+from pyharness.commands import cli, config, run, validate
 from pyharness.kernel.identity import KernelId
 from pyharness.kernel.manifest import Kernel
 from pyharness.kernel.provision import DEBIAN_SUITES, provision
@@ -31,6 +31,8 @@ from pyharness.kernel.tree import tree_kernel_id
 from pyharness.paths import cache_dir
 from pyharness.progress import Progress, StageError
 from tests.guest.test_bug_injection import BUGS
+from tests.guest.test_validate import GOOD
+from tests.unit.test_validate import Edit, make_series, mbox
 
 pytestmark = pytest.mark.qemu
 
@@ -326,3 +328,123 @@ def test_a_612_tree_builds_in_its_suite_root_and_passes(
     doc = results(tmp_path)
     assert doc["tree_dirty"] is False and str(doc["kernel_release"]).startswith("6.12.")
     assert git(path, "status", "--porcelain") == ""
+
+
+# zskit validate --tree: a series applied on the tree's files at a base read from its .git.
+
+SIDE = "zskit-test-side"  # a branch of the fixture beside HEAD, never checked out
+TYPO = ("calls must occurs in reverse", "calls must occur in reverse")
+
+
+def side_commit(tree: Path) -> str:
+    """SIDE: HEAD with one comment of zsmalloc.c fixed, made with git's plumbing in a
+    temporary index (the fixture's working files and index stay as they are); the same
+    commit in every session (fixed author and date)."""
+    text = git(tree, "show", f"HEAD:{validate.SOURCE}")
+    assert text.count(TYPO[0]) == 1
+    env = {**os.environ, **GIT_ENV, "GIT_INDEX_FILE": str(tree / ".git" / "zskit-test-index")}
+
+    def plumb(*args: str, stdin: str | None = None) -> str:
+        return subprocess.run(
+            ["git", "-C", str(tree), *args],
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    blob = plumb("hash-object", "-w", "--stdin", stdin=text.replace(*TYPO))
+    plumb("read-tree", "HEAD")
+    plumb("update-index", "--cacheinfo", f"100644,{blob},{validate.SOURCE}")
+    commit = plumb("commit-tree", plumb("write-tree"), "-p", "HEAD", "-m", "zsmalloc: a typo")
+    Path(env["GIT_INDEX_FILE"]).unlink()
+    plumb("update-ref", f"refs/heads/{SIDE}", commit)
+    return commit
+
+
+def side_series(tree: Path, out: Path) -> Path:
+    """A one-patch series made on SIDE's files (its context is not in HEAD's)."""
+    files = out.with_name(out.name + "-files")
+    for path in validate.BUILT:
+        (files / path).parent.mkdir(parents=True, exist_ok=True)
+        (files / path).write_text(git(tree, "show", f"{SIDE}:{path}"))
+    edit = Edit(
+        "mm/zsmalloc: say in which order to unmap",
+        [(validate.SOURCE, TYPO[1], "calls must occur in the reverse")],
+    )
+    return make_series(files, [edit], out)
+
+
+def test_validate_on_the_trees_head(
+    tree: Path,
+    built: tuple[Kernel, float],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    record_property: Callable[[str, object], None],
+) -> None:
+    before = listing(tree)
+    head = git(tree, "rev-parse", "HEAD").strip()
+    series = mbox(make_series(tree, GOOD[:3], tmp_path / "s"), tmp_path / "series.mbox")
+    monkeypatch.setenv("KCONFIG_CONFIG", "/nonexistent")
+    argv = ["validate", "--tree", str(tree), "--no-perf", str(series)]
+    start = time.monotonic()
+    code = cli.main([*argv, "--results-dir", str(tmp_path / "results")])
+    seconds = time.monotonic() - start
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    kernels = results(tmp_path / "results")["kernels"]
+    assert isinstance(kernels, list) and len(kernels) == 1
+    kernel = kernels[0]
+    assert kernel["source"] == f"tree {tree} at {head[:12]} (HEAD)"
+    assert [s["verdict"][:4] for s in kernel["steps"]] == ["PASS"] * 3
+    assert "which" in captured.err and "does not have; applied on HEAD" in captured.err
+    assert listing(tree) == before and git(tree, "status", "--porcelain") == ""
+    record_property("validate_tree_3_patches_seconds", round(seconds, 1))
+    with capsys.disabled():
+        print(f"\nwarm `zskit {' '.join(argv)}` (3 patches): {seconds:.1f} s")
+
+
+def test_validate_with_base_applies_on_that_commit(
+    tree: Path,
+    built: tuple[Kernel, float],
+    default_config: config.Config,
+    tmp_path: Path,
+) -> None:
+    commit = side_commit(tree)
+    before = listing(tree)
+    series = side_series(tree, tmp_path / "s")
+    result = validate.validate(
+        default_config,
+        [series],
+        Progress(),
+        results_dir=tmp_path / "results",
+        perf_rounds=0,
+        trees=[tree],
+        base=SIDE,
+    )
+    assert result.passed, validate.summary(result)
+    (kernel,) = result.kernels
+    assert kernel.source == f"tree {tree} at {commit[:12]} (--base {SIDE})"
+    assert listing(tree) == before
+
+
+def test_a_series_for_a_different_tree_is_refused(
+    tree: Path,
+    built: tuple[Kernel, float],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    side_commit(tree)
+    series = side_series(tree, tmp_path / "s")  # its base-commit is not in the tree
+    head = git(tree, "rev-parse", "HEAD").strip()
+    monkeypatch.setenv("KCONFIG_CONFIG", "/nonexistent")
+    argv = ["validate", "--tree", str(tree), "--no-perf", str(series)]
+    assert cli.main([*argv, "--results-dir", str(tmp_path / "results")]) == 1
+    err = capsys.readouterr().err
+    assert f"tree {tree} at {head[:12]} (HEAD)" in err
+    assert "does not apply there (base-commit: " in err
+    assert "fetch that commit into the tree" in err and "--base REV" in err
+    assert not (tmp_path / "results").exists()
