@@ -8,6 +8,7 @@ same everywhere.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import signal
@@ -42,6 +43,8 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
             )
         entry = matrix.find_entry(name)
         kernel, allocator, variant = entry.kernel.series, entry.allocator, entry.kernel.variant
+        if entry.kernel.tree is not None:
+            kernel, tree = None, str(entry.kernel.tree)
     cfg = config_mod.load()
     if tree is not None:  # the tree names the series; its variant is never "distro"
         cfg = cfg.with_tree(Path(tree), variant)
@@ -122,6 +125,9 @@ def cmd_matrix(args: argparse.Namespace, p: Progress) -> int:
         print(f"merged results: {args.merge} (junit.xml, results.ktap, kernelci.json)")
         return 0 if merged.passed else 1
     cfg = config_mod.load(dotconfig=config_file)
+    if args.tree:  # trees of this run, after MATRIX_TREES
+        trees = tuple(Path(t).expanduser() for t in args.tree)
+        cfg = dataclasses.replace(cfg, matrix_trees=(*cfg.matrix_trees, *trees))
     if args.list:
         entries = matrix.selected(cfg)
         if args.json:
@@ -383,6 +389,12 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="with --list: as a JSON list")
     sp.add_argument("--config", metavar="FILE", help="a .config or configs/ preset to read")
     sp.add_argument("--jobs", type=int, metavar="N", help="entries at once (default: cores)")
+    sp.add_argument(
+        "--tree",
+        action="append",
+        metavar="DIR",
+        help="also the entries of a kernel built from this tree (as MATRIX_TREES); repeatable",
+    )
     add_accel_opt(sp)
     sp.add_argument(
         "--merge", metavar="DIR", help="merge entry directories under DIR (CI jobs) instead"

@@ -42,6 +42,12 @@ SOURCES: dict[str, dict[str, KernelSource]] = {
 }
 
 
+def known_series() -> tuple[str, ...]:
+    """The series zskit describes itself (the table above), oldest first: the matrix's
+    kernels unless MATRIX_KERNELS names others."""
+    return tuple(sorted({s for table in SOURCES.values() for s in table}, key=series_key))
+
+
 def sources(variant: str = DISTRO) -> Mapping[str, KernelSource]:
     """The kernels of a variant, by series."""
     try:
