@@ -24,7 +24,7 @@ from ..kernel.api import api_for
 from ..kernel.archive import Offer, archive_offers, newest_suite
 from ..kernel.identity import VARIANTS, series_key
 from ..kernel.provision import SOURCES, cached_variants, provision
-from ..kernel.tree import makefile_series
+from ..kernel.tree import tree_api
 from ..kmod import render
 from ..progress import Progress, StageError
 from . import compare, matrix, perf, validate
@@ -272,7 +272,7 @@ def cmd_parse(args: argparse.Namespace, p: Progress) -> int:
 def cmd_render(args: argparse.Namespace, p: Progress) -> int:
     """Write the own allocator into a kernel source tree."""
     tree = Path(args.tree)
-    api = api_for(makefile_series(tree))
+    api = tree_api(tree)  # detected from the tree's own files, before they are replaced
     for path in render.render_into_tree(tree, api, config_mod.load().own):
         print(f"wrote {path}")
     print("build it in the tree as mm/zsmalloc.c (CONFIG_ZSMALLOC=y or m)")

@@ -22,7 +22,7 @@ from .debian import DebianDistroKernel, DebianSuiteKernel
 from .identity import DISTRO, HOST_ARCH, VARIANTS, KernelId, series_key
 from .manifest import Kernel, KernelSource
 from .source import VARIANT_FRAGMENTS, SourceBuiltKernel
-from .tree import TreeKernel
+from .tree import TreeKernel, holding
 
 # The distribution kernels of trixie and sid; zsmalloc is built in on both.
 DEBIAN_SUITES = {
@@ -102,7 +102,8 @@ def provision(kernel: KernelId, p: Progress, refresh: bool = False) -> Kernel:
     def waiting() -> None:
         p.say(f"waiting for another zskit provisioning Linux {kernel.label}")
 
-    with locked(lock_file(kernel.lock), waiting=waiting):
+    # A tree's lock first (held already when a run provisions it): always in this order.
+    with holding(kernel.tree, p), locked(lock_file(kernel.lock), waiting=waiting):
         return source.provision(cache_dir(), p, refresh=refresh)
 
 

@@ -105,10 +105,9 @@ def listing(tree: Path) -> dict[str, tuple[int, int]]:
 @pytest.fixture(scope="session")
 def tree() -> Iterator[Path]:
     """The fixture tree, at its commit, with every file a session changed made new."""
-    pristine = provision(KernelId("6.1", "minimal"), Progress()).source
     path = cache_dir() / "test-trees" / "linux-6.1"
-    if not (path / ".git").is_dir():
-        make_tree(pristine, path)
+    if not (path / ".git").is_dir():  # the pristine source is needed only to make it
+        make_tree(provision(KernelId("6.1", "minimal"), Progress()).source, path)
     restore(path)
     # The tested file is always new: a previous session's edit, restored with an
     # older mtime, would otherwise look older than its object.

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import shutil
 import tempfile
 import time
@@ -16,7 +17,7 @@ from ...kernel.detect import api_of
 from ...kernel.identity import DISTRO, KernelId
 from ...kernel.manifest import Kernel
 from ...kernel.provision import provision, source_for
-from ...kernel.tree import describe, tree_kernel_id
+from ...kernel.tree import describe, holding, tree_kernel_id
 from ...kmod import render
 from ...locking import locked
 from ...paths import RESULTS
@@ -274,6 +275,25 @@ def validate(
     `kernel_names`), the series applied on `base` (a commit of each), else on the
     series' base-commit where the tree has it, else on its HEAD.
     """
+    with contextlib.ExitStack() as held:  # each tree's lock, for the whole validation
+        for tree in dict.fromkeys(Path(t).expanduser().resolve() for t in trees):
+            held.enter_context(holding(tree, p))
+        return _validate(
+            config, inputs, p, kernel_names, results_dir, perf_rounds, variant, trees, base
+        )
+
+
+def _validate(
+    config: Config,
+    inputs: Sequence[Path],
+    p: Progress,
+    kernel_names: Sequence[str],
+    results_dir: Path | None,
+    perf_rounds: int,
+    variant: str | None,
+    trees: Sequence[Path],
+    base: str | None,
+) -> Validation:
     started = time.monotonic()
     if base is not None and not trees:
         raise ValidateError("--base REV names a commit of a tree: it goes with --tree DIR")
