@@ -58,7 +58,20 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
         workload_seed=getattr(args, "seed", None),
         workload_batch=getattr(args, "batch", None),
         workload_churn_percent=getattr(args, "churn", None),
+        config_fragments=_fragments(args) or None,
+        cc=getattr(args, "cc", None),
     )
+
+
+def _fragments(args: argparse.Namespace) -> tuple[Path, ...]:
+    """--config-fragment FILE..., absolute, each checked to be a readable file."""
+    found = []
+    for name in getattr(args, "config_fragment", None) or ():
+        path = Path(name).expanduser().resolve()
+        if not path.is_file():
+            raise StageError(f"--config-fragment {name}: no such file")
+        found.append(path)
+    return tuple(found)
 
 
 def cmd_run(args: argparse.Namespace, p: Progress) -> int:
@@ -128,6 +141,7 @@ def cmd_matrix(args: argparse.Namespace, p: Progress) -> int:
     if args.tree:  # trees of this run, after MATRIX_TREES
         trees = tuple(Path(t).expanduser() for t in args.tree)
         cfg = dataclasses.replace(cfg, matrix_trees=(*cfg.matrix_trees, *trees))
+    cfg = dataclasses.replace(cfg, config_fragments=_fragments(args), cc=args.cc)
     if args.list:
         entries = matrix.selected(cfg)
         if args.json:
@@ -170,6 +184,8 @@ def cmd_validate(args: argparse.Namespace, p: Progress) -> int:
         variant=args.variant,
         trees=[Path(t) for t in args.tree or ()],
         base=args.base,
+        fragments=_fragments(args),
+        cc=args.cc,
     )
     print(validate.summary(result))
     print(f"report: {result.directory / 'report.md'} (and results.json)")
@@ -212,7 +228,7 @@ def cmd_compare(args: argparse.Namespace, p: Progress) -> int:
 def cmd_provision(args: argparse.Namespace, p: Progress) -> int:
     """Fetch the kernel into the cache."""
     cfg = _config(args)
-    kernel = provision(cfg.kernel_id, p, refresh=args.refresh)
+    kernel = provision(cfg.kernel_id, p, args.refresh, fragments=cfg.config_fragments, cc=cfg.cc)
     print(
         f"{kernel.release} ({kernel.package_version}, {kernel.variant})\n"
         f"  image  {kernel.vmlinuz}\n"
@@ -334,6 +350,22 @@ def add_kernel_opts(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--refresh", action="store_true", help="re-resolve and refetch the kernel")
 
 
+def add_build_opts(sp: argparse.ArgumentParser) -> None:
+    """How zskit builds a kernel (--tree, --variant minimal|debug): fragments, compiler."""
+    sp.add_argument(
+        "--config-fragment",
+        action="append",
+        metavar="FILE",
+        help="a kernel config fragment merged after the variant's (each setting said; one "
+        "that disagrees with the variant's is an error); repeatable",
+    )
+    sp.add_argument(
+        "--cc",
+        metavar="CC",
+        help="a tree's compiler, e.g. clang or gcc-13 (default: $CC, else the series' own)",
+    )
+
+
 def add_allocator_opt(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--allocator", choices=list(render.ALLOCATORS))
 
@@ -366,6 +398,7 @@ def parser() -> argparse.ArgumentParser:
 
     sp = add_command(sub, "run", cmd_run)
     add_kernel_opts(sp)
+    add_build_opts(sp)
     add_allocator_opt(sp)
     sp.add_argument("--entry", help="a matrix entry, e.g. 6.1-upstream-distro (kernel + allocator)")
     add_results_dir_opt(sp, "build/results/<id>")
@@ -380,6 +413,7 @@ def parser() -> argparse.ArgumentParser:
 
     sp = add_command(sub, "replay", cmd_replay)
     add_kernel_opts(sp)
+    add_build_opts(sp)
     sp.add_argument("replay", metavar="FILE")
     add_allocator_opt(sp)
     add_accel_opt(sp)
@@ -395,6 +429,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="also the entries of a kernel built from this tree (as MATRIX_TREES); repeatable",
     )
+    add_build_opts(sp)
     add_accel_opt(sp)
     sp.add_argument(
         "--merge", metavar="DIR", help="merge entry directories under DIR (CI jobs) instead"
@@ -421,6 +456,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--base", metavar="REV", help="with --tree: apply the series on this commit of the tree"
     )
+    add_build_opts(sp)
     add_results_dir_opt(sp, "build/results/validate-<stamp>")
     add_accel_opt(sp)
     add_workload_opts(sp)
@@ -445,7 +481,9 @@ def parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--no-zram", action="store_true", help="skip the data set through zram")
 
-    add_kernel_opts(add_command(sub, "provision", cmd_provision))
+    sp = add_command(sub, "provision", cmd_provision)
+    add_kernel_opts(sp)
+    add_build_opts(sp)
 
     sp = add_command(sub, "kernels", cmd_kernels)
     sp.add_argument("--refresh", action="store_true", help="fetch the archive's index now")

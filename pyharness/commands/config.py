@@ -50,6 +50,10 @@ class Config:
     matrix_variants: tuple[str, ...] = ()
     # `--tree DIR`: the kernel is built from the user's tree (absolute); `kernel` is its series.
     tree: Path | None = None
+    # --config-fragment FILE...: merged after the variant's fragments (built kernels only);
+    # --cc: a tree's compiler.
+    config_fragments: tuple[Path, ...] = ()
+    cc: str | None = None
 
     @property
     def kernel_id(self) -> KernelId:

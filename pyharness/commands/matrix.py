@@ -259,6 +259,8 @@ class _Runner:
     run_args: list[str]  # extra options of every `zskit run`
     env: dict[str, str]
     progress: Progress
+    fragments: tuple[Path, ...] = ()  # --config-fragment of the entries zskit builds
+    cc: str | None = None  # --cc of the tree entries
     stop: threading.Event = field(default_factory=threading.Event)
     running: set[subprocess.Popen[bytes]] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -276,6 +278,10 @@ class _Runner:
         # The baseline is an entry of its own here, not a second suite in this boot.
         argv += ["--variant", entry.kernel.variant, "--no-baseline"]
         argv += ["--results-dir", str(directory), *self.run_args]
+        if entry.kernel.variant != DISTRO:  # a kernel zskit builds
+            argv += [a for f in self.fragments for a in ("--config-fragment", str(f))]
+        if entry.kernel.tree is not None and self.cc is not None:
+            argv += ["--cc", self.cc]
         self.progress.say(f"{entry.name}: started (log: {directory / 'zskit.log'})")
         start = time.monotonic()
         with (directory / "zskit.log").open("wb") as log:
@@ -327,6 +333,9 @@ def run_matrix(
 ) -> MatrixResult:
     """Run every selected entry, `jobs` at a time (default: one per core), and merge the results.
 
+    The configuration's config fragments go to the entries of kernels zskit builds (trees,
+    minimal, debug), its compiler to the trees' entries.
+
     `config_file` (a .config or preset) is what the entries' processes load too;
     without it they read `.config` or $KCONFIG_CONFIG, as this process did.
     """
@@ -338,7 +347,7 @@ def run_matrix(
         env["KCONFIG_CONFIG"] = str(config_file.resolve())
     run_args = ["--accel", accel] if accel else []
     argv = [sys.executable, "-m", "pyharness.commands.cli", *(["-v"] if progress.verbose else [])]
-    runner = _Runner(directory, argv, run_args, env, progress)
+    runner = _Runner(directory, argv, run_args, env, progress, config.config_fragments, config.cc)
     progress.say(f"{len(chosen)} entries, {jobs} at a time; results: {directory}")
     start = time.monotonic()
     interrupted = False

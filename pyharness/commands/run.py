@@ -188,7 +188,9 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
     with p.stage("provision"):
         # Before a long provisioning.
         render.check_allocator(source_for(config.kernel_id), config.allocator)
-        kernel = provision(config.kernel_id, p, refresh=refresh)
+        kernel = provision(
+            config.kernel_id, p, refresh, fragments=config.config_fragments, cc=config.cc
+        )
         api = api_of(kernel)
     target = config.kernel_id.name(config.allocator)  # 6.1-upstream, 6.1-upstream-minimal
     with p.stage("render"):

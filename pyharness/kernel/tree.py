@@ -28,10 +28,12 @@ whether the working state differs ("dirty"), asked with read-only git commands.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -217,6 +219,7 @@ class TreeKernel:
     zsmalloc_builtin: bool = False  # base.config asks CONFIG_ZSMALLOC=m
     # Debian's kernel of the series, whose suite's root builds it; None: the host's gcc (6.1).
     distro: DebianSuiteKernel | None = None
+    cc: str | None = None  # --cc: the compiler asked for (else $CC, else the series')
 
     @classmethod
     def of(cls, kernel: KernelId, suites: Mapping[str, DebianSuiteKernel]) -> TreeKernel:
@@ -241,7 +244,11 @@ class TreeKernel:
 
     def toolchain(self, cache: Path, progress: Progress, refresh: bool = False) -> Toolchain:
         """The host's gcc for 6.1, the series' Debian suite root for 6.12 and 7.2 (their
-        source-built kernels' toolchains); another series has none zskit can pick yet."""
+        source-built kernels' toolchains); another series has none zskit can pick yet.
+        --cc (or $CC) overrides that choice: the host's compiler of that name."""
+        cc = self.cc or os.environ.get("CC") or None
+        if cc is not None:
+            return cc_toolchain(cc, self.tree, progress)
         if self.series in HOST_GCC_SERIES:
             return host_toolchain(progress)
         if self.distro is not None:
@@ -312,6 +319,21 @@ class TreeKernel:
             raise StageError(f"the build of {what} in {dest} lacks vmlinux; rerun to continue it")
         kernel.save(manifest)
         return kernel
+
+
+def cc_toolchain(cc: str, tree: Path, progress: Progress) -> Toolchain:
+    """The host with the compiler `cc` ("clang", "gcc-13", "ccache gcc"): `make CC=cc`."""
+    words = cc.split()
+    if not words or shutil.which(words[0]) is None:
+        raise TreeError(
+            f"--cc {cc!r} (or $CC): no such compiler on the host's PATH; name an installed "
+            "one (gcc-12, clang...), or leave --cc out and unset CC for the series' own"
+        )
+    host = host_toolchain(progress)  # the other build tools, checked
+    version = progress.run([*words, "--version"], what=f"asking {cc} its version")
+    first = version.splitlines()[0] if version.strip() else cc
+    progress.say(f"{tree}: built with {cc} ({first}), as --cc or $CC asks")
+    return dataclasses.replace(host, ident=f"cc {cc}: {first}", make_vars=(f"CC={cc}",))
 
 
 # git must not write into the user's tree: no index refresh (`git status` otherwise

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from pyharness.commands import cli, config, run, validate
-from pyharness.kernel.identity import KernelId
+from pyharness.kernel.identity import KernelId, tree_tag
 from pyharness.kernel.manifest import Kernel
 from pyharness.kernel.provision import DEBIAN_SUITES, provision
 from pyharness.kernel.source import SourceBuiltKernel, root_toolchain
@@ -447,3 +447,53 @@ def test_a_series_for_a_different_tree_is_refused(
     assert "does not apply there (base-commit: " in err
     assert "fetch that commit into the tree" in err and "--base REV" in err
     assert not (tmp_path / "results").exists()
+
+
+def test_matrix_tree_entries_take_turns_on_the_tree(
+    tree: Path,
+    built: tuple[Kernel, float],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Both entries of the tree start at once; the tree's lock makes the second wait (and
+    # say so) until the first has built and booted.
+    preset = tmp_path / "trees-only.config"
+    preset.write_text(
+        'CONFIG_MATRIX_KERNELS="none"\n# CONFIG_MATRIX_ALLOCATOR_BUILTIN is not set\n'
+    )
+    monkeypatch.setenv("KCONFIG_CONFIG", str(preset))
+    monkeypatch.chdir(tmp_path)
+    argv = ["matrix", "--config", str(preset), "--tree", str(tree), "--jobs", "2"]
+    code = cli.main(argv)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    tag = tree_tag(tree)
+    names = [f"6.1-own-minimal-{tag}", f"6.1-upstream-minimal-{tag}"]
+    merged = Path(out.split("merged results: ")[1].split(" ")[0])
+    logs = [(merged / name / "zskit.log").read_text() for name in names]
+    assert sum(f"waiting for another zskit working on {tree}" in log for log in logs) == 1
+    for name in names:
+        identity = results(merged / name)["kernel_identity"]
+        assert isinstance(identity, dict) and identity["tree"]["path"] == str(tree)
+        assert identity["tree"]["dirty"] is False
+
+
+@pytest.mark.skipif(
+    os.environ.get("ZSKIT_TEST_TREE_FRAGMENT") != "1",
+    reason="a config fragment is a new build directory: a cold kernel build of the fixture "
+    "tree (5-8 min on 2 cores); tests/unit/test_tree.py proves the merging and the keying; "
+    "ZSKIT_TEST_TREE_FRAGMENT=1 runs it (warm afterwards: seconds)",
+)
+def test_a_config_fragment_builds_its_own_kernel_of_the_tree(
+    tree: Path, built: tuple[Kernel, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kernel, _ = built
+    fragment = tmp_path / "caller.config"
+    fragment.write_text("CONFIG_PRINTK_CALLER=y\n")
+    monkeypatch.setenv("KCONFIG_CONFIG", "/nonexistent")
+    argv = ["run", "--tree", str(tree), "--allocator", "upstream", "--config-fragment"]
+    assert cli.main([*argv, str(fragment), "--results-dir", str(tmp_path / "r")]) == 0
+    other = provision(tree_kernel_id(tree), Progress(), fragments=[fragment])
+    assert other.config("PRINTK_CALLER") == "y" and kernel.config("PRINTK_CALLER") != "y"
+    assert other.kdir != kernel.kdir

@@ -9,6 +9,7 @@ tests/guest/test_tree.py builds and boots a real tree.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import subprocess
@@ -22,9 +23,11 @@ from pyharness import report
 from pyharness.commands import cli, config
 from pyharness.kernel import tree as tree_mod
 from pyharness.kernel.debian import DebianSuiteKernel
+from pyharness.kernel.fragments import FragmentError
 from pyharness.kernel.identity import KernelId, tree_tag
 from pyharness.kernel.manifest import Kernel
-from pyharness.kernel.provision import source_for
+from pyharness.kernel.provision import source_for, with_build
+from pyharness.kernel.source import SourceBuiltKernel
 from pyharness.kernel.tree import TreeError, TreeKernel, describe, tree_kernel_id, tree_series
 from pyharness.locking import locked
 from pyharness.progress import Progress, StageError
@@ -390,3 +393,81 @@ def test_describe_names_commit_and_dirty_without_writing(tmp_path: Path) -> None
     assert describe(tree)["tree_dirty"] is True
     assert index.stat().st_mtime_ns == before  # GIT_OPTIONAL_LOCKS=0: no index refresh
     assert not (tree / ".git" / "index.lock").exists()
+
+
+# --- --config-fragment and --cc -------------------------------------------------------
+
+
+def test_a_users_fragment_is_merged_loudly_and_keys_the_build(tmp_path: Path) -> None:
+    tree = fake_tree(tmp_path / "linux").resolve()
+    plain = source_for(tree_kernel_id(tree))
+    extra = write(tmp_path, "extra.config", "CONFIG_DEBUG_INFO_NONE=y\nCONFIG_SMP=y\n")
+    said = io.StringIO()
+    merged = with_build(plain, [extra], p=Progress(out=said))
+    assert isinstance(plain, TreeKernel) and isinstance(merged, TreeKernel)
+    assert merged.fragments() == [*plain.fragments(), extra]
+    assert "config fragment extra.config:1: CONFIG_DEBUG_INFO_NONE=y" in said.getvalue()
+    assert "1 setting(s) as the variant's" in said.getvalue()  # CONFIG_SMP, base.config's
+    gcc = FakeMake(ident="host gcc 12", make_vars=())
+    cache = tmp_path / "cache"
+    assert merged.build_dir(cache, gcc) != plain.build_dir(cache, gcc)
+    other = write(tmp_path, "other.config", "CONFIG_DEBUG_INFO_NONE=n\n")
+    differs = with_build(plain, [other])
+    assert isinstance(differs, TreeKernel)
+    assert differs.build_dir(cache, gcc) != merged.build_dir(cache, gcc)
+    # The key is the merged configuration, not the file's name.
+    (tmp_path / "elsewhere").mkdir()
+    same = write(tmp_path / "elsewhere", "x.config", extra.read_text())
+    again = with_build(plain, [same])
+    assert isinstance(again, TreeKernel)
+    assert again.build_dir(cache, gcc) == merged.build_dir(cache, gcc)
+    assert with_build(plain) is plain
+
+
+def test_a_fragment_that_disagrees_with_the_variant_names_both_files(tmp_path: Path) -> None:
+    tree = fake_tree(tmp_path / "linux").resolve()
+    bad = write(tmp_path, "mine.config", "CONFIG_ZSMALLOC=y\n")
+    with pytest.raises(FragmentError) as refused:
+        with_build(source_for(tree_kernel_id(tree)), [bad])
+    said = str(refused.value)
+    assert "disagrees with the minimal variant's fragments" in said
+    assert "CONFIG_ZSMALLOC: base.config:" in said and "sets m, mine.config:1 sets y" in said
+
+
+def test_fragments_and_cc_are_refused_where_zskit_builds_nothing(tmp_path: Path) -> None:
+    extra = write(tmp_path, "extra.config", "CONFIG_SMP=y\n")
+    with pytest.raises(StageError, match="Debian's packaged Linux 6.1 is built already"):
+        with_build(source_for(KernelId("6.1")), [extra])
+    with pytest.raises(StageError, match="--cc picks the compiler of a tree's build"):
+        with_build(source_for(KernelId("6.1", "minimal")), cc="clang")
+    built = with_build(source_for(KernelId("6.1", "minimal")), [extra])
+    assert isinstance(built, SourceBuiltKernel) and built.fragments()[-1] == extra
+
+
+def test_cc_or_the_environment_picks_a_trees_compiler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = fake_tree(tmp_path / "linux").resolve()
+    kernel = with_build(source_for(tree_kernel_id(tree)), cc="gcc")
+    assert isinstance(kernel, TreeKernel)
+    tools = kernel.toolchain(tmp_path / "cache", Progress())
+    assert tools.make_vars == ("CC=gcc",) and tools.ident.startswith("cc gcc: gcc")
+    monkeypatch.setenv("CC", "no-such-cc-1")
+    plain = source_for(tree_kernel_id(tree))
+    assert isinstance(plain, TreeKernel)
+    with pytest.raises(TreeError, match="'no-such-cc-1' \\(or \\$CC\\): no such compiler"):
+        plain.toolchain(tmp_path / "cache", Progress())
+
+
+def test_bad_fragments_on_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = fake_tree(tmp_path / "linux")
+    argv = ["provision", "--tree", str(tree), "--config-fragment", str(tmp_path / "none")]
+    assert cli.main(argv) == 1
+    assert "--config-fragment " + str(tmp_path / "none") + ": no such file" in (
+        capsys.readouterr().err
+    )
+    extra = write(tmp_path, "extra.config", "CONFIG_SMP=y\n")
+    assert cli.main(["provision", "--kernel", "6.1", "--config-fragment", str(extra)]) == 1
+    assert "use them with --tree DIR or --variant minimal|debug" in capsys.readouterr().err

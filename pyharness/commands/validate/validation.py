@@ -225,14 +225,16 @@ def _results_dir(root: Path = RESULTS) -> Path:
     return new_results_dir("validate", root)
 
 
-def _provision(target: Target, p: Progress) -> Kernel:
+def _provision(
+    target: Target, p: Progress, fragments: Sequence[Path] = (), cc: str | None = None
+) -> Kernel:
     kernel = target.kernel
     if kernel.tree is not None:
         p.say(f"Linux {kernel.series}: the {kernel.variant} kernel built from {kernel.tree}")
     elif kernel.variant != DISTRO:
         why = "" if target.chosen else " (Debian's has zsmalloc built in)"
         p.say(f"Linux {kernel.series}: the source-built {kernel.variant} kernel{why}")
-    return provision(kernel, p)
+    return provision(kernel, p, fragments=fragments, cc=cc)
 
 
 def _zswap_kernel(kernel: Kernel, p: Progress) -> tuple[Kernel | None, str]:
@@ -265,6 +267,8 @@ def validate(
     variant: str | None = None,
     trees: Sequence[Path] = (),
     base: str | None = None,
+    fragments: Sequence[Path] = (),
+    cc: str | None = None,
 ) -> Validation:
     """Validate a series on each kernel; bad input raises ValidateError before any build.
 
@@ -273,13 +277,24 @@ def validate(
     zsmalloc is a module and the source-built minimal kernel where it is built in.
     `trees`: kernels built from the user's trees too (only those without
     `kernel_names`), the series applied on `base` (a commit of each), else on the
-    series' base-commit where the tree has it, else on its HEAD.
+    series' base-commit where the tree has it, else on its HEAD. `fragments` and `cc`
+    change how the kernels are built (provision.with_build): source-built ones and trees.
     """
     with contextlib.ExitStack() as held:  # each tree's lock, for the whole validation
         for tree in dict.fromkeys(Path(t).expanduser().resolve() for t in trees):
             held.enter_context(holding(tree, p))
         return _validate(
-            config, inputs, p, kernel_names, results_dir, perf_rounds, variant, trees, base
+            config,
+            inputs,
+            p,
+            kernel_names,
+            results_dir,
+            perf_rounds,
+            variant,
+            trees,
+            base,
+            fragments,
+            cc,
         )
 
 
@@ -293,6 +308,8 @@ def _validate(
     variant: str | None,
     trees: Sequence[Path],
     base: str | None,
+    fragments: Sequence[Path],
+    cc: str | None,
 ) -> Validation:
     started = time.monotonic()
     if base is not None and not trees:
@@ -318,7 +335,7 @@ def _validate(
         for target in wanted:
             label = target.kernel.label
             with p.stage("provision"):
-                kernel = _provision(target, p)
+                kernel = _provision(target, p, fragments, cc)
                 on = bases.get(target.kernel)
                 files = tmp / f"base-{target.kernel.slug}"  # a tree's files at its base
                 if on is not None:
