@@ -27,7 +27,7 @@ from pyharness.kernel.fragments import FragmentError
 from pyharness.kernel.identity import KernelId, tree_tag
 from pyharness.kernel.manifest import Kernel
 from pyharness.kernel.provision import source_for, with_build
-from pyharness.kernel.source import SourceBuiltKernel
+from pyharness.kernel.source import SourceBuiltKernel, Toolchain
 from pyharness.kernel.tree import TreeError, TreeKernel, describe, tree_kernel_id, tree_series
 from pyharness.locking import locked
 from pyharness.progress import Progress, StageError
@@ -471,3 +471,12 @@ def test_bad_fragments_on_the_command_line(
     extra = write(tmp_path, "extra.config", "CONFIG_SMP=y\n")
     assert cli.main(["provision", "--kernel", "6.1", "--config-fragment", str(extra)]) == 1
     assert "use them with --tree DIR or --variant minimal|debug" in capsys.readouterr().err
+
+
+def test_zskits_kconfig_config_never_reaches_kbuild(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A matrix hands its preset to the entries as KCONFIG_CONFIG, which Kbuild reads as the
+    # kernel's .config: a tree's `make` must not see it (it rewrote auto.conf from it).
+    monkeypatch.setenv("KCONFIG_CONFIG", "/tmp/zskit-preset.config")
+    tools = Toolchain(ident="host", make_vars=())
+    out = tools.run(["sh", "-c", "echo ${KCONFIG_CONFIG:-unset}"], Progress(), what="env")
+    assert out.strip() == "unset"

@@ -281,8 +281,9 @@ def validate(
     change how the kernels are built (provision.with_build): source-built ones and trees.
     """
     with contextlib.ExitStack() as held:  # each tree's lock, for the whole validation
-        for tree in dict.fromkeys(Path(t).expanduser().resolve() for t in trees):
-            held.enter_context(holding(tree, p))
+        for tree in dict.fromkeys(trees):
+            checked = tree_kernel_id(Path(tree)).tree  # a bad tree is refused before a lock
+            held.enter_context(holding(checked, p))
         return _validate(
             config,
             inputs,
