@@ -96,7 +96,10 @@ defconfig: default_defconfig
 savedefconfig: setup
 	$(PY) -m savedefconfig --kconfig Kconfig --out defconfig
 
+# An old .config's MATRIX_KERNEL_* booleans become MATRIX_KERNELS first (kconfiglib would
+# drop them as unknown options).
 olddefconfig: setup
+	$(PY) -m pyharness.commands.config migrate
 	$(PY) -m olddefconfig Kconfig
 
 clean:

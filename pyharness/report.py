@@ -24,7 +24,17 @@ from .kernel.identity import DISTRO, KernelId
 from .paths import RESULTS
 
 # results.json keys that are RunResult fields; every other key is `info`.
-_FIELDS = ("run_id", "kernel", "allocator", "variant", "verdict", "failure", "timings", "cases")
+_FIELDS = (
+    "run_id",
+    "kernel",
+    "allocator",
+    "variant",
+    "kernel_identity",
+    "verdict",
+    "failure",
+    "timings",
+    "cases",
+)
 
 
 @dataclass
@@ -47,10 +57,30 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     info: dict[str, object] = field(default_factory=dict)
     variant: str = DISTRO  # where the kernel came from: distro, minimal, debug
+    tree: Path | None = None  # the user's tree the kernel was built from (--tree)
 
     @property
     def kernel_id(self) -> KernelId:
-        return KernelId(self.kernel, self.variant)
+        return KernelId(self.kernel, self.variant, tree=self.tree)
+
+    def identity(self) -> dict[str, object]:
+        """The kernel as results.json names it; a tree's with its commit and dirtiness
+        (what `kernel.tree.describe` found when the run started, kept in `info`)."""
+        kernel = self.kernel_id
+        tree = None
+        if kernel.tree is not None:
+            tree = {
+                "path": str(kernel.tree),
+                "commit": self.info.get("tree_commit"),
+                "dirty": self.info.get("tree_dirty"),
+            }
+        return {
+            "series": kernel.series,
+            "variant": kernel.variant,
+            "arch": kernel.arch,
+            "name": kernel.slug,
+            "tree": tree,
+        }
 
     @property
     def passed(self) -> bool:
@@ -71,6 +101,7 @@ class RunResult:
             "kernel": self.kernel,
             "allocator": self.allocator,
             "variant": self.variant,
+            "kernel_identity": self.identity(),
             "verdict": "pass" if self.passed else "fail",
             "failure": asdict(failure) if failure else None,
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
@@ -83,14 +114,15 @@ class RunResult:
 
     @property
     def name(self) -> str:
-        """The matrix entry this run is: `6.1-upstream-distro`."""
-        return f"{self.kernel}-{self.allocator}-{self.variant}"
+        """The matrix entry this run is: `6.1-upstream-distro` (a tree's adds its tag)."""
+        return self.kernel_id.name(self.allocator, full=True)
 
     @classmethod
     def load(cls, directory: Path) -> RunResult | None:
         """The run a results directory holds (its results.json), or None when there is none."""
         try:
             doc = json.loads((directory / "results.json").read_text())
+            tree = (doc.get("kernel_identity") or {}).get("tree") or {}
             return cls(
                 run_id=doc["run_id"],
                 kernel=doc["kernel"],
@@ -100,8 +132,9 @@ class RunResult:
                 timings=dict(doc["timings"]),
                 info={k: v for k, v in doc.items() if k not in _FIELDS},
                 variant=doc.get("variant", DISTRO),
+                tree=Path(tree["path"]) if tree.get("path") else None,
             )
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
     def ktap_lines(self, number: int, name: str) -> list[str]:
@@ -181,6 +214,7 @@ def new_run(
         allocator=allocator,
         directory=directory,
         variant=kernel.variant,
+        tree=kernel.tree,
     )
 
 

@@ -8,6 +8,7 @@ same everywhere.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import json
 import signal
@@ -24,7 +25,7 @@ from ..kernel.api import api_for
 from ..kernel.archive import Offer, archive_offers, newest_suite
 from ..kernel.identity import VARIANTS, series_key
 from ..kernel.provision import SOURCES, cached_variants, provision
-from ..kernel.tree import makefile_series
+from ..kernel.tree import tree_api
 from ..kmod import render
 from ..progress import Progress, StageError
 from . import compare, matrix, perf, validate
@@ -43,6 +44,8 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
             )
         entry = matrix.find_entry(name)
         kernel, allocator, variant = entry.kernel.series, entry.allocator, entry.kernel.variant
+        if entry.kernel.tree is not None:
+            kernel, tree = None, str(entry.kernel.tree)
     cfg = config_mod.load()
     if tree is not None:  # the tree names the series; its variant is never "distro"
         cfg = cfg.with_tree(Path(tree), variant)
@@ -56,7 +59,20 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
         workload_seed=getattr(args, "seed", None),
         workload_batch=getattr(args, "batch", None),
         workload_churn_percent=getattr(args, "churn", None),
+        config_fragments=_fragments(args) or None,
+        cc=getattr(args, "cc", None),
     )
+
+
+def _fragments(args: argparse.Namespace) -> tuple[Path, ...]:
+    """--config-fragment FILE..., absolute, each checked to be a readable file."""
+    found = []
+    for name in getattr(args, "config_fragment", None) or ():
+        path = Path(name).expanduser().resolve()
+        if not path.is_file():
+            raise StageError(f"--config-fragment {name}: no such file")
+        found.append(path)
+    return tuple(found)
 
 
 def cmd_run(args: argparse.Namespace, p: Progress) -> int:
@@ -135,6 +151,10 @@ def cmd_matrix(args: argparse.Namespace, p: Progress) -> int:
         print(f"merged results: {args.merge} (junit.xml, results.ktap, kernelci.json)")
         return 0 if merged.passed else 1
     cfg = config_mod.load(dotconfig=config_file)
+    if args.tree:  # trees of this run, after MATRIX_TREES
+        trees = tuple(Path(t).expanduser() for t in args.tree)
+        cfg = dataclasses.replace(cfg, matrix_trees=(*cfg.matrix_trees, *trees))
+    cfg = dataclasses.replace(cfg, config_fragments=_fragments(args), cc=args.cc)
     if args.list:
         entries = matrix.selected(cfg)
         if args.json:
@@ -175,6 +195,10 @@ def cmd_validate(args: argparse.Namespace, p: Progress) -> int:
         results_dir=Path(args.results_dir) if args.results_dir else None,
         perf_rounds=0 if args.no_perf else validate.PERF_ROUNDS,
         variant=args.variant,
+        trees=[Path(t) for t in args.tree or ()],
+        base=args.base,
+        fragments=_fragments(args),
+        cc=args.cc,
     )
     print(validate.summary(result))
     print(f"report: {result.directory / 'report.md'} (and results.json)")
@@ -217,7 +241,7 @@ def cmd_compare(args: argparse.Namespace, p: Progress) -> int:
 def cmd_provision(args: argparse.Namespace, p: Progress) -> int:
     """Fetch the kernel into the cache."""
     cfg = _config(args)
-    kernel = provision(cfg.kernel_id, p, refresh=args.refresh)
+    kernel = provision(cfg.kernel_id, p, args.refresh, fragments=cfg.config_fragments, cc=cfg.cc)
     print(
         f"{kernel.release} ({kernel.package_version}, {kernel.variant})\n"
         f"  image  {kernel.vmlinuz}\n"
@@ -277,7 +301,7 @@ def cmd_parse(args: argparse.Namespace, p: Progress) -> int:
 def cmd_render(args: argparse.Namespace, p: Progress) -> int:
     """Write the own allocator into a kernel source tree."""
     tree = Path(args.tree)
-    api = api_for(makefile_series(tree))
+    api = tree_api(tree)  # detected from the tree's own files, before they are replaced
     for path in render.render_into_tree(tree, api, config_mod.load().own):
         print(f"wrote {path}")
     print("build it in the tree as mm/zsmalloc.c (CONFIG_ZSMALLOC=y or m)")
@@ -353,6 +377,22 @@ def add_kernel_opts(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--refresh", action="store_true", help="re-resolve and refetch the kernel")
 
 
+def add_build_opts(sp: argparse.ArgumentParser) -> None:
+    """How zskit builds a kernel (--tree, --variant minimal|debug): fragments, compiler."""
+    sp.add_argument(
+        "--config-fragment",
+        action="append",
+        metavar="FILE",
+        help="a kernel config fragment merged after the variant's (each setting said; one "
+        "that disagrees with the variant's is an error); repeatable",
+    )
+    sp.add_argument(
+        "--cc",
+        metavar="CC",
+        help="a tree's compiler, e.g. clang or gcc-13 (default: $CC, else the series' own)",
+    )
+
+
 def add_allocator_opt(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--allocator", choices=list(render.ALLOCATORS))
 
@@ -385,6 +425,7 @@ def parser() -> argparse.ArgumentParser:
 
     sp = add_command(sub, "run", cmd_run)
     add_kernel_opts(sp)
+    add_build_opts(sp)
     add_allocator_opt(sp)
     sp.add_argument("--entry", help="a matrix entry, e.g. 6.1-upstream-distro (kernel + allocator)")
     add_results_dir_opt(sp, "build/results/<id>")
@@ -408,6 +449,7 @@ def parser() -> argparse.ArgumentParser:
 
     sp = add_command(sub, "replay", cmd_replay)
     add_kernel_opts(sp)
+    add_build_opts(sp)
     sp.add_argument("replay", metavar="FILE")
     add_allocator_opt(sp)
     add_accel_opt(sp)
@@ -417,6 +459,13 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="with --list: as a JSON list")
     sp.add_argument("--config", metavar="FILE", help="a .config or configs/ preset to read")
     sp.add_argument("--jobs", type=int, metavar="N", help="entries at once (default: cores)")
+    sp.add_argument(
+        "--tree",
+        action="append",
+        metavar="DIR",
+        help="also the entries of a kernel built from this tree (as MATRIX_TREES); repeatable",
+    )
+    add_build_opts(sp)
     add_accel_opt(sp)
     sp.add_argument(
         "--merge", metavar="DIR", help="merge entry directories under DIR (CI jobs) instead"
@@ -433,6 +482,17 @@ def parser() -> argparse.ArgumentParser:
         help="every kernel's variant (default: Debian's kernel where zsmalloc is a module, "
         "else the source-built minimal one)",
     )
+    sp.add_argument(
+        "--tree",
+        action="append",
+        metavar="DIR",
+        help="also (or, without --kernel, only) on a kernel built from your own tree, the "
+        "series applied on its HEAD, or on its base-commit where the tree has it; repeatable",
+    )
+    sp.add_argument(
+        "--base", metavar="REV", help="with --tree: apply the series on this commit of the tree"
+    )
+    add_build_opts(sp)
     add_results_dir_opt(sp, "build/results/validate-<stamp>")
     add_accel_opt(sp)
     add_workload_opts(sp)
@@ -457,7 +517,9 @@ def parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--no-zram", action="store_true", help="skip the data set through zram")
 
-    add_kernel_opts(add_command(sub, "provision", cmd_provision))
+    sp = add_command(sub, "provision", cmd_provision)
+    add_kernel_opts(sp)
+    add_build_opts(sp)
 
     add_command(sub, "scenarios", cmd_scenarios)
     sp = add_command(sub, "kernels", cmd_kernels)

@@ -195,7 +195,9 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Pair:
     config = config.with_overrides(allocator="own")
     with p.stage("provision"):
         source = source_for(config.kernel_id)
-        kernel = provision(config.kernel_id, p, refresh=refresh)
+        kernel = provision(
+            config.kernel_id, p, refresh, fragments=config.config_fragments, cc=config.cc
+        )
         api = api_of(kernel)
     base_name = "builtin" if source.zsmalloc_builtin else "upstream"
     built: dict[str, tuple[build.BuildResult, render.RenderedSources]] = {}

@@ -9,13 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
+import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import kconfiglib
 
-from ..kernel.identity import DISTRO, KernelId
+from ..kernel.identity import DISTRO, KernelId, series_key
+from ..kernel.provision import known_series
 from ..kernel.tree import tree_kernel_id
 from ..kmod.own import OwnAllocator
 from ..paths import KCONFIG, REPO
@@ -38,13 +42,18 @@ class Config:
     variant: str = "distro"  # where the kernel comes from: distro, minimal, debug
     own: OwnAllocator = OwnAllocator()  # the choices of the own allocator
     baseline: bool = False  # own allocator: the kernel's zsmalloc checked in the same boot
-    # `make qemu-matrix`: the kernels ("6.1"), allocators and variants ("distro") chosen
-    # by the MATRIX_* options; pyharness.matrix turns them into entries.
+    # `make qemu-matrix`: the kernels ("6.1"), trees, allocators and variants ("distro")
+    # chosen by the MATRIX_* options; pyharness.matrix turns them into entries.
     matrix_kernels: tuple[str, ...] = ()
+    matrix_trees: tuple[Path, ...] = ()
     matrix_allocators: tuple[str, ...] = ()
     matrix_variants: tuple[str, ...] = ()
     # `--tree DIR`: the kernel is built from the user's tree (absolute); `kernel` is its series.
     tree: Path | None = None
+    # --config-fragment FILE...: merged after the variant's fragments (built kernels only);
+    # --cc: a tree's compiler.
+    config_fragments: tuple[Path, ...] = ()
+    cc: str | None = None
 
     @property
     def kernel_id(self) -> KernelId:
@@ -75,13 +84,76 @@ def _choice(kconf: kconfiglib.Kconfig, name: str) -> str:
 
 
 def _chosen(kconf: kconfiglib.Kconfig, prefix: str) -> tuple[str, ...]:
-    """The bools named PREFIX<x> that are set, as x: MATRIX_KERNEL_6_12 -> "6.12"."""
+    """The bools named PREFIX<x> that are set, as x: MATRIX_VARIANT_DEBUG -> "debug"."""
     found = []
     for sym in kconf.unique_defined_syms:
         if sym.name.startswith(prefix) and sym.orig_type == kconfiglib.BOOL and sym.tri_value:
-            suffix = sym.name.removeprefix(prefix)
-            found.append(suffix.replace("_", ".") if prefix == "MATRIX_KERNEL_" else suffix.lower())
+            found.append(sym.name.removeprefix(prefix).lower())
     return tuple(found)
+
+
+NO_KERNELS = "none"  # MATRIX_KERNELS of a matrix of trees only
+SERIES = re.compile(r"\d+\.\d+")
+
+
+def matrix_kernels(value: str) -> tuple[str, ...]:
+    """MATRIX_KERNELS as series: empty means every series zskit describes (provision.py)."""
+    words = value.split()
+    if not words:
+        return known_series()
+    if words == [NO_KERNELS]:
+        return ()
+    bad = [w for w in words if not SERIES.fullmatch(w)]
+    if bad:
+        raise StageError(
+            f"MATRIX_KERNELS={value!r}: {', '.join(map(repr, bad))} is not a kernel series "
+            f'(like 6.1); name series separated by spaces ("6.1 6.12 7.2"), leave it empty '
+            f'for every series zskit describes, or write "{NO_KERNELS}" for trees only'
+        )
+    return tuple(dict.fromkeys(words))
+
+
+# The per-series booleans of .config files older than MATRIX_KERNELS, and their defaults.
+LEGACY_KERNELS = ("6.1", "6.12", "7.2")
+LEGACY = re.compile(
+    r"^(?:CONFIG_MATRIX_KERNEL_(\w+)=(\w+)|# CONFIG_MATRIX_KERNEL_(\w+) is not set)[ \t]*\n?",
+    re.M,
+)
+
+
+def migrate(text: str) -> tuple[str, str | None]:
+    """An old .config's MATRIX_KERNEL_<series> booleans as MATRIX_KERNELS, and what was
+    done (None: nothing to migrate). A series left out of the old file had its default, y;
+    a MATRIX_KERNELS already in the file wins over the booleans."""
+    chosen = dict.fromkeys(LEGACY_KERNELS, True)
+    found = False
+    for m in LEGACY.finditer(text):
+        found = True
+        name = (m[1] or m[3]).replace("_", ".")
+        chosen[name] = m[2] == "y"
+    if not found:
+        return text, None
+    rest = LEGACY.sub("", text)
+    kernels = " ".join(sorted((k for k, on in chosen.items() if on), key=series_key))
+    if re.search(r"^CONFIG_MATRIX_KERNELS=", rest, re.M):
+        return rest, "dropped the old MATRIX_KERNEL_* lines (MATRIX_KERNELS is set)"
+    value = kernels or NO_KERNELS
+    rest = rest + ("" if rest.endswith("\n") or not rest else "\n")
+    return rest + f'CONFIG_MATRIX_KERNELS="{value}"\n', (
+        f'the old MATRIX_KERNEL_* booleans are MATRIX_KERNELS="{value}"'
+    )
+
+
+def migrate_file(path: Path) -> str | None:
+    """Rewrite an old .config in the new form (what `make olddefconfig` runs first)."""
+    if not path.is_file():
+        return None
+    text, done = migrate(path.read_text())
+    if done is not None:
+        tmp = path.with_name(path.name + ".migrating")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return done
 
 
 def load(kconfig: Path = KCONFIG, dotconfig: Path | None = None) -> Config:
@@ -94,7 +166,17 @@ def load(kconfig: Path = KCONFIG, dotconfig: Path | None = None) -> Config:
         raise StageError(f"cannot parse {kconfig}: {e}") from e
     kconf.warn_assign_undef = True  # a misspelt option in .config is an error
     if dotconfig.exists():
-        kconf.load_config(str(dotconfig))
+        text, migrated = migrate(dotconfig.read_text())
+        if migrated is None:
+            kconf.load_config(str(dotconfig))
+        else:
+            print(
+                f"zskit: {dotconfig}: {migrated} (read so; `make olddefconfig` rewrites it)",
+                file=sys.stderr,
+            )
+            with tempfile.TemporaryDirectory(prefix="zskit-config-") as tmp:
+                (Path(tmp) / "config").write_text(text)
+                kconf.load_config(str(Path(tmp) / "config"))
 
     def num(name: str) -> int:
         return int(kconf.syms[name].str_value)
@@ -121,7 +203,10 @@ def load(kconfig: Path = KCONFIG, dotconfig: Path | None = None) -> Config:
             stats=kconf.syms["OWN_STATS"].tri_value == 2,
             migration=kconf.syms["OWN_MIGRATION"].tri_value == 2,
         ),
-        matrix_kernels=_chosen(kconf, "MATRIX_KERNEL_"),
+        matrix_kernels=matrix_kernels(kconf.syms["MATRIX_KERNELS"].str_value),
+        matrix_trees=tuple(
+            Path(t).expanduser() for t in kconf.syms["MATRIX_TREES"].str_value.split()
+        ),
         matrix_allocators=_chosen(kconf, "MATRIX_ALLOCATOR_"),
         matrix_variants=_chosen(kconf, "MATRIX_VARIANT_"),
     )
@@ -130,3 +215,20 @@ def load(kconfig: Path = KCONFIG, dotconfig: Path | None = None) -> Config:
         found = "; ".join(w.replace("\n", " ") for w in kconf.warnings)
         raise StageError(f"{dotconfig}: {found}; fix it with `make menuconfig`")
     return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pyharness.commands.config migrate [FILE]`: an old .config in the new form."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] != "migrate" or len(args) > 2:
+        print("usage: python -m pyharness.commands.config migrate [FILE]", file=sys.stderr)
+        return 2
+    path = Path(args[1] if len(args) > 1 else os.environ.get("KCONFIG_CONFIG", REPO / ".config"))
+    done = migrate_file(path)
+    if done is not None:
+        print(f"zskit: {path}: {done}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

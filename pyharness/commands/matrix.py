@@ -1,10 +1,14 @@
 """The kernel matrix: the entries `make qemu-matrix` runs, run side by side, results merged.
 
 An entry is one kernel x allocator x variant, named `<kernel>-<allocator>-<variant>`
-(`6.1-upstream-distro`). Kconfig's MATRIX_* options choose kernels, allocators
-and variants; an entry exists for each chosen kernel and each chosen allocator
-that kernel can run, decided by `render.check_allocator` (the same refusal
-`zskit run` makes before provisioning). The variant names where the kernel
+(`6.1-upstream-distro`; a tree's adds its tag: `6.1-upstream-minimal-tree-linux-1a2b3c4d`).
+Kconfig's MATRIX_* options choose kernels (MATRIX_KERNELS, a list of series; empty:
+every series `kernel/provision.py` describes), trees (MATRIX_TREES, and `zskit
+matrix --tree DIR`), allocators and variants; an entry exists for each chosen
+kernel and each chosen allocator that kernel can run, decided by
+`render.check_allocator` (the same refusal `zskit run` makes before provisioning).
+A tree is built with each chosen source-built variant (minimal when only distro
+is chosen). The variant names where the kernel
 comes from: "distro" is Debian's packaged kernels (`kernel/provision.py`);
 "minimal" and "debug" are kernels built from linux-source-X (`kernel/source.py`),
 with zsmalloc as a module, so they run the upstream allocator.
@@ -48,14 +52,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..kernel.identity import KernelId
+from ..kernel.identity import DISTRO, TREE_VARIANT, KernelId
 from ..kernel.manifest import KernelSource
-from ..kernel.provision import SOURCES
+from ..kernel.provision import SOURCES, source_for
+from ..kernel.tree import tree_kernel_id
 from ..kmod import render
 from ..paths import RESULTS
 from ..progress import Progress, StageError
 from ..report import Case, RunResult, ktap, new_results_dir
-from .config import Config
+from .config import Config, load
 
 PLATFORM = "qemu-x86_64"  # the QEMU profile every entry boots (qemu/x86_64.toml)
 # Files of an entry's results directory that kernelci.json names as artifacts.
@@ -81,12 +86,13 @@ class Entry:
         """`6.1-upstream-distro`: the variant is always named in an entry."""
         return self.kernel.name(self.allocator, full=True)
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, str | None]:
         return {
             "name": self.name,
             "kernel": self.kernel.series,
             "allocator": self.allocator,
             "variant": self.kernel.variant,
+            "tree": str(self.kernel.tree) if self.kernel.tree is not None else None,
         }
 
 
@@ -112,6 +118,26 @@ def entries(config: Config) -> list[Entry]:
                 # their runs fail with "unknown kernel" while the others go on.
                 if source is None or _supports(source, allocator):
                     found.append(Entry(KernelId(kernel, variant), allocator))
+    return found + tree_entries(config)
+
+
+def tree_entries(config: Config) -> list[Entry]:
+    """The entries of the configuration's trees (MATRIX_TREES, --tree): each tree with each
+    chosen source-built variant (minimal if none is) and each chosen allocator it runs."""
+    variants = [v for v in config.matrix_variants if v != DISTRO and v in SOURCES]
+    found: list[Entry] = []
+    for tree in dict.fromkeys(config.matrix_trees):
+        for variant in variants or [TREE_VARIANT]:
+            try:
+                kernel = tree_kernel_id(tree, variant)
+            except StageError as e:
+                raise StageError(f"matrix tree {tree}: {e}") from None
+            source = source_for(kernel)
+            found += [
+                Entry(kernel, allocator)
+                for allocator in config.matrix_allocators
+                if _supports(source, allocator)
+            ]
     return found
 
 
@@ -132,6 +158,11 @@ def find_entry(name: str) -> Entry:
     for entry in known:
         if entry.name == name:
             return entry
+    trees = tree_entries(load())  # a tree's entry: of a tree of .config (MATRIX_TREES)
+    for entry in trees:
+        if entry.name == name:
+            return entry
+    known += trees
     names = ", ".join(e.name for e in known)
     raise StageError(f"unknown entry {name!r}; known entries: {names} (see `zskit matrix --list`)")
 
@@ -147,8 +178,8 @@ def why_empty(config: Config) -> str:
         )
     elif not available:
         reason = "no variant is selected (MATRIX_VARIANT_*)"
-    elif not config.matrix_kernels:
-        reason = "no kernel is selected (MATRIX_KERNEL_*)"
+    elif not config.matrix_kernels and not config.matrix_trees:
+        reason = "no kernel is selected (MATRIX_KERNELS, MATRIX_TREES)"
     elif not config.matrix_allocators:
         reason = "no allocator is selected (MATRIX_ALLOCATOR_*)"
     else:
@@ -228,6 +259,8 @@ class _Runner:
     run_args: list[str]  # extra options of every `zskit run`
     env: dict[str, str]
     progress: Progress
+    fragments: tuple[Path, ...] = ()  # --config-fragment of the entries zskit builds
+    cc: str | None = None  # --cc of the tree entries
     stop: threading.Event = field(default_factory=threading.Event)
     running: set[subprocess.Popen[bytes]] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -238,10 +271,17 @@ class _Runner:
         if self.stop.is_set():
             message = "not run: the matrix was interrupted"
             return Outcome(entry, _failed(entry, directory, message, "interrupted"), 0.0)
-        argv = [*self.argv, "run", "--kernel", entry.kernel.series, "--allocator", entry.allocator]
+        which = ["--kernel", entry.kernel.series]
+        if entry.kernel.tree is not None:
+            which = ["--tree", str(entry.kernel.tree)]
+        argv = [*self.argv, "run", *which, "--allocator", entry.allocator]
         # The baseline is an entry of its own here, not a second suite in this boot.
         argv += ["--variant", entry.kernel.variant, "--no-baseline"]
         argv += ["--results-dir", str(directory), *self.run_args]
+        if entry.kernel.variant != DISTRO:  # a kernel zskit builds
+            argv += [a for f in self.fragments for a in ("--config-fragment", str(f))]
+        if entry.kernel.tree is not None and self.cc is not None:
+            argv += ["--cc", self.cc]
         self.progress.say(f"{entry.name}: started (log: {directory / 'zskit.log'})")
         start = time.monotonic()
         with (directory / "zskit.log").open("wb") as log:
@@ -293,6 +333,9 @@ def run_matrix(
 ) -> MatrixResult:
     """Run every selected entry, `jobs` at a time (default: one per core), and merge the results.
 
+    The configuration's config fragments go to the entries of kernels zskit builds (trees,
+    minimal, debug), its compiler to the trees' entries.
+
     `config_file` (a .config or preset) is what the entries' processes load too;
     without it they read `.config` or $KCONFIG_CONFIG, as this process did.
     """
@@ -304,7 +347,7 @@ def run_matrix(
         env["KCONFIG_CONFIG"] = str(config_file.resolve())
     run_args = ["--accel", accel] if accel else []
     argv = [sys.executable, "-m", "pyharness.commands.cli", *(["-v"] if progress.verbose else [])]
-    runner = _Runner(directory, argv, run_args, env, progress)
+    runner = _Runner(directory, argv, run_args, env, progress, config.config_fragments, config.cc)
     progress.say(f"{len(chosen)} entries, {jobs} at a time; results: {directory}")
     start = time.monotonic()
     interrupted = False

@@ -31,7 +31,7 @@ from ..kernel.api import KernelApi
 from ..kernel.detect import api_of
 from ..kernel.manifest import Kernel
 from ..kernel.provision import provision, source_for
-from ..kernel.tree import describe
+from ..kernel.tree import describe, holding
 from ..kmod import build, render
 from ..locking import locked
 from ..model import Policy
@@ -272,7 +272,9 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
     with p.stage("provision"):
         # Before a long provisioning.
         render.check_allocator(source_for(config.kernel_id), config.allocator)
-        kernel = provision(config.kernel_id, p, refresh=refresh)
+        kernel = provision(
+            config.kernel_id, p, refresh, fragments=config.config_fragments, cc=config.cc
+        )
         api = api_of(kernel)
     target = config.kernel_id.name(config.allocator)  # 6.1-upstream, 6.1-upstream-minimal
     with p.stage("render"):
@@ -326,7 +328,13 @@ def run(
     options: RunOptions = RunOptions(),
     prepared: Prepared | None = None,
 ) -> RunResult:
-    """A whole run; `prepared` skips the build stages (tests bring modified modules)."""
+    """A whole run; `prepared` skips the build stages (tests bring modified modules). A run
+    on a tree holds the tree's lock throughout: another zskit on it waits (and says so)."""
+    with holding(config.tree, p):
+        return _run(config, p, options, prepared)
+
+
+def _run(config: Config, p: Progress, options: RunOptions, prepared: Prepared | None) -> RunResult:
     result = new_run(config.kernel_id, config.allocator, directory=options.results_dir)
     p.say(f"results: {result.directory}")
     started = time.monotonic()

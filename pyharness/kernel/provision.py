@@ -11,18 +11,21 @@ or newly provisioned kernel.
 
 from __future__ import annotations
 
+import dataclasses
 import io
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from ..locking import locked
 from ..paths import cache_dir, lock_file
 from ..progress import Progress, StageError
+from . import fragments as fragments_mod
 from .archive import ArchiveIndex, newest_suite
 from .debian import DebianDistroKernel, DebianSuiteKernel
 from .identity import DISTRO, HOST_ARCH, VARIANTS, KernelId, series_key
 from .manifest import Kernel, KernelSource
 from .source import VARIANT_FRAGMENTS, SourceBuiltKernel
-from .tree import TreeKernel
+from .tree import TreeKernel, holding
 
 # The distribution kernels of trixie and sid; zsmalloc is built in on both.
 DEBIAN_SUITES = {
@@ -40,6 +43,12 @@ SOURCES: dict[str, dict[str, KernelSource]] = {
         for variant in VARIANT_FRAGMENTS
     },
 }
+
+
+def known_series() -> tuple[str, ...]:
+    """The series zskit describes itself (the table above), oldest first: the matrix's
+    kernels unless MATRIX_KERNELS names others."""
+    return tuple(sorted({s for table in SOURCES.values() for s in table}, key=series_key))
 
 
 def sources(variant: str = DISTRO) -> Mapping[str, KernelSource]:
@@ -89,14 +98,74 @@ def source_for(kernel: KernelId) -> KernelSource:
     )
 
 
-def provision(kernel: KernelId, p: Progress, refresh: bool = False) -> Kernel:
-    """The kernel, from the cache or provisioned now, under its lock."""
-    source = source_for(kernel)
+def with_build(
+    source: KernelSource,
+    fragments: Sequence[Path] = (),
+    cc: str | None = None,
+    p: Progress | None = None,
+) -> KernelSource:
+    """The source with the user's config fragments merged after the variant's (loudly: each
+    setting is said) and, for a tree, the compiler `cc`; refused where zskit builds nothing.
+    A fragment that disagrees with the variant's is an error naming both files."""
+    if not fragments and cc is None:
+        return source
+    built = isinstance(source, TreeKernel | SourceBuiltKernel)
+    if not built:
+        raise StageError(
+            f"--config-fragment and --cc change how zskit builds a kernel, and Debian's "
+            f"packaged Linux {source.series} is built already; use them with --tree DIR or "
+            "--variant minimal|debug"
+        )
+    if cc is not None and not isinstance(source, TreeKernel):
+        raise StageError(
+            "--cc picks the compiler of a tree's build (--tree DIR); the kernels built from "
+            "linux-source-X use the compiler of their series"
+        )
+    assert isinstance(source, TreeKernel | SourceBuiltKernel)
+    base = source.fragments()
+    if fragments:
+        variant = fragments_mod.merge(base)
+        try:
+            merged = fragments_mod.merge([*base, *fragments])
+        except fragments_mod.FragmentError as e:
+            names = ", ".join(str(f) for f in base)
+            raise fragments_mod.FragmentError(
+                f"--config-fragment disagrees with the {source.variant} variant's fragments "
+                f"({names}): {str(e).split(':', 1)[1].strip()}"
+            ) from None
+        if p is not None:
+            for name, setting in merged.items():
+                if name in variant:
+                    continue
+                p.say(f"config fragment {setting.origin}: {setting.line()}")
+            for path in fragments:
+                again = [
+                    s for s in fragments_mod.parse(path.read_text(), path.name) if s.name in variant
+                ]
+                if again:
+                    p.say(f"config fragment {path}: {len(again)} setting(s) as the variant's")
+        source = dataclasses.replace(source, fragment_files=(*base, *fragments))
+    if cc is not None and isinstance(source, TreeKernel):
+        source = dataclasses.replace(source, cc=cc)
+    return source
+
+
+def provision(
+    kernel: KernelId,
+    p: Progress,
+    refresh: bool = False,
+    fragments: Sequence[Path] = (),
+    cc: str | None = None,
+) -> Kernel:
+    """The kernel, from the cache or provisioned now, under its lock; `fragments` and `cc`
+    as with_build() takes them."""
+    source = with_build(source_for(kernel), fragments, cc, p)
 
     def waiting() -> None:
         p.say(f"waiting for another zskit provisioning Linux {kernel.label}")
 
-    with locked(lock_file(kernel.lock), waiting=waiting):
+    # A tree's lock first (held already when a run provisions it): always in this order.
+    with holding(kernel.tree, p), locked(lock_file(kernel.lock), waiting=waiting):
         return source.provision(cache_dir(), p, refresh=refresh)
 
 

@@ -59,7 +59,10 @@ ROOT_BUILD_PACKAGES = ("binutils", "flex", "bison", "bc", "libelf-dev", "libc6-d
 HOST_BUILD_TOOLS = {"gcc": "gcc", "make": "make", "flex": "flex", "bison": "bison", "bc": "bc"}
 HOST_HEADERS = {Path("/usr/include/gelf.h"): "libelf-dev"}  # objtool links libelf
 # Kbuild run from `make test` must not inherit the outer make's jobserver.
-MAKE_ENV_DROP = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+# KCONFIG_CONFIG names zskit's own .config (a matrix hands it to its entries), and Kbuild
+# reads the same variable as the kernel's: left in, syncconfig would rewrite the build's
+# include/config/auto.conf from zskit's options.
+MAKE_ENV_DROP = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "KCONFIG_CONFIG")
 HEARTBEAT = 20.0  # seconds between "still building" lines when output is not streamed
 
 

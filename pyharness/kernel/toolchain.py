@@ -357,7 +357,9 @@ class Root:
         cmd += [*(b.resolve() for b in binds), "--", *ROOT_ENV]
         # env --chdir: the command's working directory inside the root.
         cmd += ["/usr/bin/env", f"--chdir={cwd}", *(str(a) for a in argv)]
-        env = {**os.environ, "ZSKIT_ENTER_ROOT": _ENTER}
+        # Not zskit's KCONFIG_CONFIG: Kbuild would take it for the kernel's .config.
+        env = {k: v for k, v in os.environ.items() if k != "KCONFIG_CONFIG"}
+        env["ZSKIT_ENTER_ROOT"] = _ENTER
         return progress.run(cmd, env=env, what=what, stream=stream, heartbeat=heartbeat)
 
     def apt_get(self, args: Sequence[str], progress: Progress, *, what: str, cwd: str = "/") -> str:

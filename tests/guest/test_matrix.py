@@ -20,10 +20,7 @@ pytestmark = pytest.mark.usefixtures("isolated")
 def test_matrix_restricted_to_61(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ZSKIT_CACHE")  # the real (warm) kernel cache
     preset = tmp_path / "only-6.1.config"
-    preset.write_text(
-        "# CONFIG_MATRIX_KERNEL_6_12 is not set\n# CONFIG_MATRIX_KERNEL_7_2 is not set\n"
-        "# CONFIG_MATRIX_ALLOCATOR_OWN is not set\n"
-    )
+    preset.write_text('CONFIG_MATRIX_KERNELS="6.1"\n# CONFIG_MATRIX_ALLOCATOR_OWN is not set\n')
     cfg = config.load(dotconfig=preset)
     result = matrix.run_matrix(cfg, Progress(), root=tmp_path / "results", config_file=preset)
     assert result.passed, matrix.summary(result)

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from pyharness.commands import cli, config, run
-from pyharness.kernel.identity import KernelId
+from pyharness.commands import cli, config, run, validate
+from pyharness.kernel.identity import KernelId, tree_tag
 from pyharness.kernel.manifest import Kernel
 from pyharness.kernel.provision import DEBIAN_SUITES, provision
 from pyharness.kernel.source import SourceBuiltKernel, root_toolchain
@@ -31,6 +31,8 @@ from pyharness.kernel.tree import tree_kernel_id
 from pyharness.paths import cache_dir
 from pyharness.progress import Progress, StageError
 from tests.guest.test_bug_injection import BUGS
+from tests.guest.test_validate import GOOD
+from tests.unit.test_validate import Edit, make_series, mbox
 
 pytestmark = pytest.mark.qemu
 
@@ -103,10 +105,9 @@ def listing(tree: Path) -> dict[str, tuple[int, int]]:
 @pytest.fixture(scope="session")
 def tree() -> Iterator[Path]:
     """The fixture tree, at its commit, with every file a session changed made new."""
-    pristine = provision(KernelId("6.1", "minimal"), Progress()).source
     path = cache_dir() / "test-trees" / "linux-6.1"
-    if not (path / ".git").is_dir():
-        make_tree(pristine, path)
+    if not (path / ".git").is_dir():  # the pristine source is needed only to make it
+        make_tree(provision(KernelId("6.1", "minimal"), Progress()).source, path)
     restore(path)
     # The tested file is always new: a previous session's edit, restored with an
     # older mtime, would otherwise look older than its object.
@@ -326,3 +327,173 @@ def test_a_612_tree_builds_in_its_suite_root_and_passes(
     doc = results(tmp_path)
     assert doc["tree_dirty"] is False and str(doc["kernel_release"]).startswith("6.12.")
     assert git(path, "status", "--porcelain") == ""
+
+
+# zskit validate --tree: a series applied on the tree's files at a base read from its .git.
+
+SIDE = "zskit-test-side"  # a branch of the fixture beside HEAD, never checked out
+TYPO = ("calls must occurs in reverse", "calls must occur in reverse")
+
+
+def side_commit(tree: Path) -> str:
+    """SIDE: HEAD with one comment of zsmalloc.c fixed, made with git's plumbing in a
+    temporary index (the fixture's working files and index stay as they are); the same
+    commit in every session (fixed author and date)."""
+    text = git(tree, "show", f"HEAD:{validate.SOURCE}")
+    assert text.count(TYPO[0]) == 1
+    env = {**os.environ, **GIT_ENV, "GIT_INDEX_FILE": str(tree / ".git" / "zskit-test-index")}
+
+    def plumb(*args: str, stdin: str | None = None) -> str:
+        return subprocess.run(
+            ["git", "-C", str(tree), *args],
+            env=env,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+
+    blob = plumb("hash-object", "-w", "--stdin", stdin=text.replace(*TYPO))
+    plumb("read-tree", "HEAD")
+    plumb("update-index", "--cacheinfo", f"100644,{blob},{validate.SOURCE}")
+    commit = plumb("commit-tree", plumb("write-tree"), "-p", "HEAD", "-m", "zsmalloc: a typo")
+    Path(env["GIT_INDEX_FILE"]).unlink()
+    plumb("update-ref", f"refs/heads/{SIDE}", commit)
+    return commit
+
+
+def side_series(tree: Path, out: Path) -> Path:
+    """A one-patch series made on SIDE's files (its context is not in HEAD's)."""
+    files = out.with_name(out.name + "-files")
+    for path in validate.BUILT:
+        (files / path).parent.mkdir(parents=True, exist_ok=True)
+        (files / path).write_text(git(tree, "show", f"{SIDE}:{path}"))
+    edit = Edit(
+        "mm/zsmalloc: say in which order to unmap",
+        [(validate.SOURCE, TYPO[1], "calls must occur in the reverse")],
+    )
+    return make_series(files, [edit], out)
+
+
+def test_validate_on_the_trees_head(
+    tree: Path,
+    built: tuple[Kernel, float],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    record_property: Callable[[str, object], None],
+) -> None:
+    before = listing(tree)
+    head = git(tree, "rev-parse", "HEAD").strip()
+    series = mbox(make_series(tree, GOOD[:3], tmp_path / "s"), tmp_path / "series.mbox")
+    monkeypatch.setenv("KCONFIG_CONFIG", "/nonexistent")
+    argv = ["validate", "--tree", str(tree), "--no-perf", str(series)]
+    start = time.monotonic()
+    code = cli.main([*argv, "--results-dir", str(tmp_path / "results")])
+    seconds = time.monotonic() - start
+    captured = capsys.readouterr()
+    assert code == 0, captured.out + captured.err
+    kernels = results(tmp_path / "results")["kernels"]
+    assert isinstance(kernels, list) and len(kernels) == 1
+    kernel = kernels[0]
+    assert kernel["source"] == f"tree {tree} at {head[:12]} (HEAD)"
+    assert [s["verdict"][:4] for s in kernel["steps"]] == ["PASS"] * 3
+    assert "which" in captured.err and "does not have; applied on HEAD" in captured.err
+    assert listing(tree) == before and git(tree, "status", "--porcelain") == ""
+    record_property("validate_tree_3_patches_seconds", round(seconds, 1))
+    with capsys.disabled():
+        print(f"\nwarm `zskit {' '.join(argv)}` (3 patches): {seconds:.1f} s")
+
+
+def test_validate_with_base_applies_on_that_commit(
+    tree: Path,
+    built: tuple[Kernel, float],
+    default_config: config.Config,
+    tmp_path: Path,
+) -> None:
+    commit = side_commit(tree)
+    before = listing(tree)
+    series = side_series(tree, tmp_path / "s")
+    result = validate.validate(
+        default_config,
+        [series],
+        Progress(),
+        results_dir=tmp_path / "results",
+        perf_rounds=0,
+        trees=[tree],
+        base=SIDE,
+    )
+    assert result.passed, validate.summary(result)
+    (kernel,) = result.kernels
+    assert kernel.source == f"tree {tree} at {commit[:12]} (--base {SIDE})"
+    assert listing(tree) == before
+
+
+def test_a_series_for_a_different_tree_is_refused(
+    tree: Path,
+    built: tuple[Kernel, float],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    side_commit(tree)
+    series = side_series(tree, tmp_path / "s")  # its base-commit is not in the tree
+    head = git(tree, "rev-parse", "HEAD").strip()
+    monkeypatch.setenv("KCONFIG_CONFIG", "/nonexistent")
+    argv = ["validate", "--tree", str(tree), "--no-perf", str(series)]
+    assert cli.main([*argv, "--results-dir", str(tmp_path / "results")]) == 1
+    err = capsys.readouterr().err
+    assert f"tree {tree} at {head[:12]} (HEAD)" in err
+    assert "does not apply there (base-commit: " in err
+    assert "fetch that commit into the tree" in err and "--base REV" in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_matrix_tree_entries_take_turns_on_the_tree(
+    tree: Path,
+    built: tuple[Kernel, float],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Both entries of the tree start at once; the tree's lock makes the second wait (and
+    # say so) until the first has built and booted.
+    preset = tmp_path / "trees-only.config"
+    preset.write_text(
+        'CONFIG_MATRIX_KERNELS="none"\n# CONFIG_MATRIX_ALLOCATOR_BUILTIN is not set\n'
+    )
+    monkeypatch.setenv("KCONFIG_CONFIG", str(preset))
+    monkeypatch.chdir(tmp_path)
+    argv = ["matrix", "--config", str(preset), "--tree", str(tree), "--jobs", "2"]
+    code = cli.main(argv)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    tag = tree_tag(tree)
+    names = [f"6.1-own-minimal-{tag}", f"6.1-upstream-minimal-{tag}"]
+    merged = Path(out.split("merged results: ")[1].split(" ")[0])
+    logs = [(merged / name / "zskit.log").read_text() for name in names]
+    assert sum(f"waiting for another zskit working on {tree}" in log for log in logs) == 1
+    for name in names:
+        identity = results(merged / name)["kernel_identity"]
+        assert isinstance(identity, dict) and identity["tree"]["path"] == str(tree)
+        assert identity["tree"]["dirty"] is False
+
+
+@pytest.mark.skipif(
+    os.environ.get("ZSKIT_TEST_TREE_FRAGMENT") != "1",
+    reason="a config fragment is a new build directory: a cold kernel build of the fixture "
+    "tree (5-8 min on 2 cores); tests/unit/test_tree.py proves the merging and the keying; "
+    "ZSKIT_TEST_TREE_FRAGMENT=1 runs it (warm afterwards: seconds)",
+)
+def test_a_config_fragment_builds_its_own_kernel_of_the_tree(
+    tree: Path, built: tuple[Kernel, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kernel, _ = built
+    fragment = tmp_path / "caller.config"
+    fragment.write_text("CONFIG_PRINTK_CALLER=y\n")
+    monkeypatch.setenv("KCONFIG_CONFIG", "/nonexistent")
+    argv = ["run", "--tree", str(tree), "--allocator", "upstream", "--config-fragment"]
+    assert cli.main([*argv, str(fragment), "--results-dir", str(tmp_path / "r")]) == 0
+    other = provision(tree_kernel_id(tree), Progress(), fragments=[fragment])
+    assert other.config("PRINTK_CALLER") == "y" and kernel.config("PRINTK_CALLER") != "y"
+    assert other.kdir != kernel.kdir

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -16,11 +18,12 @@ import pytest
 from pyharness.commands import cli, config, matrix
 from pyharness.kernel import identity
 from pyharness.kernel.identity import KernelId
-from pyharness.kernel.provision import SOURCES
+from pyharness.kernel.provision import SOURCES, known_series
 from pyharness.kmod import render
 from pyharness.paths import REPO
 from pyharness.progress import Progress, StageError
 from pyharness.report import Case, RunResult, ktap, new_run
+from tests.unit.test_tree import fake_tree
 
 DISTRO = [
     "6.1-own-distro",
@@ -75,9 +78,7 @@ def test_presets_are_valid_for_kconfiglib() -> None:
 
 def test_only_the_allocators_a_kernel_supports(tmp_path: Path) -> None:
     # 6.1 has zsmalloc as a module: builtin is not offered there, whatever is selected.
-    cfg = load(
-        "# CONFIG_MATRIX_KERNEL_6_12 is not set\n# CONFIG_MATRIX_KERNEL_7_2 is not set\n", tmp_path
-    )
+    cfg = load('CONFIG_MATRIX_KERNELS="6.1"\n', tmp_path)
     assert names(cfg) == ["6.1-own-distro", "6.1-upstream-distro"]
     entry = matrix.entries(cfg)[1]
     assert (entry.kernel.series, entry.allocator, entry.kernel.variant) == (
@@ -89,7 +90,7 @@ def test_only_the_allocators_a_kernel_supports(tmp_path: Path) -> None:
 
 def test_no_supported_pair_explains_what_runs_where(tmp_path: Path) -> None:
     cfg = load(
-        "# CONFIG_MATRIX_KERNEL_6_1 is not set\n# CONFIG_MATRIX_ALLOCATOR_BUILTIN is not set\n"
+        'CONFIG_MATRIX_KERNELS="6.12 7.2"\n# CONFIG_MATRIX_ALLOCATOR_BUILTIN is not set\n'
         "# CONFIG_MATRIX_ALLOCATOR_OWN is not set\n",
         tmp_path,
     )
@@ -99,9 +100,8 @@ def test_no_supported_pair_explains_what_runs_where(tmp_path: Path) -> None:
 
 
 def test_nothing_selected_names_the_options(tmp_path: Path) -> None:
-    text = "".join(f"# CONFIG_MATRIX_KERNEL_{k} is not set\n" for k in ("6_1", "6_12", "7_2"))
-    with pytest.raises(StageError, match=r"no kernel is selected \(MATRIX_KERNEL_\*\)"):
-        matrix.selected(load(text, tmp_path))
+    with pytest.raises(StageError, match=r"no kernel is selected \(MATRIX_KERNELS, MATRIX_TREES\)"):
+        matrix.selected(load('CONFIG_MATRIX_KERNELS="none"\n', tmp_path))
 
 
 def test_a_variant_without_kernels_is_named() -> None:
@@ -114,8 +114,68 @@ def test_a_variant_without_kernels_is_named() -> None:
 
 def test_kconfig_offers_every_kernel_and_allocator() -> None:
     cfg = config.load()
+    # The kernels come from provision's table, not from a list in Kconfig or here.
+    assert cfg.matrix_kernels == known_series()
     assert set(cfg.matrix_kernels) == set(SOURCES[identity.DISTRO])
     assert set(cfg.matrix_allocators) == set(render.ALLOCATORS)
+
+
+def test_kernels_are_a_list_in_its_order(tmp_path: Path) -> None:
+    cfg = load('CONFIG_MATRIX_KERNELS="7.2 6.1 7.2"\n', tmp_path)
+    assert cfg.matrix_kernels == ("7.2", "6.1")
+    assert names(cfg)[0] == "7.2-own-distro"
+    with pytest.raises(StageError, match=r"MATRIX_KERNELS='6.1 sid': 'sid' is not a kernel"):
+        load('CONFIG_MATRIX_KERNELS="6.1 sid"\n', tmp_path)
+
+
+def test_an_old_config_with_kernel_booleans_is_read_as_the_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = "# CONFIG_MATRIX_KERNEL_6_12 is not set\nCONFIG_MATRIX_KERNEL_7_2=y\n"
+    cfg = load(old, tmp_path)
+    assert cfg.matrix_kernels == ("6.1", "7.2")  # 6.1 had its default, y
+    assert 'MATRIX_KERNEL_* booleans are MATRIX_KERNELS="6.1 7.2"' in capsys.readouterr().err
+    text, _ = config.migrate(old + 'CONFIG_MATRIX_KERNELS="6.12"\n')
+    assert text == 'CONFIG_MATRIX_KERNELS="6.12"\n'  # the new option wins
+    none = "".join(f"# CONFIG_MATRIX_KERNEL_{k} is not set\n" for k in ("6_1", "6_12", "7_2"))
+    assert load(none, tmp_path).matrix_kernels == ()
+    assert config.migrate('CONFIG_KERNEL="6.1"\n') == ('CONFIG_KERNEL="6.1"\n', None)
+
+
+def test_make_olddefconfig_rewrites_an_old_config(tmp_path: Path) -> None:
+    dotconfig = tmp_path / "old.config"
+    dotconfig.write_text(
+        "CONFIG_MATRIX_KERNEL_6_1=y\n# CONFIG_MATRIX_KERNEL_6_12 is not set\n"
+        "CONFIG_MATRIX_KERNEL_7_2=y\nCONFIG_WORKLOAD_OPS=3000\n"
+    )
+    env = {**os.environ, "KCONFIG_CONFIG": str(dotconfig)}
+    done = subprocess.run(
+        ["make", "-s", "olddefconfig"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    text = dotconfig.read_text()
+    assert 'CONFIG_MATRIX_KERNELS="6.1 7.2"' in text and "MATRIX_KERNEL_" not in text
+    assert "CONFIG_WORKLOAD_OPS=3000" in text
+    cfg = config.load(dotconfig=dotconfig)
+    assert (cfg.matrix_kernels, cfg.workload_ops) == (("6.1", "7.2"), 3000)
+
+
+def test_trees_are_entries_with_their_variants_and_allocators(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = fake_tree(tmp_path / "linux").resolve()
+    cfg = load(f'CONFIG_MATRIX_KERNELS="none"\nCONFIG_MATRIX_TREES="{tree}"\n', tmp_path)
+    tag = identity.tree_tag(tree)
+    assert names(cfg) == [f"6.1-own-minimal-{tag}", f"6.1-upstream-minimal-{tag}"]
+    assert matrix.entries(cfg)[0].as_dict()["tree"] == str(tree)
+    debug = dataclasses.replace(cfg, matrix_variants=("distro", "debug"))
+    assert names(debug) == [f"6.1-own-debug-{tag}", f"6.1-upstream-debug-{tag}"]
+    missing = dataclasses.replace(cfg, matrix_trees=(tmp_path / "gone",))
+    with pytest.raises(StageError, match=r"matrix tree .*gone: --tree .*gone does not exist"):
+        matrix.entries(missing)
+    # `zskit matrix --tree DIR` adds one; the list names its entries.
+    assert cli.main(["matrix", "--list", "--tree", str(tree)]) == 0
+    assert f"6.1-upstream-minimal-{tag}" in capsys.readouterr().out
 
 
 def test_a_kernel_without_a_source_still_gets_entries() -> None:
@@ -173,6 +233,7 @@ def test_list_as_json(capsys: pytest.CaptureFixture[str]) -> None:
         "kernel": "6.1",
         "allocator": "upstream",
         "variant": "distro",
+        "tree": None,
     }
     assert cli.main(["matrix", "--list", "--config", str(REPO / "configs/debug_defconfig")]) == 0
     assert "7.2-upstream-debug" in capsys.readouterr().out

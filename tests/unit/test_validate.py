@@ -588,3 +588,131 @@ def test_the_report_says_what_happened(tmp_path: Path) -> None:
     summary = (tmp_path / "summary.txt").read_text()
     assert "1/2 PASS: mm/zsmalloc: x" in summary
     assert "6.12 (minimal): zswap: not compiled: untouched" in summary
+
+
+# --tree: the base a series is applied on, and the files read from the tree's .git.
+
+
+@pytest.fixture
+def toy_repo(toy: SourceTree, tmp_path: Path) -> tuple[Path, str, str]:
+    """A git checkout of the toy tree: the first commit, then line3 changed on top."""
+    repo = tmp_path / "linux"
+    shutil.copytree(toy.root, repo)
+    git(repo, "init", "-q")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "first")
+    first = git(repo, "rev-parse", "HEAD").strip()
+    source = repo / validate.SOURCE
+    source.write_text(source.read_text().replace("{ return 3; }", "{ return 303; }"))
+    git(repo, "commit", "-q", "-am", "line3 returns more")
+    return repo, first, git(repo, "rev-parse", "HEAD").strip()
+
+
+def everything_hash(root: Path) -> str:
+    """The tree's files and its .git, with their mtimes: any write shows here."""
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        st = path.lstat()
+        digest.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+def test_a_tree_base_is_head_by_default(toy_repo: tuple[Path, str, str]) -> None:
+    repo, _, head = toy_repo
+    base = validate.tree_base(repo, None, None)
+    assert (base.commit, base.how, base.notes) == (head, "HEAD", ())
+    assert base.label == f"tree {repo} at {head[:12]} (HEAD)"
+
+
+def test_base_selects_a_commit_of_the_tree(toy_repo: tuple[Path, str, str], tmp_path: Path) -> None:
+    repo, first, head = toy_repo
+    base = validate.tree_base(repo, "HEAD~1", "f" * 40)
+    assert (base.commit, base.how) == (first, "--base HEAD~1")
+    assert "names base-commit ffff" in base.notes[0] and "as asked" in base.notes[0]
+    # The named base-commit is taken when the tree has it, and --base wins over it.
+    assert validate.tree_base(repo, None, first[:12]).commit == first
+    assert validate.tree_base(repo, "HEAD", first).commit == head
+    with pytest.raises(ValidateError, match="--base v9.9: no such commit in"):
+        validate.tree_base(repo, "v9.9", None)
+
+
+def test_a_base_commit_the_tree_lacks_falls_back_to_head(
+    toy_repo: tuple[Path, str, str],
+) -> None:
+    repo, _, head = toy_repo
+    base = validate.tree_base(repo, None, "1234567890ab")
+    assert base.commit == head
+    assert "names base-commit 1234567890ab, which" in base.notes[0]
+    assert "does not have; applied on HEAD" in base.notes[0]
+
+
+def test_the_files_at_the_base_come_from_git_and_the_tree_is_untouched(
+    toy_repo: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    repo, _, _ = toy_repo
+    source_file = repo / validate.SOURCE
+    source_file.write_text(source_file.read_text().replace("line20", "line_twenty"))  # dirty
+    before = everything_hash(repo)
+    # Made on the working state (line3 returns 303): not the files of the commit before.
+    series = validate.read_series([make_series(repo, [RENAME], tmp_path / "s")])
+    old = validate.tree_source(
+        validate.tree_base(repo, "HEAD~1", None), validate.BUILT, tmp_path / "old"
+    )
+    assert old.root == tmp_path / "old" and old.has_dir_of("mm/new.c")
+    assert "{ return 3; }" in (old.root / validate.SOURCE).read_text()
+    assert (old.root / "drivers/block/zram/zram_drv.c").is_file()  # what the plan reads
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with pytest.raises(ValidateError, match="does not apply there"):
+        apply(series, old, tmp_path / "a")
+    # On HEAD it applies: the dirty edit is not in HEAD's files, and not in the context.
+    head = validate.tree_source(validate.tree_base(repo, None, None), (), tmp_path / "head")
+    assert "line_twenty" not in (head.root / validate.SOURCE).read_text()
+    (step,) = apply(series, head, tmp_path / "b").steps
+    assert step.ok and b"third_line(void)" in (step.content(validate.SOURCE) or b"")
+    assert everything_hash(repo) == before
+
+
+def test_a_series_for_a_different_tree_names_both_bases(
+    toy_repo: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    repo, _, head = toy_repo
+    hidden = Edit("elsewhere", [("mm/zsmalloc.c", "{ return 5; }", "{ return 505; }")])
+    edit = Edit("mm/zsmalloc: line5", [("mm/zsmalloc.c", "return 505;", "return 6;")])
+    series = validate.read_series([make_series(repo, [edit], tmp_path / "s", hidden=hidden)])
+    assert series.base_commit is not None
+    base = validate.tree_base(repo, None, series.base_commit)
+    source = validate.tree_source(base, validate.BUILT, tmp_path / "files")
+    with pytest.raises(ValidateError) as refused:
+        apply(series, source, tmp_path)
+    said = str(refused.value)
+    assert f"tree {repo} at {head[:12]} (HEAD)" in said
+    assert f"base-commit: {series.base_commit}" in said
+    assert f"The series names base-commit {series.base_commit}, which was not tried" in said
+
+
+def test_a_plain_directory_is_its_files(toy: SourceTree, tmp_path: Path) -> None:
+    base = validate.tree_base(toy.root, None, "abcdef1")
+    assert base.commit is None and "not a git checkout" in base.notes[0]
+    source = validate.tree_source(base, (), tmp_path / "unused")
+    assert source.root == toy.root and source.has_file(validate.SOURCE)
+    with pytest.raises(ValidateError, match="--base HEAD: .* is not a git checkout"):
+        validate.tree_base(toy.root, "HEAD", None)
+
+
+def test_prerequisite_patch_ids_are_read(toy: SourceTree, tmp_path: Path) -> None:
+    (patch,) = sorted(make_series(toy.root, [RENAME], tmp_path / "s").glob("*.patch"))
+    pid = "ab" * 20
+    patch.write_text(
+        patch.read_text().replace("base-commit:", f"prerequisite-patch-id: {pid}\nbase-commit:")
+    )
+    series = validate.read_series([patch])
+    assert series.prerequisites == (pid,)
+    assert any("prerequisite-patch-id: abababababab" in note for note in series.notes)
+
+
+def test_base_without_a_tree_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["validate", "--base", "HEAD", str(tmp_path)]) == 1
+    assert "--base REV names a commit of a tree: it goes with --tree DIR" in capsys.readouterr().err
+    assert cli.main(["validate", "--tree", str(tmp_path / "none"), str(tmp_path)]) == 1
+    assert "does not exist" in capsys.readouterr().err

@@ -24,7 +24,10 @@ of the kernel's own linux-source package and checks every cumulative state
 Kernels (`Target`): Debian's where zsmalloc is a module (6.1), else the
 source-built minimal kernel of the series (6.12, 7.2); --variant picks
 minimal or debug for all. A source-built kernel's own unpacked source tree
-is the pristine tree.
+is the pristine tree. With --tree DIR, a kernel built from the user's tree (TreeKernel),
+the series applied on files read from the tree's .git at its base: --base REV, else the
+series' base-commit where the tree has it, else HEAD (pristine.tree_base); a plain
+directory's files as they are.
 
 Where things live:
   <cache>/validate/<series>/<version>/  members.txt (the source tarball's listing)
@@ -49,12 +52,22 @@ from .apply import Applied, AppliedSeries, apply_series, check_tree
 from .builder import WORK, Builder, Built, new_warnings, warning_key
 from .perf import PERF_ROUNDS
 from .plan import Plan, make_plan
-from .pristine import BUILT, HEADER, SOURCE, SourceTree, full_tree, source_tree
+from .pristine import (
+    BUILT,
+    HEADER,
+    SOURCE,
+    SourceTree,
+    TreeBase,
+    full_tree,
+    source_tree,
+    tree_base,
+    tree_source,
+)
 from .report import as_json, markdown, summary, write
 from .results import CHECKS, Check, KernelResult, Perf, Step, Validation
 from .series import FileChange, Patch, Series, ValidateError, parse_diff, read_series
 from .steps import MODEL_KINDS, attribute, not_built_note
-from .validation import Target, targets, validate
+from .validation import Target, targets, tree_targets, validate
 
 __all__ = [
     "BUILT",
@@ -78,6 +91,7 @@ __all__ = [
     "SourceTree",
     "Step",
     "Target",
+    "TreeBase",
     "ValidateError",
     "Validation",
     "apply_series",
@@ -94,6 +108,9 @@ __all__ = [
     "source_tree",
     "summary",
     "targets",
+    "tree_base",
+    "tree_source",
+    "tree_targets",
     "validate",
     "warning_key",
     "write",

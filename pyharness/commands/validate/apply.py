@@ -171,8 +171,7 @@ def apply_series(
             raise ValidateError(
                 f"the series' base is unknown: patch {patch.number} ({patch.subject!r}) expects "
                 f"{path} at blob {first[path][1]}, {tree.label} has {blobs.get(path, '?')[:12]}, "
-                f"and it does not apply there{based}. Rebase the series onto the kernel's source, "
-                "or validate it on the kernel it was made for (--kernel)"
+                f"and it does not apply there{based}. {tree.remedy}"
             )
         steps.append(Applied(False, tuple(quotes)))
         break

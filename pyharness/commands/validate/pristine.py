@@ -1,5 +1,6 @@
-"""Pristine sources: files of the kernel's linux-source package, in the cache, or the whole
-unpacked tree a source-built kernel was built from."""
+"""Pristine sources: files of the kernel's linux-source package, in the cache, the whole
+unpacked tree a source-built kernel was built from, or a user's tree (--tree) at the base
+the series is applied on (read from its .git, never from or into its working files)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...kernel import tree as kernel_tree
 from ...kernel.manifest import Kernel
 from ...locking import locked
 from ...paths import cache_dir
 from ...progress import Progress, StageError
+from .series import ValidateError
 
 SOURCE = "mm/zsmalloc.c"
 HEADER = "include/linux/zsmalloc.h"
@@ -27,9 +30,14 @@ PREFETCH = ("mm/", "include/linux/", "drivers/block/zram/", "Documentation/mm/")
 class SourceTree:
     """Pristine files of one linux-source package and the full listing of its tarball."""
 
-    label: str  # "linux-source-6.1 6.1.192-2"
+    label: str  # "linux-source-6.1 6.1.192-2", "tree /src/linux at 1a2b3c4d5e6f (HEAD)"
     root: Path  # extracted files, at their paths in the kernel tree
     members: frozenset[str]  # every file ("mm/zsmalloc.c") and directory ("mm/") of the tarball
+    # What to do when the series' first patch expects other files than these.
+    remedy: str = (
+        "Rebase the series onto the kernel's source, or validate it on the kernel it was "
+        "made for (--kernel)"
+    )
 
     def has_file(self, path: str) -> bool:
         return path in self.members
@@ -151,3 +159,130 @@ def full_tree(kernel: Kernel) -> SourceTree:
         if path not in members:
             raise StageError(f"{label} at {root} has no {path}; delete it and retry")
     return SourceTree(label, root, frozenset(members))
+
+
+def _members(files: Iterable[str]) -> frozenset[str]:
+    """Files and every directory above them ("mm/"), as a tarball lists them."""
+    members: set[str] = set()
+    for name in files:
+        members.add(name)
+        parts = name.split("/")[:-1]
+        members.update("/".join(parts[: n + 1]) + "/" for n in range(len(parts)))
+    return frozenset(members)
+
+
+@dataclass(frozen=True)
+class TreeBase:
+    """The commit of a user's tree a series is applied on, and why that one."""
+
+    tree: Path
+    commit: str | None  # None: a plain directory (no git), its files as they are
+    how: str  # "HEAD", "--base v6.1", "the series' base-commit"
+    named: str | None = None  # the series' base-commit, as it names it
+    notes: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        if self.commit is None:
+            return f"tree {self.tree} (its files; not a git checkout)"
+        return f"tree {self.tree} at {self.commit[:12]} ({self.how})"
+
+    @property
+    def remedy(self) -> str:
+        if self.named is None:
+            return (
+                "The series carries no base-commit: rebase it onto the tree, or pass the "
+                "commit it was made on with --base REV"
+            )
+        if self.commit is not None and self.commit.startswith(self.named):
+            return "Rebase the series onto that commit's files"
+        return (
+            f"The series names base-commit {self.named}, which was not tried: fetch that commit "
+            "into the tree (zskit then takes it), pass --base REV, or rebase the series"
+        )
+
+
+def tree_base(tree: Path, requested: str | None, named: str | None) -> TreeBase:
+    """The base of a series on a user's tree: `--base REV` if given, else the series'
+    `base-commit:` when the tree has that commit, else HEAD. Only read-only git commands."""
+    if not kernel_tree.is_checkout(tree):
+        if requested is not None:
+            raise ValidateError(
+                f"--base {requested}: {tree} is not a git checkout, so it has no commits to "
+                "pick from; leave --base out to apply the series on its files as they are"
+            )
+        notes: tuple[str, ...] = ()
+        if named is not None:
+            notes = (
+                f"the series names base-commit {named}; {tree} is not a git checkout, so the "
+                "series is applied on its files as they are",
+            )
+        return TreeBase(tree, None, "its files", named, notes)
+    if requested is not None:
+        commit = kernel_tree.commit_of(tree, requested)
+        if commit is None:
+            raise ValidateError(
+                f"--base {requested}: no such commit in {tree} (git rev-parse found none); "
+                "name a commit, tag or branch of that tree"
+            )
+        notes = ()
+        if named is not None and not commit.startswith(named):
+            notes = (
+                f"the series names base-commit {named}; it is applied on --base {requested} "
+                f"({commit[:12]}) as asked",
+            )
+        return TreeBase(tree, commit, f"--base {requested}", named, notes)
+    if named is not None:
+        commit = kernel_tree.commit_of(tree, named)
+        if commit is not None:
+            return TreeBase(
+                tree,
+                commit,
+                "the series' base-commit",
+                named,
+                (f"the series names base-commit {named}: applied on it ({commit[:12]})",),
+            )
+    head = kernel_tree.commit_of(tree, "HEAD")
+    if head is None:
+        raise ValidateError(
+            f"{tree} is a git repository without a commit: commit the tree (or pass "
+            "--base REV) so the series has a base to apply on"
+        )
+    notes = ()
+    if named is not None:
+        notes = (
+            f"the series names base-commit {named}, which {tree} does not have; "
+            f"applied on HEAD ({head[:12]}) instead",
+        )
+    return TreeBase(tree, head, "HEAD", named, notes)
+
+
+TREE_PREFETCH = ("mm/", "drivers/block/zram/")  # what the plan reads (includes, zram, zswap)
+
+
+def tree_source(base: TreeBase, wanted: Iterable[str], dest: Path) -> SourceTree:
+    """The files of a user's tree at `base` that validation needs, copied into `dest` (a
+    throwaway directory): BUILT, `wanted` and the plan's directories. A plain directory
+    is read in place (apply copies from it, never into it)."""
+    if base.commit is None:
+        walked = []
+        for dirpath, dirs, filenames in os.walk(base.tree):
+            dirs[:] = [d for d in dirs if d != ".git"]
+            rel = os.path.relpath(dirpath, base.tree)
+            prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+            walked += [prefix + f for f in filenames]
+        found = SourceTree(base.label, base.tree, _members(walked), base.remedy)
+    else:
+        files = kernel_tree.files_at(base.tree, base.commit)
+        members = _members(files)
+        want = set(wanted) | set(BUILT)
+        take = sorted(f for f in files if f in want or f.startswith(TREE_PREFETCH))
+        for path, data in kernel_tree.blobs_at(base.tree, base.commit, take).items():
+            target = dest / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        found = SourceTree(base.label, dest, members, base.remedy)
+    for path in BUILT:
+        if not found.has_file(path):
+            raise ValidateError(f"{base.label} has no {path}; is it a kernel tree with zsmalloc?")
+    return found

@@ -84,6 +84,11 @@ def markdown(v: Validation) -> str:
     out.append(
         f"{len(s.patches)} patch(es)"
         + (f", base-commit {s.base_commit}" if s.base_commit else "")
+        + (
+            f", prerequisite-patch-id {', '.join(s.prerequisites)} (not applied by zskit)"
+            if s.prerequisites
+            else ""
+        )
         + "."
     )
     for k in v.kernels:
@@ -202,6 +207,7 @@ def as_json(v: Validation) -> dict[str, object]:
                 "kernel": k.kernel.series,
                 "variant": k.kernel.variant,
                 "name": k.kernel.slug,
+                "tree": str(k.kernel.tree) if k.kernel.tree is not None else None,
                 "release": k.release,
                 "package_version": k.package_version,
                 "source": k.source,
@@ -221,6 +227,7 @@ def as_json(v: Validation) -> dict[str, object]:
         "title": s.title,
         "cover": s.cover,
         "base_commit": s.base_commit,
+        "prerequisite_patch_ids": list(s.prerequisites),
         "notes": list(s.notes),
         "verdict": "pass" if v.passed else "fail",
         "seconds": round(v.seconds, 1),

@@ -19,6 +19,8 @@ DIFF_GIT = re.compile(r'^diff --git "?a/(.+?)"? "?b/(.+?)"?$')
 HUNK = re.compile(r"^@@ -\d+(?:,(\d+))? \+\d+(?:,(\d+))? @@")
 NUMBERING = re.compile(r"\[[^\]]*?(\d+)/(\d+)\s*\]")
 BASE_COMMIT = re.compile(r"^base-commit: *([0-9a-f]{7,40})\s*$", re.M)
+# git format-patch --base: patches the series needs in its base that are not upstream yet.
+PREREQUISITE = re.compile(r"^prerequisite-patch-id: *([0-9a-f]{40})\s*$", re.M)
 
 
 class ValidateError(StageError):
@@ -64,6 +66,7 @@ class Series:
     cover: str | None = None  # subject of the cover letter
     base_commit: str | None = None  # `base-commit:` of git format-patch --base
     notes: tuple[str, ...] = ()
+    prerequisites: tuple[str, ...] = ()  # `prerequisite-patch-id:` lines, in order
 
     @property
     def title(self) -> str:
@@ -253,6 +256,7 @@ def read_series(inputs: Sequence[Path]) -> Series:
     notes: list[str] = []
     cover: str | None = None
     base: str | None = None
+    prerequisites: list[str] = []
     with tempfile.TemporaryDirectory(prefix="zskit-mail-") as tmpdir:
         tmp = Path(tmpdir)
         for path in _input_files(inputs):
@@ -268,6 +272,9 @@ def read_series(inputs: Sequence[Path]) -> Series:
                     numbering = (int(m[1]), int(m[2]))
                 if found := BASE_COMMIT.search(message + diff):
                     base = base or found[1]
+                for pid in PREREQUISITE.findall(message + diff):
+                    if pid not in prerequisites:
+                        prerequisites.append(pid)
                 if not diff.strip():
                     if numbering and numbering[0] == 0:
                         # git format-patch's placeholder, when nobody wrote a cover letter
@@ -311,4 +318,10 @@ def read_series(inputs: Sequence[Path]) -> Series:
             f"the [PATCH n/m] numbers are out of order ({', '.join(map(str, numbers))}); "
             "patches are applied in file order, as git am does"
         )
-    return Series(tuple(patches), cover, base, tuple(notes))
+    if prerequisites:
+        notes.append(
+            f"the series names {len(prerequisites)} prerequisite patch(es) "
+            f"(prerequisite-patch-id: {', '.join(p[:12] for p in prerequisites)}): zskit does "
+            "not apply them, so they must already be in the base"
+        )
+    return Series(tuple(patches), cover, base, tuple(notes), tuple(prerequisites))

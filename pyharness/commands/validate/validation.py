@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import shutil
 import tempfile
 import time
@@ -16,6 +17,7 @@ from ...kernel.detect import api_of
 from ...kernel.identity import DISTRO, KernelId
 from ...kernel.manifest import Kernel
 from ...kernel.provision import provision, source_for
+from ...kernel.tree import describe, holding, tree_kernel_id
 from ...kmod import render
 from ...locking import locked
 from ...paths import RESULTS
@@ -26,7 +28,7 @@ from .apply import AppliedSeries, apply_series
 from .builder import WORK, Builder, Built
 from .perf import PERF_ROUNDS, perf_steps
 from .plan import Plan, make_plan, uses
-from .pristine import full_tree, source_tree
+from .pristine import TreeBase, full_tree, source_tree, tree_base, tree_source
 from .report import write
 from .results import CHECKS, Check, KernelResult, Step, Validation
 from .series import Series, ValidateError, read_series
@@ -67,6 +69,41 @@ def targets(names: Sequence[str], variant: str | None) -> list[Target]:
                 f"--variant minimal (or debug), or leave --variant out"
             )
         found.append(Target(KernelId(name, variant)))
+    return found
+
+
+def tree_targets(trees: Sequence[Path], variant: str | None) -> list[Target]:
+    """Kernels built from the user's trees (checked now, before anything slow); a tree's
+    kernel has zsmalloc as a module, so its default variant serves (minimal)."""
+    return [Target(tree_kernel_id(tree, variant), variant is not None) for tree in trees]
+
+
+def _bases(
+    wanted: Sequence[Target], series: Series, base: str | None, p: Progress
+) -> dict[KernelId, TreeBase]:
+    """The base of the series on each tree target, chosen (and said) before any build."""
+    found: dict[KernelId, TreeBase] = {}
+    for target in wanted:
+        tree = target.kernel.tree
+        if tree is None:
+            continue
+        chosen = tree_base(tree, base, series.base_commit)
+        for note in chosen.notes:
+            p.say(note)
+        info = describe(tree)
+        if info.get("tree_dirty") and chosen.commit is not None:
+            p.say(
+                f"{tree} has uncommitted changes: the kernel is built from its working state, "
+                f"the series is applied on the files of {chosen.commit[:12]} ({chosen.how})"
+            )
+        elif chosen.how.startswith("--base") or chosen.how.endswith("base-commit"):
+            head = info.get("tree_commit")
+            if isinstance(head, str) and head != chosen.commit:
+                p.say(
+                    f"the kernel is built from {tree} as it is (HEAD {head[:12]}); the series "
+                    f"is applied on the files of {chosen.commit[:12] if chosen.commit else '?'}"
+                )
+        found[target.kernel] = chosen
     return found
 
 
@@ -188,12 +225,16 @@ def _results_dir(root: Path = RESULTS) -> Path:
     return new_results_dir("validate", root)
 
 
-def _provision(target: Target, p: Progress) -> Kernel:
+def _provision(
+    target: Target, p: Progress, fragments: Sequence[Path] = (), cc: str | None = None
+) -> Kernel:
     kernel = target.kernel
-    if kernel.variant != DISTRO:
+    if kernel.tree is not None:
+        p.say(f"Linux {kernel.series}: the {kernel.variant} kernel built from {kernel.tree}")
+    elif kernel.variant != DISTRO:
         why = "" if target.chosen else " (Debian's has zsmalloc built in)"
         p.say(f"Linux {kernel.series}: the source-built {kernel.variant} kernel{why}")
-    return provision(kernel, p)
+    return provision(kernel, p, fragments=fragments, cc=cc)
 
 
 def _zswap_kernel(kernel: Kernel, p: Progress) -> tuple[Kernel | None, str]:
@@ -224,21 +265,65 @@ def validate(
     results_dir: Path | None = None,
     perf_rounds: int = PERF_ROUNDS,
     variant: str | None = None,
+    trees: Sequence[Path] = (),
+    base: str | None = None,
+    fragments: Sequence[Path] = (),
+    cc: str | None = None,
 ) -> Validation:
     """Validate a series on each kernel; bad input raises ValidateError before any build.
 
     `variant` (distro, minimal, debug) applies to every kernel; by default, the
     configuration's VARIANT when it is source-built, else Debian's kernel where
     zsmalloc is a module and the source-built minimal kernel where it is built in.
+    `trees`: kernels built from the user's trees too (only those without
+    `kernel_names`), the series applied on `base` (a commit of each), else on the
+    series' base-commit where the tree has it, else on its HEAD. `fragments` and `cc`
+    change how the kernels are built (provision.with_build): source-built ones and trees.
     """
+    with contextlib.ExitStack() as held:  # each tree's lock, for the whole validation
+        for tree in dict.fromkeys(trees):
+            checked = tree_kernel_id(Path(tree)).tree  # a bad tree is refused before a lock
+            held.enter_context(holding(checked, p))
+        return _validate(
+            config,
+            inputs,
+            p,
+            kernel_names,
+            results_dir,
+            perf_rounds,
+            variant,
+            trees,
+            base,
+            fragments,
+            cc,
+        )
+
+
+def _validate(
+    config: Config,
+    inputs: Sequence[Path],
+    p: Progress,
+    kernel_names: Sequence[str],
+    results_dir: Path | None,
+    perf_rounds: int,
+    variant: str | None,
+    trees: Sequence[Path],
+    base: str | None,
+    fragments: Sequence[Path],
+    cc: str | None,
+) -> Validation:
     started = time.monotonic()
+    if base is not None and not trees:
+        raise ValidateError("--base REV names a commit of a tree: it goes with --tree DIR")
     chosen = variant or (config.variant if config.variant != "distro" else None)
-    wanted = targets(kernel_names or [config.kernel], chosen)
+    wanted = targets(kernel_names or ([] if trees else [config.kernel]), chosen)
+    wanted += tree_targets(trees, chosen)
     with p.stage("parse"):
         series = read_series(inputs)
         p.say(f"{len(series.patches)} patch(es): {series.title}")
         for note in series.notes:
             p.say(note)
+    bases = _bases(wanted, series, base, p)
     touched = {path for patch in series.patches for path in patch.touched()}
     provisioned: list[tuple[Target, Kernel, AppliedSeries, Plan]] = []
     with tempfile.TemporaryDirectory(prefix="zskit-validate-") as tmpdir:
@@ -251,8 +336,12 @@ def validate(
         for target in wanted:
             label = target.kernel.label
             with p.stage("provision"):
-                kernel = _provision(target, p)
-                if target.kernel.variant == DISTRO:
+                kernel = _provision(target, p, fragments, cc)
+                on = bases.get(target.kernel)
+                files = tmp / f"base-{target.kernel.slug}"  # a tree's files at its base
+                if on is not None:
+                    tree = tree_source(on, touched, files)
+                elif target.kernel.variant == DISTRO:
                     tree = source_tree(kernel, touched, p)
                 else:
                     tree = full_tree(kernel)
@@ -261,7 +350,10 @@ def validate(
                     zswap_kernel, missing = _zswap_kernel(kernel, p)
                 plan = make_plan(series, tree, kernel, label, zswap_kernel, missing)
                 if any(tree.has_file(f) and not (tree.root / f).is_file() for f in plan.paths):
-                    tree = source_tree(kernel, touched | set(plan.paths), p)
+                    if on is not None:
+                        tree = tree_source(on, touched | set(plan.paths), files)
+                    else:
+                        tree = source_tree(kernel, touched | set(plan.paths), p)
             with p.stage("apply"):
                 repo = tmp / f"repo-{target.kernel.slug}"
                 applied = apply_series(series, tree, mails, repo, keep=plan.paths)
@@ -280,7 +372,10 @@ def validate(
     for target, kernel, applied, plan in provisioned:
         # The suite runs on the kernel provisioned above, whatever .config says.
         cfg = config.with_overrides(
-            kernel=kernel.series, allocator="upstream", variant=target.kernel.variant
+            kernel=kernel.series,
+            allocator="upstream",
+            variant=target.kernel.variant,
+            tree=target.kernel.tree,
         )
         with p.stage("validate"), tempfile.TemporaryDirectory(prefix="zskit-validate-") as tmpdir:
             ctx = Context(
