@@ -28,6 +28,10 @@ MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 # A module parameter as insmod takes it: name=value, or a bare name (a bool set to true).
 MODULE_ARG = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*(=.*)?$")
 KBUILD_FILES = ("Kbuild", "Makefile")
+# gcc's words for a call that does not fit the kernel's zsmalloc.h (quotes per locale).
+API_MISMATCH = re.compile(
+    r"(implicit declaration of function|too (many|few) arguments to function) [‘'`\"]zs_"
+)
 # Build products in a user's directory that a copy must not carry (they may belong to
 # another kernel, and a copied .o newer than its .c would look up to date to make).
 PRODUCT_SUFFIXES = (".o", ".ko", ".mod", ".mod.c", ".a", ".order", ".symvers", ".cmd", ".d")
@@ -241,7 +245,14 @@ def build_module(
     try:
         result = build.build(kernel, copy, progress, extra_symbols=extra)
     except StageError as e:
-        raise StageError(f"{source.path}: {e}") from None
+        hint = ""
+        if API_MISMATCH.search(str(e)):
+            hint = (
+                f"\n(the module calls a zsmalloc API that Linux {kernel.series} does not have: "
+                "its zs_* functions are declared in the kernel's include/linux/zsmalloc.h; "
+                "run the module on a kernel of its API, or adapt it)"
+            )
+        raise StageError(f"{source.path}: {e}{hint}") from None
     modules = modules_in_order(dest)
     missing = [ko for ko in modules if not ko.exists()]
     if not modules or missing:
