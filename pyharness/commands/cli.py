@@ -114,7 +114,7 @@ def cmd_run(args: argparse.Namespace, p: Progress) -> int:
     return 1
 
 
-MODULE_ONLY = ("module_args", "module_timeout", "settle")
+MODULE_ONLY = ("module_args", "module_timeout", "settle", "memory")
 NOT_WITH_MODULE = {
     "baseline": "--baseline",
     "ops": "--ops",
@@ -143,7 +143,9 @@ def cmd_run_module(args: argparse.Namespace, p: Progress) -> int:
         refresh=args.refresh,
     )
     source = external.check_options(options)  # before the configuration and provisioning
-    cfg = _config(args)
+    if args.memory is not None and not 256 <= args.memory <= 8192:
+        raise StageError("--memory takes 256..8192 MiB (QEMU_MEMORY_MB's range)")
+    cfg = _config(args).with_overrides(memory_mb=args.memory)
     result = external.run_module(cfg, p, options)
     p.say(p.summary())
     output = (result.directory / "module.log").read_text()
@@ -454,6 +456,9 @@ def add_module_opts(sp: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help=f"time the module's threads get to print after insmod returns, before rmmod "
         f"(default {external.SETTLE_SECONDS:g})",
+    )
+    group.add_argument(
+        "--memory", type=int, metavar="MiB", help="guest memory (default: QEMU_MEMORY_MB)"
     )
 
 

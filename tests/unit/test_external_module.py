@@ -406,6 +406,8 @@ def test_cli_refuses_options_that_do_not_go_with_a_module(
         (["--module", module, "--module-args", "=1"], "not a module parameter"),
         (["--module", module, "--module-timeout", "0"], "positive number of seconds"),
         (["--module", module, "--settle", "-1"], "--settle takes 0..600"),
+        (["--module", module, "--memory", "100"], "--memory takes 256..8192"),
+        (["--memory", "1024"], "--memory: only with --module"),
     ]
     for args, message in cases:
         rc, err = run_cli(args, capsys)
@@ -417,5 +419,6 @@ def test_run_help_shows_the_module_options(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit):
         cli.main(["run", "--help"])
     text = capsys.readouterr().out
-    for option in ("--module FILE.c|DIR", "--module-args", "--module-timeout", "--settle"):
+    options = ("--module FILE.c|DIR", "--module-args", "--module-timeout", "--settle", "--memory")
+    for option in options:
         assert option in text
