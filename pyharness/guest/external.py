@@ -7,8 +7,8 @@ start marker into the kernel log, runs insmod with the module's deadline, lets k
 started print for a bounded settle time, unloads it, and writes an end marker. The module's
 output is the kernel log between the markers. The verdict fails on an insmod that fails
 (with its errno), a guest that crashes or hangs, and any kernel report in the log: the
-triage's (oops, BUG, WARN, KASAN, panic...) and those that do not stop a kernel, lockdep's
-and KCSAN's.
+triage's (oops, BUG, WARN, KASAN, panic...) and those that do not stop a kernel: lockdep's,
+KCSAN's and RCU stalls.
 """
 
 from __future__ import annotations
@@ -41,6 +41,8 @@ REPORTS: tuple[tuple[str, re.Pattern[str]], ...] = (
             r"|^INFO: possible (circular|recursive|irq lock inversion) "
         ),
     ),
+    # A CPU that held off RCU for the stall timeout (21 s): the soft lockup's cousin.
+    ("rcu-stall", re.compile(r"^rcu: INFO: rcu_\w+ (detected|self-detected) stalls? ")),
 )
 
 # glibc's messages (busybox-static's insmod prints strerror) back to errno names.

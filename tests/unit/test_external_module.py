@@ -315,6 +315,8 @@ def test_the_modules_output_is_the_log_between_the_markers() -> None:
         ("WARNING: inconsistent lock state", "lockdep"),
         ("WARNING: suspicious RCU usage", "lockdep"),
         ("BUG: KCSAN: data-race in zs_free / zs_malloc", "kcsan"),
+        ("rcu: INFO: rcu_sched detected stalls on CPUs/tasks:", "rcu-stall"),
+        ("rcu: INFO: rcu_preempt self-detected stall on CPU", "rcu-stall"),
         ("BUG: KASAN: slab-use-after-free in zs_destroy_pool+0x10/0x90", "kasan"),
         ("WARNING: CPU: 0 PID: 95 at t.c:9 t_init+0x26/0x1000 [t]", "warning"),
         ("Oops: 0000 [#1] PREEMPT SMP", "oops"),
