@@ -90,18 +90,17 @@ def errno_of(output: str) -> str | None:
 
 
 def module_log(console: str) -> str:
-    """The kernel log lines between the start marker and the end marker (or the log's end)."""
-    lines = clean_lines(console)
-    start = next((n for n, line in enumerate(lines) if START in line), None)
-    if start is None:
-        return ""
-    body = []
-    for line in lines[start + 1 :]:
-        if END in line:
-            break
-        body.append(line)
-    while body and not body[-1].strip():
-        body.pop()
+    """The kernel log lines between each start marker and its end marker (or the log's end):
+    the output of every external module loaded so far."""
+    body: list[str] = []
+    inside = False
+    for line in clean_lines(console):
+        if START in line:
+            inside = True
+        elif END in line:
+            inside = False
+        elif inside and line.strip():
+            body.append(line)
     return "\n".join(body)
 
 

@@ -305,6 +305,8 @@ def test_the_modules_output_is_the_log_between_the_markers() -> None:
     assert module_log("no markers\n") == ""
     unfinished = CONSOLE.split(END)[0].rsplit("\n", 1)[0]  # the guest died before the end
     assert module_log(unfinished).endswith("completed in 12 us")
+    second = f"[    5.0] {START} u\n[    5.1] u: hello\n[    5.2] {END} u\n"
+    assert module_log(CONSOLE + second).endswith("completed in 12 us\n[    5.1] u: hello")
 
 
 @pytest.mark.parametrize(
