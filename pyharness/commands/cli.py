@@ -117,6 +117,7 @@ def cmd_run(args: argparse.Namespace, p: Progress) -> int:
 MODULE_ONLY = ("module_args", "module_timeout", "settle", "memory")
 NOT_WITH_MODULE = {
     "baseline": "--baseline",
+    "scenario": "--scenario",
     "ops": "--ops",
     "seed": "--seed",
     "batch": "--batch",

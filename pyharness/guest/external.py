@@ -7,8 +7,8 @@ start marker into the kernel log, runs insmod with the module's deadline, lets k
 started print for a bounded settle time, unloads it, and writes an end marker. The module's
 output is the kernel log between the markers. The verdict fails on an insmod that fails
 (with its errno), a guest that crashes or hangs, and any kernel report in the log: the
-triage's (oops, BUG, WARN, KASAN, panic...) and those that do not stop a kernel: lockdep's,
-KCSAN's and RCU stalls.
+triage's (oops, BUG, WARN, KASAN, panic...) including those that do not stop a kernel
+(lockdep's, KCSAN's), and RCU stalls.
 """
 
 from __future__ import annotations
@@ -28,21 +28,12 @@ from .triage import EXCERPT_LINES, PATTERNS, TIMESTAMP, Crash, clean_lines
 START = "zskit-module: start"
 END = "zskit-module: end"
 
-# Reports that neither panic nor match the crash triage: lockdep's splats (headed by a
-# WARNING line of their own) and KCSAN's data races, which must fail a module's run too.
+# Reports the crash triage leaves alone that fail a module's run too: an RCU stall (a CPU
+# that held off RCU for the stall timeout, 21 s: the soft lockup's cousin) and lockdep's
+# "INFO:" headers of older kernels.
 REPORTS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("kcsan", re.compile(r"^BUG: KCSAN: ")),
-    (
-        "lockdep",
-        re.compile(
-            r"^WARNING: (possible (circular|recursive) locking|inconsistent lock state|"
-            r"possible irq lock inversion|bad unlock balance|held lock freed|"
-            r"suspicious RCU usage|lock held when returning|nested lock was not taken)"
-            r"|^INFO: possible (circular|recursive|irq lock inversion) "
-        ),
-    ),
-    # A CPU that held off RCU for the stall timeout (21 s): the soft lockup's cousin.
     ("rcu-stall", re.compile(r"^rcu: INFO: rcu_\w+ (detected|self-detected) stalls? ")),
+    ("lockdep", re.compile(r"^INFO: possible (circular|recursive|irq lock inversion) ")),
 )
 
 # glibc's messages (busybox-static's insmod prints strerror) back to errno names.
@@ -69,11 +60,12 @@ class LoadOutcome:
 
 
 def find_report(console: str) -> Crash | None:
-    """The first kernel report of the log: crash triage's kinds, lockdep's and KCSAN's."""
+    """The first kernel report of the log: the crash triage's kinds (KASAN, KCSAN,
+    lockdep, WARN, BUG, oops, soft lockup, panic...) and RCU stalls."""
     lines = clean_lines(console)
     for number, line in enumerate(lines):
         text = TIMESTAMP.sub("", line)
-        for kind, pattern in (*REPORTS, *PATTERNS):
+        for kind, pattern in (*PATTERNS, *REPORTS):
             if pattern.search(text):
                 excerpt = "\n".join(lines[number : number + EXCERPT_LINES])
                 return Crash(kind=kind, line=number + 1, excerpt=excerpt)

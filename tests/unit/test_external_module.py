@@ -407,6 +407,7 @@ def test_cli_refuses_options_that_do_not_go_with_a_module(
         (["--settle", "1"], "--settle: only with --module"),
         (["--module", module, "--ops", "10"], "drop --ops"),
         (["--module", module, "--baseline"], "drop --baseline"),
+        (["--module", module, "--scenario", "page-ends"], "drop --scenario"),
         (["--module", module, "--module-args", "=1"], "not a module parameter"),
         (["--module", module, "--module-timeout", "0"], "positive number of seconds"),
         (["--module", module, "--settle", "-1"], "--settle takes 0..600"),
