@@ -160,7 +160,13 @@ def cmd_run_module(args: argparse.Namespace, p: Progress) -> int:
         print(f"warning: {warning}")
     failure = result.first_failure
     if failure is None:
-        print(f"PASS: {target}: module {source.name} loaded, no kernel report ({result.directory})")
+        untested = (
+            " (it does not call the allocator under test: see the warning)" if warnings else ""
+        )
+        print(
+            f"PASS: {target}: module {source.name} loaded, no kernel report{untested} "
+            f"({result.directory})"
+        )
         return 0
     print(f"FAIL: {target}: module {source.name}: {failure.name} ({failure.kind})")
     print(failure.failure)
