@@ -27,8 +27,9 @@ from ..kernel.identity import VARIANTS, series_key
 from ..kernel.provision import SOURCES, cached_variants, provision
 from ..kernel.tree import tree_api
 from ..kmod import render
+from ..kmod.external import parse_module_args
 from ..progress import Progress, StageError
-from . import compare, matrix, perf, validate
+from . import compare, external, matrix, perf, validate
 from . import config as config_mod
 from .run import RunOptions, read_replay, run
 
@@ -82,6 +83,8 @@ def cmd_run(args: argparse.Namespace, p: Progress) -> int:
     them and checks every batch against the model; with the own allocator the
     kernel's zsmalloc then runs its suite in the same boot (RUN_BASELINE).
     """
+    if any(getattr(args, key, None) is not None for key in ("module", *MODULE_ONLY)):
+        return cmd_run_module(args, p)
     cfg = _config(args)
     batches = read_replay(Path(args.replay)) if getattr(args, "replay", None) else None
     results_dir = Path(args.results_dir) if getattr(args, "results_dir", None) else None
@@ -122,6 +125,66 @@ def cmd_run(args: argparse.Namespace, p: Progress) -> int:
         )
         return 0
     print(f"FAIL: Linux {target} / {cfg.allocator}: {failure.name} ({failure.kind})")
+    print(failure.failure)
+    print(f"results and console log: {result.directory}")
+    return 1
+
+
+MODULE_ONLY = ("module_args", "module_timeout", "settle", "memory")
+NOT_WITH_MODULE = {
+    "baseline": "--baseline",
+    "scenario": "--scenario",
+    "ops": "--ops",
+    "seed": "--seed",
+    "batch": "--batch",
+    "churn": "--churn",
+}
+
+
+def cmd_run_module(args: argparse.Namespace, p: Progress) -> int:
+    """`zskit run --module`: an external test module against the allocator under test."""
+    if args.module is None:
+        given = [f"--{k.replace('_', '-')}" for k in MODULE_ONLY if getattr(args, k) is not None]
+        raise StageError(f"{', '.join(given)}: only with --module FILE.c|DIR")
+    clashes = [flag for key, flag in NOT_WITH_MODULE.items() if getattr(args, key, None)]
+    if clashes:
+        raise StageError(
+            f"--module runs the module's own test, not the workload: drop {', '.join(clashes)}"
+        )
+    options = external.ModuleOptions(
+        path=Path(args.module),
+        args=parse_module_args(args.module_args),
+        timeout=args.module_timeout,
+        settle=external.SETTLE_SECONDS if args.settle is None else args.settle,
+        results_dir=Path(args.results_dir) if args.results_dir else None,
+        refresh=args.refresh,
+    )
+    source = external.check_options(options)  # before the configuration and provisioning
+    if args.memory is not None and not 256 <= args.memory <= 8192:
+        raise StageError("--memory takes 256..8192 MiB (QEMU_MEMORY_MB's range)")
+    cfg = _config(args).with_overrides(memory_mb=args.memory)
+    result = external.run_module(cfg, p, options)
+    p.say(p.summary())
+    output = (result.directory / "module.log").read_text()
+    if output:
+        print(f"--- output of {source.name} (kernel log from its insmod) ---")
+        print(output, end="")
+        print("---")
+    target = f"Linux {cfg.kernel_id.label} / {cfg.allocator}"
+    warnings = result.info.get("module_warnings")
+    for warning in warnings if isinstance(warnings, list) else []:
+        print(f"warning: {warning}")
+    failure = result.first_failure
+    if failure is None:
+        untested = (
+            " (it does not call the allocator under test: see the warning)" if warnings else ""
+        )
+        print(
+            f"PASS: {target}: module {source.name} loaded, no kernel report{untested} "
+            f"({result.directory})"
+        )
+        return 0
+    print(f"FAIL: {target}: module {source.name}: {failure.name} ({failure.kind})")
     print(failure.failure)
     print(f"results and console log: {result.directory}")
     return 1
@@ -415,6 +478,37 @@ def add_workload_opts(sp: argparse.ArgumentParser, *, shape: bool = False) -> No
         sp.add_argument("--churn", type=int, metavar="PERCENT", help="share of ops run by churn")
 
 
+def add_module_opts(sp: argparse.ArgumentParser) -> None:
+    """`run --module`: an external test module instead of the workload."""
+    group = sp.add_argument_group("external test module (instead of the workload)")
+    group.add_argument(
+        "--module",
+        metavar="FILE.c|DIR",
+        help="build this test module against the allocator under test, insmod it after the "
+        "allocator and judge its kernel log (a DIR has its own Kbuild or Makefile; either "
+        "is copied, never written to)",
+    )
+    group.add_argument(
+        "--module-args", metavar='"A=1 B=2"', help="the module's parameters, given to insmod"
+    )
+    group.add_argument(
+        "--module-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="insmod's deadline (default: QEMU_COMMAND_TIMEOUT); past it QEMU is killed",
+    )
+    group.add_argument(
+        "--settle",
+        type=float,
+        metavar="SECONDS",
+        help=f"time the module's threads get to print after insmod returns, before rmmod "
+        f"(default {external.SETTLE_SECONDS:g})",
+    )
+    group.add_argument(
+        "--memory", type=int, metavar="MiB", help="guest memory (default: QEMU_MEMORY_MB)"
+    )
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="zskit",
@@ -446,6 +540,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--scenario-ops", type=int, metavar="N", help="each scenario's bound")
     sp.add_argument("--scenario-seconds", type=int, metavar="S", help="each scenario's deadline")
     sp.add_argument("--scenario-repeat", type=int, metavar="N", help="rounds of each scenario")
+    add_module_opts(sp)
 
     sp = add_command(sub, "replay", cmd_replay)
     add_kernel_opts(sp)

@@ -51,19 +51,24 @@ def build(
     sources: RenderedSources,
     progress: Progress,
     targets: Sequence[str] = ("modules",),
+    extra_symbols: Sequence[Path] = (),  # Module.symvers of modules built elsewhere
 ) -> BuildResult:
-    """Kbuild's `targets` in the sources' directory (an object file: a compile check)."""
+    """Kbuild's `targets` in the sources' directory (an object file: a compile check).
+
+    `extra_symbols` (KBUILD_EXTRA_SYMBOLS) resolves the exports of modules built in other
+    directories, such as the allocator an external test module links against."""
     jobs = str(os.cpu_count() or 1)
     what = "building the modules" if tuple(targets) == ("modules",) else f"building {targets[0]}"
+    extra = [f"KBUILD_EXTRA_SYMBOLS={' '.join(map(str, extra_symbols))}"] if extra_symbols else []
     try:
-        args = [f"M={sources.directory}", f"-j{jobs}", *kernel.make_vars, *targets]
+        args = [f"M={sources.directory}", f"-j{jobs}", *kernel.make_vars, *extra, *targets]
         if kernel.toolchain is None:
             output = progress.run(
                 ["make", "-C", kernel.kdir, *args], what=what, stream=progress.verbose
             )
         else:
             root = Root(kernel.toolchain, suite=kernel.toolchain.name)
-            binds = [sources.directory]
+            binds = [sources.directory, *(path.parent for path in extra_symbols)]
             if kernel.kdir.is_relative_to(root.path):  # a distro kernel's headers package
                 kdir = root.inside_path(kernel.kdir)
             else:  # a source-built tree in the cache: it and its source, at their own paths
