@@ -97,11 +97,14 @@ def variants_available() -> tuple[str, ...]:
 
 
 def classify(step: validate.Step) -> tuple[str, str] | None:
-    """(the check that saw a failure, its summary), or None when every counted check passed."""
+    """(the check that saw a failure, its summary), or None when every counted check passed;
+    ("error", why) when a check could not run (a guest that did not boot is no catch)."""
     for name in COUNTED:
         check = step.checks.get(name)
-        if check is None or check.status != "fail" and check.status != "error":
+        if check is None or check.status not in ("fail", "error"):
             continue
+        if check.status == "error":  # not the patch's doing (the guest did not boot...)
+            return "error", check.summary
         text = "\n".join([check.summary, *check.details])
         if name == "apply":
             return "apply", check.summary
@@ -191,6 +194,8 @@ def run_entry(
     if seen is None:
         outcome.status = "pass" if entry.benign else "missed"
         outcome.why = step.checks["suite"].summary
+    elif seen[0] == "error":
+        outcome.why = seen[1]
     else:
         outcome.by, outcome.why = seen
         outcome.status = "false-alarm" if entry.benign else "caught"
