@@ -6,7 +6,7 @@ catches; zram's writeback return value, a zram series that the suite cannot catc
 needs the zram-writeback scenario) but which must run end to end, through the patched
 zram.ko, to a measured verdict; and a comment fix, which must pass. The whole corpus runs
 outside `make test` (tests/historical, ZSKIT_HISTORICAL=1). Each entry is a `zskit validate`
-of a one-patch series: about 2 minutes warm for the three.
+of a one-patch series: 105 s warm for the three (250 s with the host at load 12).
 """
 
 from __future__ import annotations
