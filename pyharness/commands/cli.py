@@ -29,7 +29,7 @@ from ..kernel.tree import tree_api
 from ..kmod import render
 from ..kmod.external import parse_module_args
 from ..progress import Progress, StageError
-from . import compare, external, matrix, perf, validate
+from . import compare, external, matrix, perf, selftest, validate
 from . import config as config_mod
 from .run import RunOptions, read_replay, run
 
@@ -266,6 +266,35 @@ def cmd_validate(args: argparse.Namespace, p: Progress) -> int:
     print(validate.summary(result))
     print(f"report: {result.directory / 'report.md'} (and results.json)")
     return 0 if result.passed else 1
+
+
+def cmd_selftest(args: argparse.Namespace, p: Progress) -> int:
+    """The checker's own score: planted historical bugs must be caught, benign changes pass.
+
+    `historical` runs tests/historical/corpus.py (zsmalloc and zram bugs upstream fixed,
+    2019-2026, and benign upstream changes), each as a one-patch series through
+    `zskit validate`, and prints "caught k of N" and "false alarms b of B" with the check
+    that caught each bug. Entries whose kernel variant zskit cannot build yet are not run.
+    """
+    if args.list:
+        for entry in selftest.load_corpus().ENTRIES:
+            kind = "benign" if entry.benign else "bug"
+            print(f"{entry.name:40} {kind:6} {entry.series:4} {entry.variant:12} {entry.scenario}")
+        return 0
+    cfg = config_mod.load().with_overrides(accel=args.accel)
+    score, directory = selftest.historical(
+        cfg,
+        p,
+        only=args.only or (),
+        allow_provision=args.provision,
+        results_dir=Path(args.results_dir) if args.results_dir else None,
+    )
+    print(selftest.table(score))
+    print()
+    print("\n".join(score.lines()))
+    print(f"results: {directory} (summary.txt, results.json; one directory per entry)")
+    failed = score.count(True, "false-alarm", "error") + score.count(False, "error")
+    return 1 if failed else 0
 
 
 def cmd_compare(args: argparse.Namespace, p: Progress) -> int:
@@ -592,6 +621,16 @@ def parser() -> argparse.ArgumentParser:
     add_accel_opt(sp)
     add_workload_opts(sp)
     sp.add_argument("--no-perf", action="store_true", help="skip the density and speed runs")
+
+    sp = add_command(sub, "selftest", cmd_selftest)
+    sp.add_argument("suite", choices=["historical"], help="the corpus to run")
+    sp.add_argument("--only", action="append", metavar="NAME", help="this entry (repeatable)")
+    sp.add_argument("--list", action="store_true", help="name the entries instead of running")
+    sp.add_argument(
+        "--provision", action="store_true", help="build kernels the cache lacks (else: not run)"
+    )
+    add_results_dir_opt(sp, "build/results/selftest-historical-<stamp>")
+    add_accel_opt(sp)
 
     sp = add_command(sub, "compare", cmd_compare)
     add_kernel_opts(sp)
