@@ -7,6 +7,13 @@ pseudo-random steps itself, so large workloads cost little transfer) and
 compactions followed by verifies, so zspages fill, drain, move and are
 freed. Each batch ends with `stats`. The last batch verifies every object
 the workload still holds, then frees everything: the pool must end empty.
+
+`suite` adds, after that drain, what random traffic rarely provokes (see
+`probes`): zspages left at many fragmentation states and compacted, small
+allocations whose zspage depends on list order, frees that empty zspages in
+different orders, zs_malloc's own refusals and, where the kernel has it,
+zs_lookup_class_index at every class boundary. Each probe's batches are
+small, so the `classes` table is checked after every step.
 """
 
 from __future__ import annotations
@@ -17,6 +24,15 @@ from dataclasses import dataclass, field
 POOL = "zt0"
 PAGE_SIZE = 4096
 CHURN_BASE = 1 << 30  # churn's ids, apart from the workload's own
+# Object sizes of the probes, as bands: small sizes give classes of many objects per zspage
+# (list order inside one fullness group), large ones classes of a few (every free moves a
+# zspage between groups).
+PROBE_BANDS = ((100, 400), (400, 1000), (1000, 2000), (2000, 3000), (3000, 3600))
+PROBE_ROUNDS = 4
+FINE_ROUNDS = 6  # rounds of single steps, each a batch of its own
+FINE_STEPS = 40
+# What each step of a probe round does in every class it holds.
+PROBE_STEPS = ("compact", "alloc", "compact", "free", "alloc", "compact", "free alloc", "compact")
 
 
 @dataclass
@@ -26,6 +42,7 @@ class Workload:
     pool: str = POOL
     partial_writes: bool = True  # the kernel has zs_map_object modes
     churn_percent: int = 50  # share of operations done by churn lines (bulk, cheap to send)
+    lookups: bool = False  # the kernel has zs_lookup_class_index
     live: dict[int, tuple[int, int]] = field(default_factory=dict)  # id -> (size, seed)
     next_id: int = 1
 
@@ -110,4 +127,120 @@ class Workload:
         drain = [f"verify {oid} {s}" for oid, (_, s) in self.live.items()]
         self.live.clear()
         out.append([*drain, "reset", "compact", "stats"])
+        return out
+
+    def suite(self, ops: int) -> list[list[str]]:
+        """What a run checks: `batches(ops)`, then the probes on the emptied pool."""
+        return self.batches(ops) + self.probes()
+
+    def _alloc_ids(self, size: int, n: int) -> list[int]:
+        first = self.next_id
+        self.next_id += n
+        return list(range(first, first + n))
+
+    def probes(self, rounds: int | None = None) -> list[list[str]]:
+        """Batches that make each of the allocator's decisions show in what it reports.
+
+        A round fills a few classes with several zspages each, frees a share of every
+        zspage's worth of objects (from none to all, in a shuffled order), then alternates
+        small allocations, frees and compactions, each its own batch ending in `stats`, and
+        drains the classes in a random order. The objects are never written: only the
+        allocator's bookkeeping is probed. Deterministic from the seed.
+        """
+        rng = random.Random(f"probes {self.seed}")
+        out: list[list[str]] = []
+        for _ in range(PROBE_ROUNDS if rounds is None else rounds):
+            out += self._probe_round(rng)
+        for _ in range(FINE_ROUNDS):
+            out += self._fine_round(rng)
+        # zs_malloc's refusals, only visible through `raw`; its largest valid size.
+        checks = ["raw 0", f"raw {PAGE_SIZE + 1}", f"raw {PAGE_SIZE}", f"raw {1 << 31}"]
+        if self.lookups:
+            sizes = {0, 1, PAGE_SIZE, PAGE_SIZE + 1, (1 << 31) - 9, (1 << 31) - 8}
+            sizes |= {(1 << 31) - 1, 1 << 31, (1 << 32) - 1}
+            # Both sides of every 16-byte class boundary (sizes include an 8-byte header).
+            sizes |= {b + d for b in range(8, PAGE_SIZE, 16) for d in (0, 1) if b % 64 < 32}
+            checks += [f"lookup {size}" for size in sorted(sizes)]
+        out.append([*checks, "stats"])
+        return out
+
+    def _fine_round(self, rng: random.Random) -> list[list[str]]:
+        """One small and one large class, a few zspages each, then single steps: one or two
+        allocations or frees per class and now and then a compaction, each step checked."""
+        small = rng.randint(*PROBE_BANDS[0])
+        large = rng.randint(*rng.choice(PROBE_BANDS[2:]))
+        held = {
+            size: self._alloc_ids(size, rng.randint(1, 3) * min(24, 4 * PAGE_SIZE // size))
+            for size in (small, large)
+        }
+        out = [[*(f"alloc {oid} {size}" for size, ids in held.items() for oid in ids), "stats"]]
+        for _ in range(FINE_STEPS):
+            lines: list[str] = []
+            for size, ids in held.items():
+                for _ in range(rng.randint(1, 2)):
+                    if ids and rng.random() < 0.5:
+                        lines.append(f"free {ids.pop(rng.randrange(len(ids)))}")
+                    else:
+                        oid = self._alloc_ids(size, 1)[0]
+                        ids.append(oid)
+                        lines.append(f"alloc {oid} {size}")
+            if rng.random() < 0.35:
+                lines.append("compact")
+            out.append([*lines, "stats"])
+        drain = [f"free {oid}" for ids in held.values() for oid in ids]
+        out.append([*drain, "compact", "stats"])
+        return out
+
+    def _probe_round(self, rng: random.Random) -> list[list[str]]:
+        out: list[list[str]] = []
+        held: dict[int, list[int]] = {}  # size -> live ids, oldest first
+        per: dict[int, int] = {}  # size -> about one zspage's objects
+        for lo, hi in rng.sample(PROBE_BANDS, 3):
+            size = rng.randint(lo, hi)
+            per[size] = max(2, min(24, 4 * PAGE_SIZE // size))
+            held[size] = []
+        fill: list[str] = []
+        for size, ids in held.items():
+            ids += self._alloc_ids(size, per[size] * rng.randint(3, 6))
+            fill += [f"alloc {oid} {size}" for oid in ids]
+        out.append([*fill, "stats"])
+        # Fragment: each zspage's worth of objects keeps a different share.
+        frees: list[int] = []
+        for size, ids in held.items():
+            n = per[size]
+            for start in range(0, len(ids), n):
+                block = ids[start : start + n]
+                keep = rng.choice((0.0, 0.1, 0.3, 0.5, 0.75, 0.9, 1.0))
+                frees += rng.sample(block, len(block) - round(keep * len(block)))
+        rng.shuffle(frees)
+        out.append([*(f"free {oid}" for oid in frees), "stats"])
+        gone = set(frees)
+        for size in held:
+            held[size] = [oid for oid in held[size] if oid not in gone]
+        # Compactions at each state these steps leave, allocations that go where list
+        # order sends them, and frees that show where compaction moved objects.
+        for step in PROBE_STEPS:
+            lines: list[str] = []
+            for size, ids in held.items():
+                if "free" in step and ids:
+                    for oid in rng.sample(ids, min(len(ids), rng.randint(1, per[size]))):
+                        ids.remove(oid)
+                        lines.append(f"free {oid}")
+                if "alloc" in step:
+                    new = self._alloc_ids(size, rng.randint(1, max(1, per[size] // 2)))
+                    lines += [f"alloc {oid} {size}" for oid in new]
+                    ids += new
+            if "compact" in step:
+                lines.append("compact")
+            out.append([*lines, "stats"])
+        # Drain in two steps, in a random order of classes and of objects.
+        for half in (0, 1):
+            lines = []
+            for size in rng.sample(list(held), len(held)):
+                ids = held[size]
+                rng.shuffle(ids)
+                cut = len(ids) // 2 if half == 0 else len(ids)
+                lines += [f"free {oid}" for oid in ids[:cut]]
+                held[size] = ids[cut:]
+            out.append([*lines, "compact", "stats"])
         return out

@@ -75,8 +75,9 @@ def default_batches(config: Config, api: KernelApi) -> list[list[str]]:
         batch_ops=config.workload_batch,
         partial_writes=api.map_object,
         churn_percent=config.workload_churn_percent,
+        lookups=api.lookup_class_index,
     )
-    return workload.batches(config.workload_ops)
+    return workload.suite(config.workload_ops)
 
 
 def read_replay(path: Path) -> list[list[str]]:
