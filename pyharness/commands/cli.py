@@ -58,6 +58,7 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
         accel=getattr(args, "accel", None),
         workload_ops=getattr(args, "ops", None),
         workload_seed=getattr(args, "seed", None),
+        workload_probes=getattr(args, "probes", None) or None,
         workload_batch=getattr(args, "batch", None),
         workload_churn_percent=getattr(args, "churn", None),
         config_fragments=_fragments(args) or None,
@@ -248,7 +249,10 @@ def cmd_validate(args: argparse.Namespace, p: Progress) -> int:
     where the series reaches them), then measured against the base.
     """
     cfg = config_mod.load().with_overrides(
-        accel=args.accel, workload_ops=args.ops, workload_seed=args.seed
+        accel=args.accel,
+        workload_ops=args.ops,
+        workload_seed=args.seed,
+        workload_probes=args.probes or None,
     )
     result = validate.validate(
         cfg,
@@ -503,6 +507,11 @@ def add_workload_opts(sp: argparse.ArgumentParser, *, shape: bool = False) -> No
     if shape:
         sp.add_argument("--batch", type=int, help="commands per checked batch")
     sp.add_argument("--seed", type=int, help="workload seed")
+    sp.add_argument(
+        "--probes",
+        action="store_true",
+        help="after the workload, probe every decision of the model (WORKLOAD_PROBES)",
+    )
     if shape:
         sp.add_argument("--churn", type=int, metavar="PERCENT", help="share of ops run by churn")
 

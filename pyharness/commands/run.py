@@ -77,7 +77,9 @@ def default_batches(config: Config, api: KernelApi) -> list[list[str]]:
         churn_percent=config.workload_churn_percent,
         lookups=api.lookup_class_index,
     )
-    return workload.suite(config.workload_ops)
+    if config.workload_probes:
+        return workload.suite(config.workload_ops)
+    return workload.batches(config.workload_ops)
 
 
 def read_replay(path: Path) -> list[list[str]]:
