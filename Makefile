@@ -2,7 +2,7 @@
 # Both install what they need first: Debian packages, then the Python
 # package in .venv. Kernels are provisioned into the cache on first use.
 
-APT_PACKAGES := qemu-system-x86 busybox-static gcc make libelf-dev bc flex bison \
+APT_PACKAGES := qemu-system-x86 busybox-static gcc libc6-dev make libelf-dev bc flex bison \
 	xz-utils zstd debootstrap cpio python3-venv
 VENV := .venv
 PY := $(VENV)/bin/python
