@@ -27,6 +27,8 @@ from pyharness.guest.clients import parse_mm_stat
 # What the program printed in a 6.1 guest (4 processes of 2048 pages, own allocator).
 OUTPUT = """\
 swapper procs 4 pages 2048 cpus 2 rounds 2 seed 29559
+swapper hog 100
+swapper round 0 reclaimed 10
 swapper round 0 swapped 8192
 mm_stat round-0 33558528 17219482 18038784        0 18038784      838        0     1996     1996
 swapper round 0 verified 8192 mismatches 0
@@ -46,6 +48,7 @@ def test_the_programs_output_is_parsed() -> None:
     run = parse_swapper(OUTPUT)
     assert (run.procs, run.pages, run.cpus, run.rounds) == (4, 2048, 2, 2)
     assert run.swapped == {0: 8192, 1: 8192} and run.final_swapped == 8304
+    assert run.hog_mb == 100 and run.reclaimed == {0: 10}
     assert run.verified == {0: 8192, 1: 8192} and run.mismatches == {0: 0, 1: 0}
     assert set(run.mm_stat) == {"round-0", "round-1", "final"}
     assert run.mm_stat["round-0"]["orig_data_size"] == 33558528
@@ -152,15 +155,6 @@ def test_debug_stat_gives_the_missed_frees() -> None:
         miss_free("garbage")
 
 
-VMSTAT = "nr_free_pages 1000\npswpout 12\npswpin 3\npgscan_kswapd 40\noom_kill 0\n"
-
-
-def test_vmstat_counters_are_read_and_missing_ones_are_zero() -> None:
-    stat = pressure.parse_vmstat(VMSTAT)
-    assert stat["pswpout"] == 12 and stat["pgscan_kswapd"] == 40
-    assert stat["pgscan_direct"] == 0 and set(stat) == set(pressure.VMSTAT)
-
-
 # --- bounds and refusals ---------------------------------------------------------------
 
 
@@ -169,7 +163,7 @@ def test_both_are_registered_with_their_needs() -> None:
         s = scenarios.find(name)
         assert s.needs == {"SWAP": "y", "ADVISE_SYSCALLS": "y", "ZRAM": "m"}
         assert s.operations > 0 and 0 < s.seconds <= 600
-    assert scenarios.find("pressure").unit == "percent of available memory"
+    assert scenarios.find("pressure").unit == "pages"
 
 
 def test_a_kernel_without_swap_is_named_what_it_lacks() -> None:
@@ -178,20 +172,21 @@ def test_a_kernel_without_swap_is_named_what_it_lacks() -> None:
     assert missing == ["CONFIG_SWAP=y (this kernel has n)"]
 
 
-def test_out_of_range_percentages_are_refused() -> None:
-    with pytest.raises(
-        scenarios.ScenarioError, match=r"500 percent of available memory .*1\.\.300"
-    ):
-        scenarios.params_for(scenarios.find("pressure"), 2, operations=500)
+def test_zero_pages_are_refused() -> None:
+    with pytest.raises(scenarios.ScenarioError, match=r"0 pages is out of range"):
+        scenarios.params_for(scenarios.find("pressure"), 2, operations=0)
 
 
-def test_pressure_refuses_a_small_guest_and_a_percentage_without_pressure() -> None:
-    small = pressure.refusal(128, 130)
+def test_pressure_refuses_a_small_guest() -> None:
+    small = pressure.refusal(128)
     assert small is not None and "128 MiB" in small and "at least 256 MiB" in small
     assert "QEMU_MEMORY_MB" in small
-    weak = pressure.refusal(512, 90)
-    assert weak is not None and "90% of the available memory does not press" in weak
-    assert pressure.refusal(512, 130) is None
+    assert pressure.refusal(512) is None
+
+
+def test_the_hog_leaves_two_thirds_of_the_processes_pages() -> None:
+    assert pressure.hog_mb(400 << 20, 16384) == 400 - 64 * 2 // 3 - 1
+    assert pressure.hog_mb(10 << 20, 16384) == 0
 
 
 @dataclass
@@ -238,7 +233,7 @@ def test_zram_swap_refuses_pages_that_do_not_fit_in_memory() -> None:
 
 
 def test_pressure_refuses_a_guest_left_with_too_little_memory() -> None:
-    params = scenarios.Params(operations=130, seconds=10, cpus=2)
+    params = scenarios.Params(operations=16384, seconds=10, cpus=2)
     outcome = pressure.run(fake_context(512, 50), params)
     assert outcome.kind == "params" and outcome.failure is not None
     assert "only 50 MiB available" in outcome.failure

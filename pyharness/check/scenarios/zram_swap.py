@@ -60,6 +60,8 @@ class SwapperRun:
     procs: int = 0
     pages: int = 0  # per process
     cpus: int = 0
+    hog_mb: int = 0  # memory the parent locked
+    reclaimed: dict[int, int] = field(default_factory=dict)  # round -> in swap before pageout
     swapped: dict[int, int] = field(default_factory=dict)  # round -> pages in swap
     verified: dict[int, int] = field(default_factory=dict)  # round -> pages compared
     mismatches: dict[int, int] = field(default_factory=dict)  # round -> pages that differ
@@ -87,6 +89,10 @@ def parse_swapper(text: str) -> SwapperRun:
         try:
             if m := re.fullmatch(r"swapper procs (\d+) pages (\d+) cpus (\d+) .*", line):
                 run.procs, run.pages, run.cpus = int(m[1]), int(m[2]), int(m[3])
+            elif m := re.fullmatch(r"swapper hog (\d+)", line):
+                run.hog_mb = int(m[1])
+            elif m := re.fullmatch(r"swapper round (\d+) reclaimed (-?\d+)", line):
+                run.reclaimed[int(m[1])] = int(m[2])
             elif m := re.fullmatch(r"swapper round (\d+) swapped (-?\d+)", line):
                 run.swapped[int(m[1])] = int(m[2])
             elif m := re.fullmatch(r"swapper round (\d+) verified (\d+) mismatches (\d+)", line):
@@ -248,11 +254,19 @@ def swap_off(
 
 
 def swapper_command(
-    procs: int, pages: int, rounds: int, cpus: int, seconds: int, kinds: str, seed: int = SEED
+    procs: int,
+    pages: int,
+    rounds: int,
+    cpus: int,
+    seconds: int,
+    kinds: str,
+    seed: int = SEED,
+    hog_mb: int = 0,
 ) -> str:
+    hog = f" -H {hog_mb}" if hog_mb else ""
     return (
         f"{SWAPPER} -p {procs} -n {pages} -r {rounds} -c {cpus} -t {seconds} -s {seed} "
-        f"-k {kinds} -m {SYS}/mm_stat"
+        f"-k {kinds} -m {SYS}/mm_stat{hog}"
     )
 
 
@@ -270,6 +284,7 @@ def accumulate(counts: dict[str, object], run: SwapperRun) -> None:
     add("pages_written", int(run.summary.get("written", 0)))
     add("pages_verified", int(run.summary.get("verified", 0)))
     add("pages_swapped", int(run.summary.get("swapped", 0)))
+    add("pages_reclaimed", sum(run.reclaimed.values()))
     add("program_seconds", round(run.summary.get("seconds", 0.0), 3))
     stored = [stored_pages(s) for s in run.mm_stat.values()]
     counts["max_stored"] = max([int(str(counts.get("max_stored", 0))), *stored])
@@ -337,7 +352,7 @@ def run(ctx: Context, params: Params) -> Outcome:
     disksize = max(16 << 20, 2 * total * PAGE)
     for _ in range(params.repeat):
         outcome, swapper, more = run_session(
-            ctx, command, disksize, timeout=params.seconds * ROUNDS + 120, strict=True
+            ctx, command, disksize, timeout=params.seconds * ROUNDS + 300, strict=True
         )
         if swapper is not None:
             accumulate(counts, swapper)

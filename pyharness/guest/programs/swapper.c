@@ -8,14 +8,17 @@
  * under test and every page it reads back was decompressed from it.
  *
  * The parent forks PROCS processes, bound round-robin to the first CPUS
- * CPUs. Each maps PAGES anonymous pages of its own and, every round:
+ * CPUs; with -H it then locks HOG MiB of its own memory (a hog, so that the
+ * processes' pages exceed what is left and reclaim runs), and lets them
+ * start. Each maps PAGES anonymous pages of its own and, every round:
  *   1. fills each page with a pattern of (SEED, process, round, page) of a
  *      known compressibility: zero (zram keeps same-filled pages out of
  *      zsmalloc), text-like (compressible), mixed (a random head of some
  *      length, then zeros: one size class or another) or random
  *      (incompressible: zsmalloc's huge class), drawn with the weights of -k;
- *   2. madvise(MADV_PAGEOUT)s the whole mapping (reclaim writes it to swap)
- *      and reads its VmSwap from /proc/self/status;
+ *   2. reads its VmSwap from /proc/self/status (pages reclaim took while it
+ *      filled), madvise(MADV_PAGEOUT)s the whole mapping (reclaim writes it
+ *      to swap) and reads VmSwap again;
  *   3. waits at a barrier until every process has paged out (the parent
  *      then reads zram's mm_stat, -m), reads every page back and compares.
  * Rounds go on until ROUNDS are done or SECONDS have passed (a round always
@@ -26,6 +29,8 @@
  *
  * Output, one fact a line (parsed by pyharness/check/scenarios/zram_swap.py):
  *   swapper procs P pages N cpus C rounds R seed S
+ *   swapper hog MIB                   (with -H: locked)
+ *   swapper round R reclaimed K       (pages, the sum of VmSwap before pageout)
  *   swapper round R swapped K         (pages, the sum of VmSwap after pageout)
  *   mm_stat round-R <mm_stat fields>  (all processes paged out)
  *   swapper round R verified V mismatches M
@@ -73,6 +78,7 @@ struct msg {
 	int proc;
 	int round;
 	long value;		/* swapped pages or verified pages */
+	long before;		/* MSG_SWAPPED: swapped pages before the pageout */
 	long mismatches;
 	long page;		/* MSG_MISMATCH: where */
 	long offset;
@@ -89,6 +95,7 @@ struct options {
 	unsigned int weight[KINDS];
 	const char *mm_stat;
 	int corrupt;
+	long hog;		/* MiB */
 };
 
 static struct options opt = {
@@ -258,10 +265,11 @@ static int read_all(int fd, void *buf, size_t len)
 	return 1;
 }
 
-static void send_msg(int fd, int type, int proc, int round, long value, long mismatches)
+static void send_msg(int fd, int type, int proc, int round, long value, long mismatches,
+		     long before)
 {
 	struct msg m = { .type = type, .proc = proc, .round = round, .value = value,
-			 .mismatches = mismatches };
+			 .mismatches = mismatches, .before = before };
 
 	write_all(fd, &m, sizeof(m));
 }
@@ -286,17 +294,20 @@ static void child(int proc, int up, int down)
 	CPU_SET(proc % opt.cpus, &set);
 	if (sched_setaffinity(0, sizeof(set), &set))
 		_exit(5);
+	if (!read_all(down, &cmd, 1) || cmd != 'g')
+		_exit(2);
 	mem = mmap(NULL, (size_t)opt.pages * PAGE, PROT_READ | PROT_WRITE,
 		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (mem == MAP_FAILED)
 		_exit(6);
 	for (round = 0;; round++) {
-		long mismatches = 0;
+		long mismatches = 0, reclaimed;
 
 		for (page = 0; page < opt.pages; page++)
 			pattern(mem + page * PAGE, proc, round, page);
+		reclaimed = vm_swap_pages();
 		pageout(mem, opt.pages);
-		send_msg(up, MSG_SWAPPED, proc, round, vm_swap_pages(), 0);
+		send_msg(up, MSG_SWAPPED, proc, round, vm_swap_pages(), 0, reclaimed);
 		if (!read_all(down, &cmd, 1) || cmd != 'v')
 			_exit(2);
 		for (page = 0; page < opt.pages; page++) {
@@ -320,7 +331,7 @@ static void child(int proc, int up, int down)
 				write_all(up, &m, sizeof(m));
 			}
 		}
-		send_msg(up, MSG_VERIFIED, proc, round, opt.pages, mismatches);
+		send_msg(up, MSG_VERIFIED, proc, round, opt.pages, mismatches, 0);
 		if (!read_all(down, &cmd, 1))
 			_exit(2);
 		if (cmd == 'e')
@@ -330,7 +341,7 @@ static void child(int proc, int up, int down)
 	}
 	/* The last pageout, then the barrier: all processes unmap at once. */
 	pageout(mem, opt.pages);
-	send_msg(up, MSG_SWAPPED, proc, -1, vm_swap_pages(), 0);
+	send_msg(up, MSG_SWAPPED, proc, -1, vm_swap_pages(), 0, 0);
 	if (!read_all(down, &cmd, 1) || cmd != 'u')
 		_exit(2);
 	if (munmap(mem, (size_t)opt.pages * PAGE))
@@ -403,7 +414,7 @@ static void tell_all(char cmd)
 }
 
 /* A message of type `want` from every process; mismatch reports on the way. */
-static long gather(int want, int round, long *mismatches)
+static long gather(int want, int round, long *mismatches, long *before)
 {
 	long total = 0;
 	struct msg m;
@@ -426,6 +437,8 @@ static long gather(int want, int round, long *mismatches)
 		total += m.value;
 		if (mismatches)
 			*mismatches += m.mismatches;
+		if (before)
+			*before += m.before;
 	}
 	return total;
 }
@@ -434,7 +447,7 @@ static void usage(void)
 {
 	fprintf(stderr,
 		"usage: zskit-swapper [-p PROCS] [-n PAGES] [-r ROUNDS] [-c CPUS] [-t SECONDS]\n"
-		"                     [-s SEED] [-k ZERO:TEXT:MIXED:RANDOM] [-m MM_STAT]\n"
+		"                     [-s SEED] [-k ZERO:TEXT:MIXED:RANDOM] [-m MM_STAT] [-H MIB]\n"
 		"  PAGES per process; weights of the page kinds (default 1:5:2:2)\n");
 	exit(2);
 }
@@ -457,7 +470,7 @@ static void parse(int argc, char **argv)
 	unsigned int w[KINDS];
 	int c;
 
-	while ((c = getopt(argc, argv, "p:n:r:c:t:s:k:m:")) != -1) {
+	while ((c = getopt(argc, argv, "p:n:r:c:t:s:k:m:H:")) != -1) {
 		switch (c) {
 		case 'p':
 			opt.procs = (int)number(optarg, 1, MAX_PROCS, "PROCS");
@@ -485,6 +498,9 @@ static void parse(int argc, char **argv)
 			break;
 		case 'm':
 			opt.mm_stat = optarg;
+			break;
+		case 'H':
+			opt.hog = number(optarg, 0, 1L << 20, "HOG");
 			break;
 		default:
 			usage();
@@ -534,12 +550,25 @@ int main(int argc, char **argv)
 		ups[i] = up[0];
 		downs[i] = down[1];
 	}
-	for (round = 0;; round++) {
-		long bad = 0;
+	if (opt.hog) {
+		size_t len = (size_t)opt.hog << 20;
+		void *hog = mmap(NULL, len, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
 
-		k = gather(MSG_SWAPPED, round, NULL);
+		if (hog == MAP_FAILED || mlock(hog, len)) {
+			kill_all();
+			die("cannot lock %ld MiB: %s", opt.hog, strerror(errno));
+		}
+		printf("swapper hog %ld\n", opt.hog);
+	}
+	tell_all('g');
+	for (round = 0;; round++) {
+		long bad = 0, reclaimed = 0;
+
+		k = gather(MSG_SWAPPED, round, NULL, &reclaimed);
 		written += opt.procs * opt.pages;
 		swapped += k;
+		printf("swapper round %d reclaimed %ld\n", round, reclaimed);
 		printf("swapper round %d swapped %ld\n", round, k);
 		{
 			char moment[32];
@@ -548,7 +577,7 @@ int main(int argc, char **argv)
 			print_mm_stat(moment);
 		}
 		tell_all('v');
-		k = gather(MSG_VERIFIED, round, &bad);
+		k = gather(MSG_VERIFIED, round, &bad, NULL);
 		verified += k;
 		mismatches += bad;
 		printf("swapper round %d verified %ld mismatches %ld\n", round, k, bad);
@@ -558,7 +587,7 @@ int main(int argc, char **argv)
 		}
 		tell_all('n');
 	}
-	k = gather(MSG_SWAPPED, -1, NULL);
+	k = gather(MSG_SWAPPED, -1, NULL, NULL);
 	printf("swapper final swapped %ld\n", k);
 	print_mm_stat("final");
 	barrier = now();
