@@ -16,7 +16,7 @@ from pyharness.progress import Progress
 pytestmark = pytest.mark.qemu
 
 # Small bounds for `make test`: pages (of all processes) and seconds.
-QUICK = {"zram-swap": (2048, 10), "pressure": (4096, 10)}
+QUICK = {"zram-swap": (2048, 10), "pressure": (8192, 10)}
 
 
 def run_scenario(cfg: config.Config, name: str, inject: str | None = None) -> run.RunResult:
@@ -48,7 +48,9 @@ def test_zram_swap_passes_on_the_debug_kernel(
     assert result.passed, result.first_failure
     counts = counts_of(result, "zram-swap")
     assert counts["cpus"] == cfg.cpus == 2 and counts["processes"] == 4
-    assert counts["pages_verified"] == counts["pages_written"] == 2 * 2048
+    rounds = counts["rounds"]  # the deadline may end them after the first
+    assert isinstance(rounds, int) and 1 <= rounds <= 2
+    assert counts["pages_verified"] == counts["pages_written"] == rounds * 2048
     assert isinstance(counts["pages_swapped"], int) and counts["pages_swapped"] > 0
     assert isinstance(counts["max_stored"], int) and counts["max_stored"] > 0
 

@@ -184,8 +184,9 @@ def test_pressure_refuses_a_small_guest() -> None:
     assert pressure.refusal(512) is None
 
 
-def test_the_hog_leaves_two_thirds_of_the_processes_pages() -> None:
-    assert pressure.hog_mb(400 << 20, 16384) == 400 - 64 * 2 // 3 - 1
+def test_the_hog_leaves_half_the_processes_pages_and_the_reserve() -> None:
+    assert pressure.hog_mb(400 << 20, 16384) == 400 - 32
+    assert pressure.hog_mb(400 << 20, 16384, 16 << 20) == 400 - 32 - 16
     assert pressure.hog_mb(10 << 20, 16384) == 0
 
 
