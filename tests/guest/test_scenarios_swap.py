@@ -2,8 +2,7 @@
 of the 6.1 debug kernel (KASAN, lockdep), each says what it did, and a page corrupted in
 the guest fails the run as a data mismatch.
 
-`make test` runs each once per allocator with small bounds; the planted failure runs on
-the minimal kernel (it proves the check, not the allocator).
+`make test` runs each once per allocator with small bounds, and the planted failure once.
 """
 
 from __future__ import annotations
@@ -69,7 +68,7 @@ def test_pressure_passes_on_the_debug_kernel(default_config: config.Config, allo
 def test_a_page_corrupted_before_the_compare_fails_as_data(
     default_config: config.Config,
 ) -> None:
-    cfg = default_config.with_overrides(kernel="6.1", variant="minimal", allocator="own")
+    cfg = default_config.with_overrides(kernel="6.1", variant="debug", allocator="own")
     # Test-only: the program's hidden switch flips one byte of one page it read back.
     result = run_scenario(cfg, "zram-swap", inject="export ZSKIT_SWAPPER_CORRUPT=1")
     failure = result.first_failure
