@@ -80,7 +80,7 @@ def test_a_page_corrupted_before_the_compare_fails_as_data(
 
 def test_a_guest_too_small_for_pressure_is_told_so(default_config: config.Config) -> None:
     cfg = default_config.with_overrides(
-        kernel="6.1", variant="minimal", allocator="own", memory_mb=200
+        kernel="6.1", variant="debug", allocator="own", memory_mb=200
     )
     result = run_scenario(cfg, "pressure")
     failure = result.first_failure
