@@ -2,7 +2,7 @@
 # Both install what they need first: Debian packages, then the Python
 # package in .venv. Kernels are provisioned into the cache on first use.
 
-APT_PACKAGES := qemu-system-x86 busybox-static gcc make libelf-dev bc flex bison \
+APT_PACKAGES := qemu-system-x86 busybox-static gcc libc6-dev make libelf-dev bc flex bison \
 	xz-utils zstd debootstrap cpio python3-venv
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -73,7 +73,8 @@ test: setup lint
 # Every scenario on the debug, kcsan and nocompaction kernels, both allocators, five
 # rounds each: any failure is a false alarm (cold: three kernel builds first).
 test-scenarios: setup
-	ZSKIT_SCENARIOS=all $(PY) -m pytest -q $(PYTEST_ARGS) tests/guest/test_scenarios.py
+	ZSKIT_SCENARIOS=all $(PY) -m pytest -q $(PYTEST_ARGS) tests/guest/test_scenarios.py \
+		tests/guest/test_scenarios_swap.py
 
 # The unit tests alone: under a minute, nothing booted, built or fetched.
 unit: setup

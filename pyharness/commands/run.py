@@ -290,6 +290,7 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
             built.modules,
             BUILD / f"initramfs-{target}.cpio",
             shell_tty=qemu.Profile.load().shell_tty,
+            kernel_modules=kernel.modules,  # its zram.ko, for the zram scenarios
         )
     return Prepared(kernel, api, sources, built, image)
 

@@ -1,4 +1,6 @@
-"""Assemble the guest's initramfs: busybox-static, /init, and the modules under test.
+"""Assemble the guest's initramfs: busybox-static, /init, the modules under test, our
+static programs (programs/, at /bin/zskit-NAME) and the kernel's own zram.ko (at
+KERNEL_ZRAM) where the kernel has it as a module, for the scenarios that swap to zram.
 
 Pure Python (see `cpio.py`): the same inputs give the same bytes, and the
 file is rewritten only when they change.
@@ -14,11 +16,16 @@ import jinja2
 
 from ..paths import QEMU_DIR
 from ..progress import StageError
+from . import programs
 from .cpio import Archive
 
 BUSYBOX = Path("/bin/busybox")
 READY_MARKER = "zskit-init: ready"
 MODULE_DIR = "lib/modules/zskit"
+# The kernel's zram.ko, not rebuilt: it loads on the allocator under test, which exports
+# the zs_* names it was built against (see clients.py).
+ZRAM_IN_IMAGE = "kernel/drivers/block/zram/zram.ko"  # under the image's /lib/modules/<release>
+KERNEL_ZRAM = f"/{MODULE_DIR}/kernel/zram.ko"  # its guest path
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,7 @@ def build_initramfs(
     shell_tty: str,
     busybox: Path = BUSYBOX,
     files: Mapping[str, Path] | None = None,  # more files: guest path -> host file
+    kernel_modules: Path | None = None,  # the image's /lib/modules/<release>, for zram.ko
 ) -> Initramfs:
     archive = Archive()
     archive.add_file("bin/busybox", _check_busybox(busybox), mode=0o755)
@@ -69,6 +77,12 @@ def build_initramfs(
         guest = f"{MODULE_DIR}/{ko.name}"
         archive.add_file(guest, ko.read_bytes())
         guest_paths.append("/" + guest)
+    for name in programs.PROGRAMS:
+        binary = programs.build_program(name).read_bytes()
+        archive.add_file(programs.guest_path(name).lstrip("/"), binary, mode=0o755)
+    zram = kernel_modules / ZRAM_IN_IMAGE if kernel_modules is not None else None
+    if zram is not None and zram.exists():
+        archive.add_file(KERNEL_ZRAM.lstrip("/"), zram.read_bytes())
     for guest, path in sorted((files or {}).items()):
         archive.add_file(guest.lstrip("/"), path.read_bytes())
     data = archive.to_bytes()

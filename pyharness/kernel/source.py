@@ -144,7 +144,10 @@ def root_toolchain(
 
 
 def extra_targets(settings: dict[str, Setting]) -> list[str]:
-    """["bzImage"] for a KASAN kernel, which cannot boot through PVH; else nothing.
+    """["bzImage"] for a KASAN or KCSAN kernel, which cannot boot through PVH; else nothing.
+
+    (A KCSAN vmlinux given to QEMU through PVH exits before its first console line
+    too; the cause was not traced further.)
 
     The PVH entry (xen_prepare_pvh) runs before KASAN's shadow exists, and
     its hypervisor_cpuid_base() calls memcmp, which KASAN instruments: the
@@ -152,8 +155,8 @@ def extra_targets(settings: dict[str, Setting]) -> list[str]:
     calls memcmp outright; 6.12 and 7.2 build the entry uninstrumented and
     write __builtin_memcmp, which gcc-14 still compiles to that call.
     """
-    kasan = settings.get("KASAN")
-    return ["bzImage"] if kasan and kasan.value == "y" else []
+    sanitized = [settings.get(name) for name in ("KASAN", "KCSAN")]
+    return ["bzImage"] if any(s is not None and s.value == "y" for s in sanitized) else []
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 how many CPUs it ran.
 
 `make test` runs each scenario once on the 6.1 debug kernel (KASAN, lockdep,
-fault injection) for both allocators, with small bounds. `make
-test-scenarios` (ZSKIT_SCENARIOS=all) runs them on the debug, kcsan and
-nocompaction variants, five times each: a flaky check is a bug, so any
+fault injection) with our allocator and small bounds. `make
+test-scenarios` (ZSKIT_SCENARIOS=all) runs them for both allocators on the debug,
+kcsan and nocompaction variants, five times each: a flaky check is a bug, so any
 failure there is a false alarm to fix.
 """
 
@@ -49,7 +49,7 @@ def run_scenarios(
 
 
 @pytest.mark.qemu
-@pytest.mark.parametrize("allocator", ["own", "upstream"])
+@pytest.mark.parametrize("allocator", ["own", pytest.param("upstream", marks=FULL)])
 def test_every_scenario_passes_on_the_debug_kernel(
     default_config: config.Config, allocator: str
 ) -> None:

@@ -24,7 +24,14 @@ def model_of(api_series: str) -> PoolModel:
 
 
 def test_every_scenario_is_registered_with_a_kind_and_bounds() -> None:
-    assert set(scenarios.SCENARIOS) == {"page-ends", "map-vs-compact", "free-storm", "fault"}
+    assert set(scenarios.SCENARIOS) == {
+        "page-ends",
+        "map-vs-compact",
+        "free-storm",
+        "fault",
+        "zram-swap",
+        "pressure",
+    }
     for s in scenarios.SCENARIOS.values():
         assert s.operations > 0 and 0 < s.seconds <= 600 and s.summary
 

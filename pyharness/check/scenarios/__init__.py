@@ -16,7 +16,7 @@ anything runs.
 from __future__ import annotations
 
 # Each scenario module registers itself in SCENARIOS when imported.
-from . import fault, free_storm, map_compact, page_ends
+from . import fault, free_storm, map_compact, page_ends, pressure, zram_swap
 from .base import (
     SCENARIOS,
     Context,
@@ -43,4 +43,6 @@ __all__ = [
     "missing_options",
     "page_ends",
     "params_for",
+    "pressure",
+    "zram_swap",
 ]
