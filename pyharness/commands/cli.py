@@ -266,6 +266,7 @@ def cmd_validate(args: argparse.Namespace, p: Progress) -> int:
         base=args.base,
         fragments=_fragments(args),
         cc=args.cc,
+        scenarios=tuple(args.scenario or ()),
     )
     print(validate.summary(result))
     print(f"report: {result.directory / 'report.md'} (and results.json)")
@@ -606,6 +607,12 @@ def parser() -> argparse.ArgumentParser:
 
     sp = add_command(sub, "validate", cmd_validate)
     sp.add_argument("inputs", nargs="+", metavar="PATCH|MBOX|DIR")
+    sp.add_argument(
+        "--scenario",
+        action="append",
+        metavar="NAME",
+        help="after each patch's suite, run this scenario in the same boot (repeatable)",
+    )
     sp.add_argument(
         "--kernel", action="append", help="kernel series, repeatable (default: KERNEL in .config)"
     )

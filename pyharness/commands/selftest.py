@@ -27,6 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..check.scenarios import SCENARIOS
 from ..kernel.identity import DISTRO, KernelId
 from ..kernel.provision import cached_variants, provision
 from ..kernel.source import VARIANT_FRAGMENTS
@@ -85,7 +86,7 @@ class Outcome:
             if not self.expected or self.by in self.expected:
                 return f"caught by {self.by}"
             return f"caught by {self.by} (expected {'/'.join(self.expected)})"
-        if self.status == "missed" and self.scenario != "suite":
+        if self.status == "missed" and self.scenario not in ("suite", *SCENARIOS):
             return f"missed (needs scenario {self.scenario})"
         if self.status == "false-alarm":
             return f"FALSE ALARM ({self.by})"
@@ -183,6 +184,8 @@ def run_entry(
                 results_dir=directory / "validate",
                 perf_rounds=0,
                 variant=entry.variant,
+                # The scenario that should make it happen, where zskit has it.
+                scenarios=(entry.scenario,) if entry.scenario in SCENARIOS else (),
             )
         except (StageError, ValueError, RuntimeError, OSError) as e:
             outcome.why = str(e).splitlines()[0] if str(e) else type(e).__name__

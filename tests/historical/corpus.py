@@ -104,7 +104,7 @@ ENTRIES: tuple[Entry, ...] = (
         "pointer, or miss pages (use-after-free, crash); Fixes: 77ff465799c6",
         series="6.1",
         variant="debug",
-        scenario="free-storm-vs-migration",
+        scenario="free-storm",
         replacements=(
             # lock_zspage() without the migrate lock, as before the fix.
             _r(
@@ -136,7 +136,7 @@ ENTRIES: tuple[Entry, ...] = (
         "Fixes: c4549b871102",
         series="6.1",
         variant="kcsan",
-        scenario="free-storm-vs-migration",
+        scenario="free-storm",
         replacements=(
             _r(
                 "\tspin_lock(&pool->lock);\n\tinc_zspage_isolation(zspage);\n"
@@ -164,7 +164,7 @@ ENTRIES: tuple[Entry, ...] = (
         "zone: /proc/zoneinfo and vmstat's nr_zspages drift per zone",
         series="6.1",
         variant="debug",
-        scenario="free-storm-vs-migration",
+        scenario="free-storm",
         replacements=(
             _r(
                 "\tif (page_zone(newpage) != page_zone(page)) {\n"
@@ -213,7 +213,7 @@ ENTRIES: tuple[Entry, ...] = (
         "shows)",
         series="6.1",
         variant="debug",
-        scenario="free-storm-vs-migration",
+        scenario="free-storm",
         replacements=(
             # `if (0)` keeps kick_deferred_free() referenced: no unused-function warning.
             _r(
@@ -309,7 +309,7 @@ ENTRIES: tuple[Entry, ...] = (
         "Fixes: 44f76413496e",
         series="7.2",
         variant="minimal",
-        scenario="merged-class-page-ends",
+        scenario="page-ends",
         replacements=(
             _r(
                 "\tif (off + mem_len <= PAGE_SIZE) {\n"

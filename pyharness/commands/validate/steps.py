@@ -114,6 +114,9 @@ def _suite_checks(result: RunResult) -> tuple[Check, Check, Check | None, str | 
         else:
             load = Check("error", f"the guest did not boot ({kind}): {first}", details=lines[:30])
         return load, Check("skip", "suite not run: nothing loaded"), zram, kind
+    if failure.name.startswith("scenario-"):
+        summary = f"suite passes, {failure.name} fails ({kind}): {first}"
+        return Check("pass", "loads"), Check("fail", summary, details=lines[:30]), zram, kind
     if failure.name not in ("test", "geometry") and not failure.name.startswith("batch-"):
         load = Check("skip", f"not known: {failure.name} failed")
         return load, Check("error", f"{failure.name} failed: {first}"), zram, kind
@@ -145,6 +148,7 @@ class Context:
     p: Progress
     label: str  # the kernel as the progress lines name it (KernelId.label)
     api: KernelApi  # the kernel's zsmalloc API facts (kernel/detect.py)
+    scenarios: tuple[str, ...] = ()  # run after the suite in each boot (check/scenarios)
 
 
 def _zram_after(guest: qemu.Guest, result: RunResult, p: Progress) -> None:
@@ -175,7 +179,7 @@ def _run_suite(ctx: Context, built: Built, out: Path) -> RunResult:
     after = _zram_after if built.module("zram") else None
     with (out.parent / "zskit.log").open("w") as log:
         progress = Progress(verbose=ctx.p.verbose, out=ctx.p.out if ctx.p.verbose else log)
-        options = run.RunOptions(results_dir=out, after=after)
+        options = run.RunOptions(results_dir=out, after=after, scenarios=ctx.scenarios)
         return run.run(ctx.config, progress, options, prepared=prepared)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...check.scenarios import find as find_scenario
 from ...guest import clients
 from ...kernel.detect import api_of
 from ...kernel.identity import DISTRO, KernelId
@@ -269,6 +270,7 @@ def validate(
     base: str | None = None,
     fragments: Sequence[Path] = (),
     cc: str | None = None,
+    scenarios: Sequence[str] = (),
 ) -> Validation:
     """Validate a series on each kernel; bad input raises ValidateError before any build.
 
@@ -279,6 +281,7 @@ def validate(
     `kernel_names`), the series applied on `base` (a commit of each), else on the
     series' base-commit where the tree has it, else on its HEAD. `fragments` and `cc`
     change how the kernels are built (provision.with_build): source-built ones and trees.
+    `scenarios` (check/scenarios) run after the suite in each patch's boot.
     """
     with contextlib.ExitStack() as held:  # each tree's lock, for the whole validation
         for tree in dict.fromkeys(trees):
@@ -296,6 +299,7 @@ def validate(
             base,
             fragments,
             cc,
+            scenarios,
         )
 
 
@@ -311,8 +315,11 @@ def _validate(
     base: str | None,
     fragments: Sequence[Path],
     cc: str | None,
+    scenarios: Sequence[str],
 ) -> Validation:
     started = time.monotonic()
+    for name in scenarios:  # an unknown name is refused before any build
+        find_scenario(name)
     if base is not None and not trees:
         raise ValidateError("--base REV names a commit of a tree: it goes with --tree DIR")
     chosen = variant or (config.variant if config.variant != "distro" else None)
@@ -386,6 +393,7 @@ def _validate(
                 p,
                 target.kernel.label,
                 api_of(kernel),
+                tuple(scenarios),
             )
             validation.kernels.append(
                 _validate_on(ctx, target, series, applied, plan, saved, perf_rounds)
