@@ -36,6 +36,7 @@ from pyharness.guest.qemu import Guest
 from pyharness.guest.triage import find_crash
 from pyharness.guest.zstest import CTL, MAX_BATCH_BYTES, BatchResult, ProtocolError, ZsTest
 from pyharness.kernel.api import api_for
+from pyharness.kmod.render import PROTOCOL_VERSION
 
 pytestmark = pytest.mark.qemu
 
@@ -139,7 +140,7 @@ def probe(zstest: ZsTest, driver: DriverModel) -> int:
     SENT["inputs"] += 1
     SENT["lines"] += len(PROBE)
     assert check_commands(0, PROBE, result, driver) == []
-    assert result.failures == () and result.value("version") == "1"
+    assert result.failures == () and result.value("version") == str(PROTOCOL_VERSION)
     return int(result.value("pages"))
 
 
@@ -294,7 +295,7 @@ def test_lines_around_the_128_byte_limit(zstest: ZsTest, driver: DriverModel) ->
     lines += [line_of(4096), line_of(4095, "alloc 6 64")]
     got = send_lines(zstest, driver, lines)
     assert got == [0, E2BIG, E2BIG, 0, E2BIG, ENOENT, 0, 0, 0, EINVAL, E2BIG, E2BIG]
-    assert driver.values == [("version", "1")]
+    assert driver.values == [("version", str(PROTOCOL_VERSION))]
 
 
 @pytest.mark.parametrize("length", [4096, 65536, 1 << 20, MAX_BATCH_BYTES - 20])
@@ -334,7 +335,7 @@ def test_write_above_the_batch_limit_is_refused(guest: Guest, zstest: ZsTest) ->
     with pytest.raises(ProtocolError):
         zstest.batch_file(path)
     SENT["inputs"] += 2
-    assert zstest.batch(["version"]).value("version") == "1"
+    assert zstest.batch(["version"]).value("version") == str(PROTOCOL_VERSION)
 
 
 # ------------------------------------------------------------------------- random bytes
@@ -576,7 +577,9 @@ def test_nul_byte_line_is_not_run(zstest: ZsTest, driver: DriverModel) -> None:
     finally:
         send_lines(zstest, driver, ["destroy nul"])
     assert [f.errno for f in freed.failures] == [ENOENT], "the line with a NUL byte allocated"
-    assert result is None or (result.commands == 2 and result.values == (("version", "1"),))
+    assert result is None or (
+        result.commands == 2 and result.values == (("version", str(PROTOCOL_VERSION)),)
+    )
 
 
 def test_latin1_pool_name_is_refused(zstest: ZsTest, driver: DriverModel) -> None:
@@ -607,7 +610,7 @@ def test_empty_batch_is_refused_not_answered_with_the_last_result(zstest: ZsTest
 
 
 def test_kernel_log_is_clean(guest: Guest, zstest: ZsTest) -> None:
-    assert zstest.batch(["version"]).value("version") == "1"
+    assert zstest.batch(["version"]).value("version") == str(PROTOCOL_VERSION)
     dmesg = guest.run("dmesg")
     assert find_crash(dmesg) is None
     assert not [line for line in dmesg.splitlines() if re.search(r"\b(WARNING|BUG)\b", line)]

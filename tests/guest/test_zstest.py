@@ -19,6 +19,7 @@ from pyharness.guest.qemu import Guest
 from pyharness.guest.triage import find_crash
 from pyharness.guest.zstest import ZsTest
 from pyharness.kernel.api import api_for
+from pyharness.kmod.render import PROTOCOL_VERSION
 from pyharness.model import policy
 
 pytestmark = pytest.mark.qemu
@@ -47,7 +48,7 @@ def send(zstest: ZsTest, driver: DriverModel, lines: list[str]) -> list[int]:
 def test_pool_setup(zstest: ZsTest, driver: DriverModel) -> None:
     assert send(zstest, driver, ["alloc 1 64"]) == [ENOENT]  # no pool yet
     assert send(zstest, driver, ["create bad", "version"]) == [0, 0]
-    assert driver.values == [("version", "1")]
+    assert driver.values == [("version", str(PROTOCOL_VERSION))]
 
 
 BAD_INPUT = [
@@ -361,7 +362,7 @@ def test_checker_catches_a_wrong_model(zstest: ZsTest, driver: DriverModel) -> N
 def test_kernel_log_is_clean(guest: Guest) -> None:
     assert guest.run(
         "echo 'version' > /sys/kernel/debug/zstest/ctl && cat /sys/kernel/debug/zstest/ctl"
-    ).splitlines() == ["s version 1", "end 1 0"]
+    ).splitlines() == [f"s version {PROTOCOL_VERSION}", "end 1 0"]
     dmesg = guest.run("dmesg")
     assert find_crash(dmesg) is None
     # Bad input leaves no trace in the kernel log: only the load-time taint notes.
