@@ -47,6 +47,7 @@ VERBS = {
     "compact": (1, True),
     "stress": (5, True),
     "mapcompact": (6, True),
+    "faults": (2, False),
     "bench": (3, False),
     "lookup": (2, True),
     "raw": (2, True),
@@ -151,6 +152,9 @@ class DriverModel:
         if verb == "version":
             self.values.append(("version", str(PROTOCOL_VERSION)))
             return 0
+        if verb == "faults":  # a fault window: scenarios.fault checks what follows it
+            on = kstrtou32(argv[1])
+            return on if on < 0 else (0 if on <= 1 else -errno.EINVAL)
         if verb == "bench":  # on a private pool: no current pool needed
             counts = [kstrtou32(arg) for arg in argv[1:]]
             bad = next((n for n in counts if n < 0), None)

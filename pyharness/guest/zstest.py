@@ -160,9 +160,7 @@ class ZsTest:
         for chunk in chunks(lines):
             self.guest.run(f"cat >> {dest} <<'ZSKIT_EOF'\n{chunk}ZSKIT_EOF")
 
-    def batch(
-        self, lines: Sequence[str], timeout: float | None = None, fault: bool = False
-    ) -> BatchResult:
+    def batch(self, lines: Sequence[str], timeout: float | None = None) -> BatchResult:
         if not lines:
             raise ProtocolError("an empty batch makes no write(); send at least one line")
         size = sum(len(line.encode()) + 1 for line in lines)
@@ -173,22 +171,15 @@ class ZsTest:
         self._timed("transfer", start)
         start = time.monotonic()
         try:
-            return self.batch_file(BATCH_FILE, timeout, fault)
+            return self.batch_file(BATCH_FILE, timeout)
         finally:
             self._timed("guest", start)
 
-    def batch_file(
-        self, path: str, timeout: float | None = None, fault: bool = False
-    ) -> BatchResult:
-        """Hand a guest file to the driver as one batch (one write()).
-
-        With `fault` the write() runs in a task marked make-it-fail, so the fault
-        injectors set up with task-filter (scenarios.fault) fail its allocations."""
+    def batch_file(self, path: str, timeout: float | None = None) -> BatchResult:
+        """Hand a guest file to the driver as one batch (one write())."""
         # One write() for the whole file: bs well above the driver's limit, so a
         # file over it is refused (E2BIG) rather than split into several batches.
         write = f"dd if={path} of={CTL} bs=64M"
-        if fault:
-            write = f"sh -c 'echo 1 > /proc/self/make-it-fail && exec {write}'"
         rc, out = self.guest.run_status(f"test -s {path} && {write} 2>&1", timeout)
         if rc != 0:
             raise ProtocolError(

@@ -165,3 +165,13 @@ def test_survivors_are_read_from_stress_lines() -> None:
         2, (), (("stress_obj", "7:100:9"), ("stress_ops", "5"), ("stress_obj", "8:4096:1"))
     )
     assert settle.survivors(result) == [(7, 100, 9), (8, 4096, 1)]
+
+
+def test_the_fault_window_verb_takes_zero_or_one() -> None:
+    driver = DriverModel(API61)
+    assert [driver.run(line) for line in ("faults 1", "faults 0", "faults 2", "faults x")] == [
+        0,
+        0,
+        -errno.EINVAL,
+        -errno.EINVAL,
+    ]
