@@ -84,7 +84,9 @@ def test_pages_move_and_every_object_stays(default_config: config.Config, varian
         driver = DriverModel(prepared.api, prepared.sources.policy)
         lines = ["create mig", "churn 5 40000 0 20000", "stats"]
         found.extend(check_commands(0, lines, zstest.batch(lines), driver))
-        guest.run("echo 1 > /proc/sys/vm/compact_memory")
+        # Compaction is best effort (a pass may find nothing it can take); a few passes,
+        # as free-storm's loop does, so some of the pool's pages do move.
+        guest.run("for i in 1 2 3 4; do echo 1 > /proc/sys/vm/compact_memory; done")
         migrated.append(int(guest.run("cat /sys/kernel/debug/zsmalloc/mig/migrated")))
         live = driver.live("mig")
         lines = [f"verify {i} {o.seed}" for i, o in live.items() if o.seed is not None]
