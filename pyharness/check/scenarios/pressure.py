@@ -173,7 +173,7 @@ SCENARIO = register(
     Scenario(
         name="pressure",
         kind="pressure",
-        summary="a hog locks memory, processes dirty half again what is left with zram as "
+        summary="a hog locks memory, processes dirty twice what is left with zram as "
         "swap, so reclaim, zsmalloc's shrinker and compaction run while zstest's stress "
         "allocates",
         run=run,
