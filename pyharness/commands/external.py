@@ -117,9 +117,17 @@ def run_module(config: Config, p: Progress, options: ModuleOptions) -> RunResult
     result = new_run(config.kernel_id, config.allocator, directory=options.results_dir)
     p.say(f"results: {result.directory}")
     result.info.update(module=str(source.path), module_args=list(options.args))
-    started = time.monotonic()
     outcomes: list[LoadOutcome] = []
-    try:
+
+    def finish() -> None:
+        console = result.console_log().read_text(errors="replace") if outcomes else ""
+        output = module_log(console)
+        (result.directory / "module.log").write_text(output + "\n" if output else "")
+        result.info["module_output_lines"] = len(output.splitlines()) if output else 0
+        result.info["module_unloaded"] = [o.unloaded for o in outcomes]
+        result.info["module_errno"] = next((o.errno for o in outcomes if o.errno), None)
+
+    with run.recorded(result, p, "module", finish):
         prepared = run.prepare(config, p, options.refresh)
         result.info["kernel_release"] = prepared.kernel.release
         result.info["kernel_package"] = prepared.kernel.package_version
@@ -178,25 +186,4 @@ def run_module(config: Config, p: Progress, options: ModuleOptions) -> RunResult
                 if report is not None and result.first_failure is None:
                     headline = f"{report.headline()}\n{report.excerpt}"
                     result.cases.append(Case("kernel-log", kind=report.kind, failure=headline))
-    except StageError as e:
-        stage = p.failed_stage or "setup"
-        kind = getattr(e, "kind", "error")
-        result.cases.append(Case(stage, failure=f"{stage}: {e}", kind=kind))
-        p.say(f"FAILED in {stage} ({kind}): {e}")
-    except KeyboardInterrupt:
-        stage = p.failed_stage or "setup"
-        result.cases.append(Case(stage, failure=f"{stage}: interrupted", kind="interrupted"))
-        raise
-    finally:
-        console = result.console_log().read_text(errors="replace") if outcomes else ""
-        output = module_log(console)
-        (result.directory / "module.log").write_text(output + "\n" if output else "")
-        result.info["module_output_lines"] = len(output.splitlines()) if output else 0
-        result.info["module_unloaded"] = [o.unloaded for o in outcomes]
-        result.info["module_errno"] = next((o.errno for o in outcomes if o.errno), None)
-        stages = [name for name in p.completed if name != "module"]
-        result.cases[:0] = [Case(name, p.timings.get(name, 0.0)) for name in stages]
-        result.timings = dict(p.timings)
-        result.timings["total"] = time.monotonic() - started
-        result.write()
     return result

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -338,13 +339,41 @@ def run(
         return _run(config, p, options, prepared)
 
 
+@contextmanager
+def recorded(
+    result: RunResult, p: Progress, test_stage: str, finish: Callable[[], None] | None = None
+) -> Iterator[None]:
+    """A run's body: a StageError ends it as a failed case named after its stage; the
+    stages' cases (but `test_stage`, whose cases the body adds), the timings and
+    results.json are written whatever happens, after `finish`."""
+    started = time.monotonic()
+    try:
+        yield
+    except StageError as e:
+        stage = p.failed_stage or "setup"
+        kind = getattr(e, "kind", "error")
+        result.cases.append(Case(stage, failure=f"{stage}: {e}", kind=kind))
+        p.say(f"FAILED in {stage} ({kind}): {e}")
+    except KeyboardInterrupt:
+        stage = p.failed_stage or "setup"
+        result.cases.append(Case(stage, failure=f"{stage}: interrupted", kind="interrupted"))
+        raise
+    finally:
+        if finish is not None:
+            finish()
+        stages = [name for name in p.completed if name != test_stage]
+        result.cases[:0] = [Case(name, p.timings.get(name, 0.0)) for name in stages]
+        result.timings = dict(p.timings)
+        result.timings["total"] = time.monotonic() - started
+        result.write()
+
+
 def _run(config: Config, p: Progress, options: RunOptions, prepared: Prepared | None) -> RunResult:
     result = new_run(config.kernel_id, config.allocator, directory=options.results_dir)
     p.say(f"results: {result.directory}")
-    started = time.monotonic()
     if config.tree is not None:  # the working state built: its commit, and whether dirty
         result.info.update(describe(config.tree))
-    try:
+    with recorded(result, p, "test"):
         prepared = prepared or prepare(config, p, options.refresh)
         check_scenarios_runnable(options, prepared.kernel, config.cpus)
         result.info["kernel_release"] = prepared.kernel.release
@@ -380,19 +409,4 @@ def _run(config: Config, p: Progress, options: RunOptions, prepared: Prepared | 
                 crash = find_crash(guest.console_text())
                 if crash is not None and not any(c.kind == "crash" for c in result.cases):
                     raise qemu.GuestError("crash", crash.headline() + "\n" + crash.excerpt, crash)
-    except StageError as e:
-        stage = p.failed_stage or "setup"
-        kind = getattr(e, "kind", "error")
-        result.cases.append(Case(stage, failure=f"{stage}: {e}", kind=kind))
-        p.say(f"FAILED in {stage} ({kind}): {e}")
-    except KeyboardInterrupt:
-        stage = p.failed_stage or "setup"
-        result.cases.append(Case(stage, failure=f"{stage}: interrupted", kind="interrupted"))
-        raise
-    finally:
-        stages = [name for name in p.completed if name != "test"]
-        result.cases[:0] = [Case(name, p.timings.get(name, 0.0)) for name in stages]
-        result.timings = dict(p.timings)
-        result.timings["total"] = time.monotonic() - started
-        result.write()
     return result
