@@ -77,9 +77,9 @@ def run(ctx: Context, params: Params) -> Outcome:
         counts.update(stress_ops=int(values["stress_ops"]))
         if int(values["stress_failures"]):
             return Outcome(f"{values['stress_failures']} stress steps failed", "data", counts)
-        failure = settle(ctx.zstest, pool, survivors(result), PoolModel(pol), classes)
-        if failure is not None:
-            return Outcome(failure, "leak" if "left" in failure else "class-stats", counts)
+        unsettled = settle(ctx.zstest, pool, survivors(result), PoolModel(pol), classes, counts)
+        if unsettled is not None:
+            return unsettled
         ctx.zstest.batch([f"destroy {pool}", f"destroy {POOL}"])
     finally:
         if ctx.guest.child is not None:

@@ -46,9 +46,9 @@ def run(ctx: Context, params: Params) -> Outcome:
                 "data",
                 counts,
             )
-        failure = settle(ctx.zstest, pool, survivors(result), PoolModel(pol), classes)
-        if failure is not None:
-            return Outcome(failure, "leak" if "left" in failure else "class-stats", counts)
+        unsettled = settle(ctx.zstest, pool, survivors(result), PoolModel(pol), classes, counts)
+        if unsettled is not None:
+            return unsettled
         ctx.zstest.batch([f"destroy {pool}"])
     if compactions == 0:
         return Outcome("the compactor never ran: the scenario tested nothing", "scenario", counts)

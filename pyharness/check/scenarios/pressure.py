@@ -140,9 +140,9 @@ def run(ctx: Context, params: Params) -> Outcome:
                     f"{values['stress_failures']} of {values['stress_ops']} stress steps "
                     "failed under memory pressure (data or allocation)"
                 )
-            failure = settle(ctx.zstest, POOL, survivors(result), PoolModel(pol), classes)
-            if failure is not None:
-                return f"after stress under pressure: {failure}"
+            unsettled = settle(ctx.zstest, POOL, survivors(result), PoolModel(pol), classes, {})
+            if unsettled is not None:
+                return f"after stress under pressure: {unsettled.failure}"
             ctx.zstest.batch([f"destroy {POOL}"])
             return None
         finally:

@@ -3,13 +3,14 @@
 The threads' survivors (`s stress_obj ID:SIZE:SEED`) all verify; with the
 `classes` file, each class holds exactly the survivors of its size and the
 pool's pages are the classes' pages; once they are freed the pool has no
-page left. A failure names the first thing that did not hold.
+page left. A failure names the first thing that did not hold, and its kind.
 """
 
 from __future__ import annotations
 
 from ...guest.zstest import BatchResult, ZsTest
 from ...model import PoolModel
+from .base import Outcome
 
 
 def survivors(result: BatchResult) -> list[tuple[int, int, int]]:
@@ -23,9 +24,15 @@ def survivors(result: BatchResult) -> list[tuple[int, int, int]]:
 
 
 def settle(
-    zstest: ZsTest, pool: str, left: list[tuple[int, int, int]], model: PoolModel, classes: bool
-) -> str | None:
-    """Check the survivors and the pool's counters, free them all: None when all held."""
+    zstest: ZsTest,
+    pool: str,
+    left: list[tuple[int, int, int]],
+    model: PoolModel,
+    classes: bool,
+    counts: dict[str, object],
+) -> Outcome | None:
+    """Check the survivors and the pool's counters, free them all: None when all held, else
+    the failure with the scenario's `counts`."""
     if classes:
         want: dict[int, int] = {}
         for _, size, _ in left:
@@ -36,22 +43,28 @@ def settle(
         if got != want:
             wrong = sorted(i for i in set(got) | set(want) if got.get(i) != want.get(i))
             i = wrong[0]
-            return (
+            text = (
                 f"class {i} has {got.get(i, 0)} objects in use, the threads left "
                 f"{want.get(i, 0)} of its sizes"
             )
+            return Outcome(text, "class-stats", counts)
         pages = int(zstest.batch(["stats"]).value("pages"))
         if pages != sum(r.pages_used for r in rows):
-            return f"the pool has {pages} pages, its classes {sum(r.pages_used for r in rows)}"
-    check = zstest.batch([f"verify {oid} {seed}" for oid, _, seed in left])
-    if check.failures:
-        f = check.failures[0]
-        return f"survivor verify failed: line {f.line}: {f.reason} (errno {f.errno})"
+            text = f"the pool has {pages} pages, its classes {sum(r.pages_used for r in rows)}"
+            return Outcome(text, "class-stats", counts)
+    if left:  # an empty batch makes no write()
+        check = zstest.batch([f"verify {oid} {seed}" for oid, _, seed in left])
+        if check.failures:
+            f = check.failures[0]
+            text = f"survivor verify failed: line {f.line}: {f.reason} (errno {f.errno})"
+            return Outcome(text, "data", counts)
     freed = zstest.batch([*(f"free {oid}" for oid, _, _ in left), "compact", "stats"])
     if freed.failures:
         f = freed.failures[0]
-        return f"freeing the survivors failed: line {f.line} {f.verb}: {f.reason}"
+        text = f"freeing the survivors failed: line {f.line} {f.verb}: {f.reason}"
+        return Outcome(text, "command", counts)
     pages = int(freed.value("pages"))
     if pages:
-        return f"{pages} pages left in the pool after every object was freed (a leak)"
+        text = f"{pages} pages left in the pool after every object was freed (a leak)"
+        return Outcome(text, "leak", counts)
     return None
