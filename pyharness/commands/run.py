@@ -23,6 +23,7 @@ from ..check.driver import (
     check_commands,
     check_geometry,
 )
+from ..check.scenarios import Params, Scenario
 from ..check.workload import Workload
 from ..guest import initramfs, qemu
 from ..guest.modules import load_modules
@@ -60,6 +61,12 @@ class RunOptions:
     scenario_ops: int | None = None  # each scenario's operation bound; None: its default
     scenario_seconds: int | None = None  # each scenario's deadline; None: its default
     scenario_repeat: int = 1
+
+    def scenario_params(self, scenario: Scenario, cpus: int) -> Params:
+        """A scenario's bounds on a guest of `cpus` CPUs; out-of-range ones are refused."""
+        return scenarios.params_for(
+            scenario, cpus, self.scenario_ops, self.scenario_seconds, repeat=self.scenario_repeat
+        )
 
 
 def choose_accel(config: Config, profile: qemu.Profile, spec: qemu.BootSpec, p: Progress) -> str:
@@ -197,13 +204,7 @@ def check_scenarios_runnable(options: RunOptions, kernel: Kernel, cpus: int) -> 
     """Before booting: every scenario known, its bounds in range, its kernel options there."""
     for name in options.scenarios:
         scenario = scenarios.find(name)
-        scenarios.params_for(
-            scenario,
-            cpus,
-            options.scenario_ops,
-            options.scenario_seconds,
-            repeat=options.scenario_repeat,
-        )
+        options.scenario_params(scenario, cpus)
         missing = scenarios.missing_options(scenario, kernel.config)
         if missing:
             raise scenarios.ScenarioError(
@@ -221,13 +222,7 @@ def run_scenarios(
     result.info["scenarios"] = counts
     for name in options.scenarios:
         scenario = scenarios.find(name)
-        params = scenarios.params_for(
-            scenario,
-            zstest.guest.spec.cpus,
-            options.scenario_ops,
-            options.scenario_seconds,
-            repeat=options.scenario_repeat,
-        )
+        params = options.scenario_params(scenario, zstest.guest.spec.cpus)
 
         def check(batches: list[list[str]], name: str = name) -> str | None:
             found = check_batches(
