@@ -111,6 +111,7 @@ def cmd_run(args: argparse.Namespace, p: Progress) -> int:
             scenario_ops=getattr(args, "scenario_ops", None),
             scenario_seconds=getattr(args, "scenario_seconds", None),
             scenario_repeat=getattr(args, "scenario_repeat", None) or 1,
+            tree_tests=getattr(args, "tree_tests", True),
         )
         result = run(cfg, p, options)
     p.say(p.summary())
@@ -118,10 +119,12 @@ def cmd_run(args: argparse.Namespace, p: Progress) -> int:
     failure = result.first_failure
     if failure is None:
         also = [k.removesuffix("_suite") for k in result.info if k.endswith("_suite")]
+        own = result.info.get("tree_tests")
         print(
             f"PASS: Linux {target} / {cfg.allocator}: {result.info.get('operations', 0)} "
             "operations agree with the model"
             + "".join(f", and on {a} in the same boot" for a in also)
+            + (f"; the tree's own {len(own)} tests pass" if isinstance(own, dict) and own else "")
             + f" ({result.directory})"
         )
         return 0
@@ -579,6 +582,13 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--scenario-ops", type=int, metavar="N", help="each scenario's bound")
     sp.add_argument("--scenario-seconds", type=int, metavar="S", help="each scenario's deadline")
     sp.add_argument("--scenario-repeat", type=int, metavar="N", help="rounds of each scenario")
+    sp.add_argument(
+        "--tree-tests",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --tree: also the tree's own zsmalloc/zram kselftests and KUnit suites "
+        "(default: on)",
+    )
     add_module_opts(sp)
 
     sp = add_command(sub, "replay", cmd_replay)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from ..check import scenarios
+from ..check import ktap, scenarios
 from ..check.driver import (
     Divergence,
     DriverModel,
@@ -25,7 +25,7 @@ from ..check.driver import (
 )
 from ..check.scenarios import Params, Scenario
 from ..check.workload import Workload
-from ..guest import initramfs, qemu
+from ..guest import initramfs, qemu, tree_tests
 from ..guest.modules import load_modules
 from ..guest.triage import find_crash
 from ..guest.zstest import ZsTest
@@ -34,6 +34,7 @@ from ..kernel.detect import api_of
 from ..kernel.manifest import Kernel
 from ..kernel.provision import provision, source_for
 from ..kernel.tree import describe, holding
+from ..kernel.tree_tests import TreeTests, find_tree_tests
 from ..kmod import build, render
 from ..locking import locked
 from ..model import Policy
@@ -61,6 +62,7 @@ class RunOptions:
     scenario_ops: int | None = None  # each scenario's operation bound; None: its default
     scenario_seconds: int | None = None  # each scenario's deadline; None: its default
     scenario_repeat: int = 1
+    tree_tests: bool = True  # a tree's own kselftests and KUnit suites, after the checks
 
     def scenario_params(self, scenario: Scenario, cpus: int) -> Params:
         """A scenario's bounds on a guest of `cpus` CPUs; out-of-range ones are refused."""
@@ -256,6 +258,47 @@ def run_scenarios(
         p.say(f"scenario {name} passed in {case.seconds:.1f} s: {outcome.counts}")
 
 
+def run_tree_tests(guest: qemu.Guest, found: TreeTests, result: RunResult, p: Progress) -> None:
+    """The tree's own tests, a case each (a kselftest program, a KUnit suite); their
+    output is kept as tree-tests.ktap in the results."""
+    documents: list[tuple[str, str, bool]] = []  # (case prefix, KTAP text, kselftest?)
+    start = time.monotonic()
+    for test in found.kselftests:
+        if test.unbuilt:
+            p.say(
+                f"selftests/{test.name}: not run, programs kselftest compiles first: "
+                + ", ".join(test.unbuilt)
+            )
+        if test.programs:
+            p.say(f"the tree's selftests/{test.name}: {', '.join(test.programs)}")
+            documents.append(
+                (f"tree-selftests-{test.name}", tree_tests.run_kselftest(guest, test), True)
+            )
+    if found.kunit:
+        p.say(f"the tree's KUnit modules: {', '.join(ko.name for ko in found.kunit)}")
+        for name, text in tree_tests.run_kunit(guest, found).items():
+            documents.append((f"tree-kunit-{name}", text, False))
+    seconds = (time.monotonic() - start) / max(len(documents), 1)
+    summary: dict[str, object] = {}
+    result.info["tree_tests"] = summary
+    with (result.directory / "tree-tests.ktap").open("w") as out:
+        for prefix, text, kselftest in documents:
+            out.write(text + "\n")
+            root = ktap.parse(text, prefix)
+            tests = root.subtests if not root.errors else [root]
+            for case_test in tests:
+                label = case_test.name.rsplit(": ", 1)[-1] if kselftest else case_test.name
+                case = Case(f"{prefix}-{label}" if case_test is not root else prefix, seconds)
+                case.failure = ktap.verdict(case_test, printed_failures=kselftest)
+                case.kind = None if case.failure is None else "tree-test"
+                summary[case.name] = case_test.status if case.failure is None else "failed"
+                result.cases.append(case)
+                if case.failure is not None:
+                    p.say(f"FAILED the tree's {case.name}:\n{case.failure}")
+    if documents:
+        p.say("the tree's own tests: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+
+
 @dataclass(frozen=True)
 class Prepared:
     """Everything a boot needs, built for one kernel and allocator."""
@@ -265,6 +308,7 @@ class Prepared:
     sources: render.RenderedSources
     built: build.BuildResult
     image: initramfs.Initramfs
+    tree_tests: TreeTests = TreeTests()  # what a tree carries of its own tests
 
 
 def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
@@ -282,13 +326,17 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
     with p.stage("build"):
         built = build.build(kernel, sources, p)
     with p.stage("initramfs"):
+        found = find_tree_tests(config.tree, kernel.modules) if config.tree else TreeTests()
+        executables, files = tree_tests.image_files(found)
         image = initramfs.build_initramfs(
             built.modules,
             BUILD / f"initramfs-{target}.cpio",
             shell_tty=qemu.Profile.load().shell_tty,
+            files=files,
+            executables=executables,
             kernel_modules=kernel.modules,  # its zram.ko, for the zram scenarios
         )
-    return Prepared(kernel, api, sources, built, image)
+    return Prepared(kernel, api, sources, built, image, found)
 
 
 def boot(
@@ -395,6 +443,8 @@ def _run(config: Config, p: Progress, options: RunOptions, prepared: Prepared | 
                 )
                 if options.scenarios and failed is None:
                     run_scenarios(zstest, prepared, options, result, p)
+                if options.tree_tests and prepared.tree_tests and guest.child is not None:
+                    run_tree_tests(guest, prepared.tree_tests, result, p)
                 if options.after is not None:
                     options.after(guest, result, p)
                 if guest.child is not None:

@@ -63,6 +63,7 @@ def build_initramfs(
     shell_tty: str,
     busybox: Path = BUSYBOX,
     files: Mapping[str, Path] | None = None,  # more files: guest path -> host file
+    executables: Mapping[str, bytes] | None = None,  # more files, mode 755: guest path -> data
     kernel_modules: Path | None = None,  # the image's /lib/modules/<release>, for zram.ko
 ) -> Initramfs:
     archive = Archive()
@@ -85,6 +86,8 @@ def build_initramfs(
         archive.add_file(KERNEL_ZRAM.lstrip("/"), zram.read_bytes())
     for guest, path in sorted((files or {}).items()):
         archive.add_file(guest.lstrip("/"), path.read_bytes())
+    for guest, data in sorted((executables or {}).items()):
+        archive.add_file(guest.lstrip("/"), data, mode=0o755)
     data = archive.to_bytes()
     if not (dest.exists() and dest.read_bytes() == data):
         dest.parent.mkdir(parents=True, exist_ok=True)

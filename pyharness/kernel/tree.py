@@ -61,6 +61,7 @@ from .source import (
     root_toolchain,
 )
 
+TREE_FRAGMENT = "tree.config"  # after the variant's: what the tree's own tests need
 OLDEST = (6, 1)  # the oldest series zskit has API facts and a model for
 # What an in-tree build leaves at a tree's top; with any of them Kbuild refuses O=
 # ("source tree is not clean").
@@ -238,28 +239,36 @@ class TreeKernel:
         return KernelId(self.series, self.variant, tree=self.tree)
 
     def fragments(self) -> list[Path]:
+        """The variant's fragments, then what the tree's own tests need (tree.config)."""
         if self.fragment_files:
             return list(self.fragment_files)
-        return [CONFIGS / name for name in VARIANT_FRAGMENTS[self.variant]]
+        return [CONFIGS / name for name in (*VARIANT_FRAGMENTS[self.variant], TREE_FRAGMENT)]
 
     def toolchain(self, cache: Path, progress: Progress, refresh: bool = False) -> Toolchain:
         """The host's gcc for 6.1, the series' Debian suite root for 6.12 and 7.2 (their
-        source-built kernels' toolchains); another series has none zskit can pick yet.
-        --cc (or $CC) overrides that choice: the host's compiler of that name."""
+        source-built kernels' toolchains); for any other series the host's gcc, when it is
+        as new as the tree's scripts/min-tool-version.sh asks. --cc (or $CC) overrides
+        that choice: the host's compiler of that name."""
         cc = self.cc or os.environ.get("CC") or None
         if cc is not None:
             return cc_toolchain(cc, self.tree, progress)
-        if self.series in HOST_GCC_SERIES:
-            return host_toolchain(progress)
-        if self.distro is not None:
+        if self.distro is not None and self.series not in HOST_GCC_SERIES:
             return root_toolchain(self.distro, cache, progress, refresh)
-        raise TreeError(
-            f"{self.tree} is Linux {self.series}, and zskit has no toolchain for that series: "
-            f"it builds trees of {', '.join(HOST_GCC_SERIES)} with the host's gcc and trees of "
-            "a series Debian ships in its own suite (6.12: trixie, 7.2: sid) in that suite's "
-            f"root. A {self.series} tree needs a toolchain root for {self.series} (a Debian "
-            "suite whose gcc builds it), which --tree does not choose yet"
-        )
+        host = host_toolchain(progress)
+        if self.series not in HOST_GCC_SERIES:
+            needed, have = min_gcc(self.tree), host_gcc_version(progress)
+            if needed is not None and have < needed:
+                raise TreeError(
+                    f"{self.tree} is Linux {self.series}, which needs gcc "
+                    f"{'.'.join(map(str, needed))} or later (scripts/min-tool-version.sh), "
+                    f"and the host's is {'.'.join(map(str, have))}; pass --cc with a newer "
+                    "compiler (e.g. --cc gcc-14, or clang)"
+                )
+            progress.say(
+                f"{self.tree}: Linux {self.series} has no toolchain root of its own in zskit; "
+                "built with the host's gcc (--cc picks another)"
+            )
+        return host
 
     def build_dir(self, cache: Path, tools: Toolchain) -> Path:
         """`<cache>/trees/<slug>-<key>`: one per tree path, config request and toolchain."""
@@ -319,6 +328,19 @@ class TreeKernel:
             raise StageError(f"the build of {what} in {dest} lacks vmlinux; rerun to continue it")
         kernel.save(manifest)
         return kernel
+
+
+def min_gcc(tree: Path) -> tuple[int, ...] | None:
+    """The gcc version a tree asks at least (its scripts/min-tool-version.sh), or None."""
+    script = tree / "scripts" / "min-tool-version.sh"
+    text = script.read_text(errors="replace") if script.is_file() else ""
+    m = re.search(r"^gcc\)\s*\n\s*echo\s+([\d.]+)", text, re.M)
+    return tuple(int(x) for x in m[1].split(".")) if m else None
+
+
+def host_gcc_version(progress: Progress) -> tuple[int, ...]:
+    out = progress.run(["gcc", "-dumpfullversion"], what="asking gcc its version")
+    return tuple(int(x) for x in re.findall(r"\d+", out)[:3])
 
 
 def cc_toolchain(cc: str, tree: Path, progress: Progress) -> Toolchain:

@@ -497,3 +497,136 @@ def test_a_config_fragment_builds_its_own_kernel_of_the_tree(
     other = provision(tree_kernel_id(tree), Progress(), fragments=[fragment])
     assert other.config("PRINTK_CALLER") == "y" and kernel.config("PRINTK_CALLER") != "y"
     assert other.kdir != kernel.kdir
+
+
+# The tree's own tests (kernel/tree_tests.py): its zram kselftests, and a KUnit suite an
+# edit adds (built alone: trees build with KUNIT_ALL_TESTS=m), its KTAP read from the log.
+
+SELFTEST = "tree-selftests-zram-zram.sh"
+RATIO_CHECK = 'if [ "$v" -lt 100 ]; then'  # zram01.sh: fails below a 1:1 ratio
+
+# A KUnit suite of zsmalloc as a developer might add one (6.1's API): one case that
+# checks data through a mapping, one that fails when PLANT is defined.
+KUNIT_C = """\
+// SPDX-License-Identifier: GPL-2.0
+#include <kunit/test.h>
+#include <linux/zsmalloc.h>
+#include <linux/string.h>
+
+static void zs_round_trip(struct kunit *test)
+{
+	struct zs_pool *pool = zs_create_pool("kunit");
+	unsigned long handle;
+	char *p;
+
+	KUNIT_ASSERT_NOT_NULL(test, pool);
+	handle = zs_malloc(pool, 3000, GFP_KERNEL);
+	KUNIT_ASSERT_FALSE(test, IS_ERR_VALUE(handle));
+	p = zs_map_object(pool, handle, ZS_MM_WO);
+	memset(p, 0x5a, 3000);
+	zs_unmap_object(pool, handle);
+	p = zs_map_object(pool, handle, ZS_MM_RO);
+	KUNIT_EXPECT_EQ(test, p[2999], (char)0x5a);
+	zs_unmap_object(pool, handle);
+	zs_free(pool, handle);
+	KUNIT_EXPECT_EQ(test, zs_get_total_pages(pool), 0UL);
+	zs_destroy_pool(pool);
+}
+
+static void zs_planted(struct kunit *test)
+{
+#ifdef PLANT
+	KUNIT_EXPECT_EQ(test, 1, 2);
+#endif
+}
+
+static struct kunit_case zs_cases[] = {
+	KUNIT_CASE(zs_round_trip),
+	KUNIT_CASE(zs_planted),
+	{}
+};
+
+static struct kunit_suite zs_suite = {
+	.name = "zsmalloc-fixture",
+	.test_cases = zs_cases,
+};
+kunit_test_suite(zs_suite);
+
+MODULE_LICENSE("GPL");
+"""
+KCONFIG = """
+config ZSMALLOC_FIXTURE_KUNIT_TEST
+	tristate "KUnit test of zsmalloc (zskit's fixture)" if !KUNIT_ALL_TESTS
+	depends on KUNIT && ZSMALLOC
+	default KUNIT_ALL_TESTS
+"""
+MAKE = "obj-$(CONFIG_ZSMALLOC_FIXTURE_KUNIT_TEST) += zsmalloc_fixture_kunit.o\n"
+
+
+def test_the_trees_zram_selftests_pass_beside_the_checks(
+    tree: Path, built: tuple[Kernel, float], default_config: config.Config, tmp_path: Path
+) -> None:
+    result = run.run(
+        tree_config(default_config, tree, "upstream"),
+        Progress(),
+        run.RunOptions(results_dir=tmp_path),
+    )
+    assert result.passed, result.first_failure
+    assert results(tmp_path)["tree_tests"] == {SELFTEST: "ok"}
+    log = (tmp_path / "tree-tests.ktap").read_text()
+    assert "# zram01 : [PASS]" in log and "# zram02 : [PASS]" in log
+
+
+def test_an_edited_selftest_is_what_runs_and_its_printed_fail_fails_the_run(
+    tree: Path, built: tuple[Kernel, float], default_config: config.Config, tmp_path: Path
+) -> None:
+    script = tree / "tools/testing/selftests/zram/zram01.sh"
+    text = script.read_text()
+    assert text.count(RATIO_CHECK) == 1
+    # A ratio of 1000:1 is more than zeros in ext2 give: zram01 prints its FAIL, exits 0.
+    replace_file(script, text.replace(RATIO_CHECK, 'if [ "$v" -lt 100000 ]; then'))
+    try:
+        result = run.run(
+            tree_config(default_config, tree, "upstream"),
+            Progress(),
+            run.RunOptions(results_dir=tmp_path),
+        )
+    finally:
+        restore(tree)
+    failure = result.first_failure
+    assert failure is not None and failure.name == SELFTEST and failure.kind == "tree-test"
+    assert "printed FAIL" in str(failure.failure) and "zram01 : [FAIL]" in str(failure.failure)
+
+
+def add_kunit_suite(tree: Path, plant: bool) -> Path:
+    source = tree / "mm" / "zsmalloc_fixture_kunit.c"
+    source.write_text(("#define PLANT\n" if plant else "") + KUNIT_C)
+    kconfig, makefile = tree / "mm" / "Kconfig", tree / "mm" / "Makefile"
+    replace_file(kconfig, kconfig.read_text() + KCONFIG)
+    replace_file(makefile, makefile.read_text() + MAKE)
+    return source
+
+
+def test_a_kunit_suite_added_to_the_tree_is_built_alone_and_its_ktap_read(
+    tree: Path, built: tuple[Kernel, float], default_config: config.Config, tmp_path: Path
+) -> None:
+    kernel, _ = built
+    vmlinux = kernel.kdir / "vmlinux"
+    linked = vmlinux.stat().st_mtime_ns
+    cfg = tree_config(default_config, tree, "upstream")
+    source = add_kunit_suite(tree, plant=False)
+    try:
+        good = run.run(cfg, Progress(), run.RunOptions(results_dir=tmp_path / "good"))
+        assert vmlinux.stat().st_mtime_ns == linked  # only the new module was built
+        source.write_text("#define PLANT\n" + KUNIT_C)
+        bad = run.run(cfg, Progress(), run.RunOptions(results_dir=tmp_path / "bad"))
+    finally:
+        source.unlink(missing_ok=True)
+        restore(tree)
+    assert good.passed, good.first_failure
+    name = "tree-kunit-zsmalloc_fixture_kunit-zsmalloc-fixture"
+    assert results(tmp_path / "good")["tree_tests"] == {SELFTEST: "ok", name: "ok"}
+    failure = bad.first_failure
+    assert failure is not None and failure.name == name and failure.kind == "tree-test"
+    assert "zs_planted: failed" in str(failure.failure)
+    assert "Expected 1 == 2" in str(failure.failure)

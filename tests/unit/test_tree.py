@@ -268,9 +268,16 @@ def test_a_tree_builds_with_its_series_toolchain(
         assert kernel.distro.suite == suite
         assert kernel.toolchain(cache, Progress()) is root
         assert asked[-1] == suite
-    # A series without its own suite (nor the host's gcc) is refused, naming what is missing.
+    # A series without a root of its own builds with the host's gcc when that is new
+    # enough for the tree (its scripts/min-tool-version.sh), and is refused otherwise.
     other = TreeKernel(fake_tree(tmp_path / "6.15", "6", "15"), "6.15")
-    with pytest.raises(TreeError, match="needs a toolchain root for 6.15"):
+    minimum = other.tree / "scripts" / "min-tool-version.sh"
+    minimum.parent.mkdir()
+    minimum.write_text("case \"$1\" in\nbinutils)\n\techo 2.25.0\n\t;;\ngcc)\n\techo 8.1.0\n")
+    assert tree_mod.min_gcc(other.tree) == (8, 1, 0)
+    assert other.toolchain(cache, Progress()).ident.startswith("host gcc")
+    minimum.write_text(minimum.read_text().replace("8.1.0", "99.0"))
+    with pytest.raises(TreeError, match=r"needs gcc 99.0 or later .*pass --cc"):
         other.toolchain(cache, Progress())
 
 
