@@ -4,7 +4,8 @@ A kernel's own tests report in KTAP: KUnit into the kernel log, kselftest's
 runner on its output. The document is found in surrounding text by its version
 line ("KTAP version 1", "TAP version 13"); whatever stands before that line on
 it (a log prefix) is taken off every later line, as are the kernel log's
-"[   12.345678] " stamps. A test is a result line ("ok 3 name # SKIP reason")
+"[   12.345678] " stamps; indentation stays (a module's suite is printed one
+level in, with no top-level header). A test is a result line ("ok 3 name # SKIP reason")
 after its diagnostic lines ("# ..."); a subtest is the same, indented by the
 next level, and its own result line closes it. What the parser cannot place is
 never dropped in silence: a plan that the results do not meet, a missing
@@ -80,7 +81,8 @@ def extract(text: str) -> list[str]:
         m = VERSION.search(clean)
         if m is None:
             continue
-        prefix = clean[: m.start()]
+        # A log prefix, not indentation: a KUnit module's suite starts one level in.
+        prefix = clean[: m.start()] if clean[: m.start()].strip() else ""
         bodies = (STAMP.sub("", raw) for raw in lines[start:])
         return [body.removeprefix(prefix) for body in bodies]
     return []

@@ -26,7 +26,7 @@ from ..check.driver import (
 from ..check.scenarios import Params, Scenario
 from ..check.workload import Workload
 from ..guest import initramfs, qemu, tree_tests
-from ..guest.modules import load_modules
+from ..guest.modules import kcsan_counters, load_modules
 from ..guest.triage import find_crash
 from ..guest.zstest import ZsTest
 from ..kernel.api import KernelApi
@@ -443,6 +443,12 @@ def _run(config: Config, p: Progress, options: RunOptions, prepared: Prepared | 
                 )
                 if options.scenarios and failed is None:
                     run_scenarios(zstest, prepared, options, result, p)
+                if guest.spec.kcsan and guest.child is not None:
+                    result.info["kcsan"] = counters = kcsan_counters(guest)
+                    p.say(
+                        f"KCSAN: {counters.get('setup_watchpoints', 0)} watchpoints, "
+                        f"{counters.get('data_races', 0)} data races"
+                    )
                 if options.tree_tests and prepared.tree_tests and guest.child is not None:
                     run_tree_tests(guest, prepared.tree_tests, result, p)
                 if options.after is not None:

@@ -26,6 +26,13 @@ KCSAN_ARM = (
 )
 
 
+def kcsan_counters(guest: Guest) -> dict[str, int]:
+    """KCSAN's counters (setup_watchpoints, data_races, ...): how hard it looked."""
+    text = guest.run(f"cat {KCSAN_CONTROL}")
+    found = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return {k.strip(): int(v) for k, v in found if v.strip().isdigit()}
+
+
 class ModuleError(GuestError):
     """insmod or rmmod failed in the guest (kind "command"); `command` is the one that did."""
 

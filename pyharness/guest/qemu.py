@@ -21,6 +21,7 @@ import ctypes
 import dataclasses
 import importlib.resources
 import json
+import os
 import re
 import secrets
 import shlex
@@ -40,6 +41,13 @@ from ..progress import Progress, StageError
 from .triage import Crash, clean_lines, find_crash
 
 PR_SET_PDEATHSIG = 1
+# KCSAN off at boot (armed for the modules under test once they load), and a watchpoint
+# every SKIP_WATCH accesses instead of its default 4000, so a race in a bounded scenario
+# has a chance to meet one.
+KCSAN_ARGS = (
+    "kcsan.early_enable=0",
+    f"kcsan.skip_watch={os.environ.get('ZSKIT_KCSAN_SKIP', '500')}",
+)
 HEREDOC_END = "ZSKIT_EOF"  # ends every file the harness writes through the shell
 
 
@@ -109,7 +117,7 @@ class BootSpec:
 
     def argv(self, profile: Profile) -> list[str]:
         cpu = profile.kvm_cpu if self.accel == "kvm" else profile.tcg_cpu
-        kcsan = ("kcsan.early_enable=0",) if self.kcsan else ()
+        kcsan = KCSAN_ARGS if self.kcsan else ()
         tcg = profile.tcg_kernel_args if self.accel == "tcg" else ()
         append = " ".join((*profile.kernel_args, *tcg, *kcsan, *self.extra_kernel_args))
         console = str(self.console_log).replace(",", ",,")  # QEMU's option escaping

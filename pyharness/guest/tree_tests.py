@@ -25,9 +25,17 @@ from .modules import load_modules, module_name, unload_modules
 
 SELFTESTS_DIR = "/zskit/selftests"
 KUNIT_DIR = f"/{MODULE_DIR}/tree"
+# busybox's mke2fs does not ask the device its logical block size as e2fsprogs' does,
+# and ext2 refuses blocks smaller than it (zram's are 4096).
+MKFS_EXT2 = b"""#!/bin/sh
+for dev; do :; done
+size=$(cat "/sys/class/block/${dev##*/}/queue/logical_block_size" 2>/dev/null || echo 1024)
+[ "$size" -ge 1024 ] || size=1024
+exec mke2fs -b "$size" "$@"
+"""
 SHIMS = {
     "/bin/bash": b'#!/bin/sh\n# kselftest scripts ask for bash: ash runs them\nexec sh "$@"\n',
-    "/usr/sbin/mkfs.ext2": b'#!/bin/sh\nexec mke2fs "$@"\n',
+    "/usr/sbin/mkfs.ext2": MKFS_EXT2,
 }
 SLACK = 30  # seconds of a kselftest directory's deadline beyond its programs' timeouts
 

@@ -45,6 +45,14 @@ def test_kunit_in_dmesg_is_parsed_with_its_subtests_logs_and_directives() -> Non
     assert not root.passed
 
 
+def test_a_kunit_modules_suite_starts_one_level_in() -> None:
+    # A suite of a module loaded after boot: no top-level version line or plan.
+    module = "".join(line + "\n" for line in KUNIT_DMESG.splitlines()[3:])
+    root = ktap.parse(module)
+    assert not root.errors and [t.name for t in root.subtests] == ["zsmalloc"]
+    assert root.counts() == {"ok": 1, "failed": 1, "skipped": 1}
+
+
 def test_kselftest_tap_with_a_timeout() -> None:
     root = ktap.parse(KSELFTEST)
     first, second = root.subtests

@@ -273,7 +273,7 @@ def test_a_tree_builds_with_its_series_toolchain(
     other = TreeKernel(fake_tree(tmp_path / "6.15", "6", "15"), "6.15")
     minimum = other.tree / "scripts" / "min-tool-version.sh"
     minimum.parent.mkdir()
-    minimum.write_text("case \"$1\" in\nbinutils)\n\techo 2.25.0\n\t;;\ngcc)\n\techo 8.1.0\n")
+    minimum.write_text('case "$1" in\nbinutils)\n\techo 2.25.0\n\t;;\ngcc)\n\techo 8.1.0\n')
     assert tree_mod.min_gcc(other.tree) == (8, 1, 0)
     assert other.toolchain(cache, Progress()).ident.startswith("host gcc")
     minimum.write_text(minimum.read_text().replace("8.1.0", "99.0"))
