@@ -21,7 +21,6 @@ import ctypes
 import dataclasses
 import importlib.resources
 import json
-import os
 import re
 import secrets
 import shlex
@@ -42,12 +41,9 @@ from .triage import Crash, clean_lines, find_crash
 
 PR_SET_PDEATHSIG = 1
 # KCSAN off at boot (armed for the modules under test once they load), and a watchpoint
-# every SKIP_WATCH accesses instead of its default 4000, so a race in a bounded scenario
-# has a chance to meet one.
-KCSAN_ARGS = (
-    "kcsan.early_enable=0",
-    f"kcsan.skip_watch={os.environ.get('ZSKIT_KCSAN_SKIP', '500')}",
-)
+# every 500 accesses instead of its default 4000: in the same 20 s the scenarios set 6x
+# as many (map-vs-compact + free-storm on 6.1: 454,776 against 73,900), on fewer operations.
+KCSAN_ARGS = ("kcsan.early_enable=0", "kcsan.skip_watch=500")
 HEREDOC_END = "ZSKIT_EOF"  # ends every file the harness writes through the shell
 
 
