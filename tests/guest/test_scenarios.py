@@ -25,11 +25,17 @@ FULL = pytest.mark.skipif(
     "`make test-scenarios`",
 )
 # Small bounds for `make test`; the full set uses each scenario's defaults.
-QUICK = {"page-ends": 600, "map-vs-compact": 5000, "free-storm": 600, "fault": 600}
+QUICK = {
+    "page-ends": 600,
+    "map-vs-compact": 5000,
+    "free-storm": 600,
+    "fault": 600,
+    "pool-lifecycle": 600,
+}
 # What a variant can run: nocompaction has no compact_memory, kcsan no fault injection.
 RUNS_ON = {
-    "debug": ("page-ends", "map-vs-compact", "free-storm", "fault"),
-    "kcsan": ("page-ends", "map-vs-compact", "free-storm"),
+    "debug": ("page-ends", "map-vs-compact", "free-storm", "fault", "pool-lifecycle"),
+    "kcsan": ("page-ends", "map-vs-compact", "free-storm", "pool-lifecycle"),
     "nocompaction": ("page-ends", "map-vs-compact"),
 }
 
@@ -63,6 +69,7 @@ def test_every_scenario_passes_on_the_debug_kernel(
     assert counts["map-vs-compact"]["compactions"] > 0
     assert counts["free-storm"]["kernel_compactions"] > 0
     assert counts["fault"]["injected"] > 0
+    assert counts["pool-lifecycle"]["pools"] >= 2 and counts["pool-lifecycle"]["kernel_compactions"]
 
 
 @pytest.mark.qemu

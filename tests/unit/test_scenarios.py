@@ -9,7 +9,7 @@ import pytest
 
 from pyharness.check import scenarios
 from pyharness.check.driver import DriverModel
-from pyharness.check.scenarios import fault, free_storm, page_ends, settle
+from pyharness.check.scenarios import fault, free_storm, lifecycle, page_ends, settle
 from pyharness.guest.zstest import BatchResult, CommandFailure
 from pyharness.kernel.api import api_for
 from pyharness.model import Handle, PoolModel, policy
@@ -31,6 +31,7 @@ def test_every_scenario_is_registered_with_a_kind_and_bounds() -> None:
         "fault",
         "zram-swap",
         "pressure",
+        "pool-lifecycle",
     }
     for s in scenarios.SCENARIOS.values():
         assert s.operations > 0 and 0 < s.seconds <= 600 and s.summary
@@ -111,6 +112,21 @@ def test_free_storm_batches_succeed_in_the_model_and_leave_the_pool_empty() -> N
     frees = [[ln for ln in b if ln.startswith("free")] for b in plan[1:]]
     assert frees[1] == list(reversed(frees[1])) or frees[1][0] != frees[0][0]
     assert len(plan) == 1 + 2 * len(free_storm.ORDERS)
+
+
+@pytest.mark.parametrize("series", ["6.1", "7.2"])
+def test_pool_lifecycle_fills_every_class_and_destroys_full_and_empty_pools(series: str) -> None:
+    model = model_of(series)
+    sizes = lifecycle.class_sizes(model)
+    assert {model.class_of(size).index for size in sizes} == {c.index for c in model.classes}
+    plan = lifecycle.batches(sizes, scenarios.Params(1, 8, 2, 1))
+    assert len(plan) == 2  # one round of each kind of destroy, whatever the bound
+    driver = DriverModel(api_for(series))
+    for batch in plan:
+        for line in batch:
+            assert driver.run(line) == 0, line
+    freed = [any(line.startswith("free") for line in batch) for batch in plan]
+    assert freed == [True, False] and all(b[-1].startswith("destroy") for b in plan)
 
 
 def failure(line: int, verb: str, err: int) -> CommandFailure:

@@ -16,7 +16,7 @@ anything runs.
 from __future__ import annotations
 
 # Each scenario module registers itself in SCENARIOS when imported.
-from . import fault, free_storm, map_compact, page_ends, pressure, zram_swap
+from . import fault, free_storm, lifecycle, map_compact, page_ends, pressure, zram_swap
 from .base import (
     SCENARIOS,
     Context,
@@ -39,6 +39,7 @@ __all__ = [
     "fault",
     "find",
     "free_storm",
+    "lifecycle",
     "map_compact",
     "missing_options",
     "page_ends",
