@@ -261,37 +261,38 @@ def run_scenarios(
 def run_tree_tests(guest: qemu.Guest, found: TreeTests, result: RunResult, p: Progress) -> None:
     """The tree's own tests, a case each (a kselftest program, a KUnit suite); their
     output is kept as tree-tests.ktap in the results."""
-    documents: list[tuple[str, str, bool]] = []  # (case prefix, KTAP text, kselftest?)
-    start = time.monotonic()
-    for test in found.kselftests:
-        if test.unbuilt:
+    documents: list[tuple[str, str, bool, float]] = []  # (case prefix, KTAP, kselftest?, s)
+    for selftest in found.kselftests:
+        if selftest.unbuilt:
             p.say(
-                f"selftests/{test.name}: not run, programs kselftest compiles first: "
-                + ", ".join(test.unbuilt)
+                f"selftests/{selftest.name}: not run, programs kselftest compiles first: "
+                + ", ".join(selftest.unbuilt)
             )
-        if test.programs:
-            p.say(f"the tree's selftests/{test.name}: {', '.join(test.programs)}")
-            documents.append(
-                (f"tree-selftests-{test.name}", tree_tests.run_kselftest(guest, test), True)
-            )
+        if selftest.programs:
+            p.say(f"the tree's selftests/{selftest.name}: {', '.join(selftest.programs)}")
+            start = time.monotonic()
+            text = tree_tests.run_kselftest(guest, selftest)
+            seconds = time.monotonic() - start
+            documents.append((f"tree-selftests-{selftest.name}", text, True, seconds))
     if found.kunit:
         p.say(f"the tree's KUnit modules: {', '.join(ko.name for ko in found.kunit)}")
-        for name, text in tree_tests.run_kunit(guest, found).items():
-            documents.append((f"tree-kunit-{name}", text, False))
-    seconds = (time.monotonic() - start) / max(len(documents), 1)
+        start = time.monotonic()
+        logs = tree_tests.run_kunit(guest, found)
+        seconds = (time.monotonic() - start) / len(logs)
+        documents += [(f"tree-kunit-{name}", text, False, seconds) for name, text in logs.items()]
     summary: dict[str, object] = {}
     result.info["tree_tests"] = summary
     with (result.directory / "tree-tests.ktap").open("w") as out:
-        for prefix, text, kselftest in documents:
+        for prefix, text, kselftest, seconds in documents:
             out.write(text + "\n")
             root = ktap.parse(text, prefix)
-            tests = root.subtests if not root.errors else [root]
-            for case_test in tests:
-                label = case_test.name.rsplit(": ", 1)[-1] if kselftest else case_test.name
-                case = Case(f"{prefix}-{label}" if case_test is not root else prefix, seconds)
-                case.failure = ktap.verdict(case_test, printed_failures=kselftest)
+            # A document that cannot be read is one failed case; else a case per test.
+            for test in root.subtests if not root.errors else [root]:
+                label = test.name.rsplit(": ", 1)[-1] if kselftest else test.name
+                case = Case(prefix if test is root else f"{prefix}-{label}", seconds)
+                case.failure = ktap.verdict(test, printed_failures=kselftest)
                 case.kind = None if case.failure is None else "tree-test"
-                summary[case.name] = case_test.status if case.failure is None else "failed"
+                summary[case.name] = test.status if case.failure is None else "failed"
                 result.cases.append(case)
                 if case.failure is not None:
                     p.say(f"FAILED the tree's {case.name}:\n{case.failure}")

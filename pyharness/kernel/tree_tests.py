@@ -109,25 +109,24 @@ def module_depends(ko: Path) -> list[str]:
     return [d for d in m[1].decode(errors="replace").split(",") if d] if m else []
 
 
-def kunit_modules(modules: Path | None) -> list[Path]:
+def kunit_modules(modules: Path) -> list[Path]:
     """The KUnit modules among a kernel's staged modules that test zsmalloc or zram."""
-    order = modules / "modules.order" if modules is not None else None
-    if order is None or not order.is_file():
-        return []
-    assert modules is not None
-    found = []
-    for line in order.read_text().split():
-        ko = modules / line
-        if any(p.match(line) for p in KUNIT_PLACES) and ko.is_file():
-            if "kunit" in module_depends(ko):
-                found.append(ko)
-    return found
+    order = modules / "modules.order"
+    lines = order.read_text().split() if order.is_file() else []
+    return [
+        modules / line
+        for line in lines
+        if any(p.match(line) for p in KUNIT_PLACES)
+        and (modules / line).is_file()
+        and "kunit" in module_depends(modules / line)
+    ]
 
 
 def find_tree_tests(tree: Path, modules: Path | None) -> TreeTests:
     """What `tree` carries of its own tests; `modules` is its build's staged modules."""
-    kunit = kunit_modules(modules)
-    core = modules / KUNIT_MODULE if modules is not None else None
+    if modules is None:
+        return TreeTests(tuple(kselftests(tree)))
+    core = modules / KUNIT_MODULE
     return TreeTests(
-        tuple(kselftests(tree)), tuple(kunit), core if core is not None and core.is_file() else None
+        tuple(kselftests(tree)), tuple(kunit_modules(modules)), core if core.is_file() else None
     )
