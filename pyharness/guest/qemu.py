@@ -43,7 +43,9 @@ PR_SET_PDEATHSIG = 1
 # KCSAN off at boot (armed for the modules under test once they load), and a watchpoint
 # every 500 accesses instead of its default 4000: in the same 20 s the scenarios set 6x
 # as many (map-vs-compact + free-storm on 6.1: 454,776 against 73,900), on fewer operations.
-KCSAN_ARGS = ("kcsan.early_enable=0", "kcsan.skip_watch=500")
+# No panic on a report: one of a known race of unmodified zsmalloc (triage.KNOWN_RACES)
+# must not end the run; triage fails it on every other report (and WARN) it reads.
+KCSAN_ARGS = ("kcsan.early_enable=0", "kcsan.skip_watch=500", "panic_on_warn=0")
 HEREDOC_END = "ZSKIT_EOF"  # ends every file the harness writes through the shell
 
 

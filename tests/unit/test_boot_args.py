@@ -24,7 +24,12 @@ def test_a_kcsan_kernel_boots_with_kcsan_off_and_extra_args_come_last() -> None:
     args = append(
         accel="tcg", memory_mb=512, cpus=2, kcsan=True, extra_kernel_args=("kmemleak=off",)
     )
-    assert args[-3:] == ["kcsan.early_enable=0", "kcsan.skip_watch=500", "kmemleak=off"]
+    assert args[-4:] == [
+        "kcsan.early_enable=0",
+        "kcsan.skip_watch=500",
+        "panic_on_warn=0",
+        "kmemleak=off",
+    ]
     assert "kcsan.early_enable=0" not in append(accel="tcg", memory_mb=512, cpus=2)
 
 
