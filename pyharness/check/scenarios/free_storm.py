@@ -14,6 +14,8 @@ in settle.py. The loop's count of compactions is part of the result.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from ...model import PoolModel, policy
 from .base import Context, Outcome, Params, Scenario, register
@@ -28,6 +30,20 @@ COMPACT_LOOP = (
 )
 STOP_LOOP = f"rm -f {FLAG}; while [ ! -s {FLAG}.n ]; do sleep 0.1; done; cat {FLAG}.n"
 ORDERS = ("forward", "reverse", "interleaved")
+NEVER_RAN = "compact_memory never ran: the scenario tested nothing"
+
+
+@contextmanager
+def compacting(ctx: Context, counts: dict[str, object]) -> Iterator[None]:
+    """compact_memory written without pause while the block runs; how often, in counts."""
+    ctx.guest.run(COMPACT_LOOP)
+    try:
+        yield
+    finally:
+        if ctx.guest.child is not None:
+            # The shell may add its job notice ("[1]+ Done ...") after the count.
+            words = ctx.guest.run(STOP_LOOP).split()
+            counts["kernel_compactions"] = int(words[0]) if words and words[0].isdigit() else 0
 
 
 def storm(rng: random.Random, first: int, count: int, order: str) -> list[str]:
@@ -61,8 +77,7 @@ def run(ctx: Context, params: Params) -> Outcome:
     pol = ctx.policy or policy(ctx.api.model_policy, chain_size=ctx.api.chain_size)
     classes = ctx.config("ZSMALLOC_STAT") == "y"
     counts: dict[str, object] = {"cpus": params.cpus}
-    ctx.guest.run(COMPACT_LOOP)
-    try:
+    with compacting(ctx, counts):
         plan = batches(params)
         counts["commands"] = sum(len(b) for b in plan)
         failure = ctx.check(plan)
@@ -81,13 +96,8 @@ def run(ctx: Context, params: Params) -> Outcome:
         if unsettled is not None:
             return unsettled
         ctx.zstest.batch([f"destroy {pool}", f"destroy {POOL}"])
-    finally:
-        if ctx.guest.child is not None:
-            # The shell may add its job notice ("[1]+ Done ...") after the count.
-            words = ctx.guest.run(STOP_LOOP).split()
-            counts["kernel_compactions"] = int(words[0]) if words and words[0].isdigit() else 0
     if not counts.get("kernel_compactions"):
-        return Outcome("compact_memory never ran: the scenario tested nothing", "scenario", counts)
+        return Outcome(NEVER_RAN, "scenario", counts)
     return Outcome(None, counts=counts)
 
 

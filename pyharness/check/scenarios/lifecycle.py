@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from ...model import PoolModel, policy
 from .base import Context, Outcome, Params, Scenario, register
-from .free_storm import COMPACT_LOOP, STOP_LOOP
+from .free_storm import NEVER_RAN, compacting
 
 POOL = "sc-life"
 BASE = 5_000_000
@@ -61,17 +61,12 @@ def run(ctx: Context, params: Params) -> Outcome:
         "pools": len(plan),
         "objects": sum(sum(line.startswith("alloc") for line in b) for b in plan),
     }
-    ctx.guest.run(COMPACT_LOOP)
-    try:
+    with compacting(ctx, counts):
         failure = ctx.check(plan)
-    finally:
-        if ctx.guest.child is not None:
-            words = ctx.guest.run(STOP_LOOP).split()
-            counts["kernel_compactions"] = int(words[0]) if words and words[0].isdigit() else 0
     if failure is not None:
         return Outcome(failure, "model", counts)
     if not counts.get("kernel_compactions"):
-        return Outcome("compact_memory never ran: the scenario tested nothing", "scenario", counts)
+        return Outcome(NEVER_RAN, "scenario", counts)
     return Outcome(None, counts=counts)
 
 
