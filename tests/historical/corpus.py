@@ -50,7 +50,7 @@ class Entry:
     source: str  # where it was read (lore/LKML archive, a git web page)
     broke: str  # what the bug broke (benign: what the change does)
     series: str  # the kernel whose pristine source is edited
-    variant: str  # distro, minimal, debug; kcsan, nocompaction, faultinject (not built yet)
+    variant: str  # distro, minimal, debug, kcsan or nocompaction
     scenario: str  # "suite" (today's default workload) or the scenario that should provoke it
     replacements: tuple[Replacement, ...]
     catches: frozenset[str] = frozenset()  # the checks that should report it (empty: benign)
