@@ -80,6 +80,20 @@ class Outcome:
     seconds: float = 0.0
     directory: str = ""
 
+    @classmethod
+    def of(cls, entry: Any, status: str, **fields: Any) -> Outcome:
+        """An outcome of a corpus entry: its identity and expected checks, and `status`."""
+        return cls(
+            entry.name,
+            entry.series,
+            entry.variant,
+            entry.scenario,
+            entry.benign,
+            status,
+            expected=tuple(sorted(entry.catches)),
+            **fields,
+        )
+
     @property
     def cell(self) -> str:
         if self.status == "caught":
@@ -158,16 +172,7 @@ def not_run_reason(entry: Any, allow_provision: bool) -> str | None:
 def run_entry(
     config: Config, entry: Any, corpus: ModuleType, directory: Path, p: Progress
 ) -> Outcome:
-    outcome = Outcome(
-        entry.name,
-        entry.series,
-        entry.variant,
-        entry.scenario,
-        entry.benign,
-        "error",
-        expected=tuple(sorted(entry.catches)),
-        directory=str(directory),
-    )
+    outcome = Outcome.of(entry, "error", directory=str(directory))
     started = time.monotonic()
     directory.mkdir(parents=True, exist_ok=True)
     log = directory / "zskit.log"
@@ -271,16 +276,7 @@ def historical(
     for n, entry in enumerate(entries, 1):
         why = not_run_reason(entry, allow_provision)
         if why is not None:
-            outcome = Outcome(
-                entry.name,
-                entry.series,
-                entry.variant,
-                entry.scenario,
-                entry.benign,
-                "not-run",
-                why=why,
-                expected=tuple(sorted(entry.catches)),
-            )
+            outcome = Outcome.of(entry, "not-run", why=why)
         else:
             p.say(f"[{n}/{len(entries)}] {entry.name} on {entry.series} {entry.variant}")
             outcome = run_entry(config, entry, corpus, directory / entry.name, p)

@@ -15,6 +15,7 @@ a use after free is KASAN's on the debug kernel.
 from __future__ import annotations
 
 from ...model import PoolModel, policy
+from . import page_ends
 from .base import Context, Outcome, Params, Scenario, register
 from .free_storm import NEVER_RAN, compacting
 
@@ -25,10 +26,7 @@ COPIES = 2  # objects of each size in a round
 
 def class_sizes(model: PoolModel) -> list[int]:
     """The smallest and largest request size of every class, huge ones included."""
-    ranges: dict[int, list[int]] = {}
-    for size in range(1, model.policy.page_size + 1):
-        ranges.setdefault(model.class_of(size).index, []).append(size)
-    return sorted({s for sizes in ranges.values() for s in (sizes[0], sizes[-1])})
+    return sorted({s for pair in page_ends.size_ranges(model).values() for s in pair})
 
 
 def batches(sizes: list[int], params: Params) -> list[list[str]]:

@@ -21,20 +21,25 @@ POOL = "sc-page-ends"
 BASE_ID = 1 << 20
 
 
+def size_ranges(model: PoolModel) -> dict[int, tuple[int, int]]:
+    """Each class's (smallest, largest) request size (zs_malloc's size; the class adds
+    its handle header), by class index, huge classes included."""
+    ranges: dict[int, tuple[int, int]] = {}
+    for size in range(1, model.policy.page_size + 1):
+        index = model.class_of(size).index
+        ranges[index] = (ranges.get(index, (size, size))[0], size)
+    return ranges
+
+
 def merged_classes(model: PoolModel) -> list[tuple[int, int, SizeClass]]:
     """(smallest, largest request size, class) of each non-huge class that serves more
-    than one class step of sizes (zs_malloc's size; the class adds its handle header)."""
-    ranges: dict[int, list[int]] = {}
-    for size in range(1, model.policy.page_size + 1):
-        cls = model.class_of(size)
-        if not cls.huge:
-            ranges.setdefault(cls.index, []).append(size)
+    than one class step of sizes."""
     by_index = {c.index: c for c in model.classes}
     step = model.policy.class_delta
     return [
-        (sizes[0], sizes[-1], by_index[index])
-        for index, sizes in sorted(ranges.items())
-        if sizes[-1] - sizes[0] >= step
+        (smallest, largest, by_index[index])
+        for index, (smallest, largest) in sorted(size_ranges(model).items())
+        if not by_index[index].huge and largest - smallest >= step
     ]
 
 
