@@ -28,6 +28,7 @@ MAX_LINE = 128
 MAX_ARGS = 6
 MAX_CHURN = 1 << 20
 MAX_BENCH = 1 << 18
+MAX_LOCK_MS = 1000
 U32_MAX = 0xFFFFFFFF
 U64_MAX = 0xFFFFFFFFFFFFFFFF
 NAME = re.compile(r"[A-Za-z0-9_-]{1,31}")
@@ -47,6 +48,7 @@ VERBS = {
     "compact": (1, True),
     "stress": (5, True),
     "mapcompact": (6, True),
+    "lockfree": (3, True),
     "faults": (2, False),
     "bench": (3, False),
     "lookup": (2, True),
@@ -295,6 +297,17 @@ class DriverModel:
         if ops < threads:
             return -errno.EINVAL
         return self._stress(pool, secs, threads, seed, base)  # same bounds, unmodelled
+
+    def _lockfree(self, pool: _Pool, oid: int, ms: int) -> int | None:
+        """A free whose zspage release may be deferred, and refused for a spanning object:
+        the pages that follow are the allocator's timing, not the model's."""
+        if ms > MAX_LOCK_MS:
+            return -errno.EINVAL
+        if oid not in pool.objects:
+            return -errno.ENOENT
+        self._free(pool, oid)
+        self.unmodelled = True
+        return UNKNOWN
 
     def _bench(self, n: int, seed: int) -> int:
         """The driver's zt_cmd_bench on a fresh pool: its pages; its timings are ANY."""

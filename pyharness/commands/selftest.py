@@ -140,7 +140,7 @@ def classify(step: validate.Step) -> tuple[str, str] | None:
             return "WARN", check.summary
         if kind == "data":
             return "data", check.summary
-        if kind == "pages":
+        if kind in ("pages", "leak"):
             return "leak", check.summary
         if kind in validate.MODEL_KINDS:
             return "model", check.summary

@@ -163,6 +163,7 @@ POOL_VERBS = [
     "pwrite 1 1 0 1 rw",
     "pverify 1 1 0 1 ro",
     "free 1",
+    "lockfree 1 0",
     "churn 1 10 0 4",
     "compact",
     "lookup 64",
@@ -251,6 +252,7 @@ TEMPLATES = {  # verb: its arguments with valid values; "N" marks the numeric on
     "raw": ["N64"],
     "stress": ["N0", "N0", "N5", "N1000"],  # SECS or THREADS stays 0: never runs
     "bench": ["N20", "N9"],  # the valid texts of N are all below 100: quick
+    "lockfree": ["N3", "N5000"],  # id 3 is never live, 5000 ms out of range: never frees
 }
 SETUP = [  # live objects at the ids the valid numbers name: 0, 1, 7, 64, 4294967295
     "reset",
@@ -475,6 +477,7 @@ ARGS = {  # verb: strategies of its arguments
     "pwrite": [number_text(IDS), number_text(), number_text(SIZES), number_text(SIZES), MODES],
     "pverify": [number_text(IDS), number_text(), number_text(SIZES), number_text(SIZES), MODES],
     "free": [number_text(IDS)],
+    "lockfree": [number_text(IDS), number_text()],
     "churn": [number_text(), number_text(CHURN_N), number_text(IDS), number_text(SIZES)],
     "compact": [],
     "stress": [number_text(), number_text(), number_text(), number_text(IDS)],
@@ -511,6 +514,9 @@ def command_line(draw) -> str:
     # A valid stress runs threads the model cannot follow: its SECS stays out of range.
     if verb == "stress" and args and 1 <= kstrtou32(args[0]) <= 60:
         args[0] = draw(st.sampled_from(["0", "61", "4294967295"]))
+    # A valid lockfree leaves the pool's pages to the allocator's worker: MS stays out of range.
+    if verb == "lockfree" and len(args) >= 2 and 0 <= kstrtou32(args[1]) <= 1000:
+        args[1] = draw(st.sampled_from(["1001", "4294967295"]))
     line = draw(st.sampled_from(["", "", " ", "\t"])) + verb
     for arg in args:
         line += draw(SEPARATORS) + arg

@@ -1,4 +1,5 @@
-"""The rendered kernel C passes the target kernel's checkpatch.pl --strict."""
+"""The rendered kernel C passes the target kernel's checkpatch.pl --strict, but for what a
+`/* checkpatch: TYPE TOKEN: why */` comment in it explains."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pyharness.progress import Progress
 
 
 def test_zstest_passes_checkpatch_strict(prepared: run.Prepared) -> None:
-    report = checkpatch(prepared.kernel, prepared.sources.directory / "zstest.c")
+    path = prepared.sources.directory / "zstest.c"
+    report = checkpatch(prepared.kernel, path).without_justified(path)
     assert report.clean, "\n".join(report.findings)
 
 
@@ -50,7 +52,8 @@ def test_zstest_is_clean_on_newer_kernels(
     cfg = default_config.with_overrides(kernel=kernel, allocator=allocator)
     target = run.prepare(cfg, Progress())
     assert fresh_build_warnings(target, tmp_path) == ()
-    report = checkpatch(target.kernel, target.sources.directory / "zstest.c")
+    path = target.sources.directory / "zstest.c"
+    report = checkpatch(target.kernel, path).without_justified(path)
     assert report.clean, "\n".join(report.findings)
 
 

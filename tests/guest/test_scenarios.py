@@ -31,11 +31,19 @@ QUICK = {
     "free-storm": 600,
     "fault": 600,
     "pool-lifecycle": 600,
+    "deferred-free": 200,
 }
 # What a variant can run: nocompaction has no compact_memory, kcsan no fault injection.
 RUNS_ON = {
-    "debug": ("page-ends", "map-vs-compact", "free-storm", "fault", "pool-lifecycle"),
-    "kcsan": ("page-ends", "map-vs-compact", "free-storm", "pool-lifecycle"),
+    "debug": (
+        "page-ends",
+        "map-vs-compact",
+        "free-storm",
+        "fault",
+        "pool-lifecycle",
+        "deferred-free",
+    ),
+    "kcsan": ("page-ends", "map-vs-compact", "free-storm", "pool-lifecycle", "deferred-free"),
     "nocompaction": ("page-ends", "map-vs-compact"),
 }
 
@@ -70,6 +78,7 @@ def test_every_scenario_passes_on_the_debug_kernel(
     assert counts["free-storm"]["kernel_compactions"] > 0
     assert counts["fault"]["injected"] > 0
     assert counts["pool-lifecycle"]["pools"] >= 2 and counts["pool-lifecycle"]["kernel_compactions"]
+    assert counts["deferred-free"]["locked_frees"] > 0
 
 
 @pytest.mark.qemu

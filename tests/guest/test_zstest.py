@@ -9,6 +9,7 @@ and the kernel log must stay clean.
 from __future__ import annotations
 
 import errno
+import time
 from collections.abc import Callable
 
 import pytest
@@ -20,7 +21,7 @@ from pyharness.guest.triage import find_crash
 from pyharness.guest.zstest import ZsTest
 from pyharness.kernel.api import api_for
 from pyharness.kmod.render import PROTOCOL_VERSION
-from pyharness.model import policy
+from pyharness.model import PoolModel, policy
 
 pytestmark = pytest.mark.qemu
 
@@ -139,6 +140,13 @@ BAD_INPUT = [
         ["alloc 12 100", "pverify 12 1 0 0 ro", "pverify 12 1 0 1 ro", "free 12"],
         [0, EINVAL, ENODATA, 0],
         id="pverify-unwritten",
+    ),
+    # lockfree: the numbers, then MS's range, then the id; a refused one frees nothing.
+    pytest.param(
+        ["lockfree 99 0", "lockfree x 0", "alloc 13 100", "lockfree 13 1001", "lockfree 13 -1"]
+        + ["lockfree 13 4294967296", "verify 13 0", "free 13"],
+        [ENOENT, EINVAL, 0, EINVAL, EINVAL, ERANGE, ENODATA, 0],
+        id="lockfree-arguments",
     ),
 ]
 
@@ -323,6 +331,44 @@ def test_compact(zstest: ZsTest, driver: DriverModel) -> None:
     ]
     assert send(zstest, driver, ["reset", "compact", "destroy compact"]) == [0, 0, 0]
     assert driver.values == [("compacted", "0")]
+
+
+def test_lockfree_defers_the_release_and_refuses_a_spanning_object(
+    zstest: ZsTest, driver: DriverModel
+) -> None:
+    # One zspage full of a class whose objects cross page ends, freed with their pages locked.
+    # Sent outside the model: the release happens when the allocator's worker runs.
+    model = PoolModel(
+        driver.policy or policy(driver.api.model_policy, chain_size=driver.api.chain_size)
+    )
+    size = next(s for s in range(2000, 4096, 16) if model.class_of(s).pages_per_zspage > 1)
+    cls = model.class_of(size)
+    slot = cls.size
+    spanning = sum(
+        k * slot // 4096 != ((k + 1) * slot - 1) // 4096 for k in range(cls.objs_per_zspage)
+    )
+    ids = range(1, cls.objs_per_zspage + 1)
+    lines = ["create lockfree", *(f"alloc {i} {size}" for i in ids), "stats"]
+    lines += [f"lockfree {i} 20" for i in ids]
+    result = zstest.batch(lines)
+    assert result.value("pages") == str(cls.pages_per_zspage)
+    refused = [f for f in result.failures if f.verb == "lockfree"]
+    assert len(result.failures) == len(refused) == spanning > 0
+    assert {(f.errno, f.reason) for f in refused} == {
+        (EINVAL, "the object spans pages: no page of its own to lock")
+    }
+    # Pages counted before and after each free: never dropping while a page is locked.
+    taken = [v for k, v in result.values if k == "lockfree"]
+    assert taken == [f"{cls.pages_per_zspage}:{cls.pages_per_zspage}"] * (len(ids) - spanning)
+    # The spanning objects are freed plainly; then the deferred release gives the pages back.
+    pages = zstest.batch(["reset", "stats"]).value("pages")
+    for _ in range(50):
+        if pages == "0":
+            break
+        time.sleep(0.1)
+        pages = zstest.batch(["stats"]).value("pages")
+    assert pages == "0"
+    zstest.batch(["destroy lockfree", *([f"use {driver.current}"] if driver.current else [])])
 
 
 def test_the_workload_agrees_with_the_model(

@@ -9,7 +9,7 @@ import pytest
 
 from pyharness.check import scenarios
 from pyharness.check.driver import DriverModel
-from pyharness.check.scenarios import fault, free_storm, lifecycle, page_ends, settle
+from pyharness.check.scenarios import deferred, fault, free_storm, lifecycle, page_ends, settle
 from pyharness.guest.zstest import BatchResult, CommandFailure
 from pyharness.kernel.api import api_for
 from pyharness.model import Handle, PoolModel, policy
@@ -32,6 +32,7 @@ def test_every_scenario_is_registered_with_a_kind_and_bounds() -> None:
         "zram-swap",
         "pressure",
         "pool-lifecycle",
+        "deferred-free",
     }
     for s in scenarios.SCENARIOS.values():
         assert s.operations > 0 and 0 < s.seconds <= 600 and s.summary
@@ -54,7 +55,9 @@ def test_out_of_range_parameters_are_refused(kwargs: dict[str, int], message: st
 def test_defaults_fill_in_and_unknown_names_list_the_known() -> None:
     params = scenarios.params_for(scenarios.find("fault"), 2)
     assert params == scenarios.Params(4000, 30, 2, 1)
-    with pytest.raises(scenarios.ScenarioError, match="known scenarios: fault, free-storm"):
+    with pytest.raises(
+        scenarios.ScenarioError, match="known scenarios: deferred-free, fault, free-storm"
+    ):
         scenarios.find("nope")
 
 
@@ -191,3 +194,19 @@ def test_the_fault_window_verb_takes_zero_or_one() -> None:
         -errno.EINVAL,
         -errno.EINVAL,
     ]
+
+
+def test_deferred_free_reads_what_each_locked_free_did() -> None:
+    def failure(line: int, err: int) -> CommandFailure:
+        return CommandFailure(line, "lockfree", -err, "why")
+
+    ok = BatchResult(3, (), (("lockfree", "4:4"), ("lockfree", "1:1")))
+    assert deferred.locked_frees(ok) == (2, 0, None)
+    busy = BatchResult(3, (failure(2, errno.EBUSY),), (("lockfree", "4:4"),))
+    assert deferred.locked_frees(busy) == (1, 1, None)
+    dropped = BatchResult(1, (), (("lockfree", "4:3"),))
+    assert "went from 4 to 3" in str(deferred.locked_frees(dropped)[2])
+    fixed = BatchResult(1, (failure(1, errno.EOPNOTSUPP),), ())
+    assert deferred.locked_frees(fixed)[2] == deferred.NOT_MOVABLE
+    spans = BatchResult(1, (failure(1, errno.EINVAL),), ())
+    assert "line 1 lockfree: why" in str(deferred.locked_frees(spans)[2])

@@ -16,7 +16,7 @@ anything runs.
 from __future__ import annotations
 
 # Each scenario module registers itself in SCENARIOS when imported.
-from . import fault, free_storm, lifecycle, map_compact, page_ends, pressure, zram_swap
+from . import deferred, fault, free_storm, lifecycle, map_compact, page_ends, pressure, zram_swap
 from .base import (
     SCENARIOS,
     Context,
@@ -36,6 +36,7 @@ __all__ = [
     "Params",
     "Scenario",
     "ScenarioError",
+    "deferred",
     "fault",
     "find",
     "free_storm",
