@@ -252,6 +252,7 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Pair:
             BUILD / f"initramfs-{run_target(config, 'own')}.cpio",
             shell_tty=qemu.Profile.load().shell_tty,
             files=files,
+            kernel_modules=kernel.modules,  # its brd.ko, the backing device of writeback
         )
         image = initramfs.Initramfs(image.path, sides["own"])
     base_sources = built[base_name][1]

@@ -335,7 +335,7 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
             shell_tty=qemu.Profile.load().shell_tty,
             files=files,
             executables=executables,
-            kernel_modules=kernel.modules,  # its zram.ko, for the zram scenarios
+            kernel_modules=kernel.modules,  # its zram.ko and brd.ko
         )
     return Prepared(kernel, api, sources, built, image, found)
 

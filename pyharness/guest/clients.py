@@ -8,7 +8,10 @@ In the guest, `zram_round_trip` loads it on the patched zsmalloc and sends
 data through /dev/zram0: zero pages (which zram keeps out of zsmalloc), text,
 partly random and incompressible pages (many size classes, the huge class);
 it reads everything back, discards every other 32 KiB, compacts, reads again,
-and checks `mm_stat`'s accounting on the way. zskit compare sends its own data
+and checks `mm_stat`'s accounting on the way. Where the image has a ramdisk
+module (brd.ko) and zram its writeback (CONFIG_ZRAM_WRITEBACK, Debian's), every
+page is then written back to the ramdisk and read back from there once more.
+zskit compare sends its own data
 set (binaries, text, graded random pages) through the same script,
 scripts/zram.sh, with `run_zram`.
 
@@ -28,6 +31,7 @@ from dataclasses import dataclass, field
 
 from ..progress import StageError
 from . import qemu
+from .initramfs import KERNEL_BRD
 from .modules import ModuleError, load_modules, unload_modules
 
 ZRAM_DIR = "drivers/block/zram/"
@@ -108,6 +112,8 @@ PAGES_SET = DataSet(
         "RANDOM_PAGES": RANDOM_PAGES,
     },
 )
+BACKING = "/dev/ram0"
+BD_STAT = ("bd_count", "bd_reads", "bd_writes")  # pages on the backing device, read, written
 MM_STAT = (
     "orig_data_size",
     "compr_data_size",
@@ -130,6 +136,7 @@ class ZramRun:
     mm_stat: dict[str, dict[str, int]] = field(default_factory=dict)  # by moment
     failed: str | None = None  # what failed: the script's `zram-fail:` text, or insmod/rmmod
     protocol: str | None = None  # an mm_stat line that would not parse
+    bd_stat: dict[str, int] | None = None  # after the writeback, where the script made one
 
     @property
     def ok(self) -> bool:
@@ -150,12 +157,16 @@ def run_zram(
     A failed insmod, rmmod or script step is in the result; a crash or a timeout raises
     (the guest is gone)."""
     script = guest.send_script(ZRAM_SCRIPT)
+    env = data.env()
+    if guest.run_status(f"test -e {KERNEL_BRD}")[0] == 0:
+        modules = [KERNEL_BRD, *modules]  # its first ramdisk backs zram's writeback
+        env["BACKING"] = BACKING
     try:
         load_modules(guest, modules)
     except ModuleError as e:
         unload_modules(guest, modules, check=False)  # those that did load
         return ZramRun(1, e.output.splitlines(), failed=e.command)
-    rc, output = guest.run_status(qemu.script_command(script, data.env()), timeout)
+    rc, output = guest.run_status(qemu.script_command(script, env), timeout)
     run = ZramRun(rc, output.splitlines())
     for line in run.lines:
         if m := re.match(r"^mm_stat (\w+) (.*)$", line):
@@ -165,6 +176,8 @@ def run_zram(
                 run.protocol = run.protocol or str(e)
         elif m := re.match(r"^set pages (\d+)$", line):
             run.pages = int(m[1])
+        elif m := re.match(r"^bd_stat\s+(\d+)\s+(\d+)\s+(\d+)\s*$", line):
+            run.bd_stat = dict(zip(BD_STAT, (int(n) for n in m.groups()), strict=True))
     run.failed = next(
         (ln.removeprefix("zram-fail: ") for ln in run.lines if ln.startswith("zram-fail")), None
     )
@@ -253,6 +266,8 @@ def zram_round_trip(guest: qemu.Guest, module: str, deps: Sequence[str] = ()) ->
         kind = "data" if failed and "differs" in failed else "command"
         return ZramResult(False, f"zram round trip fails: {what}", lines[-30:], kind, stats)
     problems = check_accounting(stats)
+    if run.bd_stat is not None and not run.bd_stat["bd_writes"]:
+        problems.append(f"the writeback to {BACKING} wrote no page (bd_stat {run.bd_stat})")
     if problems:
         return ZramResult(
             False, f"zram accounting is wrong: {problems[0]}", problems, "accounting", stats
@@ -263,4 +278,8 @@ def zram_round_trip(guest: qemu.Guest, module: str, deps: Sequence[str] = ()) ->
         f"compacted ({c['pages_compacted']} pages freed), read back identical; "
         f"{w['compr_data_size']} bytes compressed in {w['mem_used_total'] // 4096} zsmalloc pages"
     )
+    if run.bd_stat is not None:
+        summary += (
+            f"; {run.bd_stat['bd_writes']} pages written back to {BACKING}, read back identical"
+        )
     return ZramResult(True, summary, [], None, stats)

@@ -1,6 +1,7 @@
 """Assemble the guest's initramfs: busybox-static, /init, the modules under test, our
-static programs (programs/, at /bin/zskit-NAME) and the kernel's own zram.ko (at
-KERNEL_ZRAM) where the kernel has it as a module, for the scenarios that swap to zram.
+static programs (programs/, at /bin/zskit-NAME), and the kernel's own zram.ko and brd.ko
+(KERNEL_ZRAM, KERNEL_BRD) where the kernel has them as modules: zram for the scenarios
+that swap to it, the ramdisk as the backing device of zram's writeback.
 
 Pure Python (see `cpio.py`): the same inputs give the same bytes, and the
 file is rewritten only when they change.
@@ -26,6 +27,9 @@ MODULE_DIR = "lib/modules/zskit"
 # the zs_* names it was built against (see clients.py).
 ZRAM_IN_IMAGE = "kernel/drivers/block/zram/zram.ko"  # under the image's /lib/modules/<release>
 KERNEL_ZRAM = f"/{MODULE_DIR}/kernel/zram.ko"  # its guest path
+# The kernel's ramdisk, where it has one as a module: a backing device for zram's writeback.
+BRD_IN_IMAGE = "kernel/drivers/block/brd.ko"
+KERNEL_BRD = f"/{MODULE_DIR}/kernel/brd.ko"
 
 
 @dataclass(frozen=True)
@@ -81,9 +85,10 @@ def build_initramfs(
     for name in programs.PROGRAMS:
         binary = programs.build_program(name).read_bytes()
         archive.add_file(programs.guest_path(name).lstrip("/"), binary, mode=0o755)
-    zram = kernel_modules / ZRAM_IN_IMAGE if kernel_modules is not None else None
-    if zram is not None and zram.exists():
-        archive.add_file(KERNEL_ZRAM.lstrip("/"), zram.read_bytes())
+    for in_image, guest in ((ZRAM_IN_IMAGE, KERNEL_ZRAM), (BRD_IN_IMAGE, KERNEL_BRD)):
+        module = kernel_modules / in_image if kernel_modules is not None else None
+        if module is not None and module.exists():
+            archive.add_file(guest.lstrip("/"), module.read_bytes())
     for guest, path in sorted((files or {}).items()):
         archive.add_file(guest.lstrip("/"), path.read_bytes())
     for guest, data in sorted((executables or {}).items()):

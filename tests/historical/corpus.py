@@ -284,7 +284,7 @@ ENTRIES: tuple[Entry, ...] = (
         "userspace retried the write forever",
         series="6.1",
         variant="distro",
-        scenario="zram-writeback",
+        scenario="suite",
         replacements=(
             _r(
                 "release_init_lock:\n\tup_read(&zram->init_lock);\n\n\treturn ret;",
@@ -294,7 +294,7 @@ ENTRIES: tuple[Entry, ...] = (
         ),
         catches=frozenset({"zram"}),
         code_in="6.1 zram_drv.c (fixed: ret = len); 7.2 likewise",
-        note="needs a backing device and a writeback in the zram scenario",
+        note="validate's zram round trip writes every page back to a ramdisk (brd.ko)",
     ),
     # --- 7.2 -----------------------------------------------------------------------------
     Entry(

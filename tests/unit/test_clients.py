@@ -21,10 +21,13 @@ GOOD = [
 
 
 class FakeGuest:
-    """Answers the script with `output`; commands in `failing` exit 1."""
+    """Answers the script with `output`; commands in `failing` exit 1; `brd`: the image has
+    the ramdisk module."""
 
-    def __init__(self, output: list[str], rc: int = 0, failing: tuple[str, ...] = ()) -> None:
-        self.output, self.rc, self.failing = output, rc, failing
+    def __init__(
+        self, output: list[str], rc: int = 0, failing: tuple[str, ...] = (), brd: bool = False
+    ) -> None:
+        self.output, self.rc, self.failing, self.brd = output, rc, failing, brd
         self.commands: list[str] = []
         self.spec = SimpleNamespace(kcsan=False)
 
@@ -38,6 +41,8 @@ class FakeGuest:
             return 1, f"{command}: failed"
         if "sh /tmp/zskit-zram.sh" in command:
             return self.rc, "\n".join(self.output)
+        if command == f"test -e {clients.KERNEL_BRD}":
+            return (0 if self.brd else 1), ""
         return 0, ""
 
 
@@ -57,12 +62,31 @@ def test_a_good_run_loads_runs_and_unloads() -> None:
         f"zram round trip: {clients.PAGES} pages written, read back identical"
     )
     assert "compacted (5 pages freed)" in got.summary
-    assert fake.commands[:2] == ["insmod /m/dep.ko", "insmod /m/zram.ko"]
-    assert fake.commands[2].startswith(
+    assert fake.commands[1:3] == ["insmod /m/dep.ko", "insmod /m/zram.ko"]
+    assert fake.commands[3].startswith(
         "DATA=pages FILE=/tmp/zskit-pages DISKSIZE=8M CHUNK_PAGES=8 "
     )
-    assert fake.commands[2].endswith(" sh /tmp/zskit-zram.sh 2>&1")
-    assert fake.commands[3:] == ["rmmod zram", "rmmod dep"]
+    assert "BACKING" not in fake.commands[3]
+    assert fake.commands[3].endswith(" sh /tmp/zskit-zram.sh 2>&1")
+    assert fake.commands[4:] == ["rmmod zram", "rmmod dep"]
+    assert "written back" not in got.summary
+
+
+WRITEBACK = ["bd_stat        0        0       36", "mm_stat writeback 786432 0 0 0 0 8 0 0 0"]
+
+
+def test_with_a_ramdisk_every_page_is_written_back_there() -> None:
+    fake = FakeGuest([*GOOD[:-1], *WRITEBACK, "zram-ok"], brd=True)
+    got = clients.zram_round_trip(cast(Guest, fake), "/m/zram.ko")
+    assert got.ok, got.summary
+    assert got.summary.endswith("; 36 pages written back to /dev/ram0, read back identical")
+    assert fake.commands[1:3] == [f"insmod {clients.KERNEL_BRD}", "insmod /m/zram.ko"]
+    assert " BACKING=/dev/ram0 " in fake.commands[3]
+    assert fake.commands[4:] == ["rmmod zram", "rmmod brd"]
+    none = FakeGuest([*GOOD[:-1], "bd_stat 0 0 0", WRITEBACK[1], "zram-ok"], brd=True)
+    got = clients.zram_round_trip(cast(Guest, none), "/m/zram.ko")
+    assert (got.ok, got.kind) == (False, "accounting")
+    assert "the writeback to /dev/ram0 wrote no page" in got.summary
 
 
 def test_a_failed_step_is_data_or_command_and_zram_is_unloaded() -> None:

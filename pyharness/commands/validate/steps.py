@@ -165,7 +165,10 @@ def _run_suite(ctx: Context, built: Built, out: Path) -> RunResult:
     """The default suite on these modules, through run.run (its own results directory);
     then, with a zram.ko, the zram round trip in the same boot."""
     image = initramfs.build_initramfs(
-        built.modules, ctx.tmp / f"{out.parent.name}.cpio", qemu.Profile.load().shell_tty
+        built.modules,
+        ctx.tmp / f"{out.parent.name}.cpio",
+        qemu.Profile.load().shell_tty,
+        kernel_modules=ctx.kernel.modules,  # its brd.ko, the backing device of writeback
     )
     allocator = [m for m in built.modules if m.name in ("zsmalloc.ko", "zstest.ko")]
     # zram.ko is in the image, loaded by the round trip, not at boot.

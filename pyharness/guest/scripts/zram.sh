@@ -8,13 +8,18 @@
 # the same bytes. It is written to the device and read back; then every other
 # chunk of CHUNK_PAGES pages, from the second, is discarded (this frees objects
 # all over the zspages, so compaction has pages to free), the pool compacted,
-# and the device read back against the set with those chunks zeroed. The device
-# is reset at the end, also after a failure, so that zram can unload.
+# and the device read back against the set with those chunks zeroed. With
+# BACKING (a block device) and a zram built with writeback, the device writes
+# every page back to BACKING (`idle` writeback of all pages marked idle) and is
+# read back once more, from there. The device is reset at the end, also after
+# a failure, so that zram can unload.
 #
-# Output: `set pages N`; `mm_stat written|discarded|compacted <mm_stat fields>`
-# after each step; `zram-ok` at the end, or `zram-fail: what` (exit status 1).
+# Output: `set pages N`; `mm_stat written|discarded|compacted|writeback <mm_stat
+# fields>` after each step; `bd_stat <fields>` after the writeback; `zram-ok`
+# at the end, or `zram-fail: what` (exit status 1).
 #
-# Usage: DATA=pages|image FILE=PATH DISKSIZE=SIZE CHUNK_PAGES=N [VAR=N of the set...] sh zram.sh
+# Usage: DATA=pages|image FILE=PATH DISKSIZE=SIZE CHUNK_PAGES=N [BACKING=DEV]
+#        [VAR=N of the set...] sh zram.sh
 #   DATA=pages  generated pages, in this order (the zero pages stay in the first
 #               chunk, which is kept): ZERO_PAGES zero pages (zram keeps
 #               same-filled pages out of zsmalloc), TEXT_PAGES of text,
@@ -89,6 +94,11 @@ pages=$(( $(stat -c %s "$FILE") / 4096 ))
 echo "set pages $pages"
 
 test -b $dev || fail "no $dev after loading zram"
+wb=
+if [ -n "${BACKING:-}" ] && [ -e $sys/backing_dev ]; then
+    echo "$BACKING" > $sys/backing_dev || fail "setting backing_dev to $BACKING"
+    wb=1
+fi
 echo "$DISKSIZE" > $sys/disksize || fail "setting disksize"
 dd if="$FILE" of=$dev bs=4096 2>/dev/null || fail "writing $dev"
 sync
@@ -111,6 +121,23 @@ echo "mm_stat compacted $(cat $sys/mm_stat)"
 blockdev --flushbufs $dev || fail "blockdev --flushbufs"
 dd if=$dev bs=4096 count=$pages 2>/dev/null | cmp - "$exp" \
     || fail "read back after discard and compaction differs"
+if [ -n "$wb" ]; then
+    echo all > $sys/idle || fail "marking every page idle"
+    # A write() answered with 0 bytes is retried by the shell without end.
+    timeout 20 sh -c "echo idle > $sys/writeback"
+    rc=$?
+    case $rc in
+    0) ;;
+    124|143) fail "writing idle to $sys/writeback did not return in 20 s" \
+        "(a write answered with 0 bytes written is retried forever)" ;;
+    *) fail "writing idle to $sys/writeback failed (exit status $rc)" ;;
+    esac
+    echo "bd_stat $(cat $sys/bd_stat)"
+    echo "mm_stat writeback $(cat $sys/mm_stat)"
+    blockdev --flushbufs $dev || fail "blockdev --flushbufs"
+    dd if=$dev bs=4096 count=$pages 2>/dev/null | cmp - "$exp" \
+        || fail "read back after writeback to $BACKING differs"
+fi
 rm -f "$exp"
 echo 1 > $sys/reset || fail "reset"
 echo zram-ok
