@@ -2,7 +2,8 @@
 how many CPUs it ran.
 
 `make test` runs each scenario once on the 6.1 debug kernel (KASAN, lockdep,
-fault injection) with our allocator and small bounds. `make
+fault injection) with our allocator and small bounds, and zram-sysfs-race on
+Debian's 6.1 (the source-built debug kernel has no zram writeback). `make
 test-scenarios` (ZSKIT_SCENARIOS=all) runs them for both allocators on the debug,
 kcsan and nocompaction variants, five times each: a flaky check is a bug, so any
 failure there is a false alarm to fix.
@@ -32,6 +33,7 @@ QUICK = {
     "fault": 600,
     "pool-lifecycle": 600,
     "deferred-free": 200,
+    "zram-sysfs-race": 2000,
 }
 # What a variant can run: nocompaction has no compact_memory, kcsan no fault injection.
 RUNS_ON = {
@@ -43,7 +45,14 @@ RUNS_ON = {
         "pool-lifecycle",
         "deferred-free",
     ),
-    "kcsan": ("page-ends", "map-vs-compact", "free-storm", "pool-lifecycle", "deferred-free"),
+    "kcsan": (
+        "page-ends",
+        "map-vs-compact",
+        "free-storm",
+        "pool-lifecycle",
+        "deferred-free",
+        "zram-sysfs-race",
+    ),
     "nocompaction": ("page-ends", "map-vs-compact"),
 }
 
@@ -79,6 +88,18 @@ def test_every_scenario_passes_on_the_debug_kernel(
     assert counts["fault"]["injected"] > 0
     assert counts["pool-lifecycle"]["pools"] >= 2 and counts["pool-lifecycle"]["kernel_compactions"]
     assert counts["deferred-free"]["locked_frees"] > 0
+
+
+@pytest.mark.qemu
+def test_zram_sysfs_race_runs_on_the_distro_kernel(default_config: config.Config) -> None:
+    # The source-built debug kernel has no zram writeback; Debian's 6.1 has it and brd.ko.
+    cfg = default_config.with_overrides(kernel="6.1", variant="distro", allocator="upstream")
+    result = run_scenarios(cfg, ("zram-sysfs-race",), quick=True)
+    assert result.passed, result.first_failure
+    counts = result.info["scenarios"]
+    assert isinstance(counts, dict)
+    race = counts["zram-sysfs-race"]
+    assert race["cpus"] == 2 and race["writes"] == QUICK["zram-sysfs-race"] and race["reads"] > 0
 
 
 @pytest.mark.qemu

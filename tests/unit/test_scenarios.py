@@ -9,7 +9,15 @@ import pytest
 
 from pyharness.check import scenarios
 from pyharness.check.driver import DriverModel
-from pyharness.check.scenarios import deferred, fault, free_storm, lifecycle, page_ends, settle
+from pyharness.check.scenarios import (
+    deferred,
+    fault,
+    free_storm,
+    lifecycle,
+    page_ends,
+    settle,
+    zram_sysfs,
+)
 from pyharness.guest.zstest import BatchResult, CommandFailure
 from pyharness.kernel.api import api_for
 from pyharness.model import Handle, PoolModel, policy
@@ -33,6 +41,7 @@ def test_every_scenario_is_registered_with_a_kind_and_bounds() -> None:
         "pressure",
         "pool-lifecycle",
         "deferred-free",
+        "zram-sysfs-race",
     }
     for s in scenarios.SCENARIOS.values():
         assert s.operations > 0 and 0 < s.seconds <= 600 and s.summary
@@ -210,3 +219,15 @@ def test_deferred_free_reads_what_each_locked_free_did() -> None:
     assert deferred.locked_frees(fixed)[2] == deferred.NOT_MOVABLE
     spans = BatchResult(1, (failure(1, errno.EINVAL),), ())
     assert "line 1 lockfree: why" in str(deferred.locked_frees(spans)[2])
+
+
+def test_zram_sysfs_race_sums_its_readers_and_wants_a_verdict() -> None:
+    out = "sysfs cpus 3\nsysfs reads 10 odd 1\nsysfs writes 7 failed 0\n"
+    out += "sysfs reads 5 odd 0\nsysfs-ok\n"
+    counts, failure = zram_sysfs.parse(out)
+    assert failure is None
+    assert counts == {"cpus": 3, "writes": 7, "failed": 0, "reads": 15, "odd": 1}
+    assert zram_sysfs.parse("sysfs cpus 2\nsysfs-fail: pread: Bad address\n")[1] == (
+        "pread: Bad address"
+    )
+    assert zram_sysfs.parse("sysfs cpus 2\n")[1] == "no sysfs-ok line"

@@ -16,7 +16,17 @@ anything runs.
 from __future__ import annotations
 
 # Each scenario module registers itself in SCENARIOS when imported.
-from . import deferred, fault, free_storm, lifecycle, map_compact, page_ends, pressure, zram_swap
+from . import (
+    deferred,
+    fault,
+    free_storm,
+    lifecycle,
+    map_compact,
+    page_ends,
+    pressure,
+    zram_swap,
+    zram_sysfs,
+)
 from .base import (
     SCENARIOS,
     Context,
@@ -47,4 +57,5 @@ __all__ = [
     "params_for",
     "pressure",
     "zram_swap",
+    "zram_sysfs",
 ]
