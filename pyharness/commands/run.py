@@ -341,7 +341,12 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
 
 
 def boot(
-    config: Config, p: Progress, prepared: Prepared, console_log: Path, transcript: TextIO
+    config: Config,
+    p: Progress,
+    prepared: Prepared,
+    console_log: Path,
+    transcript: TextIO,
+    kernel_args: tuple[str, ...] = (),  # beyond the kernel's own (scenarios' boot_args)
 ) -> qemu.Guest:
     """Boot the guest to its shell and load the modules; the caller closes it."""
     with p.stage("boot"):
@@ -354,7 +359,7 @@ def boot(
             memory_mb=config.memory_mb,
             cpus=config.cpus,
             shutdown=prepared.kernel.shutdown_command,
-            extra_kernel_args=prepared.kernel.boot_args,
+            extra_kernel_args=(*prepared.kernel.boot_args, *kernel_args),
             kcsan=prepared.kernel.config("KCSAN") == "y",
         )
         spec = dataclasses.replace(spec, accel=choose_accel(config, profile, spec, p))
@@ -426,7 +431,14 @@ def _run(config: Config, p: Progress, options: RunOptions, prepared: Prepared | 
         save_sources(result, list(prepared.sources.files))
         with (
             (result.directory / "session.log").open("w") as transcript,
-            boot(config, p, prepared, result.console_log(), transcript) as guest,
+            boot(
+                config,
+                p,
+                prepared,
+                result.console_log(),
+                transcript,
+                tuple(a for n in options.scenarios for a in scenarios.find(n).boot_args),
+            ) as guest,
         ):
             result.info["accel"] = guest.spec.accel
             # QEMU start to the guest's shell answering (modules not loaded yet).

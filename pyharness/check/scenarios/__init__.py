@@ -24,6 +24,7 @@ from . import (
     map_compact,
     page_ends,
     pressure,
+    zone_migration,
     zram_swap,
     zram_sysfs,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "page_ends",
     "params_for",
     "pressure",
+    "zone_migration",
     "zram_swap",
     "zram_sysfs",
 ]

@@ -55,6 +55,7 @@ class Scenario:
     seconds: int  # default deadline
     unit: str = "operations"
     needs: Mapping[str, str] = field(default_factory=dict)  # option -> value, e.g. SWAP: y
+    boot_args: tuple[str, ...] = ()  # kernel arguments the run adds when it has the scenario
     max_operations: int = 10_000_000
 
 
