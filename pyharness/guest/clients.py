@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from ..progress import StageError
 from . import qemu
-from .initramfs import KERNEL_BRD
+from .initramfs import BUILT_ZRAM, KERNEL_BRD, KERNEL_ZRAM
 from .modules import ModuleError, load_modules, unload_modules
 
 ZRAM_DIR = "drivers/block/zram/"
@@ -146,6 +146,15 @@ class ZramRun:
             and self.protocol is None
             and "zram-ok" in self.lines
         )
+
+
+def zram_module(guest: qemu.Guest) -> str | None:
+    """The zram.ko of this guest: the one built with the modules under test, else the
+    kernel's own; None when the image has neither."""
+    for path in (BUILT_ZRAM, KERNEL_ZRAM):
+        if guest.run_status(f"test -e {path}")[0] == 0:
+            return path
+    return None
 
 
 def run_zram(

@@ -27,6 +27,8 @@ MODULE_DIR = "lib/modules/zskit"
 # the zs_* names it was built against (see clients.py).
 ZRAM_IN_IMAGE = "kernel/drivers/block/zram/zram.ko"  # under the image's /lib/modules/<release>
 KERNEL_ZRAM = f"/{MODULE_DIR}/kernel/zram.ko"  # its guest path
+# A zram built beside the modules under test (validate's, for a series that changes zram).
+BUILT_ZRAM = f"/{MODULE_DIR}/zram.ko"
 # The kernel's ramdisk, where it has one as a module: a backing device for zram's writeback.
 BRD_IN_IMAGE = "kernel/drivers/block/brd.ko"
 KERNEL_BRD = f"/{MODULE_DIR}/kernel/brd.ko"

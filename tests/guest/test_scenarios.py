@@ -2,10 +2,11 @@
 how many CPUs it ran.
 
 `make test` runs each scenario once on the 6.1 debug kernel (KASAN, lockdep,
-fault injection) with our allocator and small bounds, and zram-sysfs-race on
-Debian's 6.1 (the source-built debug kernel has no zram writeback). `make
-test-scenarios` (ZSKIT_SCENARIOS=all) runs them for both allocators on the debug,
-kcsan and nocompaction variants, five times each: a flaky check is a bug, so any
+fault injection) with our allocator and small bounds, and zram-sysfs-race and
+zone-migration on Debian's 6.1 (the source-built debug kernel has no zram
+writeback and no memory hot-remove). `make test-scenarios` (ZSKIT_SCENARIOS=all)
+runs them for both allocators on the debug, kcsan and nocompaction variants,
+five times each: a flaky check is a bug, so any
 failure there is a false alarm to fix.
 """
 
@@ -34,7 +35,10 @@ QUICK = {
     "pool-lifecycle": 600,
     "deferred-free": 200,
     "zram-sysfs-race": 2000,
+    "zone-migration": 1000,
 }
+# Scenarios only Debian's 6.1 can run here (the source-built kernels lack the options).
+ON_DISTRO = ("zram-sysfs-race", "zone-migration")
 # What a variant can run: nocompaction has no compact_memory, kcsan no fault injection.
 RUNS_ON = {
     "debug": (
@@ -91,15 +95,21 @@ def test_every_scenario_passes_on_the_debug_kernel(
 
 
 @pytest.mark.qemu
-def test_zram_sysfs_race_runs_on_the_distro_kernel(default_config: config.Config) -> None:
-    # The source-built debug kernel has no zram writeback; Debian's 6.1 has it and brd.ko.
-    cfg = default_config.with_overrides(kernel="6.1", variant="distro", allocator="upstream")
-    result = run_scenarios(cfg, ("zram-sysfs-race",), quick=True)
+@pytest.mark.parametrize("allocator", ["own", pytest.param("upstream", marks=FULL)])
+def test_the_distro_kernel_scenarios_pass(default_config: config.Config, allocator: str) -> None:
+    # What the source-built debug kernel lacks: zram writeback with brd.ko, memory hot-remove.
+    cfg = default_config.with_overrides(kernel="6.1", variant="distro", allocator=allocator)
+    result = run_scenarios(cfg, ON_DISTRO, quick=True)
     assert result.passed, result.first_failure
     counts = result.info["scenarios"]
     assert isinstance(counts, dict)
-    race = counts["zram-sysfs-race"]
-    assert race["cpus"] == 2 and race["writes"] == QUICK["zram-sysfs-race"] and race["reads"] > 0
+    race, zones = counts["zram-sysfs-race"], counts["zone-migration"]
+    assert race["cpus"] == 2 and race["writes"] == min(QUICK[n] for n in ON_DISTRO)
+    assert race["reads"] > 0
+    # The pool's pages went into ZONE_MOVABLE, and out of it to another zone.
+    assert zones["in_movable"] > 0 and zones["offlined"]
+    moved = zones["nr_zspages"]["offlined"]
+    assert sum(n for z, n in moved.items() if "Movable" not in z) > 0
 
 
 @pytest.mark.qemu

@@ -42,6 +42,7 @@ def test_every_scenario_is_registered_with_a_kind_and_bounds() -> None:
         "pool-lifecycle",
         "deferred-free",
         "zram-sysfs-race",
+        "zone-migration",
     }
     for s in scenarios.SCENARIOS.values():
         assert s.operations > 0 and 0 < s.seconds <= 600 and s.summary

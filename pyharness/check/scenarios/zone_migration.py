@@ -13,8 +13,8 @@ Checked: the data after the move, and the kernel's per-zone nr_zspages
 (read from /proc/zoneinfo after vm.stat_refresh folds the per-CPU counts),
 which must come back in every zone to what it was before: a migration that
 does not move the count with the page (the 2020 fix "mm/zsmalloc.c: fix the
-migrated zspage statistics") leaves it in the old zone. Upstream keeps that
-count; our allocator does not, so for it only the data are checked.
+migrated zspage statistics") leaves it in the old zone. Both allocators keep
+that count.
 """
 
 from __future__ import annotations
@@ -113,6 +113,9 @@ def run(ctx: Context, params: Params) -> Outcome:
         return Outcome(text, "data", counts)
     if not offlined:
         text = f"the ZONE_MOVABLE blocks {', '.join(clean)} did not go offline again"
+        return Outcome(text, "scenario", counts)
+    if not counts["in_movable"]:
+        text = "none of the pool's pages was counted in ZONE_MOVABLE: nothing moved across zones"
         return Outcome(text, "scenario", counts)
     drift = {z: (before.get(z, 0), n) for z, n in after.items() if n != before.get(z, 0)}
     if drift:

@@ -1,12 +1,12 @@
 """zram as swap: processes dirty memory, push it to a zram swap device, read it back.
 
-The kernel's own zram.ko (in the guest image, see guest/initramfs.py) is
-loaded on the allocator under test and made the guest's only swap
-(disksize, mkswap, swapon). The guest program zskit-swapper
-(guest/programs/swapper.c) then forks two processes per CPU, each bound to
-one; every round each fills its pages with patterns of known
-compressibility (zero, text-like, partly random, random), pushes them to
-swap with madvise(MADV_PAGEOUT), waits until all have (zram's mm_stat is
+zram.ko (one built with a series that changes zram, else the kernel's own
+in the guest image, see guest/initramfs.py) is loaded on the allocator
+under test and made the guest's only swap (disksize, mkswap, swapon). The
+guest program zskit-swapper (guest/programs/swapper.c) then forks two
+processes per CPU, each bound to one; every round each fills its pages
+with patterns of known compressibility (zero, text-like, partly random,
+random), pushes them to swap with madvise(MADV_PAGEOUT), waits until all have (zram's mm_stat is
 read then), reads everything back and compares. At the end all page out
 once more and unmap at once, so the frees of their swap entries (zs_free)
 race on every CPU: the pattern behind the 2026 zs_free lock-contention
@@ -28,8 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ...guest import programs
-from ...guest.clients import parse_mm_stat
-from ...guest.initramfs import KERNEL_ZRAM
+from ...guest.clients import parse_mm_stat, zram_module
 from .base import Context, Outcome, Params, Scenario, register
 
 PAGE = 4096
@@ -168,9 +167,9 @@ def check_swapper(run: SwapperRun, rc: int, strict: bool) -> tuple[str | None, s
 # --- the device -----------------------------------------------------------------------
 
 
-def setup_command(disksize: int) -> str:
+def setup_command(disksize: int, zram: str) -> str:
     return (
-        f"insmod {KERNEL_ZRAM} && echo {disksize} > {SYS}/disksize && "
+        f"insmod {zram} && echo {disksize} > {SYS}/disksize && "
         f"mkswap {DEV} >/dev/null && swapon {DEV} && grep -q '^{DEV} ' /proc/swaps"
     )
 
@@ -182,13 +181,14 @@ CLEANUP = (
 
 def swap_on(ctx: Context, disksize: int) -> str | dict[str, int]:
     """zram0 as the guest's swap: its mm_stat then (mkswap wrote a header), or why not."""
-    rc, out = ctx.guest.run_status(f"test -x {SWAPPER} && test -e {KERNEL_ZRAM}")
-    if rc != 0:
+    zram = zram_module(ctx.guest)
+    rc, out = ctx.guest.run_status(f"test -x {SWAPPER}")
+    if rc != 0 or zram is None:
         return (
-            f"the guest image lacks {SWAPPER} or the kernel's zram.ko ({KERNEL_ZRAM}): "
-            "the kernel's modules are not unpacked, or zram is not a module of it"
+            f"the guest image lacks {SWAPPER} or a zram.ko: the kernel's modules are not "
+            "unpacked, or zram is not a module of it"
         )
-    rc, out = ctx.guest.run_status(setup_command(disksize))
+    rc, out = ctx.guest.run_status(setup_command(disksize, zram))
     if rc != 0:
         ctx.guest.run_status(CLEANUP)
         return f"setting up zram swap failed (exit {rc}): {out[-2000:]}"

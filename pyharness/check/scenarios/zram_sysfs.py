@@ -3,8 +3,9 @@
 zram's attribute callbacks take zram->init_lock; a show that reads device
 state before taking it (the 2019 backing_dev_show bug) races the store that
 replaces that state under the lock, and may follow a pointer the store has
-just released. The kernel's zram.ko (on the allocator under test) and its
-ramdisk brd.ko are loaded; the guest program zskit-sysfs
+just released. zram.ko (the one built with a series that changes it, else
+the kernel's; on the allocator under test) and the kernel's ramdisk brd.ko
+are loaded; the guest program zskit-sysfs
 (guest/programs/sysfs.c) then binds a writer to CPU 0, which sets
 backing_dev to /dev/ram0 and /dev/ram1 in turn, and a reader to every other
 CPU, which reads it back without pause. A KCSAN report (the kcsan variant)
@@ -18,7 +19,8 @@ from __future__ import annotations
 import re
 
 from ...guest import programs
-from ...guest.initramfs import KERNEL_BRD, KERNEL_ZRAM
+from ...guest.clients import zram_module
+from ...guest.initramfs import KERNEL_BRD
 from ...guest.modules import ModuleError, load_modules, unload_modules
 from .base import Context, Outcome, Params, Scenario, register
 
@@ -49,16 +51,15 @@ def parse(output: str) -> tuple[dict[str, int], str | None]:
 def run(ctx: Context, params: Params) -> Outcome:
     if params.cpus < 2:
         return Outcome("zram-sysfs-race needs 2 CPUs: one writes, the others read", "scenario")
-    rc, _ = ctx.guest.run_status(
-        f"test -x {RACER} && test -e {KERNEL_ZRAM} && test -e {KERNEL_BRD}"
-    )
-    if rc != 0:
+    zram = zram_module(ctx.guest)
+    rc, _ = ctx.guest.run_status(f"test -x {RACER} && test -e {KERNEL_BRD}")
+    if rc != 0 or zram is None:
         text = (
-            f"the guest image lacks {RACER}, the kernel's zram.ko or its brd.ko "
-            f"({KERNEL_ZRAM}, {KERNEL_BRD}): the kernel has no zram or ramdisk module"
+            f"the guest image lacks {RACER}, a zram.ko or the kernel's brd.ko ({KERNEL_BRD}): "
+            "the kernel has no zram or ramdisk module"
         )
         return Outcome(text, "scenario")
-    modules = [KERNEL_BRD, KERNEL_ZRAM]
+    modules = [KERNEL_BRD, zram]
     try:
         load_modules(ctx.guest, modules)  # on a kcsan kernel: zram's races report too
     except ModuleError as e:

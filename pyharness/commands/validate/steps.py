@@ -154,7 +154,7 @@ class Context:
 def _zram_after(guest: qemu.Guest, result: RunResult, p: Progress) -> None:
     """The zram round trip, in the suite's boot after its workload: a case of its own."""
     start = time.monotonic()
-    got = clients.zram_round_trip(guest, f"/{initramfs.MODULE_DIR}/zram.ko")
+    got = clients.zram_round_trip(guest, initramfs.BUILT_ZRAM)
     failure = None if got.ok else got.summary + "".join(f"\n{d}" for d in got.details)
     result.cases.append(Case("zram", time.monotonic() - start, failure, got.kind))
     result.info["zram"] = {"summary": got.summary, "details": got.details, "mm_stat": got.mm_stat}
