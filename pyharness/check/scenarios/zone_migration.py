@@ -71,16 +71,8 @@ def set_state(guest: Guest, blocks: list[str], state: str, seconds: int) -> list
     ]
 
 
-def run(ctx: Context, params: Params) -> Outcome:
-    counts: dict[str, object] = {"cpus": 1}
-    blocks = movable_blocks(ctx.guest)
-    # Early boot allocations pin some blocks (memblock allocates top-down): find the rest.
-    clean = set_state(ctx.guest, blocks, "offline", params.seconds)
-    counts.update(blocks=blocks, clean=clean)
-    if not clean:
-        named = ", ".join(blocks) or "none: the kernel ignored movablecore="
-        text = f"none of the ZONE_MOVABLE blocks ({named}) can be offlined: nothing would move"
-        return Outcome(text, "scenario", counts)
+def one_round(ctx: Context, params: Params, clean: list[str], counts: dict[str, object]) -> Outcome:
+    """Fill ZONE_MOVABLE's pinned blocks, the pool into the clean ones, offline those."""
     # What is left of ZONE_MOVABLE is filled, so that the pool's pages can only go to the
     # clean blocks, and leave ZONE_MOVABLE when they go offline.
     hog = movable_free_pages(ctx.guest)
@@ -101,7 +93,6 @@ def run(ctx: Context, params: Params) -> Outcome:
     verified = ctx.zstest.batch([f"verify {oid} {oid}" for oid in ids], timeout=params.seconds + 60)
     ctx.zstest.batch([f"destroy {POOL}"])
     ctx.guest.run(f"rm -f {HOG}")
-    set_state(ctx.guest, clean, "online_movable", params.seconds)
     after = zone_zspages(ctx.guest)
     counts["nr_zspages"] = {"before": before, "filled": filled, "offlined": moved, "after": after}
     if made.failures:
@@ -111,8 +102,8 @@ def run(ctx: Context, params: Params) -> Outcome:
         f = verified.failures[0]
         text = f"after the move out of ZONE_MOVABLE, line {f.line} {f.verb}: {f.reason}"
         return Outcome(text, "data", counts)
-    if not offlined:
-        text = f"the ZONE_MOVABLE blocks {', '.join(clean)} did not go offline again"
+    if offlined != clean:
+        text = f"the ZONE_MOVABLE blocks {', '.join(clean)} did not all go offline again"
         return Outcome(text, "scenario", counts)
     if not counts["in_movable"]:
         text = "none of the pool's pages was counted in ZONE_MOVABLE: nothing moved across zones"
@@ -126,6 +117,27 @@ def run(ctx: Context, params: Params) -> Outcome:
         )
         return Outcome(text, "leak", counts)
     return Outcome(None, counts=counts)
+
+
+def run(ctx: Context, params: Params) -> Outcome:
+    counts: dict[str, object] = {"cpus": 1, "rounds": params.repeat}
+    blocks = movable_blocks(ctx.guest)
+    # Early boot allocations pin some blocks (memblock allocates top-down): find the rest.
+    clean = set_state(ctx.guest, blocks, "offline", params.seconds)
+    counts.update(blocks=blocks, clean=clean)
+    if not clean:
+        named = ", ".join(blocks) or "none: the kernel ignored movablecore="
+        text = f"none of the ZONE_MOVABLE blocks ({named}) can be offlined: nothing would move"
+        return Outcome(text, "scenario", counts)
+    try:
+        for _ in range(params.repeat):
+            outcome = one_round(ctx, params, clean, counts)
+            if outcome.failure is not None:
+                return outcome
+        return outcome
+    finally:
+        if ctx.guest.child is not None:  # the memory back for what runs next
+            set_state(ctx.guest, clean, "online_movable", params.seconds)
 
 
 SCENARIO = register(
