@@ -11,9 +11,8 @@ it reads everything back, discards every other 32 KiB, compacts, reads again,
 and checks `mm_stat`'s accounting on the way. Where the image has a ramdisk
 module (brd.ko) and zram its writeback (CONFIG_ZRAM_WRITEBACK, Debian's), every
 page is then written back to the ramdisk and read back from there once more.
-zskit compare sends its own data
-set (binaries, text, graded random pages) through the same script,
-scripts/zram.sh, with `run_zram`.
+zskit compare sends its own data set (binaries, text, graded random pages)
+through the same script, scripts/zram.sh, with `run_zram`.
 
 zswap is part of vmlinux (CONFIG_ZSWAP=y on Debian; off on the source-built
 kernels), so a patched mm/zswap.c can only run in a rebuilt kernel, which

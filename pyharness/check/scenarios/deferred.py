@@ -13,8 +13,8 @@ pages once the pages are unlocked; in a `destroy` round the pool is
 destroyed while the releases are still pending, which must wait for them
 (KASAN on the debug kernel sees a pool freed under its worker). All the
 while the kernel's compaction migrates the zspages' other pages, so the
-worker meets migration too. The kernel's nr_zspages (vmstat, which
-upstream keeps) must come back to its value before the scenario.
+worker meets migration too. The kernel's nr_zspages (vmstat, which both
+allocators keep) must come back to its value before the scenario.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ...model import PoolModel, policy
 from . import page_ends
 from .base import Context, Outcome, Params, Scenario, register
 from .free_storm import NEVER_RAN, compacting
+from .zone_migration import REFRESH
 
 POOL = "sc-defer"
 BASE = 6_000_000
@@ -37,7 +38,7 @@ NOT_MOVABLE = "not movable"
 
 
 def nr_zspages(ctx: Context) -> int:
-    out = ctx.guest.run("grep '^nr_zspages ' /proc/vmstat || echo nr_zspages 0")
+    out = ctx.guest.run(f"{REFRESH}; grep '^nr_zspages ' /proc/vmstat || echo nr_zspages 0")
     return int(out.split()[-1])
 
 

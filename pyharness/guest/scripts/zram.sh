@@ -11,8 +11,8 @@
 # and the device read back against the set with those chunks zeroed. With
 # BACKING (a block device) and a zram built with writeback, the device writes
 # every page back to BACKING (`idle` writeback of all pages marked idle) and is
-# read back once more, from there. The device is reset at the end, also after
-# a failure, so that zram can unload.
+# read back once more, from there (when BACKING holds the whole set). The
+# device is reset at the end, also after a failure, so that zram can unload.
 #
 # Output: `set pages N`; `mm_stat written|discarded|compacted|writeback <mm_stat
 # fields>` after each step; `bd_stat <fields>` after the writeback; `zram-ok`
@@ -95,7 +95,8 @@ echo "set pages $pages"
 
 test -b $dev || fail "no $dev after loading zram"
 wb=
-if [ -n "${BACKING:-}" ] && [ -e $sys/backing_dev ]; then
+room=$(blockdev --getsize64 "${BACKING:-/nonexistent}" 2>/dev/null || echo 0)
+if [ -n "${BACKING:-}" ] && [ -e $sys/backing_dev ] && [ "$room" -ge $((pages * 4096)) ]; then
     echo "$BACKING" > $sys/backing_dev || fail "setting backing_dev to $BACKING"
     wb=1
 fi
