@@ -270,6 +270,7 @@ def cmd_validate(args: argparse.Namespace, p: Progress) -> int:
         fragments=_fragments(args),
         cc=args.cc,
         scenarios=tuple(args.scenario or ()),
+        scenario_seconds=args.scenario_seconds,
     )
     print(validate.summary(result))
     print(f"report: {result.directory / 'report.md'} (and results.json)")
@@ -623,6 +624,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="after each patch's suite, run this scenario in the same boot (repeatable)",
     )
+    sp.add_argument("--scenario-seconds", type=int, metavar="S", help="each scenario's deadline")
     sp.add_argument(
         "--kernel", action="append", help="kernel series, repeatable (default: KERNEL in .config)"
     )

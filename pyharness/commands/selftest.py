@@ -191,6 +191,7 @@ def run_entry(
                 variant=entry.variant,
                 # The scenario that should make it happen, where zskit has it.
                 scenarios=(entry.scenario,) if entry.scenario in SCENARIOS else (),
+                scenario_seconds=entry.scenario_seconds,
             )
         except (StageError, ValueError, RuntimeError, OSError) as e:
             outcome.why = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -56,6 +56,7 @@ class Entry:
     catches: frozenset[str] = frozenset()  # the checks that should report it (empty: benign)
     code_in: str = ""  # where the buggy (or fixed) code is found: 6.1, 7.2, both
     note: str = ""
+    scenario_seconds: int | None = None  # the scenario's deadline, where not its default
     benign: bool = False
 
     @property
@@ -137,6 +138,7 @@ ENTRIES: tuple[Entry, ...] = (
         series="6.1",
         variant="kcsan",
         scenario="free-storm",
+        scenario_seconds=60,  # its stress step: a page isolated while frees go on in its zspage
         replacements=(
             _r(
                 "\tspin_lock(&pool->lock);\n\tinc_zspage_isolation(zspage);\n"

@@ -149,6 +149,7 @@ class Context:
     label: str  # the kernel as the progress lines name it (KernelId.label)
     api: KernelApi  # the kernel's zsmalloc API facts (kernel/detect.py)
     scenarios: tuple[str, ...] = ()  # run after the suite in each boot (check/scenarios)
+    scenario_seconds: int | None = None  # their deadline; None: each one's own
 
 
 def _zram_after(guest: qemu.Guest, result: RunResult, p: Progress) -> None:
@@ -182,7 +183,12 @@ def _run_suite(ctx: Context, built: Built, out: Path) -> RunResult:
     after = _zram_after if built.module("zram") else None
     with (out.parent / "zskit.log").open("w") as log:
         progress = Progress(verbose=ctx.p.verbose, out=ctx.p.out if ctx.p.verbose else log)
-        options = run.RunOptions(results_dir=out, after=after, scenarios=ctx.scenarios)
+        options = run.RunOptions(
+            results_dir=out,
+            after=after,
+            scenarios=ctx.scenarios,
+            scenario_seconds=ctx.scenario_seconds,
+        )
         return run.run(ctx.config, progress, options, prepared=prepared)
 
 

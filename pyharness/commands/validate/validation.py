@@ -271,6 +271,7 @@ def validate(
     fragments: Sequence[Path] = (),
     cc: str | None = None,
     scenarios: Sequence[str] = (),
+    scenario_seconds: int | None = None,
 ) -> Validation:
     """Validate a series on each kernel; bad input raises ValidateError before any build.
 
@@ -281,7 +282,8 @@ def validate(
     `kernel_names`), the series applied on `base` (a commit of each), else on the
     series' base-commit where the tree has it, else on its HEAD. `fragments` and `cc`
     change how the kernels are built (provision.with_build): source-built ones and trees.
-    `scenarios` (check/scenarios) run after the suite in each patch's boot.
+    `scenarios` (check/scenarios) run after the suite in each patch's boot, with
+    `scenario_seconds` as their deadline where given.
     """
     with contextlib.ExitStack() as held:  # each tree's lock, for the whole validation
         for tree in dict.fromkeys(trees):
@@ -300,6 +302,7 @@ def validate(
             fragments,
             cc,
             scenarios,
+            scenario_seconds,
         )
 
 
@@ -316,6 +319,7 @@ def _validate(
     fragments: Sequence[Path],
     cc: str | None,
     scenarios: Sequence[str],
+    scenario_seconds: int | None,
 ) -> Validation:
     started = time.monotonic()
     for name in scenarios:  # an unknown name is refused before any build
@@ -394,6 +398,7 @@ def _validate(
                 target.kernel.label,
                 api_of(kernel),
                 tuple(scenarios),
+                scenario_seconds,
             )
             validation.kernels.append(
                 _validate_on(ctx, target, series, applied, plan, saved, perf_rounds)
