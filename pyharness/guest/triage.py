@@ -64,14 +64,16 @@ class KnownRace:
 KNOWN_RACES = (
     KnownRace(
         "get_zspage-magic",
-        # Where get_zspage() is inlined into a path that holds no pool lock (6.1's
-        # zs_map_object() takes it first; its zs_unmap_object() does not).
-        ("zs_page_isolate", "zs_unmap_object"),
-        ("fix_fullness_group",),
-        "get_zspage()'s BUG_ON reads zspage->magic (zs_unmap_object's zspage_class() the "
-        "class bits too) without the pool lock, and they share a word of bitfields with "
-        "fullness, which zs_malloc/zs_free rewrite under it on another CPU; the bits read "
-        "never change (6.1 to 7.2)",
+        # The lockless readers of that word: zs_page_isolate() and zs_unmap_object()
+        # (get_zspage(), zspage_class()), zs_map_object() once it has dropped the lock
+        # (zspage_class(), ZsHugePage()).
+        ("zs_page_isolate", "zs_map_object", "zs_unmap_object"),
+        # Where set_zspage_mapping() rewrites fullness (and the same class bits).
+        ("fix_fullness_group", "putback_zspage", "zs_malloc"),
+        "get_zspage()'s BUG_ON (zspage->magic), zspage_class() and ZsHugePage() read "
+        "bits that share a word of bitfields with fullness, without the pool lock, while "
+        "zs_malloc/zs_free rewrite fullness under it on another CPU; the bits read never "
+        "change (6.1; 7.2 reads the word the same way)",
     ),
 )
 
