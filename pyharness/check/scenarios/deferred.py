@@ -20,36 +20,24 @@ allocators keep) must come back to its value before the scenario.
 from __future__ import annotations
 
 import errno
-import time
-from collections.abc import Callable
 
 from ...guest.zstest import BatchResult
 from ...model import PoolModel, policy
 from . import page_ends
 from .base import Context, Outcome, Params, Scenario, register
 from .free_storm import NEVER_RAN, compacting
+from .settle import SETTLE_SECONDS, pool_pages, settled
 from .zone_migration import REFRESH
 
 POOL = "sc-defer"
 BASE = 6_000_000
 UNLOCK_MS = {"release": 5, "destroy": 100}  # destroy: long enough to be still pending
-SETTLE_SECONDS = 5.0  # for the workers to finish once the pages are unlocked
 NOT_MOVABLE = "not movable"
 
 
 def nr_zspages(ctx: Context) -> int:
     out = ctx.guest.run(f"{REFRESH}; grep '^nr_zspages ' /proc/vmstat || echo nr_zspages 0")
     return int(out.split()[-1])
-
-
-def settled(want: int, read: Callable[[], int]) -> int:
-    """Poll `read` until it gives `want` or SETTLE_SECONDS pass; its last value."""
-    deadline = time.monotonic() + SETTLE_SECONDS
-    value = read()
-    while value != want and time.monotonic() < deadline:
-        time.sleep(0.1)
-        value = read()
-    return value
 
 
 def fill(pool: str, sizes: list[int], first: int) -> list[str]:
@@ -117,7 +105,7 @@ def run(ctx: Context, params: Params) -> Outcome:
                 return Outcome(broken, "lockfree", counts)
             if kind == "destroy":
                 continue
-            pages = settled(0, lambda: int(ctx.zstest.batch(["stats"]).value("pages")))
+            pages = settled(0, lambda: pool_pages(ctx.zstest))
             if pages:
                 text = (
                     f"{pages} pages left in the pool {SETTLE_SECONDS:.0f} s after every object "
