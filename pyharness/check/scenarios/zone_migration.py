@@ -32,17 +32,23 @@ REFRESH = "echo 1 > /proc/sys/vm/stat_refresh"
 HOG = "/tmp/zskit-zone-hog"  # page cache in ZONE_MOVABLE's pinned blocks
 
 
-def zone_zspages(guest: Guest) -> dict[str, int]:
-    """nr_zspages of every zone, per-CPU counts folded in."""
+def zone_counts(guest: Guest, counter: str) -> dict[str, int]:
+    """A counter of /proc/zoneinfo ("nr_zspages", "pages free") for every zone, by
+    "node:zone", per-CPU counts folded in first."""
     text = guest.run(f"{REFRESH}; cat /proc/zoneinfo")
     found: dict[str, int] = {}
     zone = None
+    line_of = re.compile(rf"\s+{re.escape(counter)}\s+(\d+)")
     for line in text.splitlines():
         if m := re.match(r"Node (\d+), zone\s+(\S+)", line):
             zone = f"{m[1]}:{m[2]}"
-        elif zone and (m := re.match(r"\s+nr_zspages\s+(\d+)", line)):
+        elif zone and zone not in found and (m := line_of.match(line)):
             found[zone] = int(m[1])
     return found
+
+
+def zone_zspages(guest: Guest) -> dict[str, int]:
+    return zone_counts(guest, "nr_zspages")
 
 
 def movable_blocks(guest: Guest) -> list[str]:
@@ -56,10 +62,7 @@ def movable_blocks(guest: Guest) -> list[str]:
 
 
 def movable_free_pages(guest: Guest) -> int:
-    text = guest.run("cat /proc/zoneinfo")
-    section = text.split("zone  Movable", 1)[-1] if "zone  Movable" in text else ""
-    m = re.search(r"pages free\s+(\d+)", section)
-    return int(m[1]) if m else 0
+    return sum(n for z, n in zone_counts(guest, "pages free").items() if z.endswith(":Movable"))
 
 
 def set_state(guest: Guest, blocks: list[str], state: str, seconds: int) -> list[str]:
