@@ -49,6 +49,7 @@ VERBS = {
     "stress": (5, True),
     "mapcompact": (6, True),
     "lockfree": (3, True),
+    "where": (2, True),
     "faults": (2, False),
     "bench": (3, False),
     "lookup": (2, True),
@@ -62,6 +63,20 @@ ANY = "*"  # a value line whose value the model cannot know (bench timings)
 BENCH_TIMES = ("alloc", "write", "read", "free")
 
 Segment = tuple[int, int, int | None]  # [start, end) holds the pattern of seed, or None
+
+
+class PageRef(str):
+    """The value a `where`'s page number must stand for: a page of a model zspage. A str,
+    so value lists stay strings; its text names the page, so equal refs are equal strings."""
+
+    pool: int  # the driver model's serial of the pool
+    zspage: int
+    chain_page: int  # which page of the zspage's chain
+
+    def __new__(cls, pool: int, zspage: int, chain_page: int) -> PageRef:
+        ref = super().__new__(cls, f"page {chain_page} of zspage {zspage} of pool {pool}")
+        ref.pool, ref.zspage, ref.chain_page = pool, zspage, chain_page
+        return ref
 
 
 @dataclass
@@ -101,6 +116,7 @@ class _Object:
 @dataclass
 class _Pool:
     model: PoolModel
+    serial: int
     objects: dict[int, _Object] = field(default_factory=dict)
 
 
@@ -132,6 +148,10 @@ class DriverModel:
     pools: dict[str, _Pool] = field(default_factory=dict)
     current: str | None = None
     values: list[tuple[str, str]] = field(default_factory=list)  # `s` lines so far
+    # The guest's page numbers (`where`) and the model pages they were matched with.
+    page_refs: dict[str, PageRef] = field(default_factory=dict)
+    page_numbers: dict[PageRef, str] = field(default_factory=dict)
+    pools_created: int = 0
     # Set by a `stress` line: threads ran concurrently, so the pool's state is no
     # longer a function of the commands; its own checks (test_stress) apply instead.
     unmodelled: bool = False
@@ -186,7 +206,8 @@ class DriverModel:
             if name in self.pools:
                 return -errno.EEXIST
             pol = self.policy or policy(self.api.model_policy, chain_size=self.api.chain_size)
-            self.pools[name] = _Pool(PoolModel(pol))
+            self.pools_created += 1
+            self.pools[name] = _Pool(PoolModel(pol), self.pools_created)
             self.current = name
             return 0
         if name not in self.pools:
@@ -309,6 +330,48 @@ class DriverModel:
         self.unmodelled = True
         return UNKNOWN
 
+    def _where(self, pool: _Pool, oid: int) -> int:
+        """The page and in-page offset a read mapping of the object points at."""
+        obj = pool.objects.get(oid)
+        if obj is None:
+            return -errno.ENOENT
+        mapped = pool.model.mapped(obj.handle)
+        if mapped is None:
+            return -errno.EINVAL
+        zspage, chain_page, offset = mapped
+        ref = PageRef(pool.serial, zspage, chain_page)
+        self.values += [("page", ref), ("offset", str(offset))]
+        return 0
+
+    def matches_value(self, want: tuple[str, str], got: tuple[str, str]) -> bool:
+        """Whether a guest's value line is the one predicted. A page number stands for the
+        model page it was first matched with while that zspage lives; it contradicts the
+        model only when both it and the predicted page are already matched elsewhere (a
+        page that migration moved gets a new number, and a freed one is reused)."""
+        key, value = want
+        if key != got[0]:
+            return False
+        if not isinstance(value, PageRef):
+            return value in (ANY, got[1])
+        number = got[1]
+        known = self.page_refs.get(number)
+        if known == value:
+            return True
+        mine = self.page_numbers.get(value)
+        if known is not None and mine is not None and mine != number and self._lives(known):
+            return False
+        if known is not None:
+            del self.page_numbers[known]
+        if mine is not None:
+            del self.page_refs[mine]
+        self.page_refs[number], self.page_numbers[value] = value, number
+        return True
+
+    def _lives(self, ref: PageRef) -> bool:
+        return any(
+            p.serial == ref.pool and p.model.has_zspage(ref.zspage) for p in self.pools.values()
+        )
+
     def _bench(self, n: int, seed: int) -> int:
         """The driver's zt_cmd_bench on a fresh pool: its pages; its timings are ANY."""
         if not 1 <= n <= MAX_BENCH:
@@ -341,6 +404,8 @@ class DriverModel:
     def _lookup(self, pool: _Pool, size: int) -> int:
         if not self.api.lookup_class_index:
             return -errno.EOPNOTSUPP
+        if size > PAGE_SIZE:
+            return -errno.EINVAL  # past the class table on 6.12+, so never asked
         self.values.append(("class_index", str(pool.model.lookup_class_index(size))))
         return 0
 
@@ -392,10 +457,6 @@ def _errno_name(err: int | None) -> str:
     return "ok" if err == 0 else f"-{errno.errorcode.get(-err, str(-err))}"
 
 
-def _same_value(want: tuple[str, str], got: tuple[str, str]) -> bool:
-    return want[0] == got[0] and want[1] in (ANY, got[1])
-
-
 def check_commands(
     batch_no: int, lines: list[str], result: BatchResult, driver: DriverModel
 ) -> list[Divergence]:
@@ -424,11 +485,11 @@ def check_commands(
             )
         )
     agree = len(result.values) == len(driver.values) and all(
-        map(_same_value, driver.values, result.values)
+        map(driver.matches_value, driver.values, result.values)
     )
     if not agree and not driver.unmodelled:
         for (key, want), got_value in zip(driver.values, result.values, strict=False):
-            if not _same_value((key, want), got_value):
+            if not driver.matches_value((key, want), got_value):
                 found.append(
                     Divergence(
                         key if got_value[0] == key else "values",

@@ -13,7 +13,8 @@ the workload still holds, then frees everything: the pool must end empty.
 allocations whose zspage depends on list order, frees that empty zspages in
 different orders, zs_malloc's own refusals and, where the kernel has it,
 zs_lookup_class_index at every class boundary. Each probe's batches are
-small, so the `classes` table is checked after every step.
+small, so the `classes` table is checked after every step; `where` after
+the allocations between compactions checks which zspage and slot each took.
 """
 
 from __future__ import annotations
@@ -153,11 +154,14 @@ class Workload:
             out += self._probe_round(rng)
         for _ in range(FINE_ROUNDS):
             out += self._fine_round(rng)
-        # zs_malloc's refusals, only visible through `raw`; its largest valid size.
+        # zs_malloc's refusals, only visible through `raw`; its largest valid size, and
+        # where a huge object sits (no handle header).
         checks = ["raw 0", f"raw {PAGE_SIZE + 1}", f"raw {PAGE_SIZE}", f"raw {1 << 31}"]
+        huge = self._alloc_ids(PAGE_SIZE, 1)[0]
+        checks += [f"alloc {huge} {PAGE_SIZE}", f"where {huge}", f"free {huge}"]
         if self.lookups:
-            sizes = {0, 1, PAGE_SIZE, PAGE_SIZE + 1, (1 << 31) - 9, (1 << 31) - 8}
-            sizes |= {(1 << 31) - 1, 1 << 31, (1 << 32) - 1}
+            # Sizes past PAGE_SIZE are refused by zstest: the kernel's lookup checks none.
+            sizes = {0, 1, PAGE_SIZE, PAGE_SIZE + 1, (1 << 31) - 8, (1 << 32) - 1}
             # Both sides of every 16-byte class boundary (sizes include an 8-byte header).
             sizes |= {b + d for b in range(8, PAGE_SIZE, 16) for d in (0, 1) if b % 64 < 32}
             checks += [f"lookup {size}" for size in sorted(sizes)]
@@ -228,7 +232,8 @@ class Workload:
                         lines.append(f"free {oid}")
                 if "alloc" in step:
                     new = self._alloc_ids(size, rng.randint(1, max(1, per[size] // 2)))
-                    lines += [f"alloc {oid} {size}" for oid in new]
+                    for oid in new:
+                        lines += [f"alloc {oid} {size}", f"where {oid}"]
                     ids += new
             if "compact" in step:
                 lines.append("compact")

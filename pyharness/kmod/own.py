@@ -76,5 +76,4 @@ class OwnAllocator:
             class_spacing=own.class_delta,
             # The `classes` file has the layout of the kernel's own zsmalloc.
             stats_fullness=FULLNESS["ratio" if api.ratio_stats else "quarters"],
-            lookup_int_wrap=False,
         )

@@ -120,7 +120,7 @@ class Policy:
     -EINVAL). ``handle_size`` is the in-object header (0 for the 2013 design) and
     ``merge_classes`` enables class merging. ``class_spacing`` overrides ZS_SIZE_CLASS_DELTA,
     ``stats_fullness`` is the grouping the ``classes`` file prints when it is not the one the
-    lists keep, and ``lookup_int_wrap`` reproduces zs_lookup_class_index's int conversion.
+    lists keep.
     """
 
     name: str
@@ -137,7 +137,6 @@ class Policy:
     compaction: CompactionRule = CompactionRule.NONE
     class_spacing: int | None = None
     stats_fullness: FullnessScheme | None = None
-    lookup_int_wrap: bool = True
 
     def __post_init__(self) -> None:
         if self.max_pages_per_zspage < 1:

@@ -179,16 +179,10 @@ class PoolModel:
         return self._lookup[min(idx, p.num_indexes - 1)]
 
     def lookup_class_index(self, size: int) -> int:
-        """zs_lookup_class_index (6.12+): index of the merged class holding ``size`` bytes.
-
-        As in C, ``size + ZS_HANDLE_SIZE`` passes through get_size_class_index's ``int``
-        parameter: a sum of 2**31 or more turns negative and lands in class 0.
-        """
+        """zs_lookup_class_index (6.12+): index of the merged class holding ``size`` bytes,
+        for the object sizes (at most PAGE_SIZE) its callers ask about."""
         p = self.policy
         s = size + p.handle_size
-        if p.lookup_int_wrap:
-            s &= 0xFFFFFFFF
-            s = s - (1 << 32) if s >= 1 << 31 else s
         idx = 0 if s <= p.min_alloc_size else -(-(s - p.min_alloc_size) // p.class_delta)
         return self._lookup[min(idx, p.num_indexes - 1)].index
 
@@ -243,6 +237,21 @@ class PoolModel:
             return False
         off, size = self.slot(h)
         return off + size > self.policy.page_size
+
+    def mapped(self, h: Handle) -> tuple[int, int, int] | None:
+        """Where a read mapping of a slot that lies in one page points: (zspage, page of
+        its chain, offset in that page, past the handle header of a non-huge class); None
+        for a spanning slot, mapped through a copy."""
+        if self.spans(h):
+            return None
+        zs, obj = self._where(h)
+        start = obj * zs.cls.size
+        header = 0 if zs.cls.huge else self.policy.handle_size
+        page = self.policy.page_size
+        return zs.serial, start // page, start % page + header
+
+    def has_zspage(self, serial: int) -> bool:
+        return serial in self._zspages
 
     def is_live(self, h: Handle) -> bool:
         return h.serial in self._handles

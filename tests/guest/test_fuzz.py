@@ -164,6 +164,7 @@ POOL_VERBS = [
     "pverify 1 1 0 1 ro",
     "free 1",
     "lockfree 1 0",
+    "where 1",
     "churn 1 10 0 4",
     "compact",
     "lookup 64",
@@ -253,6 +254,7 @@ TEMPLATES = {  # verb: its arguments with valid values; "N" marks the numeric on
     "stress": ["N0", "N0", "N5", "N1000"],  # SECS or THREADS stays 0: never runs
     "bench": ["N20", "N9"],  # the valid texts of N are all below 100: quick
     "lockfree": ["N3", "N5000"],  # id 3 is never live, 5000 ms out of range: never frees
+    "where": ["N7"],
 }
 SETUP = [  # live objects at the ids the valid numbers name: 0, 1, 7, 64, 4294967295
     "reset",
@@ -478,6 +480,7 @@ ARGS = {  # verb: strategies of its arguments
     "pverify": [number_text(IDS), number_text(), number_text(SIZES), number_text(SIZES), MODES],
     "free": [number_text(IDS)],
     "lockfree": [number_text(IDS), number_text()],
+    "where": [number_text(IDS)],
     "churn": [number_text(), number_text(CHURN_N), number_text(IDS), number_text(SIZES)],
     "compact": [],
     "stress": [number_text(), number_text(), number_text(), number_text(IDS)],

@@ -37,6 +37,7 @@ from pyharness.check.driver import (
     UNKNOWN,
     Divergence,
     DriverModel,
+    PageRef,
     check_classes,
     check_commands,
     check_geometry,
@@ -261,8 +262,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "looks up without the handle header",
         LOOKUP,
         pool_edit(
-            "        s = size + p.handle_size\n        if p.lookup_int_wrap:",
-            "        s = size\n        if p.lookup_int_wrap:",
+            'its callers ask about."""\n        p = self.policy\n'
+            "        s = size + p.handle_size\n",
+            'its callers ask about."""\n        p = self.policy\n        s = size\n',
         ),
     ),
     Mutant(
@@ -276,13 +278,6 @@ MUTANTS: tuple[Mutant, ...] = (
         ),
         unobservable="equivalent: indexes 253 and 254 are one merged class (4080 and 4096 "
         "bytes both take one page for one object) in every geometry modelled",
-    ),
-    Mutant(
-        "lookup-int-wrap-flipped",
-        "zs_lookup_class_index's int conversion",
-        "wraps where the allocator does not, or the reverse",
-        LOOKUP,
-        policy_change=lambda mod, p: {"lookup_int_wrap": not p.lookup_int_wrap},
     ),
     # ---- pages per zspage
     Mutant(
@@ -345,15 +340,14 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "huge-class-not-special",
-        "huge-class handling (a huge object is never mapped through the copy buffer)",
+        "huge-class handling (a huge object has no handle header and is never mapped "
+        "through the copy buffer)",
         "treats no class as huge",
         ALL,
         policy_edit(
             "return self.objs_per_zspage == 1 and self.pages_per_zspage == 1",
             "return False",
         ),
-        unobservable="equivalent: a huge class's only object starts at offset 0 and is at "
-        "most PAGE_SIZE long, so it never spans a page boundary anyway",
     ),
     # ---- zs_malloc's own checks
     Mutant(
@@ -460,13 +454,6 @@ MUTANTS: tuple[Mutant, ...] = (
         "a freed slot goes to the tail of the free list",
         ALL,
         pool_edit("zs.free_stack.append(obj)", "zs.free_stack.insert(0, obj)"),
-        not_provoked=MIN_WASTE,
-        not_provoked_why="a slot shows only through which objects a compaction that stops "
-        "part way through a source leaves there, seen when one of them is freed later; the "
-        "probes provoke that on 6.1's geometry (own-6.1 runs the same dst-first loop and "
-        "kills it) but not on the 6.12 one (chains of 8 pages), where a random search of "
-        "300 single-class sequences, observed after every operation, found none either; "
-        "a verb printing an object's zspage and slot would show it at once",
     ),
     # ---- list insertion
     Mutant(
@@ -517,12 +504,6 @@ MUTANTS: tuple[Mutant, ...] = (
             "        new = self._group(zs)\n        if new == zs.group:\n            return\n",
             "        new = self._group(zs)\n",
         ),
-        not_provoked=MIN_WASTE,
-        not_provoked_why="needs two zspages in the fullest 10% group with different objects "
-        "in use, a free in the second, then enough allocations to take one of them across "
-        "its group's boundary; a random single-class search observed after every operation "
-        "first found one at its 23rd sequence, the probes (classes seen once per batch) "
-        "did not within their budget; a verb printing a class's list order would show it",
     ),
     # ---- release of an empty zspage, accounting
     Mutant(
@@ -846,11 +827,19 @@ class Answers:
     classes: list[list[ClassStats] | None]  # the current pool's table after each batch
 
 
+def _page_number(value: str, numbers: dict[str, str]) -> str:
+    """The kernel numbers each page the first time `where` sees it (none moves here)."""
+    if isinstance(value, PageRef):
+        return numbers.setdefault(value, str(len(numbers) + 1))
+    return value
+
+
 @cache
 def kernel_answers(target_name: str) -> Answers:
     target = TARGETS[target_name]
     batches = suite_batches(target.api)
     real = DriverModel(target.api, target.policy())
+    page_numbers: dict[str, str] = {}
     results: list[BatchResult] = []
     tables: list[list[ClassStats] | None] = []
     for number, lines in enumerate(batches):
@@ -866,7 +855,8 @@ def kernel_answers(target_name: str) -> Answers:
                 )
             if got != 0:
                 failures.append(CommandFailure(line_no, line.split()[0], got, "model"))
-        results.append(BatchResult(len(lines), tuple(failures), tuple(real.values)))
+        values = tuple((key, _page_number(value, page_numbers)) for key, value in real.values)
+        results.append(BatchResult(len(lines), tuple(failures), values))
         current = real.current
         tables.append(real.model(current).class_stats() if current is not None else None)
     geometry = PoolModel(target.policy()).class_stats()

@@ -9,6 +9,8 @@ unobservable must survive, so its reason stays true.
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from pyharness.check import workload
@@ -48,8 +50,13 @@ def test_the_real_model_agrees_with_itself(target: str) -> None:
 
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_the_suite_succeeds_on_the_real_model(target: str) -> None:
+    # Every command succeeds but the refusals the probes ask for on purpose: `where` of an
+    # object that spans pages, `lookup` of what is no object size.
     answers = kernel_answers(target)
-    assert [r.failures for r in answers.results if r.failures] == []
+    failures = [f for r in answers.results for f in r.failures]
+    asked = {"where", "lookup"}
+    assert [f for f in failures if f.verb not in asked or f.errno != -errno.EINVAL] == []
+    assert any(f.verb == "where" for f in failures)
 
 
 def test_mutant_names_are_unique_and_targets_known() -> None:

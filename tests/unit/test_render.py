@@ -90,7 +90,7 @@ def test_zstest_c_uses_the_61_mapping_api(
     assert "u8 *dst = zs_map_object(pool->zs, obj->handle, ZS_MM_WO);" in text
     assert "u8 *dst = zs_map_object(pool->zs, obj->handle, (enum zs_mapmode)mode);" in text
     assert "const u8 *src = zs_map_object(pool->zs, obj->handle, (enum zs_mapmode)mode);" in text
-    assert "addr = zs_map_object(pool->zs, obj->handle, ZS_MM_RO);" in text  # lockfree
+    assert "return zs_map_object(pool->zs, obj->handle, ZS_MM_RO);" in text  # where, lockfree
     assert text.count("zs_unmap_object(pool->zs, obj->handle);") == 4
     assert "zs_obj_write(" not in text and "zs_obj_read_begin(" not in text
     # 6.1's zs_malloc takes no node id.
