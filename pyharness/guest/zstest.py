@@ -4,6 +4,12 @@ A batch is written to the guest as a file (heredoc chunks small enough for
 the serial line's tty buffer) and handed to the driver in a single write(),
 because the driver treats each write() as one batch. The result format is
 documented in kmod/zstest.c.j2; anything else in it is a protocol error.
+
+The serial line is slow, and each shell command costs a round trip, so a
+batch takes two (its file, then the write and the read of the result) and a
+`classes` read sends only the rows that changed since the pool's last read:
+the guest keeps a copy of what it printed, the host the same text, and the
+host's copy, patched, is parsed exactly as a full read would be.
 """
 
 from __future__ import annotations
@@ -20,6 +26,17 @@ from .qemu import Guest
 
 CTL = "/sys/kernel/debug/zstest/ctl"
 BATCH_FILE = "/tmp/zskit-batch"
+DD_ERRORS = "/tmp/zskit-dd"
+CLASSES_SEEN = "/tmp/zskit-classes"  # + the pool's name: the table last printed
+# The guest's half of a `classes` read: the row count, then each row (numbered from 1)
+# that differs from its copy of the last one printed (none: {forget} removes it).
+CLASSES_DIFF = (
+    "seen={seen}.{pool}; {forget}cat /sys/kernel/debug/zsmalloc/{pool}/classes > $seen.new"
+    " && wc -l < $seen.new && {{ test -f $seen || : > $seen; }} && awk"
+    " 'FILENAME == ARGV[1] {{ old[FNR] = $0; next }} !(FNR in old) || old[FNR] != $0"
+    ' {{ print FNR ":" $0 }}\' $seen $seen.new && mv $seen.new $seen'
+)
+CHANGED_ROW = re.compile(r"^(\d+):(.*)$")
 CHUNK_BYTES = 3000  # well below the 4 KiB canonical-mode line discipline buffer
 MAX_BATCH_BYTES = 4 << 20  # ZT_MAX_BATCH in the driver
 
@@ -126,6 +143,24 @@ def parse_classes(text: str) -> list[ClassStats]:
     return rows
 
 
+def patch_rows(seen: list[str], diff: str) -> list[str]:
+    """The table the guest read: `seen` (what it printed last) with the changed rows of
+    its answer (CLASSES_DIFF) put in, cut to the row count the answer starts with."""
+    count, *changed = diff.replace("\r", "").split("\n")
+    if not count.strip().isdigit():
+        raise ProtocolError(f"`classes` read: expected a row count, got {count!r}")
+    rows: list[str | None] = [*seen, *[None] * int(count)][: int(count)]
+    for line in changed:
+        m = CHANGED_ROW.match(line)
+        if m is None or not 1 <= int(m.group(1)) <= len(rows):
+            raise ProtocolError(f"`classes` read: malformed changed row {line!r}")
+        rows[int(m.group(1)) - 1] = m.group(2)
+    table = [row for row in rows if row is not None]
+    if len(table) != len(rows):
+        raise ProtocolError("`classes` read: rows missing from a table the host never had")
+    return table
+
+
 def chunks(lines: Sequence[str], limit: int = CHUNK_BYTES) -> list[str]:
     """Group lines into newline-terminated chunks of at most `limit` bytes."""
     out: list[str] = []
@@ -150,15 +185,16 @@ class ZsTest:
         self.guest = guest
         # Where a run's time goes: sending batches, running them, reading `classes`.
         self.seconds = {"transfer": 0.0, "guest": 0.0, "classes": 0.0}
+        self._classes_seen: dict[str, list[str]] = {}  # pool -> the rows the guest has
 
     def _timed(self, what: str, start: float) -> None:
         self.seconds[what] += time.monotonic() - start
 
     def upload(self, lines: Sequence[str], dest: str = BATCH_FILE) -> None:
         """Write lines into a guest file, chunk by chunk."""
-        self.guest.run(f": > {dest}")
-        for chunk in chunks(lines):
-            self.guest.run(f"cat >> {dest} <<'ZSKIT_EOF'\n{chunk}ZSKIT_EOF")
+        for number, chunk in enumerate(chunks(lines) or [""]):
+            into = ">" if number == 0 else ">>"
+            self.guest.run(f"cat {into} {dest} <<'ZSKIT_EOF'\n{chunk}ZSKIT_EOF")
 
     def batch(self, lines: Sequence[str], timeout: float | None = None) -> BatchResult:
         if not lines:
@@ -179,14 +215,15 @@ class ZsTest:
         """Hand a guest file to the driver as one batch (one write())."""
         # One write() for the whole file: bs well above the driver's limit, so a
         # file over it is refused (E2BIG) rather than split into several batches.
-        write = f"dd if={path} of={CTL} bs=64M"
-        rc, out = self.guest.run_status(f"test -s {path} && {write} 2>&1", timeout)
+        write = f"test -s {path} && dd if={path} of={CTL} bs=64M 2>{DD_ERRORS}"
+        command = f"if {write}; then cat {CTL}; else cat {DD_ERRORS}; false; fi"
+        rc, out = self.guest.run_status(command, timeout)
         if rc != 0:
             raise ProtocolError(
                 f"zstest refused the batch in {path} (empty, or over its "
                 f"{MAX_BATCH_BYTES >> 20} MiB limit): {out}"
             )
-        return parse_result(self.guest.run(f"cat {CTL}"))
+        return parse_result(out)
 
     def check_version(self) -> None:
         """Refuse a driver that speaks another protocol version than this harness."""
@@ -200,6 +237,11 @@ class ZsTest:
     def classes(self, pool: str) -> list[ClassStats]:
         start = time.monotonic()
         try:
-            return parse_classes(self.guest.run(f"cat /sys/kernel/debug/zsmalloc/{pool}/classes"))
+            seen = self._classes_seen.get(pool, [])
+            forget = "" if seen else "rm -f $seen; "
+            out = self.guest.run(CLASSES_DIFF.format(pool=pool, seen=CLASSES_SEEN, forget=forget))
+            rows = patch_rows(seen, out)
+            self._classes_seen[pool] = rows
+            return parse_classes("\n".join(rows))
         finally:
             self._timed("classes", start)

@@ -20,6 +20,7 @@ from pyharness.guest.zstest import (
     chunks,
     parse_classes,
     parse_result,
+    patch_rows,
 )
 from pyharness.model import ClassStats, class_table, policy
 from pyharness.progress import StageError
@@ -262,3 +263,25 @@ def test_chunks_limit_is_in_bytes() -> None:
     out = chunks(lines, limit=200)
     assert "".join(out) == "".join(f"{line}\n" for line in lines)
     assert all(len(c.encode()) <= 200 for c in out)
+
+
+# ------------------------------------------------------------------- classes, changed rows
+
+
+def test_a_classes_read_patches_the_rows_that_changed() -> None:
+    first = patch_rows([], "3\n1:head\n2:row a\n3:Total")
+    assert first == ["head", "row a", "Total"]
+    assert patch_rows(first, "3\n2:row b") == ["head", "row b", "Total"]
+    assert patch_rows(first, "3") == first  # nothing changed
+    assert patch_rows(first, "2\n2:Total") == ["head", "Total"]  # a shorter table
+    assert patch_rows(first, "4\n4:more") == [*first, "more"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    ["", "x\n1:head", "3\n0:head", "3\n4:head", "3\nhead", "2\n1:head"],
+    ids=["empty", "no-count", "row-0", "past-the-end", "unnumbered", "rows-never-sent"],
+)
+def test_a_malformed_classes_answer_is_a_protocol_error(answer: str) -> None:
+    with pytest.raises(ProtocolError, match="`classes` read"):
+        patch_rows([], answer)
