@@ -58,7 +58,7 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
         accel=getattr(args, "accel", None),
         workload_ops=getattr(args, "ops", None),
         workload_seed=getattr(args, "seed", None),
-        workload_probes=getattr(args, "probes", None) or None,
+        workload_probes=getattr(args, "probes", None),
         workload_batch=getattr(args, "batch", None),
         workload_churn_percent=getattr(args, "churn", None),
         config_fragments=_fragments(args) or None,
@@ -255,7 +255,7 @@ def cmd_validate(args: argparse.Namespace, p: Progress) -> int:
         accel=args.accel,
         workload_ops=args.ops,
         workload_seed=args.seed,
-        workload_probes=args.probes or None,
+        workload_probes=args.probes,
     )
     result = validate.validate(
         cfg,
@@ -514,7 +514,7 @@ def add_workload_opts(sp: argparse.ArgumentParser, *, shape: bool = False) -> No
     sp.add_argument("--seed", type=int, help="workload seed")
     sp.add_argument(
         "--probes",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
         help="after the workload, probe every decision of the model (WORKLOAD_PROBES)",
     )
     if shape:

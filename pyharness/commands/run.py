@@ -8,6 +8,8 @@ written whatever happens.
 from __future__ import annotations
 
 import dataclasses
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +28,7 @@ from ..check.driver import (
 from ..check.scenarios import Params, Scenario
 from ..check.workload import Workload
 from ..guest import initramfs, qemu, tree_tests
+from ..guest.channel import open_channel
 from ..guest.modules import kcsan_counters, load_modules
 from ..guest.triage import find_crash, known_races
 from ..guest.zstest import ZsTest
@@ -351,6 +354,7 @@ def boot(
     """Boot the guest to its shell and load the modules; the caller closes it."""
     with p.stage("boot"):
         profile = qemu.Profile.load()
+        socket = Path(tempfile.mkdtemp(prefix="zskit-")) / "channel"
         spec = qemu.BootSpec(
             kernel=prepared.kernel.boot_image,
             initrd=prepared.image.path,
@@ -361,14 +365,19 @@ def boot(
             shutdown=prepared.kernel.shutdown_command,
             extra_kernel_args=(*prepared.kernel.boot_args, *kernel_args),
             kcsan=prepared.kernel.config("KCSAN") == "y",
+            channel_socket=socket,
         )
         spec = dataclasses.replace(spec, accel=choose_accel(config, profile, spec, p))
         p.say(f"booting Linux {prepared.kernel.release} ({spec.accel}, {config.cpus} CPUs)")
         guest = qemu.Guest(spec, profile, transcript, p, command_timeout=config.command_timeout)
+        guest.on_close.append(lambda: shutil.rmtree(socket.parent, ignore_errors=True))
         try:
             guest.boot(initramfs.READY_MARKER, config.boot_timeout)
             p.say(f"guest shell up after {guest.boot_seconds:.2f} s")
             guest.check_cpus()
+            guest.data_channel, why = open_channel(guest, socket)
+            if why:
+                p.say(f"no fast channel ({why}): batches go over the serial shell")
             load_modules(guest, prepared.image.modules)
         except BaseException:
             guest.close()
@@ -444,6 +453,7 @@ def _run(config: Config, p: Progress, options: RunOptions, prepared: Prepared | 
             # QEMU start to the guest's shell answering (modules not loaded yet).
             result.info["boot_seconds"] = round(guest.boot_seconds, 3)
             result.info["cpus"] = guest.spec.cpus  # checked against the guest's online count
+            result.info["channel"] = "virtio-serial" if guest.data_channel else "serial shell"
             with p.stage("test"):
                 if options.inject is not None:
                     guest.run(options.inject)

@@ -28,16 +28,31 @@ import signal
 import subprocess
 import time
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol, TextIO
 
 import pexpect
 
 from ..paths import QEMU_DIR
 from ..progress import Progress, StageError
 from .triage import Crash, clean_lines, find_crash
+
+
+class DataChannel(Protocol):
+    """A way for bulk data past the shell (channel.FastChannel, the virtio-serial port)."""
+
+    send_seconds: float  # of the last request
+
+    def request(
+        self, header: str, body: bytes = b"", timeout: float | None = None, fatal: bool = True
+    ) -> tuple[bytes | None, int]:
+        """The answer's bytes, or None and the errno the guest reported."""
+        ...
+
+    def close(self) -> None: ...
+
 
 PR_SET_PDEATHSIG = 1
 # KCSAN off at boot (armed for the modules under test once they load), and a watchpoint
@@ -78,6 +93,7 @@ class Profile:
     kvm_cpu: str
     kernel_args: tuple[str, ...]
     tcg_kernel_args: tuple[str, ...] = ()  # added under TCG only
+    channel_args: tuple[str, ...] = ()  # "{channel}" stands for the fast channel's socket
 
     @classmethod
     def load(cls, name: str = "x86_64") -> Profile:
@@ -94,6 +110,7 @@ class Profile:
             kvm_cpu=data["kvm_cpu"],
             kernel_args=tuple(data["kernel_args"]),
             tcg_kernel_args=tuple(data.get("tcg_kernel_args", ())),
+            channel_args=tuple(data.get("channel_args", ())),
         )
 
 
@@ -112,6 +129,9 @@ class BootSpec:
     # The guest command that ends the run (Kernel.shutdown_command): `poweroff -f` needs
     # ACPI; `reboot -f` works everywhere, as the profile's -no-reboot makes a reset an exit.
     shutdown: str = "poweroff -f"
+    # The Unix socket of the fast channel's port (guest/channel.py); None: no port. Short:
+    # a socket's path has at most 107 bytes.
+    channel_socket: Path | None = None
 
     def argv(self, profile: Profile) -> list[str]:
         cpu = profile.kvm_cpu if self.accel == "kvm" else profile.tcg_cpu
@@ -119,9 +139,12 @@ class BootSpec:
         tcg = profile.tcg_kernel_args if self.accel == "tcg" else ()
         append = " ".join((*profile.kernel_args, *tcg, *kcsan, *self.extra_kernel_args))
         console = str(self.console_log).replace(",", ",,")  # QEMU's option escaping
+        channel = str(self.channel_socket).replace(",", ",,")
+        port = profile.channel_args if self.channel_socket is not None else ()
         return [
             profile.binary,
             *(arg.replace("{console}", console) for arg in profile.args),
+            *(arg.replace("{channel}", channel) for arg in port),
             "-accel",
             self.accel,
             "-cpu",
@@ -167,6 +190,9 @@ class Guest:
     nonce: str = field(default_factory=lambda: secrets.token_hex(6))
     session: list[str] = field(default_factory=list)
     boot_seconds: float = 0.0
+    # Batches and results go here when the guest has the port (channel.open_channel).
+    data_channel: DataChannel | None = None
+    on_close: list[Callable[[], None]] = field(default_factory=list)  # once QEMU is gone
     _unread: str = ""  # shell output that arrived after the last match
     _console_seen: int = 0  # bytes of the kernel console already shown and triaged
 
@@ -207,11 +233,16 @@ class Guest:
         )
 
     def close(self) -> None:
+        if self.data_channel is not None:
+            self.data_channel.close()
+            self.data_channel = None
         if self.child is not None:
             if self.child.isalive():
                 self.child.terminate(force=True)
             self.child.close(force=True)
             self.child = None
+        while self.on_close:
+            self.on_close.pop()()
 
     def _failure(self, kind: str, what: str) -> GuestError:
         """Kill QEMU and describe why the guest is gone; a crash report wins."""
@@ -220,6 +251,19 @@ class Guest:
         if crash is not None:
             return GuestError("crash", f"{crash.headline()} ({what})\n{crash.excerpt}", crash)
         return GuestError(kind, f"{what}; last console lines:\n{self.tail()}")
+
+    def failure(self, kind: str, what: str) -> GuestError:
+        """The error that ends the run, QEMU killed (for waits outside the shell)."""
+        return self._failure(kind, what)
+
+    def watch(self, what: str) -> None:
+        """Fail the run if QEMU has exited or the kernel has crashed: a wait on another
+        channel than the shell calls this between its reads."""
+        assert self.child is not None, "guest is not booted"
+        if find_crash(self._new_console()) is not None:
+            raise self._failure("crash", f"during {what}")
+        if not self.child.isalive():
+            raise self._failure("exited", f"{what}: QEMU exited")
 
     def _wait(
         self, pattern: str | re.Pattern[str], timeout: float, what: str

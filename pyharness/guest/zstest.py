@@ -5,8 +5,11 @@ the serial line's tty buffer) and handed to the driver in a single write(),
 because the driver treats each write() as one batch. The result format is
 documented in kmod/zstest.c.j2; anything else in it is a protocol error.
 
-The serial line is slow, and each shell command costs a round trip, so a
-batch takes two (its file, then the write and the read of the result) and a
+Where the guest has the fast channel (channel.py: a virtio-serial port and
+an agent on it), batches, results and `classes` reads go there instead, and
+the same bytes are parsed the same way. Otherwise the serial shell carries
+them: it is slow, and each shell command costs a round trip, so a batch
+takes two (its file, then the write and the read of the result) and a
 `classes` read sends only the rows that changed since the pool's last read:
 the guest keeps a copy of what it printed, the host the same text, and the
 host's copy, patched, is parsed exactly as a full read would be.
@@ -25,13 +28,14 @@ from ..progress import StageError
 from .qemu import Guest
 
 CTL = "/sys/kernel/debug/zstest/ctl"
+CLASSES_DIR = "/sys/kernel/debug/zsmalloc"  # POOL/classes: upstream's statistics
 BATCH_FILE = "/tmp/zskit-batch"
 DD_ERRORS = "/tmp/zskit-dd"
 CLASSES_SEEN = "/tmp/zskit-classes"  # + the pool's name: the table last printed
 # The guest's half of a `classes` read: the row count, then each row (numbered from 1)
 # that differs from its copy of the last one printed (none: {forget} removes it).
 CLASSES_DIFF = (
-    "seen={seen}.{pool}; {forget}cat /sys/kernel/debug/zsmalloc/{pool}/classes > $seen.new"
+    "seen={seen}.{pool}; {forget}cat {dir}/{pool}/classes > $seen.new"
     " && wc -l < $seen.new && {{ test -f $seen || : > $seen; }} && awk"
     " 'FILENAME == ARGV[1] {{ old[FNR] = $0; next }} !(FNR in old) || old[FNR] != $0"
     ' {{ print FNR ":" $0 }}\' $seen $seen.new && mv $seen.new $seen'
@@ -150,7 +154,7 @@ def patch_rows(seen: list[str], diff: str) -> list[str]:
     if not count.strip().isdigit():
         raise ProtocolError(f"`classes` read: expected a row count, got {count!r}")
     rows: list[str | None] = [*seen, *[None] * int(count)][: int(count)]
-    for line in changed:
+    for line in filter(None, changed):
         m = CHANGED_ROW.match(line)
         if m is None or not 1 <= int(m.group(1)) <= len(rows):
             raise ProtocolError(f"`classes` read: malformed changed row {line!r}")
@@ -202,7 +206,21 @@ class ZsTest:
         size = sum(len(line.encode()) + 1 for line in lines)
         if size > MAX_BATCH_BYTES:
             raise StageError(f"batch of {size} bytes exceeds the driver's {MAX_BATCH_BYTES}")
+        channel = self.guest.data_channel
         start = time.monotonic()
+        if channel is not None:
+            data = "".join(f"{line}\n" for line in lines).encode()
+            try:
+                answer, err = channel.request(f"b {len(data)}", data, timeout)
+            finally:
+                self.seconds["transfer"] += channel.send_seconds
+                self.seconds["guest"] += time.monotonic() - start - channel.send_seconds
+            if answer is None:
+                raise ProtocolError(
+                    f"zstest refused the batch (over its {MAX_BATCH_BYTES >> 20} MiB limit?): "
+                    f"write() failed with errno {err}"
+                )
+            return parse_result(answer.decode(errors="replace"))
         self.upload(lines)
         self._timed("transfer", start)
         start = time.monotonic()
@@ -236,10 +254,21 @@ class ZsTest:
 
     def classes(self, pool: str) -> list[ClassStats]:
         start = time.monotonic()
+        channel = self.guest.data_channel
+        if channel is not None:
+            try:
+                answer, err = channel.request(f"c {pool}")
+            finally:
+                self._timed("classes", start)
+            if answer is None:
+                raise ProtocolError(f"no `classes` file for pool {pool}: errno {err}")
+            return parse_classes(answer.decode(errors="replace"))
         try:
             seen = self._classes_seen.get(pool, [])
             forget = "" if seen else "rm -f $seen; "
-            out = self.guest.run(CLASSES_DIFF.format(pool=pool, seen=CLASSES_SEEN, forget=forget))
+            out = self.guest.run(
+                CLASSES_DIFF.format(dir=CLASSES_DIR, pool=pool, seen=CLASSES_SEEN, forget=forget)
+            )
             rows = patch_rows(seen, out)
             self._classes_seen[pool] = rows
             return parse_classes("\n".join(rows))

@@ -279,7 +279,7 @@ def test_a_classes_read_patches_the_rows_that_changed() -> None:
 
 @pytest.mark.parametrize(
     "answer",
-    ["", "x\n1:head", "3\n0:head", "3\n4:head", "3\nhead", "2\n1:head"],
+    ["", "x\n1:head", "3\n0:head", "3\n4:head", "3\nhead", "2\n1:head\n\n"],
     ids=["empty", "no-count", "row-0", "past-the-end", "unnumbered", "rows-never-sent"],
 )
 def test_a_malformed_classes_answer_is_a_protocol_error(answer: str) -> None:
