@@ -58,7 +58,7 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
         accel=getattr(args, "accel", None),
         workload_ops=getattr(args, "ops", None),
         workload_seed=getattr(args, "seed", None),
-        workload_probes=getattr(args, "probes", None),
+        workload_probes=_probes(getattr(args, "probes", None)),
         workload_batch=getattr(args, "batch", None),
         workload_churn_percent=getattr(args, "churn", None),
         config_fragments=_fragments(args) or None,
@@ -255,7 +255,7 @@ def cmd_validate(args: argparse.Namespace, p: Progress) -> int:
         accel=args.accel,
         workload_ops=args.ops,
         workload_seed=args.seed,
-        workload_probes=args.probes,
+        workload_probes=_probes(args.probes),
     )
     result = validate.validate(
         cfg,
@@ -519,6 +519,11 @@ def add_workload_opts(sp: argparse.ArgumentParser, *, shape: bool = False) -> No
     )
     if shape:
         sp.add_argument("--churn", type=int, metavar="PERCENT", help="share of ops run by churn")
+
+
+def _probes(flag: bool | None) -> str | None:
+    """--probes runs them even over the serial shell; --no-probes never."""
+    return None if flag is None else "always" if flag else "never"
 
 
 def add_module_opts(sp: argparse.ArgumentParser) -> None:

@@ -39,7 +39,9 @@ class Config:
     workload_batch: int
     workload_seed: int
     workload_churn_percent: int
-    workload_probes: bool  # the decision probes after the workload (Workload.suite)
+    # The decision probes after the workload (Workload.suite): "auto" where the fast channel
+    # carries them, "always", or "never".
+    workload_probes: str
     variant: str = "distro"  # where the kernel comes from: distro, minimal, debug
     own: OwnAllocator = OwnAllocator()  # the choices of the own allocator
     baseline: bool = False  # own allocator: the kernel's zsmalloc checked in the same boot
@@ -194,7 +196,7 @@ def load(kconfig: Path = KCONFIG, dotconfig: Path | None = None) -> Config:
         workload_batch=num("WORKLOAD_BATCH"),
         workload_seed=num("WORKLOAD_SEED"),
         workload_churn_percent=num("WORKLOAD_CHURN_PERCENT"),
-        workload_probes=kconf.syms["WORKLOAD_PROBES"].tri_value == 2,
+        workload_probes="auto" if kconf.syms["WORKLOAD_PROBES"].tri_value == 2 else "never",
         variant=_choice(kconf, "VARIANT"),
         baseline=kconf.syms["RUN_BASELINE"].tri_value == 2,
         own=OwnAllocator(

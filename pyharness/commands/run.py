@@ -82,7 +82,9 @@ def choose_accel(config: Config, profile: qemu.Profile, spec: qemu.BootSpec, p: 
         return "kvm" if qemu.kvm_works(profile, spec, cache_dir(), p) else "tcg"
 
 
-def default_batches(config: Config, api: KernelApi) -> list[list[str]]:
+def default_batches(config: Config, api: KernelApi, fast_channel: bool = False) -> list[list[str]]:
+    """The workload, and the probes after it when asked for ("always"), or when the fast
+    channel carries them ("auto": over the serial shell they cost about 25 s a run)."""
     workload = Workload(
         seed=config.workload_seed,
         batch_ops=config.workload_batch,
@@ -90,7 +92,7 @@ def default_batches(config: Config, api: KernelApi) -> list[list[str]]:
         churn_percent=config.workload_churn_percent,
         lookups=api.lookup_class_index,
     )
-    if config.workload_probes:
+    if config.workload_probes == "always" or (config.workload_probes == "auto" and fast_channel):
         return workload.suite(config.workload_ops)
     return workload.batches(config.workload_ops)
 
@@ -458,7 +460,10 @@ def _run(config: Config, p: Progress, options: RunOptions, prepared: Prepared | 
                 if options.inject is not None:
                     guest.run(options.inject)
                 api = prepared.api
-                batches = options.batches or default_batches(config, api)
+                fast = prepared.image.fast_channel
+                batches = options.batches or default_batches(config, api, fast)
+                if not (options.batches or fast) and config.workload_probes == "auto":
+                    p.say("the probes are left out without the fast channel (--probes: ~25 s)")
                 sources = prepared.sources
                 zstest = ZsTest(guest)
                 failed = check_batches(

@@ -34,6 +34,7 @@ CHANNEL_MODULES = (
     "kernel/drivers/virtio/virtio_pci.ko",
     "kernel/drivers/char/virtio_console.ko",
 )
+CHANNEL_DRIVERS = ("/virtio_pci.ko", "/virtio_console.ko")  # without them, no port
 CHANNEL_MODULE_DIR = "lib/modules/zskit/channel"  # /init loads every module here, by name
 AGENT = guest_path("agent")
 CONNECT_SECONDS = 5.0

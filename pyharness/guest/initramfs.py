@@ -19,7 +19,7 @@ import jinja2
 from ..paths import QEMU_DIR
 from ..progress import StageError
 from . import programs
-from .channel import AGENT, CHANNEL_MODULE_DIR, CHANNEL_MODULES, PORT_NAME
+from .channel import AGENT, CHANNEL_DRIVERS, CHANNEL_MODULE_DIR, CHANNEL_MODULES, PORT_NAME
 from .cpio import Archive
 from .zstest import CLASSES_DIR, CTL
 
@@ -41,6 +41,7 @@ KERNEL_BRD = f"/{MODULE_DIR}/kernel/brd.ko"
 class Initramfs:
     path: Path
     modules: tuple[str, ...]  # guest paths of the modules, in load order
+    fast_channel: bool = False  # it carries the drivers of the fast channel's port
 
 
 def _check_busybox(busybox: Path) -> bytes:
@@ -96,10 +97,12 @@ def build_initramfs(
         binary = programs.build_program(name).read_bytes()
         archive.add_file(programs.guest_path(name).lstrip("/"), binary, mode=0o755)
     # The fast channel's drivers, numbered so that /init loads them in order.
+    channel = []
     for number, in_image in enumerate(CHANNEL_MODULES):
         module = kernel_modules / in_image if kernel_modules is not None else None
         if module is not None and module.exists():
             archive.add_file(f"{CHANNEL_MODULE_DIR}/{number}-{module.name}", module.read_bytes())
+            channel.append(in_image)
     for in_image, guest in ((ZRAM_IN_IMAGE, KERNEL_ZRAM), (BRD_IN_IMAGE, KERNEL_BRD)):
         module = kernel_modules / in_image if kernel_modules is not None else None
         if module is not None and module.exists():
@@ -112,4 +115,5 @@ def build_initramfs(
     if not (dest.exists() and dest.read_bytes() == data):
         dest.parent.mkdir(parents=True, exist_ok=True)
         archive.write(dest)
-    return Initramfs(path=dest, modules=tuple(guest_paths))
+    fast = all(m in channel for m in CHANNEL_MODULES if m.endswith(CHANNEL_DRIVERS))
+    return Initramfs(path=dest, modules=tuple(guest_paths), fast_channel=fast)

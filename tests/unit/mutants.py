@@ -96,7 +96,7 @@ LOOKUP = ("6.12", "7.2", "own-7.2")  # zs_lookup_class_index exists
 
 def suite_batches(api: KernelApi) -> list[list[str]]:
     """What validate runs on this kernel: run.default_batches with the Kconfig defaults."""
-    config = load_config(dotconfig=NO_DOTCONFIG).with_overrides(workload_probes=True)
+    config = load_config(dotconfig=NO_DOTCONFIG).with_overrides(workload_probes="always")
     return default_batches(config, api)
 
 
