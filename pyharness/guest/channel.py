@@ -1,12 +1,11 @@
 """The fast channel: zstest batches and results over a virtio-serial port.
 
 QEMU gives the guest a virtio-serial port (`zskit.data`) whose other end is a Unix
-socket of the host; in the guest, the static program zskit-agent (programs/agent.c)
-reads requests from the port and answers them, one process for the whole run, started
-by /init. The
-serial shell stays for control and the kernel console for triage: while the host
-waits for an answer it watches both, so a crash or a deadline ends the wait as it
-ends a shell command.
+socket of the host; in the guest, the static program zskit-agent (programs/agent.c),
+started by /init, reads requests from the port and answers them, one process for the
+whole run. The serial shell stays for control and the kernel console for triage: while
+the host waits for an answer it watches the console and the deadline, so a crash or a
+deadline ends the wait as it ends a shell command.
 
 The guest needs virtio_pci and virtio_console: Debian's kernels have them as modules,
 which the initramfs carries (CHANNEL_MODULES) and /init loads. Without them there is
