@@ -17,6 +17,7 @@ from __future__ import annotations
 import select
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -46,6 +47,16 @@ class ChannelError(GuestError):
         super().__init__("channel", message)
 
 
+@dataclass(frozen=True)
+class _Wait:
+    """One request's wait: what it is, when it ends, and whether its end kills QEMU."""
+
+    what: str
+    seconds: float
+    deadline: float
+    fatal: bool
+
+
 class FastChannel:
     """The host's end of the agent's port."""
 
@@ -53,9 +64,7 @@ class FastChannel:
         self.sock = sock
         self.guest = guest
         self._pending = b""
-        self._fatal = True
         self.send_seconds = 0.0  # of the last request: the rest of it was the guest's
-        self._seconds = 0.0
 
     def close(self) -> None:
         self.sock.close()
@@ -67,42 +76,39 @@ class FastChannel:
         read, or None and the errno it failed with. At the deadline QEMU is killed and the
         run fails, as for a shell command, unless not `fatal`."""
         seconds = timeout or self.guest.command_timeout
-        deadline = time.monotonic() + seconds
-        what = f"fast channel request `{header}`"
-        self._seconds = seconds
-        self._fatal = fatal
-        self.sock.setblocking(True)
         sent = time.monotonic()
+        wait = _Wait(f"fast channel request `{header}`", seconds, sent + seconds, fatal)
+        self.sock.setblocking(True)
         try:
             self.sock.sendall(f"{header}\n".encode() + body)
         except OSError as e:
-            self._gone(what, e)
+            self._gone(wait.what, e)
         self.send_seconds = time.monotonic() - sent
-        head = self._read_line(deadline, what)
+        head = self._read_line(wait)
         kind, _, value = head.partition(" ")
         if kind == "x" and value.isdigit():
             return None, int(value)
         if kind != "r" or not value.isdigit():
-            raise ChannelError(f"{what}: the agent answered {head!r}")
-        return self._read_exactly(int(value), deadline, what), 0
+            raise ChannelError(f"{wait.what}: the agent answered {head!r}")
+        return self._read_exactly(int(value), wait), 0
 
-    def _fill(self, deadline: float, what: str) -> None:
-        remaining = deadline - time.monotonic()
+    def _fill(self, wait: _Wait) -> None:
+        remaining = wait.deadline - time.monotonic()
         if remaining <= 0:
-            late = f"{what}: no answer within {self._seconds:.0f} s (zskit-agent busy or gone)"
-            if not self._fatal:
+            late = f"{wait.what}: no answer within {wait.seconds:.0f} s (zskit-agent busy or gone)"
+            if not wait.fatal:
                 raise ChannelError(late)
             raise self.guest.failure("timeout", f"{late}, QEMU killed")
         ready, _, _ = select.select([self.sock], [], [], min(remaining, 0.25))
         if not ready:
-            self.guest.watch(what)
+            self.guest.watch(wait.what)
             return
         try:
             chunk = self.sock.recv(1 << 20)
         except OSError as e:
-            self._gone(what, e)
+            self._gone(wait.what, e)
         if not chunk:
-            self._gone(what, None)
+            self._gone(wait.what, None)
         self._pending += chunk
 
     def _gone(self, what: str, error: OSError | None) -> NoReturn:
@@ -115,17 +121,17 @@ class FastChannel:
             "the console log may say why"
         )
 
-    def _read_line(self, deadline: float, what: str) -> str:
+    def _read_line(self, wait: _Wait) -> str:
         while b"\n" not in self._pending:
             if len(self._pending) > 128:
-                raise ChannelError(f"{what}: no answer header in {self._pending[:64]!r}")
-            self._fill(deadline, what)
+                raise ChannelError(f"{wait.what}: no answer header in {self._pending[:64]!r}")
+            self._fill(wait)
         line, _, self._pending = self._pending.partition(b"\n")
         return line.decode(errors="replace")
 
-    def _read_exactly(self, size: int, deadline: float, what: str) -> bytes:
+    def _read_exactly(self, size: int, wait: _Wait) -> bytes:
         while len(self._pending) < size:
-            self._fill(deadline, what)
+            self._fill(wait)
         data, self._pending = self._pending[:size], self._pending[size:]
         return data
 

@@ -54,6 +54,12 @@ def _check_busybox(busybox: Path) -> bytes:
     return data
 
 
+def _image_module(kernel_modules: Path | None, in_image: str) -> Path | None:
+    """A module of the kernel's image, where it has one (None: built in, or absent)."""
+    module = kernel_modules / in_image if kernel_modules is not None else None
+    return module if module is not None and module.exists() else None
+
+
 def init_script(shell_tty: str) -> str:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(QEMU_DIR),
@@ -99,13 +105,11 @@ def build_initramfs(
     # The fast channel's drivers, numbered so that /init loads them in order.
     channel = []
     for number, in_image in enumerate(CHANNEL_MODULES):
-        module = kernel_modules / in_image if kernel_modules is not None else None
-        if module is not None and module.exists():
+        if (module := _image_module(kernel_modules, in_image)) is not None:
             archive.add_file(f"{CHANNEL_MODULE_DIR}/{number}-{module.name}", module.read_bytes())
             channel.append(in_image)
     for in_image, guest in ((ZRAM_IN_IMAGE, KERNEL_ZRAM), (BRD_IN_IMAGE, KERNEL_BRD)):
-        module = kernel_modules / in_image if kernel_modules is not None else None
-        if module is not None and module.exists():
+        if (module := _image_module(kernel_modules, in_image)) is not None:
             archive.add_file(guest.lstrip("/"), module.read_bytes())
     for guest, path in sorted((files or {}).items()):
         archive.add_file(guest.lstrip("/"), path.read_bytes())
