@@ -171,6 +171,32 @@ class GuestError(StageError):
         self.crash = crash
 
 
+def _how_ended(child: pexpect.spawn) -> str:
+    # -no-reboot turns a reset (a triple fault, say) into a plain exit with status 0.
+    if child.signalstatus is not None:
+        return f"killed by signal {child.signalstatus} ({signal.Signals(child.signalstatus).name})"
+    if child.exitstatus == 0:
+        return "exit status 0: the guest reset or powered off"
+    return f"exit status {child.exitstatus}"
+
+
+def _spawn(argv: list[str]) -> pexpect.spawn:
+    try:
+        child = pexpect.spawn(
+            argv[0],
+            argv[1:],
+            encoding="utf-8",
+            codec_errors="replace",
+            echo=False,
+            preexec_fn=_die_with_parent,
+            dimensions=(24, 250),
+        )
+    except pexpect.ExceptionPexpect as e:
+        raise StageError(f"cannot start {argv[0]}: {e}; run `make setup`") from e
+    child.delaybeforesend = None
+    return child
+
+
 def _die_with_parent() -> None:
     # Runs in the child before exec: QEMU gets SIGKILL when the harness dies.
     libc = ctypes.CDLL(None, use_errno=True)
@@ -190,6 +216,8 @@ class Guest:
     nonce: str = field(default_factory=lambda: secrets.token_hex(6))
     session: list[str] = field(default_factory=list)
     boot_seconds: float = 0.0
+    init_started: bool = False  # /init printed its ready marker
+    ended: str = ""  # how QEMU ended by itself ("exit status 0", "signal 9"); "" while running
     # Batches and results go here when the guest has the port (channel.open_channel).
     data_channel: DataChannel | None = None
     on_close: list[Callable[[], None]] = field(default_factory=list)  # once QEMU is gone
@@ -237,9 +265,12 @@ class Guest:
             self.data_channel.close()
             self.data_channel = None
         if self.child is not None:
-            if self.child.isalive():
+            gone = not self.child.isalive()
+            if not gone:
                 self.child.terminate(force=True)
             self.child.close(force=True)
+            if gone:
+                self.ended = _how_ended(self.child)
             self.child = None
         while self.on_close:
             self.on_close.pop()()
@@ -250,7 +281,8 @@ class Guest:
         crash = find_crash(self.console_text())
         if crash is not None:
             return GuestError("crash", f"{crash.headline()} ({what})\n{crash.excerpt}", crash)
-        return GuestError(kind, f"{what}; last console lines:\n{self.tail()}")
+        ended = f" ({self.ended})" if kind == "exited" and self.ended else ""
+        return GuestError(kind, f"{what}{ended}; last console lines:\n{self.tail()}")
 
     def failure(self, kind: str, what: str) -> GuestError:
         """The error that ends the run, QEMU killed (for waits outside the shell)."""
@@ -304,30 +336,23 @@ class Guest:
         self.progress.detail("$ " + subprocess.list2cmdline(argv))
         start = time.monotonic()
         try:
-            self.child = pexpect.spawn(
-                argv[0],
-                argv[1:],
-                encoding="utf-8",
-                codec_errors="replace",
-                echo=False,
-                preexec_fn=_die_with_parent,
-                dimensions=(24, 250),
-            )
-        except pexpect.ExceptionPexpect as e:
-            raise StageError(f"cannot start {argv[0]}: {e}; run `make setup`") from e
-        self.child.delaybeforesend = None
-        self._expect(re.escape(ready_marker), timeout, "booting to /init")
-        self._new_console()
-        # Knock until the shell answers, in case input arrived before it read
-        # its terminal. It expands $((..)), so an echo of the line cannot match.
-        deadline = time.monotonic() + timeout
-        answer = re.escape(f"{self.nonce}-42")
-        while True:
-            self.child.sendline(f"echo {self.nonce}-$((40+2))")
-            if self._wait(answer, 0.5, "starting the guest shell"):
-                break
-            if time.monotonic() > deadline:
-                raise self._failure("timeout", "the guest shell does not answer; QEMU killed")
+            self.child = _spawn(argv)
+            self._expect(re.escape(ready_marker), timeout, "booting to /init")
+            self.init_started = True
+            self._new_console()
+            # Knock until the shell answers, in case input arrived before it read
+            # its terminal. It expands $((..)), so an echo of the line cannot match.
+            deadline = time.monotonic() + timeout
+            answer = re.escape(f"{self.nonce}-42")
+            while True:
+                self.child.sendline(f"echo {self.nonce}-$((40+2))")
+                if self._wait(answer, 0.5, "starting the guest shell"):
+                    break
+                if time.monotonic() > deadline:
+                    raise self._failure("timeout", "the guest shell does not answer; QEMU killed")
+        except BaseException:
+            self.close()
+            raise
         self.boot_seconds = time.monotonic() - start
 
     def run_status(self, command: str, timeout: float | None = None) -> tuple[int, str]:

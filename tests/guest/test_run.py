@@ -1,4 +1,5 @@
-"""Whole runs on the 6.1 kernel: the default workload passes, a crash and a hang fail it.
+"""Whole runs on the 6.1 kernel: the default workload passes, a crash and a hang fail it,
+a guest gone before /init is booted once more.
 
 Each test boots its own guest through `run.run`, exactly as `make qemu-test`
 does, and checks the verdict and the files the run leaves behind.
@@ -6,13 +7,16 @@ does, and checks the verdict and the files the run leaves behind.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from pyharness.commands import config, run
+from pyharness.guest.qemu import GuestError
 from pyharness.progress import Progress
 
 pytestmark = pytest.mark.qemu
@@ -65,3 +69,30 @@ def test_hung_guest_is_killed_at_its_deadline(default_config: config.Config) -> 
     assert elapsed < cfg.boot_timeout  # killed at the command's deadline, not later
     assert not qemu_running(str(result.console_log()))
     assert json.loads((result.directory / "results.json").read_text())["verdict"] == "fail"
+
+
+def test_a_guest_gone_before_init_is_booted_once_more_then_reported(
+    default_config: config.Config, prepared: run.Prepared, tmp_path: Path
+) -> None:
+    # busybox as the first program, told to power off: QEMU exits before /init, silently.
+    early_exit = ("rdinit=/bin/busybox", "--", "poweroff", "-f")
+    out = io.StringIO()
+    with (tmp_path / "session.log").open("w") as transcript, pytest.raises(GuestError) as e:
+        run.boot(
+            default_config,
+            Progress(out=out),
+            prepared,
+            tmp_path / "console.log",
+            transcript,
+            early_exit,
+        )
+    assert e.value.kind == "exited"
+    assert "booting to /init: QEMU exited (exit status 0: the guest reset or powered off)" in str(
+        e.value
+    )
+    assert out.getvalue().count("booting Linux") == 2
+    assert (
+        "QEMU exited before /init (exit status 0: the guest reset or powered off) with no "
+        "kernel message: booting again" in out.getvalue()
+    )
+    assert not qemu_running(str(tmp_path / "console.log"))
