@@ -164,8 +164,6 @@ def cmd_run_module(args: argparse.Namespace, p: Progress) -> int:
         refresh=args.refresh,
     )
     source = external.check_options(options)  # before the configuration and provisioning
-    if args.memory is not None and not 256 <= args.memory <= 8192:
-        raise StageError("--memory takes 256..8192 MiB (QEMU_MEMORY_MB's range)")
     cfg = _config(args).with_overrides(memory_mb=args.memory)
     result = external.run_module(cfg, p, options)
     p.say(p.summary())
@@ -308,10 +306,6 @@ def cmd_selftest(args: argparse.Namespace, p: Progress) -> int:
 
 def cmd_compare(args: argparse.Namespace, p: Progress) -> int:
     """Our zsmalloc against the kernel's in one boot: density, speed, zram."""
-    if args.bench_objects is not None and not 1 <= args.bench_objects <= 1 << 18:
-        raise StageError("--bench-objects takes 1..262144")
-    if args.loads is not None and args.loads < 2:
-        raise StageError("--loads takes 2 or more (ours and the baseline at least once)")
     plan = compare.Plan(
         bench_n=args.bench_objects or perf.BENCH_N,
         loads=args.loads or compare.SPEED_LOADS,
@@ -506,19 +500,52 @@ def add_results_dir_opt(sp: argparse.ArgumentParser, default: str) -> None:
     sp.add_argument("--results-dir", metavar="DIR", help=f"results here, not {default}")
 
 
+def bounded(low: int, high: int, source: str = "") -> Callable[[str], int]:
+    """An argparse type: an integer in low..high, else an error naming the range (and
+    where it is declared), before anything is built or booted."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            where = f" ({source})" if source else ""
+            raise argparse.ArgumentTypeError(f"{value} is out of range: {low}..{high}{where}")
+        return value
+
+    return parse
+
+
+def kconfig_int(symbol: str) -> Callable[[str], int]:
+    """An argparse type bounded by the range Kconfig declares for `symbol`."""
+
+    def parse(text: str) -> int:
+        return bounded(*config_mod.int_range(symbol), f"{symbol} in Kconfig")(text)
+
+    return parse
+
+
 def add_workload_opts(sp: argparse.ArgumentParser, *, shape: bool = False) -> None:
     """The workload's size and seed; with `shape`, its batch size and churn share too."""
-    sp.add_argument("--ops", type=int, help="operations in the workload")
+    sp.add_argument("--ops", type=kconfig_int("WORKLOAD_OPS"), help="operations in the workload")
     if shape:
-        sp.add_argument("--batch", type=int, help="commands per checked batch")
-    sp.add_argument("--seed", type=int, help="workload seed")
+        sp.add_argument(
+            "--batch", type=kconfig_int("WORKLOAD_BATCH"), help="commands per checked batch"
+        )
+    sp.add_argument("--seed", type=kconfig_int("WORKLOAD_SEED"), help="workload seed")
     sp.add_argument(
         "--probes",
         action=argparse.BooleanOptionalAction,
         help="after the workload, probe every decision of the model (WORKLOAD_PROBES)",
     )
     if shape:
-        sp.add_argument("--churn", type=int, metavar="PERCENT", help="share of ops run by churn")
+        sp.add_argument(
+            "--churn",
+            type=kconfig_int("WORKLOAD_CHURN_PERCENT"),
+            metavar="PERCENT",
+            help="share of ops run by churn",
+        )
 
 
 def _probes(flag: bool | None) -> str | None:
@@ -553,7 +580,10 @@ def add_module_opts(sp: argparse.ArgumentParser) -> None:
         f"(default {external.SETTLE_SECONDS:g})",
     )
     group.add_argument(
-        "--memory", type=int, metavar="MiB", help="guest memory (default: QEMU_MEMORY_MB)"
+        "--memory",
+        type=kconfig_int("QEMU_MEMORY_MB"),
+        metavar="MiB",
+        help="guest memory (default: QEMU_MEMORY_MB)",
     )
 
 
@@ -585,9 +615,18 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="after the workload, run this scenario (repeatable; `zskit scenarios` lists them)",
     )
-    sp.add_argument("--scenario-ops", type=int, metavar="N", help="each scenario's bound")
-    sp.add_argument("--scenario-seconds", type=int, metavar="S", help="each scenario's deadline")
-    sp.add_argument("--scenario-repeat", type=int, metavar="N", help="rounds of each scenario")
+    sp.add_argument(
+        "--scenario-ops", type=bounded(1, 10**7), metavar="N", help="each scenario's bound"
+    )
+    sp.add_argument(
+        "--scenario-seconds",
+        type=bounded(1, 3600),
+        metavar="S",
+        help="each scenario's deadline",
+    )
+    sp.add_argument(
+        "--scenario-repeat", type=bounded(1, 1000), metavar="N", help="rounds of each scenario"
+    )
     sp.add_argument(
         "--tree-tests",
         action=argparse.BooleanOptionalAction,
@@ -608,7 +647,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--list", action="store_true", help="print the entries instead of running")
     sp.add_argument("--json", action="store_true", help="with --list: as a JSON list")
     sp.add_argument("--config", metavar="FILE", help="a .config or configs/ preset to read")
-    sp.add_argument("--jobs", type=int, metavar="N", help="entries at once (default: cores)")
+    sp.add_argument(
+        "--jobs", type=bounded(1, 64), metavar="N", help="entries at once (default: cores)"
+    )
     sp.add_argument(
         "--tree",
         action="append",
@@ -629,7 +670,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="after each patch's suite, run this scenario in the same boot (repeatable)",
     )
-    sp.add_argument("--scenario-seconds", type=int, metavar="S", help="each scenario's deadline")
+    sp.add_argument(
+        "--scenario-seconds",
+        type=bounded(1, 3600),
+        metavar="S",
+        help="each scenario's deadline",
+    )
     sp.add_argument(
         "--kernel", action="append", help="kernel series, repeatable (default: KERNEL in .config)"
     )
@@ -672,13 +718,13 @@ def parser() -> argparse.ArgumentParser:
     add_workload_opts(sp)
     sp.add_argument(
         "--bench-objects",
-        type=int,
+        type=bounded(1, 1 << 18),
         metavar="N",
         help=f"objects per bench (default {perf.BENCH_N})",
     )
     sp.add_argument(
         "--loads",
-        type=int,
+        type=bounded(2, 1000, "ours and the baseline at least once"),
         metavar="N",
         help=f"allocator loads, alternating, ours first (default {compare.SPEED_LOADS})",
     )
@@ -708,7 +754,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("what", choices=["classes", "huge-size"])
     sp.add_argument("--policy", default="6.1", choices=[*model.known_policies(), "own"])
     sp.add_argument("--kernel", help="with --policy own: the kernel API (default: KERNEL)")
-    sp.add_argument("--chain", type=int, help="ZSMALLOC_CHAIN_SIZE (6.12 and later)")
+    sp.add_argument("--chain", type=bounded(4, 16), help="ZSMALLOC_CHAIN_SIZE (6.12 and later)")
     sp.add_argument("--format", choices=["csv"], default="csv")
     return ap
 

@@ -8,6 +8,7 @@ defaults otherwise. The rest of the harness only sees the typed `Config`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import sys
@@ -157,6 +158,14 @@ def migrate_file(path: Path) -> str | None:
         tmp.write_text(text)
         tmp.replace(path)
     return done
+
+
+@functools.cache
+def int_range(symbol: str, kconfig: Path = KCONFIG) -> tuple[int, int]:
+    """The range Kconfig declares for an int option: the command line's bounds too."""
+    kconf = kconfiglib.Kconfig(str(kconfig), warn_to_stderr=False)
+    ((low, high, _cond),) = kconf.syms[symbol].ranges
+    return int(low.str_value), int(high.str_value)
 
 
 def load(kconfig: Path = KCONFIG, dotconfig: Path | None = None) -> Config:

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from pyharness import paths
-from pyharness.commands.config import Config, load
+from pyharness.commands import cli
+from pyharness.commands.config import Config, int_range, load
 from pyharness.kmod.own import OwnAllocator
 from pyharness.progress import StageError
 
@@ -129,3 +130,54 @@ def test_config_is_frozen() -> None:
     assert isinstance(cfg, Config)
     with pytest.raises(AttributeError):
         cfg.cpus = 4  # type: ignore[misc]
+
+
+# Every numeric option whose default is a Kconfig int takes that option's range.
+KCONFIG_OPTIONS = [
+    ("run", "--ops", "WORKLOAD_OPS"),
+    ("run", "--batch", "WORKLOAD_BATCH"),
+    ("run", "--churn", "WORKLOAD_CHURN_PERCENT"),
+    ("run", "--seed", "WORKLOAD_SEED"),
+    ("run", "--memory", "QEMU_MEMORY_MB"),
+    ("compare", "--ops", "WORKLOAD_OPS"),
+]
+
+
+@pytest.mark.parametrize(("command", "flag", "symbol"), KCONFIG_OPTIONS)
+def test_numeric_options_take_their_kconfig_range(
+    command: str, flag: str, symbol: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    low, high = int_range(symbol)
+    for edge in (low, high):
+        cli.parser().parse_args([command, flag, str(edge)])
+    for value in (low - 1, high + 1, "x"):
+        with pytest.raises(SystemExit):
+            cli.parser().parse_args([command, flag, str(value)])
+        err = capsys.readouterr().err
+        assert f"argument {flag}:" in err, err
+        where = "is not an integer" if value == "x" else f"out of range: {low}..{high} ({symbol}"
+        assert where in err, err
+
+
+def test_kconfig_ranges_are_read_not_assumed() -> None:
+    assert int_range("WORKLOAD_CHURN_PERCENT") == (0, 100)
+    assert int_range("WORKLOAD_BATCH")[0] == 1  # a batch of 0 commands would never end
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--scenario-ops", "0"], "out of range: 1..10000000"),
+        (["run", "--scenario-seconds", "0"], "out of range: 1..3600"),
+        (["run", "--scenario-repeat", "0"], "out of range: 1..1000"),
+        (["matrix", "--jobs", "0"], "out of range: 1..64"),
+        (["compare", "--loads", "1"], "out of range: 2..1000"),
+        (["compare", "--bench-objects", "0"], "out of range: 1..262144"),
+    ],
+)
+def test_numeric_options_without_kconfig_have_ranges(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(args)
+    assert message in capsys.readouterr().err
