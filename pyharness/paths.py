@@ -12,11 +12,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 KCONFIG = REPO / "Kconfig"
-TEMPLATES = REPO / "kmod"  # jinja2 templates of kernel C
 QEMU_DIR = REPO / "qemu"  # QEMU profiles and the guest's /init template
 CONFIGS = QEMU_DIR / "configs"  # kernel config fragments of the source-built variants
 BUILD = REPO / "build"
 RESULTS = BUILD / "results"
+
+
+def templates_dir() -> Path:
+    """The jinja2 templates of kernel C: $ZSKIT_TEMPLATES, else the repository's kmod/."""
+    return Path(os.environ.get("ZSKIT_TEMPLATES") or REPO / "kmod")
 
 
 def cache_dir() -> Path:

@@ -29,7 +29,7 @@ from ..kernel.tree import tree_api
 from ..kmod import render
 from ..kmod.external import parse_module_args
 from ..progress import Progress, StageError
-from . import compare, external, matrix, perf, selftest, validate
+from . import compare, dev, external, matrix, perf, selftest, validate
 from . import config as config_mod
 from .run import RunOptions, read_replay, run
 
@@ -143,6 +143,21 @@ NOT_WITH_MODULE = {
     "batch": "--batch",
     "churn": "--churn",
 }
+
+
+def cmd_dev(args: argparse.Namespace, p: Progress) -> int:
+    """A warm guest for an editing session: a verdict on every edit, in seconds.
+
+    Boots once and runs the suite; then on every change of what the run builds from
+    (the kmod/ templates, .config, a tree's mm/zsmalloc.c and the headers it includes)
+    rebuilds the modules, reloads them in the same guest over the fast channel, runs
+    the suite again and prints one verdict line with the time from the edit. It boots
+    afresh only when it must: a crash, a module that does not unload, a changed kernel,
+    or a guest without the fast channel. Ctrl-C ends it; no QEMU outlives it.
+    """
+    _config(args)  # the options' errors now, before anything is built
+    results_dir = Path(args.results_dir) if args.results_dir else None
+    return dev.dev(lambda: _config(args), verbose=p.verbose, results_dir=results_dir)
 
 
 def cmd_run_module(args: argparse.Namespace, p: Progress) -> int:
@@ -594,6 +609,14 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("-v", "--verbose", action="store_true", help="show commands and the console")
     sub = ap.add_subparsers(dest="command", required=True)
+
+    sp = add_command(sub, "dev", cmd_dev)
+    add_kernel_opts(sp)
+    add_build_opts(sp)
+    add_allocator_opt(sp)
+    add_results_dir_opt(sp, "build/results/dev-<stamp>")
+    add_accel_opt(sp)
+    add_workload_opts(sp, shape=True)
 
     sp = add_command(sub, "run", cmd_run)
     add_kernel_opts(sp)

@@ -324,11 +324,16 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
         kernel = provision(
             config.kernel_id, p, refresh, fragments=config.config_fragments, cc=config.cc
         )
-        api = api_of(kernel)
-    target = config.kernel_id.name(config.allocator)  # 6.1-upstream, 6.1-upstream-minimal
+    return prepare_modules(config, kernel, p)
+
+
+def prepare_modules(config: Config, kernel: Kernel, p: Progress) -> Prepared:
+    """The stages after provisioning: what an edit of the templates or of a tree's
+    mm/zsmalloc.c makes stale, and `zskit dev` redoes."""
     with p.stage("render"):
-        out = BUILD / "kmod" / target
-        sources = render.render(kernel, api, config.allocator, out, config.own)
+        api = api_of(kernel)
+        target = config.kernel_id.name(config.allocator)  # 6.1-upstream, 6.1-upstream-minimal
+        sources = render.render(kernel, api, config.allocator, BUILD / "kmod" / target, config.own)
     with p.stage("build"):
         built = build.build(kernel, sources, p)
     with p.stage("initramfs"):

@@ -37,6 +37,7 @@ CHANNEL_MODULES = (
 CHANNEL_DRIVERS = ("/virtio_pci.ko", "/virtio_console.ko")  # without them, no port
 CHANNEL_MODULE_DIR = "lib/modules/zskit/channel"  # /init loads every module here, by name
 AGENT = guest_path("agent")
+UPLOADS = "/lib/modules/zskit/dev"  # where the agent writes the files it is sent
 CONNECT_SECONDS = 5.0
 
 
@@ -91,6 +92,12 @@ class FastChannel:
         if kind != "r" or not value.isdigit():
             raise ChannelError(f"{wait.what}: the agent answered {head!r}")
         return self._read_exactly(int(value), wait), 0
+
+    def send_file(self, name: str, data: bytes) -> None:
+        """Put a file at UPLOADS/name in the guest (the agent replaces it only once whole)."""
+        _, err = self.request(f"f {name} {len(data)}", data)
+        if err:
+            raise ChannelError(f"the agent could not write {UPLOADS}/{name}: errno {err}")
 
     def _fill(self, wait: _Wait) -> None:
         remaining = wait.deadline - time.monotonic()

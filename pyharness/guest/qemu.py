@@ -51,6 +51,10 @@ class DataChannel(Protocol):
         """The answer's bytes, or None and the errno the guest reported."""
         ...
 
+    def send_file(self, name: str, data: bytes) -> None:
+        """Put a file in the guest's upload directory."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -46,6 +46,25 @@ def diagnostics(output: str, kind: str) -> list[str]:
     return found
 
 
+def dependencies(directory: Path, module: str, kdir: Path) -> list[Path]:
+    """The files Kbuild's last build of `module` read (its .o.cmd), as host paths:
+    the source and every header; an absent .cmd (never built) gives none."""
+    cmd = directory / f".{module}.o.cmd"
+    try:
+        text = cmd.read_text(errors="replace")
+    except OSError:
+        return []
+    found: list[Path] = []
+    for line in text.splitlines():
+        if line.startswith("source_"):
+            found.append(Path(line.partition(":=")[2].strip()))
+        elif line.startswith("  ") and "$(wildcard" not in line:
+            name = line.strip().removesuffix("\\").strip()
+            if name:
+                found.append(Path(name) if name.startswith("/") else kdir / name)
+    return found
+
+
 def build(
     kernel: Kernel,
     sources: RenderedSources,

@@ -20,7 +20,7 @@ import jinja2
 from .. import model
 from ..kernel.api import KernelApi
 from ..kernel.manifest import Kernel, KernelSource
-from ..paths import TEMPLATES
+from ..paths import templates_dir
 from ..progress import StageError
 from .own import BUILTIN_PREFIX, OwnAllocator
 
@@ -74,7 +74,7 @@ def _generated_note(template: str, comment: str) -> str:
 
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
+        loader=jinja2.FileSystemLoader(templates_dir()),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

@@ -11,9 +11,14 @@
  *   b LEN\n + LEN bytes   one batch: a single write() of the bytes to CTL,
  *                         then CTL read back from offset 0
  *   c POOL\n              CLASSES_DIR/POOL/classes, read whole
+ *   f NAME LEN\n + LEN bytes
+ *                         a file, written whole to UPLOADS/NAME (a name of
+ *                         letters, digits, '.', '_' and '-', not starting
+ *                         with '.'), replacing it only once complete:
+ *                         `zskit dev` brings rebuilt modules this way
  *   p\n                   ping
  * Answers:
- *   r LEN\n + LEN bytes   what was read (nothing for a ping)
+ *   r LEN\n + LEN bytes   what was read (nothing for a ping or a file)
  *   x ERRNO\n             the write, the open or the read failed with ERRNO
  * The harness checks every byte of a result as it checks one read over the
  * shell; the agent only moves them. A request it cannot parse ends it (exit
@@ -25,11 +30,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MAX_REQUEST (8 << 20)	/* above the driver's 4 MiB batch limit */
 #define MAX_ANSWER (32 << 20)	/* above its 16 MiB result limit */
 #define MAX_HEADER 128
+#define UPLOADS "/lib/modules/zskit/dev"
+#define NAME_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 
 static int port;
 static char *buf, *answer;
@@ -141,6 +149,57 @@ static void classes(const char *dir, const char *pool)
 	close(fd);
 }
 
+static int write_whole(const char *path, const char *data, size_t len)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	if (fd < 0)
+		return -errno;
+	while (len) {
+		ssize_t n = write(fd, data, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			int err = n < 0 ? -errno : -EIO;
+
+			close(fd);
+			return err;
+		}
+		data += n;
+		len -= n;
+	}
+	return close(fd) ? -errno : 0;
+}
+
+/*
+ * NAME LEN: the bytes are read before the name is judged, so that a refused
+ * name keeps the framing; a header that does not parse ends the agent.
+ */
+static int upload(const char *args)
+{
+	char name[MAX_HEADER], path[MAX_HEADER + 32], tmp[MAX_HEADER + 40];
+	unsigned long len;
+	char end;
+	int err;
+
+	if (sscanf(args, "%127s %lu%c", name, &len, &end) != 2 || len > MAX_REQUEST)
+		exit(2);
+	get_all(buf, len);
+	if (name[0] == '.' || strspn(name, NAME_CHARS) != strlen(name))
+		return -EINVAL;
+	if (mkdir(UPLOADS, 0755) && errno != EEXIST)
+		return -errno;
+	snprintf(path, sizeof(path), UPLOADS "/%s", name);
+	snprintf(tmp, sizeof(tmp), "%s.part", path);
+	err = write_whole(tmp, buf, len);
+	if (!err && rename(tmp, path))
+		err = -errno;
+	if (err)
+		unlink(tmp);
+	return err;
+}
+
 int main(int argc, char **argv)
 {
 	char line[MAX_HEADER], *end;
@@ -169,6 +228,13 @@ int main(int argc, char **argv)
 			batch(argv[2], len);
 		} else if (!strncmp(line, "c ", 2) && line[2] && !strchr(line + 2, '/')) {
 			classes(argv[3], line + 2);
+		} else if (!strncmp(line, "f ", 2)) {
+			int err = upload(line + 2);
+
+			if (err)
+				reply_errno(-err);
+			else
+				put_all("r 0\n", 4);
 		} else {
 			return 2;
 		}
