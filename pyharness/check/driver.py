@@ -58,6 +58,9 @@ VERBS = {
     "stats": (1, True),
 }
 MODES = ("rw", "ro", "wo", "sg")  # the driver's zt_modes
+# The verbs that change which pool is current or make the model give up (`unmodelled`):
+# after a batch without them, the pool whose classes are checked is known unmodelled.
+POOL_CHANGING = frozenset({"create", "use", "destroy", "stress", "mapcompact", "lockfree"})
 UNKNOWN = None  # a verify whose outcome the model cannot know (undefined bytes)
 ANY = "*"  # a value line whose value the model cannot know (bench timings)
 BENCH_TIMES = ("alloc", "write", "read", "free")
@@ -136,6 +139,15 @@ def kstrtou32(text: str) -> int:
         return -errno.EINVAL
     value = int(body[:digits])
     return value if value <= U32_MAX else -errno.ERANGE
+
+
+def keeps_pool(lines: list[str]) -> bool:
+    """Whether after these lines `current` and `unmodelled` are still what they were."""
+    for line in lines:
+        argv = [arg for arg in re.split(r"[ \t]", line) if arg]
+        if argv and argv[0] in POOL_CHANGING:
+            return False
+    return True
 
 
 @dataclass

@@ -49,7 +49,7 @@ class ChannelError(GuestError):
 
 
 @dataclass(frozen=True)
-class _Wait:
+class Wait:
     """One request's wait: what it is, when it ends, and whether its end kills QEMU."""
 
     what: str
@@ -76,15 +76,27 @@ class FastChannel:
         """Send one request; wait for its answer while watching the guest: what the agent
         read, or None and the errno it failed with. At the deadline QEMU is killed and the
         run fails, as for a shell command, unless not `fatal`."""
+        return self.receive(self.send(header, body, timeout, fatal))
+
+    def send(
+        self, header: str, body: bytes = b"", timeout: float | None = None, fatal: bool = True
+    ) -> Wait:
+        """The first half of a request: its answer is the next `receive` of this wait (the
+        agent answers in order, so waits are received in the order they were sent)."""
         seconds = timeout or self.guest.command_timeout
         sent = time.monotonic()
-        wait = _Wait(f"fast channel request `{header}`", seconds, sent + seconds, fatal)
+        wait = Wait(f"fast channel request `{header}`", seconds, sent + seconds, fatal)
         self.sock.setblocking(True)
         try:
             self.sock.sendall(f"{header}\n".encode() + body)
         except OSError as e:
             self._gone(wait.what, e)
         self.send_seconds = time.monotonic() - sent
+        return wait
+
+    def receive(self, wait: object) -> tuple[bytes | None, int]:
+        """The answer to a request `send` sent."""
+        assert isinstance(wait, Wait), wait
         head = self._read_line(wait)
         kind, _, value = head.partition(" ")
         if kind == "x" and value.isdigit():
@@ -99,7 +111,7 @@ class FastChannel:
         if err:
             raise ChannelError(f"the agent could not write {UPLOADS}/{name}: errno {err}")
 
-    def _fill(self, wait: _Wait) -> None:
+    def _fill(self, wait: Wait) -> None:
         remaining = wait.deadline - time.monotonic()
         if remaining <= 0:
             late = f"{wait.what}: no answer within {wait.seconds:.0f} s (zskit-agent busy or gone)"
@@ -128,7 +140,7 @@ class FastChannel:
             "the console log may say why"
         )
 
-    def _read_line(self, wait: _Wait) -> str:
+    def _read_line(self, wait: Wait) -> str:
         while b"\n" not in self._pending:
             if len(self._pending) > 128:
                 raise ChannelError(f"{wait.what}: no answer header in {self._pending[:64]!r}")
@@ -136,7 +148,7 @@ class FastChannel:
         line, _, self._pending = self._pending.partition(b"\n")
         return line.decode(errors="replace")
 
-    def _read_exactly(self, size: int, wait: _Wait) -> bytes:
+    def _read_exactly(self, size: int, wait: Wait) -> bytes:
         while len(self._pending) < size:
             self._fill(wait)
         data, self._pending = self._pending[:size], self._pending[size:]

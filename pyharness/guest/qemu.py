@@ -51,6 +51,14 @@ class DataChannel(Protocol):
         """The answer's bytes, or None and the errno the guest reported."""
         ...
 
+    def send(
+        self, header: str, body: bytes = b"", timeout: float | None = None, fatal: bool = True
+    ) -> object:
+        """A request's first half: what `receive` takes to read its answer, in order."""
+        ...
+
+    def receive(self, wait: object) -> tuple[bytes | None, int]: ...
+
     def send_file(self, name: str, data: bytes) -> None:
         """Put a file in the guest's upload directory."""
         ...

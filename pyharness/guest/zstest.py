@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..kmod.render import PROTOCOL_VERSION
@@ -200,27 +200,51 @@ class ZsTest:
             into = ">" if number == 0 else ">>"
             self.guest.run(f"cat {into} {dest} <<'ZSKIT_EOF'\n{chunk}ZSKIT_EOF")
 
+    @property
+    def pipelined(self) -> bool:
+        """Whether a request may be sent before the answer to the last one is read (the
+        fast channel's agent answers in order; the shell runs each request at once)."""
+        return self.guest.data_channel is not None
+
     def batch(self, lines: Sequence[str], timeout: float | None = None) -> BatchResult:
+        return self.send_batch(lines, timeout)()
+
+    def send_batch(
+        self, lines: Sequence[str], timeout: float | None = None
+    ) -> Callable[[], BatchResult]:
+        """Send a batch; what this returns reads its result (over the shell the batch has
+        run by then). Results are read in the order their batches were sent."""
         if not lines:
             raise ProtocolError("an empty batch makes no write(); send at least one line")
         size = sum(len(line.encode()) + 1 for line in lines)
         if size > MAX_BATCH_BYTES:
             raise StageError(f"batch of {size} bytes exceeds the driver's {MAX_BATCH_BYTES}")
         channel = self.guest.data_channel
-        start = time.monotonic()
-        if channel is not None:
-            data = "".join(f"{line}\n" for line in lines).encode()
+        if channel is None:
+            result = self._shell_batch(lines, timeout)
+            return lambda: result
+        data = "".join(f"{line}\n" for line in lines).encode()
+        wait = channel.send(f"b {len(data)}", data, timeout)
+        self.seconds["transfer"] += channel.send_seconds
+
+        def read() -> BatchResult:
+            assert channel is not None
+            start = time.monotonic()
             try:
-                answer, err = channel.request(f"b {len(data)}", data, timeout)
+                answer, err = channel.receive(wait)
             finally:
-                self.seconds["transfer"] += channel.send_seconds
-                self.seconds["guest"] += time.monotonic() - start - channel.send_seconds
+                self._timed("guest", start)  # what the host waited, not what overlapped
             if answer is None:
                 raise ProtocolError(
                     f"zstest refused the batch (over its {MAX_BATCH_BYTES >> 20} MiB limit?): "
                     f"write() failed with errno {err}"
                 )
             return parse_result(answer.decode(errors="replace"))
+
+        return read
+
+    def _shell_batch(self, lines: Sequence[str], timeout: float | None) -> BatchResult:
+        start = time.monotonic()
         self.upload(lines)
         self._timed("transfer", start)
         start = time.monotonic()
@@ -253,16 +277,32 @@ class ZsTest:
             )
 
     def classes(self, pool: str) -> list[ClassStats]:
-        start = time.monotonic()
+        return self.send_classes(pool)()
+
+    def send_classes(self, pool: str) -> Callable[[], list[ClassStats]]:
+        """Ask for the pool's `classes` table; what this returns reads it (in order with
+        the batches, as `send_batch`)."""
         channel = self.guest.data_channel
-        if channel is not None:
+        if channel is None:
+            rows = self._shell_classes(pool)
+            return lambda: rows
+        wait = channel.send(f"c {pool}")
+
+        def read() -> list[ClassStats]:
+            assert channel is not None
+            start = time.monotonic()
             try:
-                answer, err = channel.request(f"c {pool}")
+                answer, err = channel.receive(wait)
             finally:
                 self._timed("classes", start)
             if answer is None:
                 raise ProtocolError(f"no `classes` file for pool {pool}: errno {err}")
             return parse_classes(answer.decode(errors="replace"))
+
+        return read
+
+    def _shell_classes(self, pool: str) -> list[ClassStats]:
+        start = time.monotonic()
         try:
             seen = self._classes_seen.get(pool, [])
             forget = "" if seen else "rm -f $seen; "

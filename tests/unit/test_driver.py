@@ -18,6 +18,7 @@ from pyharness.check.driver import (
     check_classes,
     check_commands,
     check_geometry,
+    keeps_pool,
 )
 from pyharness.guest.zstest import BatchResult, CommandFailure
 from pyharness.kernel.api import KernelApi, api_for
@@ -1259,3 +1260,11 @@ def test_a_migrated_or_reused_page_takes_its_new_number() -> None:
     # Its zspage freed, the old pfn serves a new zspage.
     assert run("free 1", "free 2", "alloc 3 100", driver=d) == [0, 0, 0]
     assert check_commands(3, ["where 3"], guest(("page", "5"), ("offset", "8")), d) == []
+
+
+def test_keeps_pool_names_the_batches_the_host_may_read_ahead_of() -> None:
+    assert keeps_pool(["alloc 1 100", "write 1 7", "churn 1 1000 10 64", "where 1", "stats"])
+    assert keeps_pool(["nonsense line", "\0", ""])  # refused lines change nothing
+    for changing in ("create zt1", "use zt0", "destroy zt0", "stress 1 1 1 1", "lockfree 1 5"):
+        assert not keeps_pool(["alloc 1 100", changing]), changing
+    assert not keeps_pool(["mapcompact\t1 1 1 1 1"])  # the driver splits on tabs too
