@@ -14,7 +14,7 @@ ALLOCATOR ?=
 KERNEL ?=
 RUN_ARGS := $(if $(ALLOCATOR),--allocator $(ALLOCATOR)) $(if $(KERNEL),--kernel $(KERNEL))
 
-.PHONY: setup host-deps qemu-test qemu-compare qemu-matrix test test-scenarios unit lint menuconfig defconfig \
+.PHONY: setup host-deps qemu-test qemu-compare bench-loop qemu-matrix test test-scenarios unit lint menuconfig defconfig \
 	savedefconfig olddefconfig clean
 
 setup: host-deps $(VENV)/.installed
@@ -54,6 +54,11 @@ qemu-test: setup
 # (build/results/latest-compare/compare.md).
 qemu-compare: setup
 	$(ZSKIT) compare $(if $(KERNEL),--kernel $(KERNEL)) $(ZSKIT_ARGS)
+
+# The inner loop's figures (warm run, zskit dev's edit-to-verdict, 1M operations), fast
+# channel against serial shell side by side: build/results/latest-bench-loop/bench.md.
+bench-loop: setup
+	$(ZSKIT) bench loop $(ZSKIT_ARGS)
 
 # Every entry of the matrix chosen in .config (MATRIX_*), in parallel; merged
 # results in build/results/matrix-<stamp>/.

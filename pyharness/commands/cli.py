@@ -29,7 +29,7 @@ from ..kernel.tree import tree_api
 from ..kmod import render
 from ..kmod.external import parse_module_args
 from ..progress import Progress, StageError
-from . import compare, dev, external, matrix, perf, selftest, validate
+from . import bench, compare, dev, external, matrix, perf, selftest, validate
 from . import config as config_mod
 from .run import RunOptions, read_replay, run
 
@@ -63,6 +63,7 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
         workload_churn_percent=getattr(args, "churn", None),
         config_fragments=_fragments(args) or None,
         cc=getattr(args, "cc", None),
+        transport=getattr(args, "transport", None),
     )
 
 
@@ -158,6 +159,20 @@ def cmd_dev(args: argparse.Namespace, p: Progress) -> int:
     _config(args)  # the options' errors now, before anything is built
     results_dir = Path(args.results_dir) if args.results_dir else None
     return dev.dev(lambda: _config(args), verbose=p.verbose, results_dir=results_dir)
+
+
+def cmd_bench(args: argparse.Namespace, p: Progress) -> int:
+    """The inner loop's figures on this machine: `loop` (`make bench-loop`).
+
+    Warm `zskit run` of the default target, `zskit dev`'s edit-to-verdict after an edit
+    of a template and of a tree's mm/zsmalloc.c, and a million checked operations at the
+    default churn share and at 98%: each over the fast channel and over the serial
+    shell, side by side in one run. Writes bench.json and bench.md.
+    """
+    directory = bench.loop(p, repeats=args.repeats, million=not args.no_million)
+    print((directory / "bench.md").read_text(), end="")
+    print(f"results: {directory}")
+    return 0
 
 
 def cmd_run_module(args: argparse.Namespace, p: Progress) -> int:
@@ -511,6 +526,15 @@ def add_accel_opt(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--accel", choices=ACCELS)
 
 
+def add_transport_opt(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--transport",
+        choices=("auto", "serial"),
+        help="auto: batches over the fast channel where the guest has it; serial: over the "
+        "serial shell only, the probes then left out (default auto)",
+    )
+
+
 def add_results_dir_opt(sp: argparse.ArgumentParser, default: str) -> None:
     sp.add_argument("--results-dir", metavar="DIR", help=f"results here, not {default}")
 
@@ -610,12 +634,20 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("-v", "--verbose", action="store_true", help="show commands and the console")
     sub = ap.add_subparsers(dest="command", required=True)
 
+    sp = add_command(sub, "bench", cmd_bench)
+    sp.add_argument("what", choices=("loop",))
+    sp.add_argument(
+        "--repeats", type=bounded(1, 20), default=3, help="of each figure but the 1M runs"
+    )
+    sp.add_argument("--no-million", action="store_true", help="leave out the 1M-operation runs")
+
     sp = add_command(sub, "dev", cmd_dev)
     add_kernel_opts(sp)
     add_build_opts(sp)
     add_allocator_opt(sp)
     add_results_dir_opt(sp, "build/results/dev-<stamp>")
     add_accel_opt(sp)
+    add_transport_opt(sp)
     add_workload_opts(sp, shape=True)
 
     sp = add_command(sub, "run", cmd_run)
@@ -625,6 +657,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--entry", help="a matrix entry, e.g. 6.1-upstream-distro (kernel + allocator)")
     add_results_dir_opt(sp, "build/results/<id>")
     add_accel_opt(sp)
+    add_transport_opt(sp)
     add_workload_opts(sp, shape=True)
     sp.add_argument(
         "--baseline",
@@ -738,6 +771,7 @@ def parser() -> argparse.ArgumentParser:
     add_kernel_opts(sp)
     add_results_dir_opt(sp, "build/results/compare-<stamp>")
     add_accel_opt(sp)
+    add_transport_opt(sp)
     add_workload_opts(sp)
     sp.add_argument(
         "--bench-objects",

@@ -669,7 +669,8 @@ def compare(
         config.kernel, pair.prepared.kernel.release, pair.baseline.name, plan.bench_n
     )
     comparison.notes += [pair.crc_note, pair.zram_note]
-    batches = default_batches(config, pair.prepared.api, pair.prepared.image.fast_channel)
+    fast = pair.prepared.image.fast_channel and config.fast_channel
+    batches = default_batches(config, pair.prepared.api, fast)
     options = RunOptions(
         results_dir=results_dir, after=after_suite(pair, config, batches, plan, comparison)
     )

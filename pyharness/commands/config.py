@@ -58,6 +58,13 @@ class Config:
     # --cc: a tree's compiler.
     config_fragments: tuple[Path, ...] = ()
     cc: str | None = None
+    # --transport: "auto" takes the fast channel where the guest has it; "serial" keeps
+    # batches on the serial shell (what `zskit bench loop` measures the channel against).
+    transport: str = "auto"
+
+    @property
+    def fast_channel(self) -> bool:
+        return self.transport == "auto"
 
     @property
     def kernel_id(self) -> KernelId:

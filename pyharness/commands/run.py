@@ -380,9 +380,12 @@ def boot(
         try:
             p.say(f"guest shell up after {guest.boot_seconds:.2f} s")
             guest.check_cpus()
-            guest.data_channel, why = open_channel(guest, socket)
-            if why:
-                p.say(f"no fast channel ({why}): batches go over the serial shell")
+            if config.fast_channel:
+                guest.data_channel, why = open_channel(guest, socket)
+                if why:
+                    p.say(f"no fast channel ({why}): batches go over the serial shell")
+            else:
+                p.say("batches go over the serial shell (--transport serial)")
             load_modules(guest, prepared.image.modules)
         except BaseException:
             guest.close()
@@ -516,7 +519,7 @@ def _run(config: Config, p: Progress, options: RunOptions, prepared: Prepared | 
                 if options.inject is not None:
                     guest.run(options.inject)
                 api = prepared.api
-                fast = prepared.image.fast_channel
+                fast = prepared.image.fast_channel and config.fast_channel
                 batches = options.batches or default_batches(config, api, fast)
                 if not (options.batches or fast) and config.workload_probes == "auto":
                     p.say("the probes are left out without the fast channel (--probes: ~25 s)")
