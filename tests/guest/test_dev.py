@@ -1,13 +1,15 @@
 """`zskit dev` driven as a developer drives it, on Debian's 6.1 with our allocator: the
 first verdict, a template that does not build (the guest stays up), the mend (PASS, in
 the same guest), a planted bug (FAIL with the divergence), a planted crash (reported;
-the next edit boots afresh), then Ctrl-C: no QEMU remains.
+the next edit boots afresh), then Ctrl-C: no QEMU remains. And a module the guest
+will not unload: the session says so and boots afresh.
 
 The templates are a copy ($ZSKIT_TEMPLATES), so the edits never touch kmod/.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import select
@@ -20,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from pyharness.commands import config, dev, run
 from pyharness.paths import REPO
+from pyharness.progress import Progress
 from tests.guest.test_run import qemu_running
 
 pytestmark = pytest.mark.qemu
@@ -140,3 +144,24 @@ def test_a_dev_session_from_first_verdict_to_ctrl_c(tmp_path: Path) -> None:
     assert len(consoles) == 2
     assert not any(qemu_running(str(c)) for c in consoles)
     assert (results / "verdict-3" / "results.json").is_file()
+
+
+def test_a_module_that_does_not_unload_is_said_and_the_guest_booted_afresh(
+    default_config: config.Config, tmp_path: Path
+) -> None:
+    cfg = default_config.with_overrides(allocator="own", workload_probes="never")
+    out = io.StringIO()
+    session = dev.Session(out, tmp_path)
+    try:
+        prepared = run.prepare(cfg, Progress())
+        session.verdict(cfg, Progress(), prepared, None, fresh=True)
+        assert session.guest is not None
+        # An open file of its debugfs holds zstest: rmmod refuses it.
+        session.guest.run("sleep 1000 < /sys/kernel/debug/zstest/ctl &")
+        session.verdict(cfg, Progress(), prepared, time.time(), fresh=False)
+    finally:
+        session.close()
+    text = out.getvalue()
+    assert "`rmmod zstest` failed" in text and "booting afresh" in text, text
+    assert session.boots == 2 and text.count("PASS") == 2, text
+    assert not any(qemu_running(str(c)) for c in tmp_path.glob("boot-*/console.log"))
