@@ -158,7 +158,9 @@ def cmd_dev(args: argparse.Namespace, p: Progress) -> int:
     """
     _config(args)  # the options' errors now, before anything is built
     results_dir = Path(args.results_dir) if args.results_dir else None
-    return dev.dev(lambda: _config(args), verbose=p.verbose, results_dir=results_dir)
+    return dev.dev(
+        lambda: _config(args), verbose=p.verbose, results_dir=results_dir, refresh=args.refresh
+    )
 
 
 def cmd_bench(args: argparse.Namespace, p: Progress) -> int:

@@ -209,10 +209,12 @@ def dev(
     make_config: Callable[[], Config],
     verbose: bool = False,
     results_dir: Path | None = None,
+    refresh: bool = False,
     out: TextIO = sys.stdout,
 ) -> int:
     """The session, until interrupted (130). `make_config` reads the configuration as it
-    is now (the .config, and the command line's choices over it)."""
+    is now (the .config, and the command line's choices over it); `refresh` refetches
+    the kernel at the start."""
     directory = results_dir or new_results_dir("dev")
     directory.mkdir(parents=True, exist_ok=True)
     session = Session(out, directory)
@@ -227,7 +229,7 @@ def dev(
             try:
                 if provision_too:
                     config = make_config()
-                    prepared = prepare(config, p)
+                    prepared = prepare(config, p, refresh and session.prepared is None)
                 else:
                     assert session.prepared is not None
                     prepared = prepare_modules(config, session.prepared.kernel, p)

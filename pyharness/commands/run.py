@@ -362,6 +362,7 @@ def prepare_modules(config: Config, kernel: Kernel, p: Progress) -> Prepared:
             files=files,
             executables=executables,
             kernel_modules=kernel.modules,  # its zram.ko and brd.ko
+            channel_built_in=kernel.channel_built_in,
         )
     return Prepared(kernel, api, sources, built, image, found)
 

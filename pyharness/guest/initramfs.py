@@ -41,7 +41,9 @@ KERNEL_BRD = f"/{MODULE_DIR}/kernel/brd.ko"
 class Initramfs:
     path: Path
     modules: tuple[str, ...]  # guest paths of the modules, in load order
-    fast_channel: bool = False  # it carries the drivers of the fast channel's port
+    fast_channel: bool = (
+        False  # the guest will have the fast channel: its drivers are here or built in
+    )
 
 
 def _check_busybox(busybox: Path) -> bytes:
@@ -86,6 +88,7 @@ def build_initramfs(
     files: Mapping[str, Path] | None = None,  # more files: guest path -> host file
     executables: Mapping[str, bytes] | None = None,  # more files, mode 755: guest path -> data
     kernel_modules: Path | None = None,  # the image's /lib/modules/<release>, for zram.ko
+    channel_built_in: bool = False,  # the kernel has the fast channel's drivers in vmlinux
 ) -> Initramfs:
     archive = Archive()
     archive.add_file("bin/busybox", _check_busybox(busybox), mode=0o755)
@@ -119,5 +122,7 @@ def build_initramfs(
     if not (dest.exists() and dest.read_bytes() == data):
         dest.parent.mkdir(parents=True, exist_ok=True)
         archive.write(dest)
-    fast = all(m in channel for m in CHANNEL_MODULES if m.endswith(CHANNEL_DRIVERS))
+    fast = channel_built_in or all(
+        m in channel for m in CHANNEL_MODULES if m.endswith(CHANNEL_DRIVERS)
+    )
     return Initramfs(path=dest, modules=tuple(guest_paths), fast_channel=fast)

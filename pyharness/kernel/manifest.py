@@ -73,6 +73,11 @@ class Kernel:
             files.append(self.toolchain / toolchain.STAMP)
         return all(p.exists() for p in files)
 
+    @property
+    def channel_built_in(self) -> bool:
+        """Whether the fast channel's drivers are in vmlinux (a tree's kernel), not modules."""
+        return self.config("VIRTIO_PCI") == "y" and self.config("VIRTIO_CONSOLE") == "y"
+
     def config(self, option: str) -> str | None:
         """The value of CONFIG_<option> in the kernel's .config ("y", "m", ...), or None."""
         return config_value(self.kdir / ".config", option)
