@@ -145,6 +145,7 @@ def loop(p: Progress, repeats: int = 3, million: bool = True) -> Path:
     else:
         notes.append(f"dev-tree: no test tree at {tree} (`make test` makes it)")
     if million:
+        _zskit(["run", "--no-baseline", "--ops", "100"], env)  # the edits' rebuild, not timed
         for name, churn in (("1M-default", None), ("1M-churn98", "98")):
             for transport in TRANSPORTS:
                 p.say(f"{name} ({transport})")

@@ -166,6 +166,7 @@ class Session:
             guest = guest or self._boot(config, p, prepared)
             with p.stage("test"):
                 fast = guest.data_channel is not None
+                result.info["channel"] = "virtio-serial" if fast else "serial shell"
                 check_batches(
                     ZsTest(guest),
                     default_batches(config, prepared.api, fast),
