@@ -567,6 +567,12 @@ def kconfig_int(symbol: str) -> Callable[[str], int]:
     return parse
 
 
+def add_scenario_seconds_opt(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--scenario-seconds", type=bounded(1, 3600), metavar="S", help="each scenario's deadline"
+    )
+
+
 def add_workload_opts(sp: argparse.ArgumentParser, *, shape: bool = False) -> None:
     """The workload's size and seed; with `shape`, its batch size and churn share too."""
     sp.add_argument("--ops", type=kconfig_int("WORKLOAD_OPS"), help="operations in the workload")
@@ -676,12 +682,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--scenario-ops", type=bounded(1, 10**7), metavar="N", help="each scenario's bound"
     )
-    sp.add_argument(
-        "--scenario-seconds",
-        type=bounded(1, 3600),
-        metavar="S",
-        help="each scenario's deadline",
-    )
+    add_scenario_seconds_opt(sp)
     sp.add_argument(
         "--scenario-repeat", type=bounded(1, 1000), metavar="N", help="rounds of each scenario"
     )
@@ -728,12 +729,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="after each patch's suite, run this scenario in the same boot (repeatable)",
     )
-    sp.add_argument(
-        "--scenario-seconds",
-        type=bounded(1, 3600),
-        metavar="S",
-        help="each scenario's deadline",
-    )
+    add_scenario_seconds_opt(sp)
     sp.add_argument(
         "--kernel", action="append", help="kernel series, repeatable (default: KERNEL in .config)"
     )

@@ -403,7 +403,30 @@ def _booted(
     kernel_args: tuple[str, ...],
 ) -> tuple[qemu.Guest, Path]:
     """A guest at /init's shell, and its channel's socket."""
-    guest, socket = _start(config, p, prepared, console_log, transcript, kernel_args)
+
+    def start() -> tuple[qemu.Guest, Path]:
+        """A guest not yet booted, and its channel's socket, in a directory of its own."""
+        profile = qemu.Profile.load()
+        socket = Path(tempfile.mkdtemp(prefix="zskit-")) / "channel"
+        spec = qemu.BootSpec(
+            kernel=prepared.kernel.boot_image,
+            initrd=prepared.image.path,
+            console_log=console_log,
+            accel="tcg",
+            memory_mb=config.memory_mb,
+            cpus=config.cpus,
+            shutdown=prepared.kernel.shutdown_command,
+            extra_kernel_args=(*prepared.kernel.boot_args, *kernel_args),
+            kcsan=prepared.kernel.config("KCSAN") == "y",
+            channel_socket=socket,
+        )
+        spec = dataclasses.replace(spec, accel=choose_accel(config, profile, spec, p))
+        p.say(f"booting Linux {prepared.kernel.release} ({spec.accel}, {config.cpus} CPUs)")
+        guest = qemu.Guest(spec, profile, transcript, p, command_timeout=config.command_timeout)
+        guest.on_close.append(lambda: shutil.rmtree(socket.parent, ignore_errors=True))
+        return guest, socket
+
+    guest, socket = start()
     try:
         guest.boot(initramfs.READY_MARKER, config.boot_timeout)
     except qemu.GuestError as e:
@@ -412,38 +435,8 @@ def _booted(
         if e.kind != "exited" or guest.init_started:
             raise
         p.say(f"QEMU exited before /init ({guest.ended}) with no kernel message: booting again")
-        guest, socket = _start(config, p, prepared, console_log, transcript, kernel_args)
+        guest, socket = start()
         guest.boot(initramfs.READY_MARKER, config.boot_timeout)
-    return guest, socket
-
-
-def _start(
-    config: Config,
-    p: Progress,
-    prepared: Prepared,
-    console_log: Path,
-    transcript: TextIO,
-    kernel_args: tuple[str, ...],
-) -> tuple[qemu.Guest, Path]:
-    """A guest not yet booted, and its channel's socket, in a directory of its own."""
-    profile = qemu.Profile.load()
-    socket = Path(tempfile.mkdtemp(prefix="zskit-")) / "channel"
-    spec = qemu.BootSpec(
-        kernel=prepared.kernel.boot_image,
-        initrd=prepared.image.path,
-        console_log=console_log,
-        accel="tcg",
-        memory_mb=config.memory_mb,
-        cpus=config.cpus,
-        shutdown=prepared.kernel.shutdown_command,
-        extra_kernel_args=(*prepared.kernel.boot_args, *kernel_args),
-        kcsan=prepared.kernel.config("KCSAN") == "y",
-        channel_socket=socket,
-    )
-    spec = dataclasses.replace(spec, accel=choose_accel(config, profile, spec, p))
-    p.say(f"booting Linux {prepared.kernel.release} ({spec.accel}, {config.cpus} CPUs)")
-    guest = qemu.Guest(spec, profile, transcript, p, command_timeout=config.command_timeout)
-    guest.on_close.append(lambda: shutil.rmtree(socket.parent, ignore_errors=True))
     return guest, socket
 
 
