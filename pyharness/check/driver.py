@@ -143,6 +143,10 @@ def kstrtou32(text: str) -> int:
 
 def keeps_pool(lines: list[str]) -> bool:
     """Whether after these lines `current` and `unmodelled` are still what they were."""
+    # Asked of every batch of a run: a line whose verb is one of them holds its name.
+    text = "\n".join(lines)
+    if not any(verb in text for verb in POOL_CHANGING):
+        return True
     for line in lines:
         argv = [arg for arg in re.split(r"[ \t]", line) if arg]
         if argv and argv[0] in POOL_CHANGING:
