@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from ..guest.zstest import BatchResult
 from ..kernel.api import KernelApi
 from ..kmod.render import PROTOCOL_VERSION
-from ..model import ClassStats, Handle, Policy, PoolModel, policy
+from ..model import ClassStats, Handle, Policy, PoolModel
 from ..model.pattern import pattern, pattern_seed, xorshift32
 
 PAGE_SIZE = 4096
@@ -221,7 +221,7 @@ class DriverModel:
         if verb == "create":
             if name in self.pools:
                 return -errno.EEXIST
-            pol = self.policy or policy(self.api.model_policy, chain_size=self.api.chain_size)
+            pol = self.policy or self.api.upstream_policy()
             self.pools_created += 1
             self.pools[name] = _Pool(PoolModel(pol), self.pools_created)
             self.current = name
@@ -392,9 +392,7 @@ class DriverModel:
         """The driver's zt_cmd_bench on a fresh pool: its pages; its timings are ANY."""
         if not 1 <= n <= MAX_BENCH:
             return -errno.EINVAL
-        model = PoolModel(
-            self.policy or policy(self.api.model_policy, chain_size=self.api.chain_size)
-        )
+        model = PoolModel(self.policy or self.api.upstream_policy())
         state = pattern_seed(0, seed, n)
         handles: list[Handle] = []
         for _ in range(n):

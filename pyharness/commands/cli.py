@@ -437,11 +437,14 @@ def cmd_render(args: argparse.Namespace, p: Progress) -> int:
 
 def cmd_model(args: argparse.Namespace, p: Progress) -> int:
     """The reference model's class table."""
+    physmem = args.physmem_bits or (52 if args.bits == 64 else 36)
+    geometry = model.Geometry(model.PAGE_SIZES[args.page_size], args.bits, physmem)
     if args.policy == "own":  # the own allocator, as the .config's OWN_* options render it
         series = args.kernel or config_mod.load().kernel
-        pol = config_mod.load().own.policy(api_for(series))
+        api = dataclasses.replace(api_for(series), geometry=geometry)
+        pol = config_mod.load().own.policy(api)
     else:
-        pol = model.policy(args.policy, chain_size=args.chain)
+        pol = model.policy(args.policy, chain_size=args.chain, geometry=geometry)
     if args.what == "huge-size":
         print(model.huge_class_size(pol))
         return 0
@@ -483,6 +486,16 @@ def add_command(
     )
     sp.set_defaults(func=func)
     return sp
+
+
+def add_page_size_opt(sp: argparse.ArgumentParser) -> None:
+    """--page-size, spelled the same by every command."""
+    sp.add_argument(
+        "--page-size",
+        choices=list(model.PAGE_SIZES),
+        default="4k",
+        help="PAGE_SIZE (default: 4k)",
+    )
 
 
 def add_kernel_opts(sp: argparse.ArgumentParser) -> None:
@@ -810,6 +823,17 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--policy", default="6.1", choices=[*model.known_policies(), "own"])
     sp.add_argument("--kernel", help="with --policy own: the kernel API (default: KERNEL)")
     sp.add_argument("--chain", type=bounded(4, 16), help="ZSMALLOC_CHAIN_SIZE (6.12 and later)")
+    add_page_size_opt(sp)
+    sp.add_argument(
+        "--bits", type=int, choices=[32, 64], default=64, help="BITS_PER_LONG (default: 64)"
+    )
+    sp.add_argument(
+        "--physmem-bits",
+        type=bounded(20, 64),
+        metavar="B",
+        help="MAX_POSSIBLE_PHYSMEM_BITS (default: 52 for 64-bit, as x86_64 and arm64 with "
+        "52-bit addresses; 36 for 32-bit, as x86 PAE)",
+    )
     sp.add_argument("--format", choices=["csv"], default="csv")
     return ap
 

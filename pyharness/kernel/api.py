@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from ..model import X86_64, Geometry, Policy, policy
 from ..progress import StageError
 from .manifest import Kernel
 
@@ -38,6 +39,12 @@ class KernelApi:
     movable_ops: bool = True
     # enum migrate_mode still has MIGRATE_SYNC_NO_COPY (the page copied by the caller).
     migrate_sync_no_copy: bool = False
+    # Page size, word size and physical address bits of the kernel's architecture.
+    geometry: Geometry = X86_64
+
+    def upstream_policy(self) -> Policy:
+        """The model of this kernel's own zsmalloc."""
+        return policy(self.model_policy, chain_size=self.chain_size, geometry=self.geometry)
 
 
 APIS = {

@@ -72,6 +72,10 @@ class OwnAllocator:
             find_order=tuple(range(FULLNESS[own.fullness].full_group - 1, -1, -1)),
             zero_size_error=-EINVAL,
             oversize_error=-ENOSPC if api.oversize_errno == "ENOSPC" else -EINVAL,
+            handle_size=api.geometry.handle_size,
+            geometry=api.geometry,
+            # A location keeps one index bit spare, so that the no-free marker is no slot.
+            obj_tag_bits=1,
             compaction=CompactionRule.DST_FIRST,
             class_spacing=own.class_delta,
             # The `classes` file has the layout of the kernel's own zsmalloc.

@@ -16,11 +16,53 @@ EINVAL = 22
 ENOMEM = 12
 ENOSPC = 28
 
-# Geometry shared by every modelled version on amd64 (reference section 3.1).
-PAGE_SIZE = 4096
-ZS_MIN_ALLOC_SIZE = 32
+# Constants of every modelled version on every architecture (reference section 3.1).
+ZS_MIN_ALLOC_FLOOR = 32  # ZS_MIN_ALLOC_SIZE is at least this
 CLASS_BITS = 8
-ZS_HANDLE_SIZE = 8
+ZS_ALIGN = 8  # class sizes are multiples of it
+
+#: Page sizes zskit knows, by the one spelling every command takes (--page-size).
+PAGE_SIZES = {"4k": 4096, "16k": 16384, "64k": 65536}
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """What the architecture and its config fix for zsmalloc: PAGE_SIZE, BITS_PER_LONG and
+    MAX_POSSIBLE_PHYSMEM_BITS (the address bits a pfn in a location must hold)."""
+
+    page_size: int = 4096
+    bits_per_long: int = 64
+    physmem_bits: int = 52
+
+    def __post_init__(self) -> None:
+        if self.page_size not in PAGE_SIZES.values():
+            known = ", ".join(str(v) for v in PAGE_SIZES.values())
+            raise ValueError(f"page size {self.page_size} is not one of {known}")
+        if self.bits_per_long not in (32, 64):
+            raise ValueError(f"BITS_PER_LONG must be 32 or 64, got {self.bits_per_long}")
+        if not self.page_shift < self.physmem_bits <= self.bits_per_long + self.page_shift:
+            raise ValueError(
+                f"{self.physmem_bits} physical address bits do not fit {self.page_size}-byte "
+                f"pages and {self.bits_per_long}-bit words"
+            )
+
+    @property
+    def page_shift(self) -> int:
+        return self.page_size.bit_length() - 1
+
+    @property
+    def handle_size(self) -> int:
+        """ZS_HANDLE_SIZE: sizeof(unsigned long)."""
+        return self.bits_per_long // 8
+
+    @property
+    def pfn_bits(self) -> int:
+        """_PFN_BITS: the bits of a page frame number."""
+        return self.physmem_bits - self.page_shift
+
+
+#: x86_64 (4-level or 5-level paging: MAX_POSSIBLE_PHYSMEM_BITS is 52 either way).
+X86_64 = Geometry()
 
 
 class ChainRule(Enum):
@@ -118,7 +160,9 @@ class Policy:
     ``zero_size_error`` / ``oversize_error`` are what ``zs_malloc`` returns for size 0 and
     size > PAGE_SIZE (negative errno; the 2013 design really returns 0 and is modelled as
     -EINVAL). ``handle_size`` is the in-object header (0 for the 2013 design) and
-    ``merge_classes`` enables class merging. ``class_spacing`` overrides ZS_SIZE_CLASS_DELTA,
+    ``merge_classes`` enables class merging; ``obj_tag_bits`` are the bits OBJ_INDEX_BITS
+    leaves out beside the pfn (6.1's OBJ_TAG_BITS; 0 from 6.12), which on a 32-bit kernel
+    raise ZS_MIN_ALLOC_SIZE above 32. ``class_spacing`` overrides ZS_SIZE_CLASS_DELTA,
     ``stats_fullness`` is the grouping the ``classes`` file prints when it is not the one the
     lists keep.
     """
@@ -131,9 +175,10 @@ class Policy:
     find_order: tuple[int, ...]
     zero_size_error: int
     oversize_error: int
-    handle_size: int = ZS_HANDLE_SIZE
+    handle_size: int = 8
     merge_classes: bool = True
-    page_size: int = PAGE_SIZE
+    geometry: Geometry = X86_64
+    obj_tag_bits: int = 1
     compaction: CompactionRule = CompactionRule.NONE
     class_spacing: int | None = None
     stats_fullness: FullnessScheme | None = None
@@ -156,21 +201,33 @@ class Policy:
         ):
             raise ValueError("compaction src-first needs fullness quarters")
         spacing = self.class_delta
-        if spacing < ZS_HANDLE_SIZE or spacing % ZS_HANDLE_SIZE:
-            raise ValueError(f"class spacing must be a multiple of {ZS_HANDLE_SIZE}: {spacing}")
+        if spacing < ZS_ALIGN or spacing % ZS_ALIGN:
+            raise ValueError(f"class spacing must be a multiple of {ZS_ALIGN}: {spacing}")
+
+    @property
+    def page_size(self) -> int:
+        return self.geometry.page_size
+
+    @property
+    def obj_index_bits(self) -> int:
+        """OBJ_INDEX_BITS: the bits of a location left for the object's index."""
+        g = self.geometry
+        return g.bits_per_long - g.pfn_bits - self.obj_tag_bits
 
     @property
     def min_alloc_size(self) -> int:
-        return ZS_MIN_ALLOC_SIZE
+        """ZS_MIN_ALLOC_SIZE: small enough classes would need more indexes than fit."""
+        chain = self.max_pages_per_zspage << self.geometry.page_shift
+        return max(ZS_MIN_ALLOC_FLOOR, chain >> self.obj_index_bits)
 
     @property
     def class_delta(self) -> int:
-        """ZS_SIZE_CLASS_DELTA: spacing between class sizes (16 for 4 KiB pages)."""
+        """ZS_SIZE_CLASS_DELTA: spacing between class sizes (PAGE_SIZE >> CLASS_BITS)."""
         return self.class_spacing or self.page_size >> CLASS_BITS
 
     @property
     def num_indexes(self) -> int:
-        """ZS_SIZE_CLASSES: number of class indexes before merging (255)."""
+        """ZS_SIZE_CLASSES: number of class indexes before merging (255 for 4 KiB pages)."""
         return -(-(self.page_size - self.min_alloc_size) // self.class_delta) + 1
 
     def alloc_error(self, size: int) -> int | None:
@@ -204,9 +261,9 @@ class Policy:
         return best_k
 
 
-def _quarters_policy(name: str) -> Policy:
+def _quarters_policy(geometry: Geometry) -> Policy:
     return Policy(
-        name=name,
+        name="6.1",
         max_pages_per_zspage=4,
         chain_rule=ChainRule.USEDPC,
         fullness=FullnessScheme.QUARTERS,
@@ -214,11 +271,13 @@ def _quarters_policy(name: str) -> Policy:
         find_order=(QUARTER_ALMOST_FULL, QUARTER_ALMOST_EMPTY, QUARTER_EMPTY),
         zero_size_error=-EINVAL,
         oversize_error=-EINVAL,
+        handle_size=geometry.handle_size,
+        geometry=geometry,
         compaction=CompactionRule.SRC_FIRST,
     )
 
 
-def _ratio_policy(name: str, chain_size: int) -> Policy:
+def _ratio_policy(name: str, chain_size: int, geometry: Geometry) -> Policy:
     return Policy(
         name=name,
         max_pages_per_zspage=chain_size,
@@ -228,11 +287,14 @@ def _ratio_policy(name: str, chain_size: int) -> Policy:
         find_order=tuple(range(10, -1, -1)),
         zero_size_error=-EINVAL,
         oversize_error=-ENOSPC,
+        handle_size=geometry.handle_size,
+        geometry=geometry,
+        obj_tag_bits=0,
         compaction=CompactionRule.DST_FIRST,
     )
 
 
-def _policy_2013() -> Policy:
+def _policy_2013(geometry: Geometry) -> Policy:
     # zs_malloc returns 0 (not an ERR_PTR) for size 0 and size > PAGE_SIZE; modelled as
     # -EINVAL so every failure is a negative int.
     return Policy(
@@ -246,6 +308,8 @@ def _policy_2013() -> Policy:
         oversize_error=-EINVAL,
         handle_size=0,
         merge_classes=False,
+        geometry=geometry,
+        obj_tag_bits=0,
         compaction=CompactionRule.NONE,
     )
 
@@ -259,8 +323,8 @@ def known_policies() -> tuple[str, ...]:
     return ("6.1", *_RATIO_VERSIONS, "2013")
 
 
-def policy(name: str, *, chain_size: int | None = None) -> Policy:
-    """The policy for kernel ``name``.
+def policy(name: str, *, chain_size: int | None = None, geometry: Geometry = X86_64) -> Policy:
+    """The policy for kernel ``name`` on an architecture of ``geometry``.
 
     ``chain_size`` is CONFIG_ZSMALLOC_CHAIN_SIZE (4..16, default 8) and only exists for 6.12+;
     6.1 and the 2013 design hard-code 4 pages per zspage.
@@ -268,12 +332,12 @@ def policy(name: str, *, chain_size: int | None = None) -> Policy:
     if name in ("6.1", "2013"):
         if chain_size is not None and chain_size != 4:
             raise ValueError(f"{name} has no CONFIG_ZSMALLOC_CHAIN_SIZE (fixed at 4 pages)")
-        return _quarters_policy(name) if name == "6.1" else _policy_2013()
+        return _quarters_policy(geometry) if name == "6.1" else _policy_2013(geometry)
     if name in _RATIO_VERSIONS:
         chain = _DEFAULT_CHAIN if chain_size is None else chain_size
         if not 4 <= chain <= 16:
             raise ValueError(f"CONFIG_ZSMALLOC_CHAIN_SIZE must be in 4..16, got {chain}")
-        return _ratio_policy(name, chain)
+        return _ratio_policy(name, chain, geometry)
     raise ValueError(f"unknown zsmalloc policy {name!r}; known: {', '.join(known_policies())}")
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 
 from ...guest.zstest import BatchResult
-from ...model import PoolModel, policy
+from ...model import PoolModel
 from . import page_ends
 from .base import Context, Outcome, Params, Scenario, register
 from .free_storm import NEVER_RAN, compacting
@@ -73,7 +73,7 @@ def locked_frees(result: BatchResult) -> tuple[int, int, str | None]:
 
 
 def run(ctx: Context, params: Params) -> Outcome:
-    pol = ctx.policy or policy(ctx.api.model_policy, chain_size=ctx.api.chain_size)
+    pol = ctx.policy or ctx.api.upstream_policy()
     sizes = [largest for _, largest in sorted(page_ends.size_ranges(PoolModel(pol)).values())]
     rounds = max(2 * params.repeat, -(-params.operations // len(sizes)))
     counts: dict[str, object] = {"cpus": params.cpus, "rounds": rounds, "classes": len(sizes)}

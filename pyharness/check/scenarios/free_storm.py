@@ -17,7 +17,7 @@ import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from ...model import PoolModel, policy
+from ...model import PoolModel
 from .base import Context, Outcome, Params, Scenario, register
 from .settle import settle, survivors
 
@@ -74,7 +74,7 @@ def batches(params: Params) -> list[list[str]]:
 
 
 def run(ctx: Context, params: Params) -> Outcome:
-    pol = ctx.policy or policy(ctx.api.model_policy, chain_size=ctx.api.chain_size)
+    pol = ctx.policy or ctx.api.upstream_policy()
     classes = ctx.config("ZSMALLOC_STAT") == "y"
     counts: dict[str, object] = {"cpus": params.cpus}
     with compacting(ctx, counts):

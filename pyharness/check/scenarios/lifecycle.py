@@ -14,7 +14,7 @@ a use after free is KASAN's on the debug kernel.
 
 from __future__ import annotations
 
-from ...model import PoolModel, policy
+from ...model import PoolModel
 from . import page_ends
 from .base import Context, Outcome, Params, Scenario, register
 from .free_storm import NEVER_RAN, compacting
@@ -52,7 +52,7 @@ def batches(sizes: list[int], params: Params) -> list[list[str]]:
 
 
 def run(ctx: Context, params: Params) -> Outcome:
-    pol = ctx.policy or policy(ctx.api.model_policy, chain_size=ctx.api.chain_size)
+    pol = ctx.policy or ctx.api.upstream_policy()
     plan = batches(class_sizes(PoolModel(pol)), params)
     counts: dict[str, object] = {
         "cpus": params.cpus,

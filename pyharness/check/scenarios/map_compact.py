@@ -10,7 +10,7 @@ settle (settle.py).
 
 from __future__ import annotations
 
-from ...model import PoolModel, policy
+from ...model import PoolModel
 from .base import Context, Outcome, Params, Scenario, register
 from .settle import settle, survivors
 
@@ -20,7 +20,7 @@ SEED = 0x6D6170  # fixed: a passing input passes every time
 
 
 def run(ctx: Context, params: Params) -> Outcome:
-    pol = ctx.policy or policy(ctx.api.model_policy, chain_size=ctx.api.chain_size)
+    pol = ctx.policy or ctx.api.upstream_policy()
     classes = ctx.config("ZSMALLOC_STAT") == "y"
     threads = max(1, params.cpus - 1)  # the compactor has the last CPU to itself
     counts: dict[str, object] = {"cpus": params.cpus, "threads": threads, "rounds": 0}

@@ -14,7 +14,7 @@ placement, so the batches go through the run's checker.
 from __future__ import annotations
 
 from ...kernel.api import KernelApi
-from ...model import Handle, Policy, PoolModel, SizeClass, policy
+from ...model import Handle, Policy, PoolModel, SizeClass
 from .base import Context, Outcome, Params, Scenario, register
 
 POOL = "sc-page-ends"
@@ -102,7 +102,7 @@ def batches(api: KernelApi, pol: Policy, operations: int) -> list[list[str]]:
 
 
 def run(ctx: Context, params: Params) -> Outcome:
-    pol = ctx.policy or policy(ctx.api.model_policy, chain_size=ctx.api.chain_size)
+    pol = ctx.policy or ctx.api.upstream_policy()
     plan = batches(ctx.api, pol, params.operations)
     classes = len(plan) - 2
     commands = sum(len(b) for b in plan)

@@ -28,7 +28,7 @@ booted with zram set up: the scenario says so rather than run on less.
 
 from __future__ import annotations
 
-from ...model import PoolModel, policy
+from ...model import PoolModel
 from .base import Context, Outcome, Params, Scenario, register
 from .settle import settle, survivors
 from .zram_swap import (
@@ -102,7 +102,7 @@ def run(ctx: Context, params: Params) -> Outcome:
             "params",
             counts,
         )
-    pol = ctx.policy or policy(ctx.api.model_policy, chain_size=ctx.api.chain_size)
+    pol = ctx.policy or ctx.api.upstream_policy()
     classes = ctx.config("ZSMALLOC_STAT") == "y"
     compaction = ctx.config("COMPACTION") == "y" and ctx.config("PROC_SYSCTL") == "y"
     procs = PROCS_PER_CPU * params.cpus
