@@ -21,6 +21,7 @@ from debian.debian_support import Version
 from .. import model
 from ..check import scenarios
 from ..guest.triage import find_crash
+from ..kernel import arch as arch_mod
 from ..kernel.api import api_for
 from ..kernel.archive import Offer, archive_offers, newest_suite
 from ..kernel.identity import VARIANTS, series_key
@@ -64,7 +65,18 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
         config_fragments=_fragments(args) or None,
         cc=getattr(args, "cc", None),
         transport=getattr(args, "transport", None),
+        arch=_arch(args),
     )
+
+
+def _arch(args: argparse.Namespace) -> str | None:
+    """The target --arch and --page-size name (None: the configured one)."""
+    arch, page_size = getattr(args, "arch", None), getattr(args, "page_size", None)
+    if arch is None and page_size is None:
+        return None
+    if arch is None:
+        arch = config_mod.load().arch.split("-")[0]
+    return arch_mod.target(arch, page_size).name
 
 
 def _fragments(args: argparse.Namespace) -> tuple[Path, ...]:
@@ -488,13 +500,13 @@ def add_command(
     return sp
 
 
-def add_page_size_opt(sp: argparse.ArgumentParser) -> None:
+def add_page_size_opt(sp: argparse.ArgumentParser, default: str | None = None) -> None:
     """--page-size, spelled the same by every command."""
     sp.add_argument(
         "--page-size",
         choices=list(model.PAGE_SIZES),
-        default="4k",
-        help="PAGE_SIZE (default: 4k)",
+        default=default,
+        help=f"PAGE_SIZE (default: {default or 'the smallest the architecture has'})",
     )
 
 
@@ -514,6 +526,13 @@ def add_kernel_opts(sp: argparse.ArgumentParser) -> None:
         help="distro: Debian's kernel; minimal, debug: built from linux-source or --tree "
         "(VARIANT; a tree's default is minimal)",
     )
+    sp.add_argument(
+        "--arch",
+        choices=list(arch_mod.ARCHES),
+        help="the guest's architecture (ARCH in `make menuconfig`; default x86_64): other "
+        "machines boot Debian's kernels under TCG",
+    )
+    add_page_size_opt(sp)
     sp.add_argument("--refresh", action="store_true", help="re-resolve and refetch the kernel")
 
 
@@ -823,7 +842,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--policy", default="6.1", choices=[*model.known_policies(), "own"])
     sp.add_argument("--kernel", help="with --policy own: the kernel API (default: KERNEL)")
     sp.add_argument("--chain", type=bounded(4, 16), help="ZSMALLOC_CHAIN_SIZE (6.12 and later)")
-    add_page_size_opt(sp)
+    add_page_size_opt(sp, "4k")
     sp.add_argument(
         "--bits", type=int, choices=[32, 64], default=64, help="BITS_PER_LONG (default: 64)"
     )

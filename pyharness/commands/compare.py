@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..check.driver import BENCH_TIMES, DriverModel
-from ..guest import clients, initramfs, qemu
+from ..guest import clients, qemu
 from ..guest.modules import load_modules, unload_modules
 from ..guest.zstest import ZsTest
 from ..kernel.api import KernelApi
@@ -50,7 +50,7 @@ from ..progress import Progress, StageError
 from ..report import Case, RunResult, new_results_dir, new_run
 from .config import Config
 from .perf import BENCH_N, BENCH_REPEATS, BENCH_SEED, Bench, bench
-from .run import Prepared, RunOptions, check_batches, default_batches, run
+from .run import Prepared, RunOptions, check_batches, default_batches, guest_image, run
 
 GUEST_DIR = "/lib/modules/zskit"
 SPEED_LOADS = 5  # own, baseline, own, baseline, own
@@ -247,14 +247,10 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Pair:
                     else "the kernel image's zram.ko, built without MODVERSIONS (no CRCs)"
                 )
         own_result, own_sources = built["own"]
-        image = initramfs.build_initramfs(
-            [],
-            BUILD / f"initramfs-{run_target(config, 'own')}.cpio",
-            shell_tty=qemu.Profile.load().shell_tty,
-            files=files,
-            kernel_modules=kernel.modules,  # its brd.ko, the backing device of writeback
+        image = guest_image(
+            kernel, [], BUILD / f"initramfs-{run_target(config, 'own')}.cpio", p, files=files
         )
-        image = initramfs.Initramfs(image.path, sides["own"])
+        image = dataclasses.replace(image, modules=sides["own"])
     base_sources = built[base_name][1]
     prepared = Prepared(kernel, api, own_sources, own_result, image)
     return Pair(

@@ -19,7 +19,7 @@ from typing import Any
 
 import kconfiglib
 
-from ..kernel.identity import DISTRO, KernelId, series_key
+from ..kernel.identity import DISTRO, HOST_ARCH, KernelId, series_key
 from ..kernel.provision import known_series
 from ..kernel.tree import tree_kernel_id
 from ..kmod.own import OwnAllocator
@@ -61,6 +61,8 @@ class Config:
     # --transport: "auto" takes the fast channel where the guest has it; "serial" keeps
     # batches on the serial shell (what `zskit bench loop` measures the channel against).
     transport: str = "auto"
+    # The machine: a name of kernel/arch.py's TARGETS (x86_64, arm64-16k).
+    arch: str = HOST_ARCH
 
     @property
     def fast_channel(self) -> bool:
@@ -68,7 +70,7 @@ class Config:
 
     @property
     def kernel_id(self) -> KernelId:
-        return KernelId(self.kernel, self.variant, tree=self.tree)
+        return KernelId(self.kernel, self.variant, arch=self.arch, tree=self.tree)
 
     def with_tree(self, tree: Path, variant: str | None = None) -> Config:
         """A copy whose kernel is built from `tree` (checked now, before any work).
@@ -214,6 +216,7 @@ def load(kconfig: Path = KCONFIG, dotconfig: Path | None = None) -> Config:
         workload_churn_percent=num("WORKLOAD_CHURN_PERCENT"),
         workload_probes="auto" if kconf.syms["WORKLOAD_PROBES"].tri_value == 2 else "never",
         variant=_choice(kconf, "VARIANT"),
+        arch=_choice(kconf, "ARCH").replace("arm64_16k", "arm64-16k"),
         baseline=kconf.syms["RUN_BASELINE"].tri_value == 2,
         own=OwnAllocator(
             max_pages=num("OWN_MAX_PAGES"),

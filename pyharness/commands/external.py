@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..guest import initramfs, qemu
 from ..guest.external import LoadOutcome, find_report, load_external, module_log
 from ..kmod import external
 from ..kmod.own import BUILTIN_PREFIX
@@ -142,10 +141,11 @@ def run_module(config: Config, p: Progress, options: ModuleOptions) -> RunResult
         with p.stage("initramfs"):
             allocator = [ko for ko in prepared.built.modules if ko.stem != "zstest"]
             files = {f"{GUEST_MODULE_DIR}/{ko.name}": ko for ko in built.modules}
-            image = initramfs.build_initramfs(
+            image = run.guest_image(
+                prepared.kernel,
                 allocator,
                 BUILD / f"initramfs-{target}-module.cpio",
-                shell_tty=qemu.Profile.load().shell_tty,
+                p,
                 files=files,
             )
         booting = dataclasses.replace(prepared, image=image)

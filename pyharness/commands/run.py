@@ -11,7 +11,7 @@ import dataclasses
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,7 @@ from ..guest.channel import open_channel
 from ..guest.modules import kcsan_counters, load_modules
 from ..guest.triage import find_crash, known_races
 from ..guest.zstest import ZsTest
+from ..kernel import foreign
 from ..kernel.api import KernelApi
 from ..kernel.detect import api_of
 from ..kernel.manifest import Kernel
@@ -76,6 +77,10 @@ class RunOptions:
 
 
 def choose_accel(config: Config, profile: qemu.Profile, spec: qemu.BootSpec, p: Progress) -> str:
+    if not profile.kvm_cpu:  # another machine than the host's
+        if config.accel == "kvm":
+            raise StageError(f"{profile.binary} runs under TCG only here: use --accel tcg")
+        return "tcg"
     if config.accel != "auto":
         return config.accel
     # Parallel runs (zskit matrix) share the probe's record and log: one probes, the rest read.
@@ -355,16 +360,39 @@ def prepare_modules(config: Config, kernel: Kernel, p: Progress) -> Prepared:
     with p.stage("initramfs"):
         found = find_tree_tests(config.tree, kernel.modules) if config.tree else TreeTests()
         executables, files = tree_tests.image_files(found)
-        image = initramfs.build_initramfs(
+        image = guest_image(
+            kernel,
             built.modules,
             BUILD / f"initramfs-{target}.cpio",
-            shell_tty=qemu.Profile.load().shell_tty,
+            p,
             files=files,
             executables=executables,
-            kernel_modules=kernel.modules,  # its zram.ko and brd.ko
-            channel_built_in=kernel.channel_built_in,
         )
     return Prepared(kernel, api, sources, built, image, found)
+
+
+def guest_image(
+    kernel: Kernel,
+    modules: Sequence[Path],
+    dest: Path,
+    p: Progress,
+    files: Mapping[str, Path] | None = None,
+    executables: Mapping[str, bytes] | None = None,
+) -> initramfs.Initramfs:
+    """The initramfs for the kernel's machine: its busybox, the guest programs built for
+    it, its shell port, the kernel's zram.ko and brd.ko and its fast-channel drivers."""
+    machine = kernel.target
+    return initramfs.build_initramfs(
+        modules,
+        dest,
+        shell_tty=qemu.Profile.load(machine.profile).shell_tty,
+        busybox=foreign.busybox(machine.debian_arch, p) if machine.cross else initramfs.BUSYBOX,
+        files=files,
+        executables=executables,
+        kernel_modules=kernel.modules,
+        channel_built_in=kernel.channel_built_in,
+        cc=machine.cc,
+    )
 
 
 def boot(
@@ -406,7 +434,7 @@ def _booted(
 
     def start() -> tuple[qemu.Guest, Path]:
         """A guest not yet booted, and its channel's socket, in a directory of its own."""
-        profile = qemu.Profile.load()
+        profile = qemu.Profile.load(prepared.kernel.target.profile)
         socket = Path(tempfile.mkdtemp(prefix="zskit-")) / "channel"
         spec = qemu.BootSpec(
             kernel=prepared.kernel.boot_image,

@@ -89,6 +89,7 @@ def build_initramfs(
     executables: Mapping[str, bytes] | None = None,  # more files, mode 755: guest path -> data
     kernel_modules: Path | None = None,  # the image's /lib/modules/<release>, for zram.ko
     channel_built_in: bool = False,  # the kernel has the fast channel's drivers in vmlinux
+    cc: str = programs.CC,  # the compiler of the guest's programs (a cross gcc elsewhere)
 ) -> Initramfs:
     archive = Archive()
     archive.add_file("bin/busybox", _check_busybox(busybox), mode=0o755)
@@ -103,7 +104,7 @@ def build_initramfs(
         archive.add_file(guest, ko.read_bytes())
         guest_paths.append("/" + guest)
     for name in programs.PROGRAMS:
-        binary = programs.build_program(name).read_bytes()
+        binary = programs.build_program(name, cc).read_bytes()
         archive.add_file(programs.guest_path(name).lstrip("/"), binary, mode=0o755)
     # The fast channel's drivers, numbered so that /init loads them in order.
     channel = []

@@ -36,7 +36,10 @@ PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("hung-task", re.compile(r"\bINFO: task .* blocked for more than \d+ seconds")),
     ("general-protection-fault", re.compile(r"\bgeneral protection fault\b")),
     ("bug", re.compile(r"^BUG: |\bkernel BUG at ")),
-    ("oops", re.compile(r"^Oops: ")),
+    # x86 and powerpc print "Oops: ", arm64 "Internal error: Oops", after the line that
+    # names the fault ("Unable to handle kernel paging request", powerpc's "BUG: Kernel
+    # NULL pointer dereference", taken as "bug" above).
+    ("oops", re.compile(r"^Oops: |^Unable to handle kernel |^Internal error: Oops")),
     ("warning", re.compile(r"^WARNING: (CPU: |at )")),
     ("panic", re.compile(r"\bKernel panic - not syncing\b")),
 )

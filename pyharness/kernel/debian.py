@@ -29,6 +29,8 @@ from pathlib import Path
 from ..locking import locked
 from ..progress import Progress, StageError
 from . import toolchain
+from .arch import Target
+from .foreign import ForeignApt, require_host_packages
 from .manifest import Kernel, cached, config_value
 
 # Files taken from linux-source-X: the upstream allocator, its header, and checkpatch.
@@ -126,53 +128,60 @@ class DebianDistroKernel:
                 what=f"downloading {', '.join(missing)} ({version})",
                 cwd=debs,
             )
-        root = top / f"root-{release}"
-        tmp = top / f"root-{release}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        progress.say(f"unpacking into {root}")
-        for pkg in packages:
-            (deb,) = debs.glob(f"{pkg}_*.deb")
-            progress.run(["dpkg-deb", "-x", deb, tmp], what=f"unpacking {deb.name}")
-        tarball = tmp / "usr/src" / f"linux-source-{self.series}.tar.xz"
-        src_top = f"linux-source-{self.series}"
-        progress.say(
-            f"extracting {', '.join(SOURCE_MEMBERS[:2])} and checkpatch from {tarball.name}"
-        )
-        progress.run(
-            [
-                "tar",
-                "-xJf",
-                tarball,
-                "-C",
-                tmp / "usr/src",
-                *(f"{src_top}/{m}" for m in SOURCE_MEMBERS),
-            ],
-            what="extracting linux-source",
-        )
-        tarball.unlink()
-        # The headers Makefile includes the common part by absolute path.
-        kdir_rel = Path("usr/src") / f"linux-headers-{release}"
-        makefile = tmp / kdir_rel / "Makefile"
-        makefile.write_text(makefile.read_text().replace("/usr/src/", f"{root}/usr/src/"))
-        vmlinux = pvh_vmlinux(tmp / "boot" / f"vmlinuz-{release}", tmp / kdir_rel / ".config")
-        shutil.rmtree(root, ignore_errors=True)
-        tmp.rename(root)
+        debs_of = [next(debs.glob(f"{pkg}_*.deb")) for pkg in packages]
+        root = _assemble(top, release, self.series, debs_of, progress)
         vmlinuz = root / "boot" / f"vmlinuz-{release}"
+        vmlinux = vmlinuz.with_name(f"vmlinux-{release}")
         kernel = Kernel(
             series=self.series,
             release=release,
             package_version=version,
             vmlinuz=vmlinuz,
-            boot_image=root / "boot" / vmlinux.name if vmlinux else vmlinuz,
-            kdir=root / kdir_rel,
+            boot_image=vmlinux if vmlinux.exists() else vmlinuz,
+            kdir=root / "usr/src" / f"linux-headers-{release}",
             modules=root / "lib/modules" / release,
-            source=root / "usr/src" / src_top,
+            source=root / "usr/src" / f"linux-source-{self.series}",
         )
         if not kernel.is_complete():
             raise StageError(f"the packages of {release} lack expected files; rerun with --refresh")
         kernel.save(manifest)
         return kernel
+
+
+def _assemble(top: Path, release: str, series: str, debs: list[Path], progress: Progress) -> Path:
+    """Unpack a kernel's packages into top/root-<release> (complete or not at all): the
+    source's SOURCE_MEMBERS only, the headers' Makefile pointed at the cache, and the ELF
+    kernel for a PVH boot (x86) unpacked beside the image."""
+    root = top / f"root-{release}"
+    tmp = top / f"root-{release}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    progress.say(f"unpacking into {root}")
+    for deb in debs:
+        progress.run(["dpkg-deb", "-x", deb, tmp], what=f"unpacking {deb.name}")
+    src_top = f"linux-source-{series}"
+    tarball = tmp / "usr/src" / f"{src_top}.tar.xz"
+    progress.say(f"extracting {', '.join(SOURCE_MEMBERS[:2])} and checkpatch from {tarball.name}")
+    progress.run(
+        [
+            "tar",
+            "-xJf",
+            tarball,
+            "-C",
+            tmp / "usr/src",
+            *(f"{src_top}/{m}" for m in SOURCE_MEMBERS),
+        ],
+        what="extracting linux-source",
+    )
+    tarball.unlink()
+    # The headers Makefile includes the common part by absolute path.
+    kdir_rel = Path("usr/src") / f"linux-headers-{release}"
+    makefile = tmp / kdir_rel / "Makefile"
+    makefile.write_text(makefile.read_text().replace("/usr/src/", f"{root}/usr/src/"))
+    pvh_vmlinux(tmp / "boot" / f"vmlinuz-{release}", tmp / kdir_rel / ".config")
+    shutil.rmtree(root, ignore_errors=True)
+    tmp.rename(root)
+    return root
 
 
 def _bzimage_payload(data: bytes) -> bytes | None:
@@ -410,3 +419,117 @@ def _extract_source(deb: Path, src_pkg: str, dest: Path, progress: Progress) -> 
         what=f"extracting {src_pkg}",
     )
     shutil.rmtree(scratch)
+
+
+@dataclass(frozen=True)
+class DebianForeignKernel:
+    """A Debian kernel of another architecture, from the host's own suites (foreign.py).
+
+    bookworm carries 6.1 for every target and, in bookworm-security, 6.12 (`+deb12`, the
+    arm64-16k flavour among them), all built with gcc-12, so the host's cross gcc-12
+    builds modules for them. The headers' host tools come from the amd64 linux-kbuild
+    package of the same version, which runs here as it does for the amd64 headers.
+    """
+
+    series: str  # "6.1"
+    target: Target
+    zsmalloc_builtin: bool = False
+
+    def _resolve(self, apt: ForeignApt, p: Progress) -> tuple[str, str]:
+        """(release, package version) of the newest image built from linux-source-<series>."""
+        src_pkg = f"linux-source-{self.series}"
+        version = apt.versions([src_pkg], p).get(src_pkg)
+        if version is None:
+            raise StageError(
+                f"the host's Debian release serves no {src_pkg} for {self.target.debian_arch}; "
+                f"zskit boots {self.target.name} kernels of the series the host's suites "
+                "carry (6.1 and, from bookworm-security, 6.12)"
+            )
+        flavour = re.escape(self.target.flavour)
+        abi = rf"{re.escape(self.series)}\.[0-9]+(?:-[0-9]+|\+deb[0-9]+)"
+        pattern = rf"linux-image-({abi})-{flavour}-unsigned"
+        broad = rf"^linux-image-{re.escape(self.series)}\..*-{flavour}-unsigned$"  # apt's ERE
+        names = [n for n in apt.search(broad) if re.fullmatch(pattern, n)]
+        found = apt.versions(names, p)
+        matching = [n for n in names if found.get(n) == version]
+        if not matching:
+            raise StageError(
+                f"no linux-image-{self.series}.*-{self.target.flavour}-unsigned at version "
+                f"{version} (the version of {src_pkg}) for {self.target.debian_arch}; the "
+                "archive may be mid-update: retry later with --refresh"
+            )
+        newest = max(matching, key=_version_key)
+        return newest.removeprefix("linux-image-").removesuffix("-unsigned"), version
+
+    def provision(self, cache: Path, progress: Progress, refresh: bool = False) -> Kernel:
+        top = cache / "debian" / f"{self.series}-{self.target.name}"
+        require_host_packages(self.target.host_packages, f"a {self.target.name} kernel", progress)
+        if not refresh and (kernel := cached(top / "kernel.json", progress)):
+            return kernel
+        with locked(top / "provision.lock"):
+            if not refresh and (kernel := cached(top / "kernel.json", progress)):
+                return kernel
+            return self._provision(top, progress, refresh)
+
+    def _provision(self, top: Path, progress: Progress, refresh: bool) -> Kernel:
+        apt = ForeignApt(self.target.debian_arch).ready(progress, refresh)
+        release, version = self._resolve(apt, progress)
+        abi = release.removesuffix(f"-{self.target.flavour}")
+        foreign = [
+            f"linux-image-{release}-unsigned",
+            f"linux-headers-{release}",
+            f"linux-headers-{abi}-common",
+            f"linux-source-{self.series}",
+        ]
+        # The host tools: linux-kbuild-6.1 for 6.1, linux-kbuild-6.12.117+deb12 for 6.12.
+        kbuild_names = [f"linux-kbuild-{abi}", f"linux-kbuild-{self.series}"]
+        kbuild = next(
+            (n for n, v in apt_show(kbuild_names, progress).items() if v == version), None
+        )
+        if kbuild is None:
+            raise StageError(
+                f"the host's apt has no {' or '.join(kbuild_names)} at {version}: run "
+                "`sudo apt-get update` and retry"
+            )
+        debs = top / "debs" / version
+        debs.mkdir(parents=True, exist_ok=True)
+        missing = [n for n in foreign if not list(debs.glob(f"{n}_*.deb"))]
+        if missing:
+            apt.download([f"{n}={version}" for n in missing], debs, progress)
+        if not list(debs.glob(f"{kbuild}_*.deb")):
+            toolchain.host_apt_get(
+                ["download", f"{kbuild}={version}"],
+                progress,
+                what=f"downloading {kbuild}",
+                cwd=debs,
+            )
+        packages = [next(debs.glob(f"{n}_*.deb")) for n in (*foreign, kbuild)]
+        root = _assemble(top, release, self.series, packages, progress)
+        kdir = root / "usr/src" / f"linux-headers-{release}"
+        built = {"y": True, "m": False}.get(config_value(kdir / ".config", "ZSMALLOC") or "")
+        if built is not self.zsmalloc_builtin:
+            raise StageError(
+                f"Linux {release} does not configure zsmalloc as kernel/provision.py says "
+                f"(zsmalloc_builtin={self.zsmalloc_builtin}); fix that entry"
+            )
+        for old in top.iterdir():  # the kernels of earlier ABIs, replaced by this one
+            if old.is_dir() and old.name.startswith("root-") and old != root:
+                shutil.rmtree(old)
+        # ppc64el's image is an ELF vmlinux; the others' a vmlinuz (arm64: an Image).
+        image = next(root.glob(f"boot/vmlinu[xz]-{release}"))
+        kernel = Kernel(
+            series=self.series,
+            release=release,
+            package_version=version,
+            vmlinuz=image,
+            boot_image=image,
+            kdir=kdir,
+            modules=root / "lib/modules" / release,
+            source=root / "usr/src" / f"linux-source-{self.series}",
+            arch=self.target.name,
+            make_vars=self.target.make_vars,
+        )
+        if not kernel.is_complete():
+            raise StageError(f"the packages of {release} lack expected files; rerun with --refresh")
+        kernel.save(top / "kernel.json")
+        return kernel

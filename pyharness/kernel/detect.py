@@ -17,6 +17,7 @@ snippets; `api_of` composes them for a provisioned kernel.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from ..model import (
 from ..progress import StageError
 from .api import KernelApi
 from .identity import series_key
-from .manifest import Kernel, config_value
+from .manifest import Kernel, config_value, config_values
 
 T = TypeVar("T")
 
@@ -799,5 +800,11 @@ def api_from(series: str, files: KernelFiles, chain: int | None) -> KernelApi:
 
 
 def api_of(kernel: Kernel) -> KernelApi:
-    """The zsmalloc API facts of a provisioned kernel, from its own files."""
-    return api_from(kernel.series, KernelFiles.of(kernel), chain_size(kernel.kdir / ".config"))
+    """The zsmalloc API facts of a provisioned kernel, from its own files, with the
+    geometry its architecture's config and headers give."""
+    files = KernelFiles.of(kernel)
+    api = api_from(kernel.series, files, chain_size(kernel.kdir / ".config"))
+    target = kernel.target
+    arch_include = files.include.parent / "arch" / target.srcarch / "include"
+    geometry = target.geometry(config_values(kernel.kdir / ".config"), arch_include)
+    return dataclasses.replace(api, geometry=geometry)

@@ -15,6 +15,8 @@ from typing import Protocol
 
 from ..progress import Progress
 from . import toolchain
+from .arch import TARGETS, Target
+from .identity import HOST_ARCH
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Kernel:
     toolchain: Path | None = None
     variant: str = "distro"  # "distro": Debian's packages; "minimal", "debug": source.py
     make_vars: tuple[str, ...] = ()  # for every make against kdir, e.g. CC=x86_64-linux-gnu-gcc-14
+    arch: str = HOST_ARCH  # the machine it runs on: a name of arch.TARGETS (arm64-16k)
 
     def save(self, path: Path) -> None:
         data = {
@@ -63,6 +66,7 @@ class Kernel:
                 toolchain=optional("toolchain"),
                 variant=data.get("variant", "distro"),
                 make_vars=tuple(data.get("make_vars", ())),
+                arch=data.get("arch", HOST_ARCH),
             )
         except (KeyError, ValueError, TypeError):
             return None
@@ -77,6 +81,10 @@ class Kernel:
     def channel_built_in(self) -> bool:
         """Whether the fast channel's drivers are in vmlinux (a tree's kernel), not modules."""
         return self.config("VIRTIO_PCI") == "y" and self.config("VIRTIO_CONSOLE") == "y"
+
+    @property
+    def target(self) -> Target:
+        return TARGETS[self.arch]
 
     def config(self, option: str) -> str | None:
         """The value of CONFIG_<option> in the kernel's .config ("y", "m", ...), or None."""
@@ -133,3 +141,13 @@ def config_value(config: Path, option: str) -> str | None:
         return None
     m = re.search(rf"^CONFIG_{re.escape(option)}=(.*)$", text, re.M)
     return m[1].strip('"') if m else None
+
+
+def config_values(config: Path) -> dict[str, str]:
+    """Every CONFIG_<option>=value of a .config, unquoted (empty when unreadable)."""
+    try:
+        lines = config.read_text().splitlines()
+    except OSError:
+        return {}
+    pairs = (line.split("=", 1) for line in lines if line.startswith("CONFIG_") and "=" in line)
+    return {k: v.strip('"') for k, v in pairs}

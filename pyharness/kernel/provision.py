@@ -20,8 +20,9 @@ from ..locking import locked
 from ..paths import cache_dir, lock_file
 from ..progress import Progress, StageError
 from . import fragments as fragments_mod
+from .arch import TARGETS
 from .archive import ArchiveIndex, newest_suite
-from .debian import DebianDistroKernel, DebianSuiteKernel
+from .debian import DebianDistroKernel, DebianForeignKernel, DebianSuiteKernel
 from .identity import DISTRO, HOST_ARCH, VARIANTS, KernelId, series_key
 from .manifest import Kernel, KernelSource
 from .source import VARIANT_FRAGMENTS, SourceBuiltKernel
@@ -43,6 +44,27 @@ SOURCES: dict[str, dict[str, KernelSource]] = {
         for variant in VARIANT_FRAGMENTS
     },
 }
+
+
+# Debian kernels of other machines, from the host's suites: zsmalloc is a module in 6.1
+# (bookworm) and built in from 6.12 (bookworm-security's +deb12 kernels).
+FOREIGN_SERIES = {"6.1": False, "6.12": True}
+
+
+def foreign_source(kernel: KernelId) -> KernelSource:
+    if kernel.arch not in TARGETS:
+        raise StageError(f"unknown machine {kernel.arch!r}; known: {', '.join(TARGETS)}")
+    if kernel.tree is not None or kernel.variant != DISTRO:
+        raise StageError(
+            f"{kernel.arch} kernels are Debian's packages only so far (variant distro): "
+            "source-built variants and trees are built for x86_64"
+        )
+    if kernel.series not in FOREIGN_SERIES:
+        raise StageError(
+            f"no Linux {kernel.series} for {kernel.arch}: the host's Debian suites carry "
+            f"{' and '.join(FOREIGN_SERIES)} for other machines (--kernel)"
+        )
+    return DebianForeignKernel(kernel.series, TARGETS[kernel.arch], FOREIGN_SERIES[kernel.series])
 
 
 def known_series() -> tuple[str, ...]:
@@ -67,7 +89,7 @@ def source_for(kernel: KernelId) -> KernelSource:
     the newest version of the series (its distribution kernel, or one built from its
     linux-source). An unknown series, variant or machine is refused."""
     if kernel.arch != HOST_ARCH:
-        raise StageError(f"zskit boots {HOST_ARCH} kernels only, not {kernel.arch}")
+        return foreign_source(kernel)
     if kernel.tree is not None:
         return TreeKernel.of(kernel, DEBIAN_SUITES)
     known = sources(kernel.variant)

@@ -3,6 +3,7 @@ boot, each variant's load between two of the base's."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import statistics
@@ -39,10 +40,9 @@ def _perf(
                 continue
             files.append(staged / f"{name}-{ko.name}")
             shutil.copy2(ko, files[-1])
-    shell_tty = qemu.Profile.load().shell_tty
-    image = initramfs.build_initramfs(files, ctx.tmp / "perf.cpio", shell_tty)
+    image = run.guest_image(ctx.kernel, files, ctx.tmp / "perf.cpio", ctx.p)
     # Nothing loads at boot: each measurement loads its own pair and unloads it.
-    image = initramfs.Initramfs(image.path, ())
+    image = dataclasses.replace(image, modules=())
     any_built = next(iter(variants.values()))
     prepared = run.Prepared(
         ctx.kernel,

@@ -4,6 +4,7 @@ zram, zswap; and which patch brought a suite failure."""
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,16 +166,11 @@ def _zram_after(guest: qemu.Guest, result: RunResult, p: Progress) -> None:
 def _run_suite(ctx: Context, built: Built, out: Path) -> RunResult:
     """The default suite on these modules, through run.run (its own results directory);
     then, with a zram.ko, the zram round trip in the same boot."""
-    image = initramfs.build_initramfs(
-        built.modules,
-        ctx.tmp / f"{out.parent.name}.cpio",
-        qemu.Profile.load().shell_tty,
-        kernel_modules=ctx.kernel.modules,  # its brd.ko, the backing device of writeback
-    )
+    image = run.guest_image(ctx.kernel, built.modules, ctx.tmp / f"{out.parent.name}.cpio", ctx.p)
     allocator = [m for m in built.modules if m.name in ("zsmalloc.ko", "zstest.ko")]
     # zram.ko is in the image, loaded by the round trip, not at boot.
-    image = initramfs.Initramfs(
-        image.path, tuple(f"/{initramfs.MODULE_DIR}/{m.name}" for m in allocator)
+    image = dataclasses.replace(
+        image, modules=tuple(f"/{initramfs.MODULE_DIR}/{m.name}" for m in allocator)
     )
     sources = render.RenderedSources(out.parent / "sources", built.sources, ("zsmalloc", "zstest"))
     prepared = run.Prepared(

@@ -32,21 +32,22 @@ def source(name: str) -> str:
     return (importlib.resources.files(__name__) / f"{name}.c").read_text()
 
 
-def build_program(name: str, out_dir: Path = BUILD / "programs") -> Path:
-    """The static binary of programs/NAME.c, built once per source and flags."""
+def build_program(name: str, cc: str = CC, out_dir: Path = BUILD / "programs") -> Path:
+    """The static binary of programs/NAME.c, built once per source, compiler and flags
+    (`cc` is a cross compiler for another machine's guest, e.g. aarch64-linux-gnu-gcc)."""
     text = source(name)
-    key = hashlib.sha256("\0".join((text, CC, *CFLAGS)).encode()).hexdigest()[:16]
+    key = hashlib.sha256("\0".join((text, cc, *CFLAGS)).encode()).hexdigest()[:16]
     binary = out_dir / f"{name}-{key}"
     if binary.exists():
         return binary
-    if shutil.which(CC) is None:
-        raise StageError(f"{CC} is missing: the guest's {name} is built on the host (`make setup`)")
+    if shutil.which(cc) is None:
+        raise StageError(f"{cc} is missing: the guest's {name} is built on the host (`make setup`)")
     out_dir.mkdir(parents=True, exist_ok=True)
     src = out_dir / f"{name}-{key}.c"
     src.write_text(text)
     tmp = binary.with_suffix(".tmp")
     proc = subprocess.run(
-        [CC, *CFLAGS, "-o", str(tmp), str(src)], capture_output=True, text=True, check=False
+        [cc, *CFLAGS, "-o", str(tmp), str(src)], capture_output=True, text=True, check=False
     )
     if proc.returncode != 0:
         hint = " (a static link needs libc6-dev: `make setup`)" if "-lc" in proc.stderr else ""
