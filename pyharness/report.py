@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .kernel.identity import DISTRO, KernelId
+from .kernel.arch import TARGETS
+from .kernel.identity import DISTRO, HOST_ARCH, KernelId
 from .paths import RESULTS
 
 # results.json keys that are RunResult fields; every other key is `info`.
@@ -58,10 +59,11 @@ class RunResult:
     info: dict[str, object] = field(default_factory=dict)
     variant: str = DISTRO  # where the kernel came from: distro, minimal, debug
     tree: Path | None = None  # the user's tree the kernel was built from (--tree)
+    arch: str = HOST_ARCH  # the machine: a name of kernel/arch.py's TARGETS
 
     @property
     def kernel_id(self) -> KernelId:
-        return KernelId(self.kernel, self.variant, tree=self.tree)
+        return KernelId(self.kernel, self.variant, arch=self.arch, tree=self.tree)
 
     def identity(self) -> dict[str, object]:
         """The kernel as results.json names it; a tree's with its commit and dirtiness
@@ -74,10 +76,12 @@ class RunResult:
                 "commit": self.info.get("tree_commit"),
                 "dirty": self.info.get("tree_dirty"),
             }
+        machine = TARGETS[kernel.arch]
         return {
             "series": kernel.series,
             "variant": kernel.variant,
-            "arch": kernel.arch,
+            "arch": machine.kbuild_arch,  # the kernel's own name (ARCH=)
+            "page_size": machine.page_size,
             "name": kernel.slug,
             "tree": tree,
         }
@@ -215,6 +219,7 @@ def new_run(
         directory=directory,
         variant=kernel.variant,
         tree=kernel.tree,
+        arch=kernel.arch,
     )
 
 

@@ -23,7 +23,6 @@ from ..kmod.render import PROTOCOL_VERSION
 from ..model import ClassStats, Handle, Policy, PoolModel
 from ..model.pattern import pattern, pattern_seed, xorshift32
 
-PAGE_SIZE = 4096
 MAX_LINE = 128
 MAX_ARGS = 6
 MAX_CHURN = 1 << 20
@@ -172,6 +171,11 @@ class DriverModel:
     # longer a function of the commands; its own checks (test_stress) apply instead.
     unmodelled: bool = False
 
+    @property
+    def page_size(self) -> int:
+        """The guest's PAGE_SIZE, which bounds zstest's sizes (its random ones too)."""
+        return self.api.geometry.page_size
+
     def run(self, line: str) -> int | None:
         if len(line.encode()) >= MAX_LINE:
             return -errno.E2BIG
@@ -237,7 +241,7 @@ class DriverModel:
         return 0
 
     def _alloc(self, pool: _Pool, oid: int, size: int) -> int:
-        if size == 0 or size > PAGE_SIZE:
+        if size == 0 or size > self.page_size:
             return -errno.EINVAL
         if oid in pool.objects:
             return -errno.EEXIST
@@ -301,6 +305,7 @@ class DriverModel:
             return -errno.EINVAL
         state = pattern_seed(base, seed, n)
         objects = pool.objects
+        page_size = self.page_size
         for _ in range(n):
             state = xorshift32(state)
             oid = (base + state % span) & U32_MAX
@@ -313,7 +318,7 @@ class DriverModel:
                     err = self._free(pool, oid)
             else:
                 state = xorshift32(state)
-                size = 1 + (state % 512 if state >> 31 else state % PAGE_SIZE)
+                size = 1 + (state % 512 if state >> 31 else state % page_size)
                 err = self._alloc(pool, oid, size)
                 state = xorshift32(state)
                 if err == 0:
@@ -397,7 +402,7 @@ class DriverModel:
         handles: list[Handle] = []
         for _ in range(n):
             state = xorshift32(state)
-            handle = model.alloc(1 + (state % 512 if state >> 31 else state % PAGE_SIZE))
+            handle = model.alloc(1 + (state % 512 if state >> 31 else state % self.page_size))
             assert not isinstance(handle, int), "sizes 1..PAGE_SIZE always allocate"
             handles.append(handle)
         full = model.total_pages()
@@ -418,7 +423,7 @@ class DriverModel:
     def _lookup(self, pool: _Pool, size: int) -> int:
         if not self.api.lookup_class_index:
             return -errno.EOPNOTSUPP
-        if size > PAGE_SIZE:
+        if size > self.page_size:
             return -errno.EINVAL  # past the class table on 6.12+, so never asked
         self.values.append(("class_index", str(pool.model.lookup_class_index(size))))
         return 0

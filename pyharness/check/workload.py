@@ -23,12 +23,11 @@ import random
 from dataclasses import dataclass, field
 
 POOL = "zt0"
-PAGE_SIZE = 4096
 CHURN_BASE = 1 << 30  # churn's ids, apart from the workload's own
-# Object sizes of the probes, as bands: small sizes give classes of many objects per zspage
-# (list order inside one fullness group), large ones classes of a few (every free moves a
-# zspage between groups).
-PROBE_BANDS = ((100, 400), (400, 1000), (1000, 2000), (2000, 3000), (3000, 3600))
+# Object sizes of the probes, as bands for 4 KiB pages (scaled with the page size): small
+# sizes give classes of many objects per zspage (list order inside one fullness group),
+# large ones classes of a few (every free moves a zspage between groups).
+PROBE_BANDS_4K = ((100, 400), (400, 1000), (1000, 2000), (2000, 3000), (3000, 3600))
 PROBE_ROUNDS = 4
 FINE_ROUNDS = 6  # rounds of single steps, each a batch of its own
 FINE_STEPS = 40
@@ -44,16 +43,22 @@ class Workload:
     partial_writes: bool = True  # the kernel has zs_map_object modes
     churn_percent: int = 50  # share of operations done by churn lines (bulk, cheap to send)
     lookups: bool = False  # the kernel has zs_lookup_class_index
+    page_size: int = 4096  # the guest's PAGE_SIZE
     live: dict[int, tuple[int, int]] = field(default_factory=dict)  # id -> (size, seed)
     next_id: int = 1
+
+    @property
+    def bands(self) -> tuple[tuple[int, int], ...]:
+        scale = self.page_size // 4096
+        return tuple((lo * scale, hi * scale) for lo, hi in PROBE_BANDS_4K)
 
     def _size(self, rng: random.Random) -> int:
         roll = rng.random()
         if roll < 0.55:
             return rng.randint(1, 512)
         if roll < 0.95:
-            return rng.randint(513, PAGE_SIZE - 1)
-        return PAGE_SIZE
+            return rng.randint(513, self.page_size - 1)
+        return self.page_size
 
     def _new(self, rng: random.Random) -> list[str]:
         oid, self.next_id = self.next_id, self.next_id + 1
@@ -156,14 +161,19 @@ class Workload:
             out += self._fine_round(rng)
         # zs_malloc's refusals, only visible through `raw`; its largest valid size, and
         # where a huge object sits (no handle header).
-        checks = ["raw 0", f"raw {PAGE_SIZE + 1}", f"raw {PAGE_SIZE}", f"raw {1 << 31}"]
-        huge = self._alloc_ids(PAGE_SIZE, 1)[0]
-        checks += [f"alloc {huge} {PAGE_SIZE}", f"where {huge}", f"free {huge}"]
+        page = self.page_size
+        checks = ["raw 0", f"raw {page + 1}", f"raw {page}", f"raw {1 << 31}"]
+        huge = self._alloc_ids(page, 1)[0]
+        checks += [f"alloc {huge} {page}", f"where {huge}", f"free {huge}"]
         if self.lookups:
             # Sizes past PAGE_SIZE are refused by zstest: the kernel's lookup checks none.
-            sizes = {0, 1, PAGE_SIZE, PAGE_SIZE + 1, (1 << 31) - 8, (1 << 32) - 1}
-            # Both sides of every 16-byte class boundary (sizes include an 8-byte header).
-            sizes |= {b + d for b in range(8, PAGE_SIZE, 16) for d in (0, 1) if b % 64 < 32}
+            sizes = {0, 1, page, page + 1, (1 << 31) - 8, (1 << 32) - 1}
+            # Both sides of half the class boundaries (PAGE_SIZE >> 8 apart; sizes include
+            # an 8-byte header).
+            delta = page >> 8
+            sizes |= {
+                b + d for b in range(8, page, delta) for d in (0, 1) if b % (4 * delta) < 2 * delta
+            }
             checks += [f"lookup {size}" for size in sorted(sizes)]
         out.append([*checks, "stats"])
         return out
@@ -171,10 +181,10 @@ class Workload:
     def _fine_round(self, rng: random.Random) -> list[list[str]]:
         """One small and one large class, a few zspages each, then single steps: one or two
         allocations or frees per class and now and then a compaction, each step checked."""
-        small = rng.randint(*PROBE_BANDS[0])
-        large = rng.randint(*rng.choice(PROBE_BANDS[2:]))
+        small = rng.randint(*self.bands[0])
+        large = rng.randint(*rng.choice(self.bands[2:]))
         held = {
-            size: self._alloc_ids(size, rng.randint(1, 3) * min(24, 4 * PAGE_SIZE // size))
+            size: self._alloc_ids(size, rng.randint(1, 3) * min(24, 4 * self.page_size // size))
             for size in (small, large)
         }
         out = [[*(f"alloc {oid} {size}" for size, ids in held.items() for oid in ids), "stats"]]
@@ -199,9 +209,9 @@ class Workload:
         out: list[list[str]] = []
         held: dict[int, list[int]] = {}  # size -> live ids, oldest first
         per: dict[int, int] = {}  # size -> about one zspage's objects
-        for lo, hi in rng.sample(PROBE_BANDS, 3):
+        for lo, hi in rng.sample(self.bands, 3):
             size = rng.randint(lo, hi)
-            per[size] = max(2, min(24, 4 * PAGE_SIZE // size))
+            per[size] = max(2, min(24, 4 * self.page_size // size))
             held[size] = []
         fill: list[str] = []
         for size, ids in held.items():

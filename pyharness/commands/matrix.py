@@ -52,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..kernel.arch import TARGETS
 from ..kernel.identity import DISTRO, TREE_VARIANT, KernelId
 from ..kernel.manifest import KernelSource
 from ..kernel.provision import SOURCES, source_for
@@ -62,7 +63,6 @@ from ..progress import Progress, StageError
 from ..report import Case, RunResult, ktap, new_results_dir
 from .config import Config, load
 
-PLATFORM = "qemu-x86_64"  # the QEMU profile every entry boots (qemu/x86_64.toml)
 # Files of an entry's results directory that kernelci.json names as artifacts.
 ARTIFACTS = {
     "console_log": "console.log",
@@ -444,8 +444,8 @@ def kernelci_nodes(outcomes: Sequence[Outcome], directory: Path) -> list[dict[st
             "kernel_series": entry.kernel.series,
             "variant": entry.kernel.variant,
             "allocator": entry.allocator,
-            "arch": entry.kernel.arch,
-            "platform": PLATFORM,
+            "arch": TARGETS[entry.kernel.arch].kbuild_arch,
+            "platform": f"qemu-{TARGETS[entry.kernel.arch].profile}",  # qemu/<profile>.toml
             "runtime": f"qemu-{accel}" if accel else "qemu",
         }
         job = ["zskit", entry.name]

@@ -97,6 +97,7 @@ def default_batches(config: Config, api: KernelApi, fast_channel: bool = False) 
         partial_writes=api.map_object,
         churn_percent=config.workload_churn_percent,
         lookups=api.lookup_class_index,
+        page_size=api.geometry.page_size,
     )
     if config.workload_probes == "always" or (config.workload_probes == "auto" and fast_channel):
         return workload.suite(config.workload_ops)

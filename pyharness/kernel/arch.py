@@ -53,7 +53,8 @@ class Target:
     @property
     def host_packages(self) -> tuple[str, ...]:
         """What the host needs to build for it (cross gcc, static libc) and to boot it."""
-        cross = (f"crossbuild-essential-{self.debian_arch}",) if self.cross else ()
+        # dwarves: pahole, for the BTF of modules where the headers ship a vmlinux (6.12).
+        cross = (f"crossbuild-essential-{self.debian_arch}", "dwarves") if self.cross else ()
         return (*cross, self.qemu_package)
 
     @property
