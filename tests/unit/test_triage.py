@@ -332,3 +332,18 @@ def test_the_same_functions_racing_otherwise_still_fail_the_run() -> None:
     later = triage.find_crash(both)
     assert later is not None and "obj_free [zsmalloc] / zs_page_isolate" in later.excerpt
     assert later.line > len(KNOWN_RACE.read_text().splitlines())
+
+
+def test_real_arm64_oops_is_found_at_its_first_line() -> None:
+    """A 16 KiB-page arm64 guest (Debian's 6.12 arm64-16k) running our allocator with a
+    planted 4 KiB page shift: arm64 names the fault first, then "Internal error: Oops"."""
+    text = raw(DATA / "console-6.12-arm64-16k-oops.log")
+    crash = find_crash(text)
+    assert crash is not None and crash.kind == "oops" and crash.line == 3
+    excerpt = crash.excerpt.splitlines()
+    assert excerpt[0].endswith(
+        "Unable to handle kernel paging request at virtual address ffffc04000001548"
+    )
+    assert any("Internal error: Oops: 0000000096000045 [#1] SMP" in line for line in excerpt)
+    # zstest writes through the mapping it got, into a page past the zspage's.
+    assert any("pc : zt_fill+0xb0/0xc8 [zstest]" in line for line in excerpt)

@@ -1,0 +1,86 @@
+"""Targets beyond x86_64: their names, and zsmalloc's geometry from a kernel's config and
+headers (the rules of kernel/arch.py, each checked against what a Debian kernel has)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pyharness.kernel import arch
+from pyharness.model import Geometry
+from pyharness.progress import StageError
+
+
+def test_names_say_the_page_size_only_where_an_architecture_has_several() -> None:
+    assert arch.target().name == "x86_64"
+    assert arch.target("arm64").name == "arm64"
+    assert arch.target("arm64", "16k").name == "arm64-16k"
+    assert arch.target("ppc64el").page_size == "64k"
+    assert arch.target("arm64").make_vars == ("ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-")
+    assert arch.target().make_vars == ()
+
+
+@pytest.mark.parametrize(
+    "machine, page_size, problem",
+    [
+        ("riscv64", None, r"unknown architecture 'riscv64'; known: x86_64, arm64, ppc64el, i386"),
+        ("arm64", "64k", r"arm64 has no 64k page target in zskit; its page sizes: 4k, 16k"),
+        ("i386", "16k", r"i386 has no 16k page target"),
+    ],
+)
+def test_unknown_targets_are_refused_with_the_known_ones(
+    machine: str, page_size: str | None, problem: str
+) -> None:
+    with pytest.raises(StageError, match=problem):
+        arch.target(machine, page_size)
+
+
+def include(tmp_path: Path, sparsemem: str) -> Path:
+    (tmp_path / "asm").mkdir()
+    (tmp_path / "asm" / "sparsemem.h").write_text(sparsemem)
+    return tmp_path
+
+
+def test_arm64_6_1_takes_the_physical_bits_of_its_config(tmp_path: Path) -> None:
+    # Debian's 6.1 arm64: asm/sparsemem.h has only MAX_PHYSMEM_BITS CONFIG_ARM64_PA_BITS.
+    headers = include(tmp_path, "#define MAX_PHYSMEM_BITS\tCONFIG_ARM64_PA_BITS\n")
+    config = {"CONFIG_64BIT": "y", "CONFIG_ARM64_4K_PAGES": "y", "CONFIG_ARM64_PA_BITS": "48"}
+    assert arch.target("arm64").geometry(config, headers) == Geometry(4096, 64, 48)
+
+
+def test_arm64_6_12_has_a_fixed_possible_bits(tmp_path: Path) -> None:
+    # Debian's 6.12 arm64-16k: MAX_POSSIBLE_PHYSMEM_BITS (52), whatever PA_BITS says.
+    headers = include(
+        tmp_path,
+        "#define MAX_PHYSMEM_BITS\t\tPHYS_MASK_SHIFT\n#define MAX_POSSIBLE_PHYSMEM_BITS\t(52)\n",
+    )
+    config = {"CONFIG_64BIT": "y", "CONFIG_PAGE_SHIFT": "14", "CONFIG_ARM64_PA_BITS": "48"}
+    assert arch.target("arm64", "16k").geometry(config, headers) == Geometry(16384, 64, 52)
+
+
+def test_a_kernel_of_other_pages_than_asked_is_refused(tmp_path: Path) -> None:
+    config = {"CONFIG_64BIT": "y", "CONFIG_PAGE_SHIFT": "14", "CONFIG_ARM64_PA_BITS": "48"}
+    with pytest.raises(StageError, match="the kernel has 16 KiB pages, not the 4k of --arch arm64"):
+        arch.target("arm64").geometry(config, include(tmp_path, ""))
+
+
+@pytest.mark.parametrize(
+    "config, bits",
+    [
+        ({"CONFIG_X86_PAE": "y", "CONFIG_HIGHMEM64G": "y"}, 36),  # Debian's 686-pae
+        ({"CONFIG_HIGHMEM4G": "y"}, 32),
+    ],
+)
+def test_i386_physical_bits_follow_pae(config: dict[str, str], bits: int) -> None:
+    assert arch.target("i386").geometry(config, None) == Geometry(4096, 32, bits)
+
+
+def test_ppc64_64k_pages() -> None:
+    config = {
+        "CONFIG_64BIT": "y",
+        "CONFIG_PPC_64K_PAGES": "y",
+        "CONFIG_SPARSEMEM_VMEMMAP": "y",
+        "CONFIG_SPARSEMEM_EXTREME": "y",
+    }
+    assert arch.target("ppc64el").geometry(config, None) == Geometry(65536, 64, 51)
