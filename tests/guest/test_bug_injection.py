@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from pyharness.commands import config, run
-from pyharness.guest import initramfs, qemu
 from pyharness.kmod import build
 from pyharness.kmod.render import RenderedSources
 from pyharness.progress import Progress
@@ -64,9 +63,7 @@ def with_bug(prepared: run.Prepared, name: str, tmp: Path) -> run.Prepared:
         tmp, tuple(tmp / f.name for f in prepared.sources.files), prepared.sources.modules
     )
     built = build.build(prepared.kernel, sources, Progress())
-    image = initramfs.build_initramfs(
-        built.modules, tmp / "initramfs.cpio", qemu.Profile.load().shell_tty
-    )
+    image = run.guest_image(prepared.kernel, built.modules, tmp / "initramfs.cpio", Progress())
     return dataclasses.replace(prepared, sources=sources, built=built, image=image)
 
 

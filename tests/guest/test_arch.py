@@ -1,0 +1,75 @@
+"""Other machines under TCG: Debian's arm64 kernels with 4 KiB (6.1) and 16 KiB pages
+(bookworm-security's 6.12 arm64-16k), our allocator and the kernel's in one boot, with the
+same driver, model and checks; and a 4 KiB assumption that only a 16 KiB kernel shows.
+
+Each target needs Debian's cross gcc and QEMU for it (installed as root on first use).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pyharness.commands import compare, config, run
+from pyharness.paths import REPO
+from pyharness.progress import Progress
+
+pytestmark = [
+    pytest.mark.qemu,
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="the cross compilers and QEMU are installed on first use, as root"
+    ),
+]
+
+# (series, --arch, --page-size, the kernel's zsmalloc): 6.1 has zsmalloc as a module
+# (upstream built beside ours), 6.12 built in (ours renamed beside it).
+TARGETS = [("6.1", "arm64", "4k", "upstream"), ("6.12", "arm64-16k", "16k", "builtin")]
+
+
+@pytest.mark.parametrize("series, arch, page_size, theirs", TARGETS, ids=lambda v: str(v))
+def test_both_allocators_agree_with_the_model(
+    default_config: config.Config, series: str, arch: str, page_size: str, theirs: str
+) -> None:
+    cfg = default_config.with_overrides(kernel=series, arch=arch, allocator="own")
+    result, _ = compare.compare(cfg, Progress(), compare.Plan(measure=False))
+    assert result.passed, result.first_failure
+    doc = json.loads((result.directory / "results.json").read_text())
+    assert doc["kernel_identity"]["arch"] == "arm64"
+    assert doc["kernel_identity"]["page_size"] == page_size
+    assert doc["kernel_identity"]["name"] == f"{series}-{arch}"
+    assert doc["kernel_release"].startswith(series) and doc["kernel_release"].endswith(arch)
+    assert f"{theirs}_suite" in doc  # the kernel's own zsmalloc, checked in the same boot
+    assert doc["classes_checked"] is True  # ours has the debugfs classes file everywhere
+    assert doc["channel"] == "virtio-serial"
+
+
+PLANTED = (
+    "\t\tarea->vaddr = kmap_local_page(zspage->pages[pos >> PAGE_SHIFT]);\n",
+    "\t\tarea->vaddr = kmap_local_page(zspage->pages[pos >> 12]);\n",
+)
+
+
+def test_a_4k_page_shift_passes_on_x86_64_and_is_caught_on_16k_pages(
+    default_config: config.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """zs_map_object finding an object's page with a shift of 12: right on 4 KiB pages
+    (the suite passes), a page past the zspage on 16 KiB ones (the run fails)."""
+    templates = tmp_path / "kmod"
+    shutil.copytree(REPO / "kmod", templates)
+    source = templates / "zsmalloc.c.j2"
+    text = source.read_text()
+    assert text.count(PLANTED[0]) == 1, "the planted edit no longer applies"
+    source.write_text(text.replace(*PLANTED))
+    monkeypatch.setenv("ZSKIT_TEMPLATES", str(templates))
+    own = default_config.with_overrides(allocator="own")
+    on_x86 = run.run(own, Progress(), run.RunOptions(results_dir=tmp_path / "x86_64"))
+    assert on_x86.passed, on_x86.first_failure
+    cfg = own.with_overrides(kernel="6.12", arch="arm64-16k")
+    on_16k = run.run(cfg, Progress(), run.RunOptions(results_dir=tmp_path / "arm64-16k"))
+    failure = on_16k.first_failure
+    assert failure is not None, "the 4 KiB page shift went unnoticed on 16 KiB pages"
+    assert failure.kind in ("crash", "data"), failure
