@@ -22,7 +22,9 @@ class Target:
     arch: str  # zskit's name (--arch), as results and KernelCI JSON give it
     page_size: str  # "4k", "16k", "64k" (--page-size)
     debian_arch: str  # dpkg's architecture: amd64, arm64, ppc64el, i386
-    flavour: str  # Debian's image flavour: linux-image-<abi>-<flavour>-unsigned
+    # Debian's image flavours (linux-image-<abi>-<flavour>), the first a series has: 6.1's
+    # powerpc64le has 64 KiB pages, 6.12's 4 KiB ones beside a powerpc64le-64k.
+    flavours: tuple[str, ...]
     kbuild_arch: str  # ARCH= for Kbuild
     triplet: str  # the GNU triplet of its compiler (aarch64-linux-gnu-gcc-12)
     machine: str  # `uname -m` of the guest
@@ -112,27 +114,28 @@ def page_size_of(config: dict[str, str], kbuild_arch: str) -> int:
 
 _ALL = (
     Target(
-        arch="x86_64", page_size="4k", debian_arch="amd64", flavour="amd64",
+        arch="x86_64", page_size="4k", debian_arch="amd64", flavours=("amd64",),
         kbuild_arch="x86_64", triplet="x86_64-linux-gnu", machine="x86_64",
         profile="x86_64", qemu_package="qemu-system-x86",
     ),
     Target(
-        arch="arm64", page_size="4k", debian_arch="arm64", flavour="arm64",
+        arch="arm64", page_size="4k", debian_arch="arm64", flavours=("arm64",),
         kbuild_arch="arm64", triplet="aarch64-linux-gnu", machine="aarch64",
         profile="arm64", qemu_package="qemu-system-arm",
     ),
     Target(
-        arch="arm64", page_size="16k", debian_arch="arm64", flavour="arm64-16k",
+        arch="arm64", page_size="16k", debian_arch="arm64", flavours=("arm64-16k",),
         kbuild_arch="arm64", triplet="aarch64-linux-gnu", machine="aarch64",
         profile="arm64", qemu_package="qemu-system-arm",
     ),
     Target(
-        arch="ppc64el", page_size="64k", debian_arch="ppc64el", flavour="powerpc64le",
+        arch="ppc64el", page_size="64k", debian_arch="ppc64el",
+        flavours=("powerpc64le-64k", "powerpc64le"),
         kbuild_arch="powerpc", triplet="powerpc64le-linux-gnu", machine="ppc64le",
         profile="ppc64el", qemu_package="qemu-system-ppc",
     ),
     Target(
-        arch="i386", page_size="4k", debian_arch="i386", flavour="686-pae",
+        arch="i386", page_size="4k", debian_arch="i386", flavours=("686-pae",),
         kbuild_arch="i386", triplet="i686-linux-gnu", machine="i686",
         profile="i386", qemu_package="qemu-system-x86",
     ),

@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..locking import locked
+from ..model import PAGE_SIZES
 from ..progress import Progress, StageError
 from . import toolchain
-from .arch import Target
+from .arch import Target, page_size_of
 from .foreign import ForeignApt, require_host_packages
-from .manifest import Kernel, cached, config_value
+from .manifest import Kernel, cached, config_value, config_values
 
 # Files taken from linux-source-X: the upstream allocator, its header, and checkpatch.
 SOURCE_MEMBERS = (
@@ -435,8 +436,9 @@ class DebianForeignKernel:
     target: Target
     zsmalloc_builtin: bool = False
 
-    def _resolve(self, apt: ForeignApt, p: Progress) -> tuple[str, str]:
-        """(release, package version) of the newest image built from linux-source-<series>."""
+    def _resolve(self, apt: ForeignApt, p: Progress) -> tuple[str, str, str, str]:
+        """(release, ABI, image package, version) of the newest image built from
+        linux-source-<series>, of the target's first flavour that has one."""
         src_pkg = f"linux-source-{self.series}"
         version = apt.versions([src_pkg], p).get(src_pkg)
         if version is None:
@@ -445,21 +447,24 @@ class DebianForeignKernel:
                 f"zskit boots {self.target.name} kernels of the series the host's suites "
                 "carry (6.1 and, from bookworm-security, 6.12)"
             )
-        flavour = re.escape(self.target.flavour)
         abi = rf"{re.escape(self.series)}\.[0-9]+(?:-[0-9]+|\+deb[0-9]+)"
-        pattern = rf"linux-image-({abi})-{flavour}-unsigned"
-        broad = rf"^linux-image-{re.escape(self.series)}\..*-{flavour}-unsigned$"  # apt's ERE
-        names = [n for n in apt.search(broad) if re.fullmatch(pattern, n)]
-        found = apt.versions(names, p)
-        matching = [n for n in names if found.get(n) == version]
-        if not matching:
-            raise StageError(
-                f"no linux-image-{self.series}.*-{self.target.flavour}-unsigned at version "
-                f"{version} (the version of {src_pkg}) for {self.target.debian_arch}; the "
-                "archive may be mid-update: retry later with --refresh"
-            )
-        newest = max(matching, key=_version_key)
-        return newest.removeprefix("linux-image-").removesuffix("-unsigned"), version
+        for flavour in self.target.flavours:
+            # amd64 and arm64 images come signed and -unsigned, the others unsigned only.
+            pattern = rf"linux-image-({abi})-{re.escape(flavour)}(-unsigned)?"
+            broad = rf"^linux-image-{re.escape(self.series)}\..*-{re.escape(flavour)}"  # ERE
+            names = [n for n in apt.search(broad) if re.fullmatch(pattern, n)]
+            found = apt.versions(names, p)
+            matching = [n for n in names if found.get(n) == version]
+            if matching:
+                image = max(matching, key=lambda n: (_version_key(n), n.endswith("-unsigned")))
+                m = re.fullmatch(pattern, image)
+                assert m is not None
+                return f"{m[1]}-{flavour}", m[1], image, version
+        raise StageError(
+            f"no linux-image-{self.series}.*-{'/'.join(self.target.flavours)} at version "
+            f"{version} (the version of {src_pkg}) for {self.target.debian_arch}; the archive "
+            "may be mid-update: retry later with --refresh"
+        )
 
     def provision(self, cache: Path, progress: Progress, refresh: bool = False) -> Kernel:
         top = cache / "debian" / f"{self.series}-{self.target.name}"
@@ -473,10 +478,9 @@ class DebianForeignKernel:
 
     def _provision(self, top: Path, progress: Progress, refresh: bool) -> Kernel:
         apt = ForeignApt(self.target.debian_arch).ready(progress, refresh)
-        release, version = self._resolve(apt, progress)
-        abi = release.removesuffix(f"-{self.target.flavour}")
+        release, abi, image_pkg, version = self._resolve(apt, progress)
         foreign = [
-            f"linux-image-{release}-unsigned",
+            image_pkg,
             f"linux-headers-{release}",
             f"linux-headers-{abi}-common",
             f"linux-source-{self.series}",
@@ -511,6 +515,12 @@ class DebianForeignKernel:
             raise StageError(
                 f"Linux {release} does not configure zsmalloc as kernel/provision.py says "
                 f"(zsmalloc_builtin={self.zsmalloc_builtin}); fix that entry"
+            )
+        pages = page_size_of(config_values(kdir / ".config"), self.target.kbuild_arch)
+        if pages != PAGE_SIZES[self.target.page_size]:
+            raise StageError(
+                f"Linux {release} has {pages >> 10} KiB pages, not the {self.target.page_size} "
+                f"of {self.target.name}: fix its flavours in kernel/arch.py"
             )
         for old in top.iterdir():  # the kernels of earlier ABIs, replaced by this one
             if old.is_dir() and old.name.startswith("root-") and old != root:
