@@ -88,16 +88,33 @@ class Pair:
 # --- modules on the host -----------------------------------------------------------------
 
 
-def elf_sections(ko: Path) -> dict[str, bytes]:
-    """A module's ELF sections by name (a .ko.xz is decompressed first)."""
+def _elf(ko: Path) -> bytes:
     data = ko.read_bytes()
     if ko.suffix == ".xz":
         data = lzma.decompress(data)
-    if data[:4] != b"\x7fELF" or data[4] != 2:
-        raise StageError(f"{ko} is not a 64-bit ELF module")
-    (shoff,) = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
-    headers = [struct.unpack_from("<IIQQQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    if data[:4] != b"\x7fELF" or data[4] not in (1, 2) or data[5] not in (1, 2):
+        raise StageError(f"{ko} is not an ELF module")
+    return data
+
+
+def _word(data: bytes) -> tuple[str, str]:
+    """The struct formats of an ELF's byte order and of its unsigned long."""
+    order = "<" if data[5] == 1 else ">"
+    return order, "I" if data[4] == 1 else "Q"
+
+
+def elf_sections(ko: Path) -> dict[str, bytes]:
+    """A module's ELF sections by name (a .ko.xz is decompressed first), of any word size
+    and byte order."""
+    data = _elf(ko)
+    order, word = _word(data)
+    # e_shoff, then e_shentsize, e_shnum and e_shstrndx, where ELF32 and ELF64 put them.
+    shoff_at, counts_at = (0x20, 0x2E) if word == "I" else (0x28, 0x3A)
+    (shoff,) = struct.unpack_from(order + word, data, shoff_at)
+    shentsize, shnum, shstrndx = struct.unpack_from(order + "HHH", data, counts_at)
+    # sh_name, sh_type, sh_flags, sh_addr, sh_offset, sh_size
+    header = order + "II" + word * 4
+    headers = [struct.unpack_from(header, data, shoff + i * shentsize) for i in range(shnum)]
     names_at = headers[shstrndx][4]
     sections: dict[str, bytes] = {}
     for name, kind, _, _, offset, size in headers:
@@ -120,13 +137,16 @@ def modinfo(ko: Path) -> dict[str, list[str]]:
 
 
 def imported_crcs(ko: Path, prefix: str = "zs_") -> dict[str, str]:
-    """The CRCs a module was built against (its __versions entries: a u64 CRC and a
-    56-byte name each), for the names with prefix, formatted as in Module.symvers."""
+    """The CRCs a module was built against (its __versions entries of 64 bytes: an
+    unsigned long CRC, then the name), for the names with prefix, formatted as in
+    Module.symvers."""
+    order, word = _word(_elf(ko))
+    size = struct.calcsize(word)
     table = elf_sections(ko).get("__versions", b"")
     crcs: dict[str, str] = {}
     for off in range(0, len(table) - 63, 64):
-        (crc,) = struct.unpack_from("<Q", table, off)
-        name = table[off + 8 : off + 64].split(b"\0")[0].decode()
+        (crc,) = struct.unpack_from(order + word, table, off)
+        name = table[off + size : off + 64].split(b"\0")[0].decode()
         if name.startswith(prefix):
             crcs[name] = f"0x{crc:08x}"
     return crcs

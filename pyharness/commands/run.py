@@ -442,7 +442,7 @@ def _booted(
             initrd=prepared.image.path,
             console_log=console_log,
             accel="tcg",
-            memory_mb=config.memory_mb,
+            memory_mb=max(config.memory_mb, profile.min_memory_mb),
             cpus=config.cpus,
             shutdown=prepared.kernel.shutdown_command,
             extra_kernel_args=(*prepared.kernel.boot_args, *kernel_args),

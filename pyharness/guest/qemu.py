@@ -106,6 +106,7 @@ class Profile:
     kernel_args: tuple[str, ...]
     tcg_kernel_args: tuple[str, ...] = ()  # added under TCG only
     channel_args: tuple[str, ...] = ()  # "{channel}" stands for the fast channel's socket
+    min_memory_mb: int = 0  # the least a guest of this machine is given
 
     @classmethod
     def load(cls, name: str = "x86_64") -> Profile:
@@ -123,6 +124,7 @@ class Profile:
             kernel_args=tuple(data["kernel_args"]),
             tcg_kernel_args=tuple(data.get("tcg_kernel_args", ())),
             channel_args=tuple(data.get("channel_args", ())),
+            min_memory_mb=int(data.get("min_memory_mb", 0)),
         )
 
 

@@ -452,15 +452,16 @@ static void usage(void)
 	exit(2);
 }
 
-static long number(const char *s, long lo, long hi, const char *what)
+/* long long: a seed takes 63 bits on 32-bit machines too. */
+static long long number(const char *s, long long lo, long long hi, const char *what)
 {
 	char *end;
-	long v;
+	long long v;
 
 	errno = 0;
-	v = strtol(s, &end, 0);
+	v = strtoll(s, &end, 0);
 	if (errno || *end || v < lo || v > hi)
-		die("%s must be a number in %ld..%ld, not %s", what, lo, hi, s);
+		die("%s must be a number in %lld..%lld, not %s", what, lo, hi, s);
 	return v;
 }
 
@@ -476,7 +477,7 @@ static void parse(int argc, char **argv)
 			opt.procs = (int)number(optarg, 1, MAX_PROCS, "PROCS");
 			break;
 		case 'n':
-			opt.pages = number(optarg, 1, 1L << 24, "PAGES");
+			opt.pages = (long)number(optarg, 1, 1L << 24, "PAGES");
 			break;
 		case 'r':
 			opt.rounds = (int)number(optarg, 1, 100000, "ROUNDS");
@@ -488,7 +489,7 @@ static void parse(int argc, char **argv)
 			opt.seconds = (int)number(optarg, 1, 3600, "SECONDS");
 			break;
 		case 's':
-			opt.seed = (uint64_t)number(optarg, 0, 0x7fffffffffffffffL, "SEED");
+			opt.seed = (uint64_t)number(optarg, 0, 0x7fffffffffffffffLL, "SEED");
 			break;
 		case 'k':
 			if (sscanf(optarg, "%u:%u:%u:%u", &w[0], &w[1], &w[2], &w[3]) != 4 ||
@@ -500,7 +501,7 @@ static void parse(int argc, char **argv)
 			opt.mm_stat = optarg;
 			break;
 		case 'H':
-			opt.hog = number(optarg, 0, 1L << 20, "HOG");
+			opt.hog = (long)number(optarg, 0, 1L << 20, "HOG");
 			break;
 		default:
 			usage();
