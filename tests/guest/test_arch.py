@@ -1,6 +1,7 @@
 """Other machines under TCG: Debian's arm64 kernels with 4 KiB (6.1) and 16 KiB pages
-(bookworm-security's 6.12 arm64-16k), our allocator and the kernel's in one boot, with the
-same driver, model and checks; and a 4 KiB assumption that only a 16 KiB kernel shows.
+(bookworm-security's 6.12 arm64-16k), ppc64el with 64 KiB pages and i386 with PAE and
+highmem (6.1), our allocator and the kernel's in one boot, with the same driver, model and
+checks; a 4 KiB assumption that only a 16 KiB kernel shows; and pool pages in highmem.
 
 Each target needs Debian's cross gcc and QEMU for it (installed as root on first use).
 """
@@ -14,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from pyharness.check.scenarios.zone_migration import zone_zspages
 from pyharness.commands import compare, config, run
+from pyharness.guest.zstest import ZsTest
+from pyharness.kernel import arch
 from pyharness.paths import REPO
 from pyharness.progress import Progress
 
@@ -25,23 +29,30 @@ pytestmark = [
     ),
 ]
 
-# (series, --arch, --page-size, the kernel's zsmalloc): 6.1 has zsmalloc as a module
-# (upstream built beside ours), 6.12 built in (ours renamed beside it).
-TARGETS = [("6.1", "arm64", "4k", "upstream"), ("6.12", "arm64-16k", "16k", "builtin")]
+# (series, target, the kernel's zsmalloc): 6.1 has zsmalloc as a module (upstream built
+# beside ours), 6.12 built in (ours renamed beside it).
+TARGETS = [
+    ("6.1", "arm64", "upstream"),
+    ("6.12", "arm64-16k", "builtin"),
+    ("6.1", "ppc64el", "upstream"),
+    ("6.1", "i386", "upstream"),
+]
 
 
-@pytest.mark.parametrize("series, arch, page_size, theirs", TARGETS, ids=lambda v: str(v))
+@pytest.mark.parametrize("series, name, theirs", TARGETS, ids=lambda v: str(v))
 def test_both_allocators_agree_with_the_model(
-    default_config: config.Config, series: str, arch: str, page_size: str, theirs: str
+    default_config: config.Config, series: str, name: str, theirs: str
 ) -> None:
-    cfg = default_config.with_overrides(kernel=series, arch=arch, allocator="own")
+    cfg = default_config.with_overrides(kernel=series, arch=name, allocator="own")
     result, _ = compare.compare(cfg, Progress(), compare.Plan(measure=False))
     assert result.passed, result.first_failure
     doc = json.loads((result.directory / "results.json").read_text())
-    assert doc["kernel_identity"]["arch"] == "arm64"
-    assert doc["kernel_identity"]["page_size"] == page_size
-    assert doc["kernel_identity"]["name"] == f"{series}-{arch}"
-    assert doc["kernel_release"].startswith(series) and doc["kernel_release"].endswith(arch)
+    target = arch.TARGETS[name]
+    assert doc["kernel_identity"]["arch"] == target.kbuild_arch
+    assert doc["kernel_identity"]["page_size"] == target.page_size
+    assert doc["kernel_identity"]["name"] == f"{series}-{name}"
+    release = doc["kernel_release"]
+    assert release.startswith(series) and release.endswith(target.flavours), release
     assert f"{theirs}_suite" in doc  # the kernel's own zsmalloc, checked in the same boot
     assert doc["classes_checked"] is True  # ours has the debugfs classes file everywhere
     assert doc["channel"] == "virtio-serial"
@@ -73,3 +84,24 @@ def test_a_4k_page_shift_passes_on_x86_64_and_is_caught_on_16k_pages(
     failure = on_16k.first_failure
     assert failure is not None, "the 4 KiB page shift went unnoticed on 16 KiB pages"
     assert failure.kind in ("crash", "data"), failure
+
+
+@pytest.mark.parametrize("allocator", ["own", "upstream"])
+def test_pool_pages_are_in_highmem_on_i386(
+    default_config: config.Config, allocator: str, tmp_path: Path
+) -> None:
+    """zstest asks for highmem pages as zram does: on a 2 GiB 686-pae guest the pool's
+    pages are in ZONE_HIGHMEM (every access through kmap_local), and read back intact."""
+    cfg = default_config.with_overrides(kernel="6.1", arch="i386", allocator=allocator)
+    prepared = run.prepare(cfg, Progress())
+    with (tmp_path / "session.log").open("w") as transcript:
+        with run.boot(cfg, Progress(), prepared, tmp_path / "console.log", transcript) as guest:
+            zstest = ZsTest(guest)
+            objects = range(1, 1001)
+            lines = ["create zt0", *(f"alloc {i} {100 + i * 3}" for i in objects)]
+            lines += [f"write {i} {i}" for i in objects]
+            assert zstest.batch(lines).failures == ()
+            per_zone = zone_zspages(guest)
+            assert zstest.batch([f"verify {i} {i}" for i in objects]).failures == ()
+    highmem = sum(n for zone, n in per_zone.items() if zone.endswith(":HighMem"))
+    assert highmem > 0.9 * sum(per_zone.values()), per_zone
