@@ -30,6 +30,7 @@ _FIELDS = (
     "kernel",
     "allocator",
     "variant",
+    "machine",
     "kernel_identity",
     "verdict",
     "failure",
@@ -105,6 +106,7 @@ class RunResult:
             "kernel": self.kernel,
             "allocator": self.allocator,
             "variant": self.variant,
+            "machine": self.arch,  # the target (arm64-16k): kernel_identity has its parts
             "kernel_identity": self.identity(),
             "verdict": "pass" if self.passed else "fail",
             "failure": asdict(failure) if failure else None,
@@ -137,6 +139,7 @@ class RunResult:
                 info={k: v for k, v in doc.items() if k not in _FIELDS},
                 variant=doc.get("variant", DISTRO),
                 tree=Path(tree["path"]) if tree.get("path") else None,
+                arch=doc.get("machine", HOST_ARCH),
             )
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None

@@ -288,7 +288,7 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Pair:
 
 # The data set of compare's zram runs: the guest image's binaries and text and pages of
 # graded compressibility (scripts/zram.sh says how it is made), the same on both allocators.
-IMAGE_SET = clients.DataSet("image", "/tmp/zskit-set", "64M", {"MODULES_DIR": GUEST_DIR})
+IMAGE_SET = clients.DataSet("image", "/tmp/zskit-set", 64, {"MODULES_DIR": GUEST_DIR})
 
 
 @dataclass
@@ -303,9 +303,9 @@ class ZramSet:
     round_trip_ok: bool = False
 
 
-def zram_set(guest: qemu.Guest, modules: Sequence[str]) -> ZramSet:
+def zram_set(guest: qemu.Guest, modules: Sequence[str], page_size: int) -> ZramSet:
     """Load zram (and what it needs), send the data set through it, unload it."""
-    run = clients.run_zram(guest, modules, IMAGE_SET, timeout=300)
+    run = clients.run_zram(guest, modules, IMAGE_SET, page_size, timeout=300)
     pages, stats = run.pages, run.mm_stat
     if not run.ok:
         what = (
@@ -317,7 +317,7 @@ def zram_set(guest: qemu.Guest, modules: Sequence[str]) -> ZramSet:
     w, c = stats["written"], stats["compacted"]
     summary = (
         f"{pages} pages ({w['orig_data_size']} bytes stored, {w['same_pages']} same-filled) "
-        f"in {w['mem_used_total'] // 4096} pool pages; read back identical after discarding "
+        f"in {w['mem_used_total'] // page_size} pool pages; read back identical after discarding "
         f"half and a compaction that freed {c['pages_compacted']} pages"
     )
     return ZramSet(True, summary, pages, stats)
@@ -352,6 +352,7 @@ class Comparison:
     release: str
     baseline: str
     bench_n: int
+    page_size: int = 4096  # the guest's: mm_stat counts bytes
     suites: dict[str, str] = field(default_factory=dict)  # allocator -> pass or the failure
     benches: list[Bench] = field(default_factory=list)  # in load order
     zram: dict[str, ZramSet] = field(default_factory=dict)
@@ -372,8 +373,8 @@ class Comparison:
                 m["workload_peak"], m["workload_sum"] = max(pages), sum(pages)
             z = self.zram.get(allocator)
             if z is not None and z.ok:
-                m["zram_written"] = z.mm_stat["written"]["mem_used_total"] // 4096
-                m["zram_compacted"] = z.mm_stat["compacted"]["mem_used_total"] // 4096
+                m["zram_written"] = z.mm_stat["written"]["mem_used_total"] // self.page_size
+                m["zram_compacted"] = z.mm_stat["compacted"]["mem_used_total"] // self.page_size
             out[allocator] = m
         return out
 
@@ -481,7 +482,7 @@ class Comparison:
                     fmt(density.get("bench_full")) if mine or "bench_full" not in m else "1",
                     (f"{ns['total']} ({'+'.join(str(ns[w]) for w in BENCH_TIMES)})") if ns else "-",
                     fmt(speed.get("total")) if mine or not ns else "1",
-                    f"{zram * 4096}" if zram is not None else "-",
+                    f"{zram * self.page_size}" if zram is not None else "-",
                     fmt(density.get("zram_written")) if mine or zram is None else "1",
                     self.suites.get(a, "-"),
                 )
@@ -564,7 +565,8 @@ def _suite(
 def _zram(guest: qemu.Guest, pair: Pair, side: Side, result: RunResult, p: Progress) -> ZramSet:
     assert pair.zram is not None
     start = time.monotonic()
-    z = zram_set(guest, [*pair.zram_deps, pair.zram])
+    page_size = pair.prepared.api.geometry.page_size
+    z = zram_set(guest, [*pair.zram_deps, pair.zram], page_size)
     result.cases.append(
         Case(
             f"zram-set/{side.name}",
@@ -578,7 +580,7 @@ def _zram(guest: qemu.Guest, pair: Pair, side: Side, result: RunResult, p: Progr
         return z
     # The round trip of validate too: the generated pages, and mm_stat's accounting checked.
     start = time.monotonic()
-    rt = clients.zram_round_trip(guest, pair.zram, pair.zram_deps)
+    rt = clients.zram_round_trip(guest, pair.zram, page_size, pair.zram_deps)
     z.round_trip, z.round_trip_ok = rt.summary, rt.ok
     failure = None if rt.ok else "\n".join([rt.summary, *rt.details])
     result.cases.append(
@@ -682,7 +684,11 @@ def compare(
         p.say(f"FAILED in {stage}: {e}")
         return result, None
     comparison = Comparison(
-        config.kernel, pair.prepared.kernel.release, pair.baseline.name, plan.bench_n
+        config.kernel,
+        pair.prepared.kernel.release,
+        pair.baseline.name,
+        plan.bench_n,
+        pair.prepared.api.geometry.page_size,
     )
     comparison.notes += [pair.crc_note, pair.zram_note]
     fast = pair.prepared.image.fast_channel and config.fast_channel

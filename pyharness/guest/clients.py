@@ -79,15 +79,18 @@ class DataSet:
 
     name: str  # "pages" (generated) or "image" (the guest image's files)
     file: str  # guest path: every allocator of a boot gets the same bytes
-    disksize: str  # zram's disksize, at least the set's size
+    disksize_mb: int  # zram's disksize with 4 KiB pages, at least the set's size
     params: Mapping[str, object] = field(default_factory=dict)  # the set's own VAR=value
 
-    def env(self) -> dict[str, object]:
+    def env(self, page_size: int) -> dict[str, object]:
+        """The script's parameters on a guest with `page_size` pages: the generated sets
+        are in pages, so they grow with them."""
         return {
             "DATA": self.name,
             "FILE": self.file,
-            "DISKSIZE": self.disksize,
+            "DISKSIZE": f"{self.disksize_mb * page_size // 4096}M",
             "CHUNK_PAGES": CHUNK_PAGES,
+            "PAGE": page_size,
             **self.params,
         }
 
@@ -102,7 +105,7 @@ MIXED_STEP = 320  # mixed page i has i * MIXED_STEP random bytes, then zeros
 PAGES_SET = DataSet(
     "pages",
     "/tmp/zskit-pages",
-    "8M",
+    8,
     {
         "ZERO_PAGES": ZERO_PAGES,
         "TEXT_PAGES": TEXT_PAGES,
@@ -157,7 +160,11 @@ def zram_module(guest: qemu.Guest) -> str | None:
 
 
 def run_zram(
-    guest: qemu.Guest, modules: Sequence[str], data: DataSet, timeout: float | None = None
+    guest: qemu.Guest,
+    modules: Sequence[str],
+    data: DataSet,
+    page_size: int,
+    timeout: float | None = None,
 ) -> ZramRun:
     """Load zram (modules: what it needs, then zram.ko) on the loaded zsmalloc, send the
     data set through /dev/zram0 with scripts/zram.sh, and unload zram again.
@@ -165,7 +172,7 @@ def run_zram(
     A failed insmod, rmmod or script step is in the result; a crash or a timeout raises
     (the guest is gone)."""
     script = guest.send_script(ZRAM_SCRIPT)
-    env = data.env()
+    env = data.env(page_size)
     if guest.run_status(f"test -e {KERNEL_BRD}")[0] == 0:
         modules = [KERNEL_BRD, *modules]  # its first ramdisk backs zram's writeback
         env["BACKING"] = BACKING
@@ -217,8 +224,8 @@ def parse_mm_stat(text: str) -> dict[str, int]:
     return dict(zip(MM_STAT, numbers, strict=False))
 
 
-def check_accounting(stats: dict[str, dict[str, int]]) -> list[str]:
-    """What mm_stat got wrong, given the pages the round trip wrote."""
+def check_accounting(stats: dict[str, dict[str, int]], page_size: int) -> list[str]:
+    """What mm_stat got wrong, given the pages (of page_size bytes) the round trip wrote."""
     problems: list[str] = []
     written, discarded, compacted = (stats.get(k) for k in ("written", "discarded", "compacted"))
     if written is None or discarded is None or compacted is None:
@@ -226,8 +233,8 @@ def check_accounting(stats: dict[str, dict[str, int]]) -> list[str]:
     # Same-filled pages count as stored, though zsmalloc never holds them.
     expect = {
         ("written", "same_pages"): ZERO_PAGES,
-        ("written", "orig_data_size"): PAGES * 4096,
-        ("discarded", "orig_data_size"): (PAGES - DISCARDED) * 4096,
+        ("written", "orig_data_size"): PAGES * page_size,
+        ("discarded", "orig_data_size"): (PAGES - DISCARDED) * page_size,
         ("discarded", "same_pages"): ZERO_PAGES,
     }
     for (moment, name), value in expect.items():
@@ -257,11 +264,13 @@ def check_accounting(stats: dict[str, dict[str, int]]) -> list[str]:
     return problems
 
 
-def zram_round_trip(guest: qemu.Guest, module: str, deps: Sequence[str] = ()) -> ZramResult:
+def zram_round_trip(
+    guest: qemu.Guest, module: str, page_size: int, deps: Sequence[str] = ()
+) -> ZramResult:
     """Load zram.ko (after deps) on the loaded zsmalloc, round-trip the generated pages
     through /dev/zram0, check mm_stat's accounting, unload it."""
     try:
-        run = run_zram(guest, [*deps, module], PAGES_SET)
+        run = run_zram(guest, [*deps, module], PAGES_SET, page_size)
     except StageError as e:
         kind = getattr(e, "kind", "error")
         lines = str(e).splitlines()
@@ -273,7 +282,7 @@ def zram_round_trip(guest: qemu.Guest, module: str, deps: Sequence[str] = ()) ->
         what = failed or f"the round trip exited {run.rc}"
         kind = "data" if failed and "differs" in failed else "command"
         return ZramResult(False, f"zram round trip fails: {what}", lines[-30:], kind, stats)
-    problems = check_accounting(stats)
+    problems = check_accounting(stats, page_size)
     if run.bd_stat is not None and not run.bd_stat["bd_writes"]:
         problems.append(f"the writeback to {BACKING} wrote no page (bd_stat {run.bd_stat})")
     if problems:
@@ -284,7 +293,8 @@ def zram_round_trip(guest: qemu.Guest, module: str, deps: Sequence[str] = ()) ->
     summary = (
         f"zram round trip: {PAGES} pages written, read back identical, half discarded, "
         f"compacted ({c['pages_compacted']} pages freed), read back identical; "
-        f"{w['compr_data_size']} bytes compressed in {w['mem_used_total'] // 4096} zsmalloc pages"
+        f"{w['compr_data_size']} bytes compressed in {w['mem_used_total'] // page_size} "
+        "zsmalloc pages"
     )
     if run.bd_stat is not None:
         summary += (

@@ -56,7 +56,7 @@ def test_the_round_trip_discards_every_other_chunk_but_the_zero_pages() -> None:
 
 def test_a_good_run_loads_runs_and_unloads() -> None:
     fake = FakeGuest(GOOD)
-    got = clients.zram_round_trip(cast(Guest, fake), "/m/zram.ko", ["/m/dep.ko"])
+    got = clients.zram_round_trip(cast(Guest, fake), "/m/zram.ko", 4096, ["/m/dep.ko"])
     assert got.ok, got.summary
     assert got.summary.startswith(
         f"zram round trip: {clients.PAGES} pages written, read back identical"
@@ -77,26 +77,26 @@ WRITEBACK = ["bd_stat        0        0       36", "mm_stat writeback 786432 0 0
 
 def test_with_a_ramdisk_every_page_is_written_back_there() -> None:
     fake = FakeGuest([*GOOD[:-1], *WRITEBACK, "zram-ok"], brd=True)
-    got = clients.zram_round_trip(cast(Guest, fake), "/m/zram.ko")
+    got = clients.zram_round_trip(cast(Guest, fake), "/m/zram.ko", 4096)
     assert got.ok, got.summary
     assert got.summary.endswith("; 36 pages written back to /dev/ram0, read back identical")
     assert fake.commands[1:3] == [f"insmod {clients.KERNEL_BRD}", "insmod /m/zram.ko"]
     assert " BACKING=/dev/ram0 " in fake.commands[3]
     assert fake.commands[4:] == ["rmmod zram", "rmmod brd"]
     none = FakeGuest([*GOOD[:-1], "bd_stat 0 0 0", WRITEBACK[1], "zram-ok"], brd=True)
-    got = clients.zram_round_trip(cast(Guest, none), "/m/zram.ko")
+    got = clients.zram_round_trip(cast(Guest, none), "/m/zram.ko", 4096)
     assert (got.ok, got.kind) == (False, "accounting")
     assert "the writeback to /dev/ram0 wrote no page" in got.summary
 
 
 def test_a_failed_step_is_data_or_command_and_zram_is_unloaded() -> None:
     bad = FakeGuest([*GOOD[:2], "zram-fail: read back after discard and compaction differs"], 1)
-    got = clients.zram_round_trip(cast(Guest, bad), "/m/zram.ko")
+    got = clients.zram_round_trip(cast(Guest, bad), "/m/zram.ko", 4096)
     assert not got.ok and got.kind == "data"
     assert got.summary == ("zram round trip fails: read back after discard and compaction differs")
     assert bad.commands[-1] == "rmmod zram 2>/dev/null; true"
     loads = FakeGuest(GOOD, failing=("insmod /m/zram.ko",))
-    got = clients.zram_round_trip(cast(Guest, loads), "/m/zram.ko")
+    got = clients.zram_round_trip(cast(Guest, loads), "/m/zram.ko", 4096)
     assert (got.ok, got.kind, got.summary) == (
         False,
         "command",
@@ -104,12 +104,12 @@ def test_a_failed_step_is_data_or_command_and_zram_is_unloaded() -> None:
     )
     assert not any("zram.sh" in c for c in loads.commands)
     unloads = FakeGuest(GOOD, failing=("rmmod zram",))
-    run = clients.run_zram(cast(Guest, unloads), ["/m/zram.ko"], clients.PAGES_SET)
+    run = clients.run_zram(cast(Guest, unloads), ["/m/zram.ko"], clients.PAGES_SET, 4096)
     assert not run.ok and run.failed == "rmmod zram" and run.pages == 192
 
 
 def test_an_unreadable_mm_stat_is_a_protocol_error() -> None:
     fake = FakeGuest(["set pages 192", "mm_stat written 1 2 3", "zram-ok"])
-    got = clients.zram_round_trip(cast(Guest, fake), "/m/zram.ko")
+    got = clients.zram_round_trip(cast(Guest, fake), "/m/zram.ko", 4096)
     assert (got.ok, got.kind) == (False, "protocol")
     assert "mm_stat has 3 fields" in got.summary

@@ -339,6 +339,7 @@ def test_a_tree_runs_results_name_the_tree_in_the_kernel_identity(tmp_path: Path
         "series": "6.1",
         "variant": "minimal",
         "arch": "x86_64",
+        "page_size": "4k",
         "name": f"6.1-minimal-{tree_tag(tree)}",
         "tree": {"path": str(tree), "commit": "ab" * 20, "dirty": True},
     }

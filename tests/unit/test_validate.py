@@ -425,14 +425,14 @@ def test_zram_accounting_is_checked() -> None:
         "discarded": stat(left, 200000, 300000, 39),
         "compacted": stat(left, 200000, 280000, 39),
     }
-    assert clients.check_accounting(good) == []
+    assert clients.check_accounting(good, 4096) == []
     lost = dict(good, written=stat(pages - 4096, 400000, 520000, 40))
-    assert clients.check_accounting(lost) == [
+    assert clients.check_accounting(lost, 4096) == [
         f"orig_data_size after the written step is {pages - 4096}, expected {pages}"
     ]
     small = dict(good, written=stat(pages, 400000, 300000, 40))
-    assert "zsmalloc holds less than zram stored" in clients.check_accounting(small)[0]
-    assert clients.check_accounting({"written": good["written"]}) == [
+    assert "zsmalloc holds less than zram stored" in clients.check_accounting(small, 4096)[0]
+    assert clients.check_accounting({"written": good["written"]}, 4096) == [
         "mm_stat missing (have written)"
     ]
     with pytest.raises(ValueError, match="mm_stat has 3 fields"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,10 +154,10 @@ class Context:
     scenario_seconds: int | None = None  # their deadline; None: each one's own
 
 
-def _zram_after(guest: qemu.Guest, result: RunResult, p: Progress) -> None:
+def _zram_after(page_size: int, guest: qemu.Guest, result: RunResult, p: Progress) -> None:
     """The zram round trip, in the suite's boot after its workload: a case of its own."""
     start = time.monotonic()
-    got = clients.zram_round_trip(guest, initramfs.BUILT_ZRAM)
+    got = clients.zram_round_trip(guest, initramfs.BUILT_ZRAM, page_size)
     failure = None if got.ok else got.summary + "".join(f"\n{d}" for d in got.details)
     result.cases.append(Case("zram", time.monotonic() - start, failure, got.kind))
     result.info["zram"] = {"summary": got.summary, "details": got.details, "mm_stat": got.mm_stat}
@@ -176,7 +177,9 @@ def _run_suite(ctx: Context, built: Built, out: Path) -> RunResult:
     prepared = run.Prepared(
         ctx.kernel, ctx.api, sources, build.BuildResult(tuple(allocator), built.warnings), image
     )
-    after = _zram_after if built.module("zram") else None
+    after = (
+        functools.partial(_zram_after, ctx.api.geometry.page_size) if built.module("zram") else None
+    )
     with (out.parent / "zskit.log").open("w") as log:
         progress = Progress(verbose=ctx.p.verbose, out=ctx.p.out if ctx.p.verbose else log)
         options = run.RunOptions(

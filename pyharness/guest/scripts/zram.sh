@@ -18,8 +18,8 @@
 # fields>` after each step; `bd_stat <fields>` after the writeback; `zram-ok`
 # at the end, or `zram-fail: what` (exit status 1).
 #
-# Usage: DATA=pages|image FILE=PATH DISKSIZE=SIZE CHUNK_PAGES=N [BACKING=DEV]
-#        [VAR=N of the set...] sh zram.sh
+# Usage: DATA=pages|image FILE=PATH DISKSIZE=SIZE CHUNK_PAGES=N PAGE=PAGE_SIZE
+#        [BACKING=DEV] [VAR=N of the set...] sh zram.sh
 #   DATA=pages  generated pages, in this order (the zero pages stay in the first
 #               chunk, which is kept): ZERO_PAGES zero pages (zram keeps
 #               same-filled pages out of zsmalloc), TEXT_PAGES of text,
@@ -38,20 +38,20 @@ fail() {
     echo 1 > $sys/reset 2>/dev/null
     exit 1
 }
-: "$DATA" "$FILE" "$DISKSIZE" "$CHUNK_PAGES"
+: "$DATA" "$FILE" "$DISKSIZE" "$CHUNK_PAGES" "$PAGE"
 
 pages_set() {
     : "$ZERO_PAGES" "$TEXT_PAGES" "$MIXED_PAGES" "$MIXED_STEP" "$RANDOM_PAGES"
-    dd if=/dev/zero bs=4096 count="$ZERO_PAGES" 2>/dev/null
-    seq 1 100000 | head -c $((TEXT_PAGES * 4096))
+    dd if=/dev/zero bs="$PAGE" count="$ZERO_PAGES" 2>/dev/null
+    seq 1 10000000 | head -c $((TEXT_PAGES * PAGE))
     i=1
     while [ $i -le "$MIXED_PAGES" ]; do
         n=$((i * MIXED_STEP))
         dd if=/dev/urandom bs=$n count=1 2>/dev/null
-        dd if=/dev/zero bs=$((4096 - n)) count=1 2>/dev/null
+        dd if=/dev/zero bs=$((PAGE - n)) count=1 2>/dev/null
         i=$((i + 1))
     done
-    dd if=/dev/urandom bs=4096 count="$RANDOM_PAGES" 2>/dev/null
+    dd if=/dev/urandom bs="$PAGE" count="$RANDOM_PAGES" 2>/dev/null
 }
 
 image_set() {
@@ -62,8 +62,8 @@ image_set() {
     while [ $k -le 16 ]; do
         i=0
         while [ $i -lt 8 ]; do
-            [ $k -gt 0 ] && dd if=/dev/urandom bs=$((k * 256)) count=1 2>/dev/null
-            [ $k -lt 16 ] && dd if=/dev/zero bs=$((4096 - k * 256)) count=1 2>/dev/null
+            [ $k -gt 0 ] && dd if=/dev/urandom bs=$((k * PAGE / 16)) count=1 2>/dev/null
+            [ $k -lt 16 ] && dd if=/dev/zero bs=$((PAGE - k * PAGE / 16)) count=1 2>/dev/null
             i=$((i + 1))
         done
         k=$((k + 1))
@@ -75,7 +75,7 @@ if [ ! -s "$FILE" ]; then
     pages)
         pages_set > "$FILE.tmp" || fail "making the data set"
         # Generated to the byte: a short write must not hide in the padding.
-        want=$(((ZERO_PAGES + TEXT_PAGES + MIXED_PAGES + RANDOM_PAGES) * 4096))
+        want=$(((ZERO_PAGES + TEXT_PAGES + MIXED_PAGES + RANDOM_PAGES) * PAGE))
         got=$(stat -c %s "$FILE.tmp")
         test "$got" -eq $want || fail "the test data has $got bytes, not $want"
         ;;
@@ -86,30 +86,30 @@ if [ ! -s "$FILE" ]; then
         fail "unknown data set DATA=$DATA"
         ;;
     esac
-    pad=$(( (4096 - $(stat -c %s "$FILE.tmp") % 4096) % 4096 ))
+    pad=$(( (PAGE - $(stat -c %s "$FILE.tmp") % PAGE) % PAGE ))
     [ $pad -gt 0 ] && dd if=/dev/zero bs=$pad count=1 2>/dev/null >> "$FILE.tmp"
     mv "$FILE.tmp" "$FILE"
 fi
-pages=$(( $(stat -c %s "$FILE") / 4096 ))
+pages=$(( $(stat -c %s "$FILE") / PAGE ))
 echo "set pages $pages"
 
 test -b $dev || fail "no $dev after loading zram"
 wb=
 room=$(blockdev --getsize64 "${BACKING:-/nonexistent}" 2>/dev/null || echo 0)
-if [ -n "${BACKING:-}" ] && [ -e $sys/backing_dev ] && [ "$room" -ge $((pages * 4096)) ]; then
+if [ -n "${BACKING:-}" ] && [ -e $sys/backing_dev ] && [ "$room" -ge $((pages * PAGE)) ]; then
     echo "$BACKING" > $sys/backing_dev || fail "setting backing_dev to $BACKING"
     wb=1
 fi
 echo "$DISKSIZE" > $sys/disksize || fail "setting disksize"
-dd if="$FILE" of=$dev bs=4096 2>/dev/null || fail "writing $dev"
+dd if="$FILE" of=$dev bs="$PAGE" 2>/dev/null || fail "writing $dev"
 sync
 blockdev --flushbufs $dev || fail "blockdev --flushbufs"
-dd if=$dev bs=4096 count=$pages 2>/dev/null | cmp - "$FILE" || fail "read back differs"
+dd if=$dev bs="$PAGE" count=$pages 2>/dev/null | cmp - "$FILE" || fail "read back differs"
 echo "mm_stat written $(cat $sys/mm_stat)"
 
 exp=$FILE.expected
 cp "$FILE" "$exp"
-chunk=$((CHUNK_PAGES * 4096))
+chunk=$((CHUNK_PAGES * PAGE))
 c=1
 while [ $(((c + 1) * CHUNK_PAGES)) -le $pages ]; do
     blkdiscard -o $((c * chunk)) -l $chunk $dev || fail "blkdiscard"
@@ -120,7 +120,7 @@ echo "mm_stat discarded $(cat $sys/mm_stat)"
 echo 1 > $sys/compact || fail "compact"
 echo "mm_stat compacted $(cat $sys/mm_stat)"
 blockdev --flushbufs $dev || fail "blockdev --flushbufs"
-dd if=$dev bs=4096 count=$pages 2>/dev/null | cmp - "$exp" \
+dd if=$dev bs="$PAGE" count=$pages 2>/dev/null | cmp - "$exp" \
     || fail "read back after discard and compaction differs"
 if [ -n "$wb" ]; then
     echo all > $sys/idle || fail "marking every page idle"
@@ -136,7 +136,7 @@ if [ -n "$wb" ]; then
     echo "bd_stat $(cat $sys/bd_stat)"
     echo "mm_stat writeback $(cat $sys/mm_stat)"
     blockdev --flushbufs $dev || fail "blockdev --flushbufs"
-    dd if=$dev bs=4096 count=$pages 2>/dev/null | cmp - "$exp" \
+    dd if=$dev bs="$PAGE" count=$pages 2>/dev/null | cmp - "$exp" \
         || fail "read back after writeback to $BACKING differs"
 fi
 rm -f "$exp"
