@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pyharness.kernel import arch
+from pyharness.kernel import arch, foreign, provision
+from pyharness.kernel.identity import KernelId
 from pyharness.model import Geometry
-from pyharness.progress import StageError
+from pyharness.progress import Progress, StageError
 
 
 def test_names_say_the_page_size_only_where_an_architecture_has_several() -> None:
@@ -84,3 +85,33 @@ def test_ppc64_64k_pages() -> None:
         "CONFIG_SPARSEMEM_EXTREME": "y",
     }
     assert arch.target("ppc64el").geometry(config, None) == Geometry(65536, 64, 51)
+
+
+@pytest.mark.parametrize(
+    "kernel, problem",
+    [
+        (
+            KernelId("7.2", arch="arm64"),
+            r"no Linux 7\.2 for arm64: the host's Debian suites carry 6\.1 and 6\.12",
+        ),
+        (
+            KernelId("6.1", "debug", arch="ppc64el"),
+            r"ppc64el kernels are Debian's packages only so far",
+        ),
+        (
+            KernelId("6.1", arch="sparc64"),
+            r"unknown machine 'sparc64'; known: x86_64, arm64, arm64-16k",
+        ),
+    ],
+)
+def test_kernels_zskit_cannot_get_for_a_machine_are_refused(kernel: KernelId, problem: str) -> None:
+    with pytest.raises(StageError, match=problem):
+        provision.source_for(kernel)
+
+
+def test_a_missing_cross_compiler_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(foreign.os, "geteuid", lambda: 1000)  # not root: nothing is installed
+    missing = "zskit-no-such-package"
+    with pytest.raises(StageError, match=rf"sudo apt-get install {missing}`, or run zskit as root"):
+        foreign.require_host_packages(["dpkg", missing], "an arm64 kernel", Progress())
+    foreign.require_host_packages(["dpkg"], "an arm64 kernel", Progress())  # installed: quiet
