@@ -38,14 +38,16 @@ from .run import RunOptions, read_replay, run
 def _config(args: argparse.Namespace) -> config_mod.Config:
     kernel, allocator = getattr(args, "kernel", None), getattr(args, "allocator", None)
     variant, tree = getattr(args, "variant", None), getattr(args, "tree", None)
+    machine = _arch(args)
     if name := getattr(args, "entry", None):
-        if kernel or allocator or variant or tree:
+        if kernel or allocator or variant or tree or machine:
             raise StageError(
-                "--entry names the kernel, allocator and variant; drop --kernel/--allocator/"
-                "--variant/--tree"
+                "--entry names the kernel, allocator, variant and machine; drop --kernel/"
+                "--allocator/--variant/--tree/--arch/--page-size"
             )
         entry = matrix.find_entry(name)
         kernel, allocator, variant = entry.kernel.series, entry.allocator, entry.kernel.variant
+        machine = entry.kernel.arch
         if entry.kernel.tree is not None:
             kernel, tree = None, str(entry.kernel.tree)
     cfg = config_mod.load()
@@ -65,7 +67,7 @@ def _config(args: argparse.Namespace) -> config_mod.Config:
         config_fragments=_fragments(args) or None,
         cc=getattr(args, "cc", None),
         transport=getattr(args, "transport", None),
-        arch=_arch(args),
+        arch=machine,
     )
 
 
@@ -269,9 +271,12 @@ def cmd_matrix(args: argparse.Namespace, p: Progress) -> int:
         if args.json:
             print(json.dumps([e.as_dict() for e in entries]))
         else:
-            rows = [("name", "kernel", "allocator", "variant")]
-            rows += [(e.name, e.kernel.series, e.allocator, e.kernel.variant) for e in entries]
-            widths = [max(len(r[i]) for r in rows) for i in range(4)]
+            rows = [("name", "kernel", "allocator", "variant", "machine")]
+            rows += [
+                (e.name, e.kernel.series, e.allocator, e.kernel.variant, e.kernel.arch)
+                for e in entries
+            ]
+            widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
             for row in rows:
                 print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         return 0

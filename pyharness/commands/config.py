@@ -19,6 +19,7 @@ from typing import Any
 
 import kconfiglib
 
+from ..kernel.arch import TARGETS
 from ..kernel.identity import DISTRO, HOST_ARCH, KernelId, series_key
 from ..kernel.provision import known_series
 from ..kernel.tree import tree_kernel_id
@@ -52,6 +53,7 @@ class Config:
     matrix_trees: tuple[Path, ...] = ()
     matrix_allocators: tuple[str, ...] = ()
     matrix_variants: tuple[str, ...] = ()
+    matrix_machines: tuple[str, ...] = (HOST_ARCH,)
     # `--tree DIR`: the kernel is built from the user's tree (absolute); `kernel` is its series.
     tree: Path | None = None
     # --config-fragment FILE...: merged after the variant's fragments (built kernels only);
@@ -103,6 +105,18 @@ def _chosen(kconf: kconfiglib.Kconfig, prefix: str) -> tuple[str, ...]:
         if sym.name.startswith(prefix) and sym.orig_type == kconfiglib.BOOL and sym.tri_value:
             found.append(sym.name.removeprefix(prefix).lower())
     return tuple(found)
+
+
+def matrix_machines(value: str) -> tuple[str, ...]:
+    """MATRIX_MACHINES as target names; empty means x86_64 only."""
+    words = tuple(dict.fromkeys(value.split())) or (HOST_ARCH,)
+    bad = [w for w in words if w not in TARGETS]
+    if bad:
+        raise StageError(
+            f"MATRIX_MACHINES={value!r}: {', '.join(map(repr, bad))} is not a machine zskit "
+            f"knows ({', '.join(TARGETS)}); fix it in `make menuconfig`"
+        )
+    return words
 
 
 NO_KERNELS = "none"  # MATRIX_KERNELS of a matrix of trees only
@@ -232,6 +246,7 @@ def load(kconfig: Path = KCONFIG, dotconfig: Path | None = None) -> Config:
         ),
         matrix_allocators=_chosen(kconf, "MATRIX_ALLOCATOR_"),
         matrix_variants=_chosen(kconf, "MATRIX_VARIANT_"),
+        matrix_machines=matrix_machines(kconf.syms["MATRIX_MACHINES"].str_value),
     )
     # kconfiglib reports an out-of-range value only once it is read, so check last.
     if kconf.warnings:

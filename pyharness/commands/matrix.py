@@ -53,9 +53,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..kernel.arch import TARGETS
-from ..kernel.identity import DISTRO, TREE_VARIANT, KernelId
+from ..kernel.identity import DISTRO, HOST_ARCH, TREE_VARIANT, KernelId
 from ..kernel.manifest import KernelSource
-from ..kernel.provision import SOURCES, source_for
+from ..kernel.provision import SOURCES, foreign_source, source_for
 from ..kernel.tree import tree_kernel_id
 from ..kmod import render
 from ..paths import RESULTS
@@ -92,6 +92,7 @@ class Entry:
             "kernel": self.kernel.series,
             "allocator": self.allocator,
             "variant": self.kernel.variant,
+            "machine": self.kernel.arch,
             "tree": str(self.kernel.tree) if self.kernel.tree is not None else None,
         }
 
@@ -105,7 +106,8 @@ def _supports(source: KernelSource, allocator: str) -> bool:
 
 
 def entries(config: Config) -> list[Entry]:
-    """The entries the configuration's MATRIX_* options select, in Kconfig order."""
+    """The entries the configuration's MATRIX_* options select, in Kconfig order, on each
+    machine of MATRIX_MACHINES (x86_64 first)."""
     found: list[Entry] = []
     for variant in config.matrix_variants:
         sources = SOURCES.get(variant)
@@ -118,7 +120,32 @@ def entries(config: Config) -> list[Entry]:
                 # their runs fail with "unknown kernel" while the others go on.
                 if source is None or _supports(source, allocator):
                     found.append(Entry(KernelId(kernel, variant), allocator))
+    for machine in config.matrix_machines:
+        if machine != HOST_ARCH:
+            found += _machine_entries(config, machine)
     return found + tree_entries(config)
+
+
+def _machine_entries(config: Config, machine: str) -> list[Entry]:
+    """The chosen kernels and allocators another machine has (its Debian kernels)."""
+    found = []
+    for variant in config.matrix_variants:
+        for series in config.matrix_kernels:
+            kernel = KernelId(series, variant, arch=machine)
+            source = _foreign(kernel)
+            found += [
+                Entry(kernel, allocator)
+                for allocator in config.matrix_allocators
+                if source is not None and _supports(source, allocator)
+            ]
+    return found
+
+
+def _foreign(kernel: KernelId) -> KernelSource | None:
+    try:
+        return foreign_source(kernel)
+    except StageError:  # a series or variant that machine does not have
+        return None
 
 
 def tree_entries(config: Config) -> list[Entry]:
@@ -142,14 +169,21 @@ def tree_entries(config: Config) -> list[Entry]:
 
 
 def known_entries() -> list[Entry]:
-    """Every entry there could be: each known kernel with each allocator it supports."""
-    return [
+    """Every entry there could be: each known kernel with each allocator it supports, on
+    x86_64, then on the other machines."""
+    found = [
         Entry(KernelId(kernel, variant), allocator)
         for variant, sources in SOURCES.items()
         for kernel, source in sources.items()
         for allocator in render.ALLOCATORS
         if _supports(source, allocator)
     ]
+    for machine, target in TARGETS.items():
+        for series in target.debian_series:
+            kernel = KernelId(series, DISTRO, arch=machine)
+            source = foreign_source(kernel)
+            found += [Entry(kernel, a) for a in render.ALLOCATORS if _supports(source, a)]
+    return found
 
 
 def find_entry(name: str) -> Entry:

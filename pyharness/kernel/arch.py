@@ -30,6 +30,9 @@ class Target:
     machine: str  # `uname -m` of the guest
     profile: str  # qemu/<profile>.toml
     qemu_package: str  # the Debian package of the profile's QEMU binary
+    # The series of Debian's kernels for it in the host's suites (bookworm: 6.1, and 6.12
+    # in bookworm-security; i386 has no 6.12, arm64-16k no 6.1); x86_64's: provision.py.
+    debian_series: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -121,23 +124,23 @@ _ALL = (
     Target(
         arch="arm64", page_size="4k", debian_arch="arm64", flavours=("arm64",),
         kbuild_arch="arm64", triplet="aarch64-linux-gnu", machine="aarch64",
-        profile="arm64", qemu_package="qemu-system-arm",
+        profile="arm64", qemu_package="qemu-system-arm", debian_series=("6.1", "6.12"),
     ),
     Target(
         arch="arm64", page_size="16k", debian_arch="arm64", flavours=("arm64-16k",),
         kbuild_arch="arm64", triplet="aarch64-linux-gnu", machine="aarch64",
-        profile="arm64", qemu_package="qemu-system-arm",
+        profile="arm64", qemu_package="qemu-system-arm", debian_series=("6.12",),
     ),
     Target(
         arch="ppc64el", page_size="64k", debian_arch="ppc64el",
         flavours=("powerpc64le-64k", "powerpc64le"),
         kbuild_arch="powerpc", triplet="powerpc64le-linux-gnu", machine="ppc64le",
-        profile="ppc64el", qemu_package="qemu-system-ppc",
+        profile="ppc64el", qemu_package="qemu-system-ppc", debian_series=("6.1", "6.12"),
     ),
     Target(
         arch="i386", page_size="4k", debian_arch="i386", flavours=("686-pae",),
         kbuild_arch="i386", triplet="i686-linux-gnu", machine="i686",
-        profile="i386", qemu_package="qemu-system-x86",
+        profile="i386", qemu_package="qemu-system-x86", debian_series=("6.1",),
     ),
 )  # fmt: skip
 #: Each architecture's page size when --page-size is not given: its first above.

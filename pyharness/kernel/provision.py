@@ -48,23 +48,24 @@ SOURCES: dict[str, dict[str, KernelSource]] = {
 
 # Debian kernels of other machines, from the host's suites: zsmalloc is a module in 6.1
 # (bookworm) and built in from 6.12 (bookworm-security's +deb12 kernels).
-FOREIGN_SERIES = {"6.1": False, "6.12": True}
+FOREIGN_BUILTIN = {"6.1": False, "6.12": True}
 
 
 def foreign_source(kernel: KernelId) -> KernelSource:
-    if kernel.arch not in TARGETS:
+    target = TARGETS.get(kernel.arch)
+    if target is None:
         raise StageError(f"unknown machine {kernel.arch!r}; known: {', '.join(TARGETS)}")
     if kernel.tree is not None or kernel.variant != DISTRO:
         raise StageError(
             f"{kernel.arch} kernels are Debian's packages only so far (variant distro): "
             "source-built variants and trees are built for x86_64"
         )
-    if kernel.series not in FOREIGN_SERIES:
+    if kernel.series not in target.debian_series:
         raise StageError(
             f"no Linux {kernel.series} for {kernel.arch}: the host's Debian suites carry "
-            f"{' and '.join(FOREIGN_SERIES)} for other machines (--kernel)"
+            f"{' and '.join(target.debian_series)} for it (--kernel)"
         )
-    return DebianForeignKernel(kernel.series, TARGETS[kernel.arch], FOREIGN_SERIES[kernel.series])
+    return DebianForeignKernel(kernel.series, target, FOREIGN_BUILTIN[kernel.series])
 
 
 def known_series() -> tuple[str, ...]:

@@ -33,6 +33,19 @@ DISTRO = [
     "7.2-own-distro",
     "7.2-builtin-distro",
 ]
+# Debian's kernels of the other machines (kernel/arch.py): 6.1 has zsmalloc as a module,
+# 6.12 built in; arm64-16k has no 6.1, i386 no 6.12.
+MACHINES = [
+    f"{series}-{allocator}-distro-{machine}"
+    for machine, serieses in (
+        ("arm64", ("6.1", "6.12")),
+        ("arm64-16k", ("6.12",)),
+        ("ppc64el", ("6.1", "6.12")),
+        ("i386", ("6.1",)),
+    )
+    for series in serieses
+    for allocator in ("own", "upstream" if series == "6.1" else "builtin")
+]
 
 
 # Every test here runs isolated (tests/conftest.py).
@@ -56,9 +69,11 @@ def test_defaults_give_every_distro_entry() -> None:
 @pytest.mark.parametrize("preset", ["default", "ci-matrix"])
 def test_presets_with_entries(preset: str) -> None:
     cfg = config.load(dotconfig=REPO / "configs" / f"{preset}_defconfig")
-    assert names(cfg) == DISTRO
     if preset == "ci-matrix":
+        assert names(cfg) == DISTRO + MACHINES
         assert cfg.accel == "tcg"
+    else:
+        assert names(cfg) == DISTRO
 
 
 def test_debug_preset_selects_the_source_built_debug_kernels() -> None:
@@ -201,7 +216,10 @@ def test_entry_lookup() -> None:
         for k in ("6.1", "6.12", "7.2")
         for a in ("own", "upstream")
     ]
-    assert [e.name for e in matrix.known_entries()] == distro + built
+    assert [e.name for e in matrix.known_entries()] == distro + built + MACHINES
+    assert matrix.find_entry("6.12-builtin-distro-arm64-16k") == matrix.Entry(
+        KernelId("6.12", "distro", arch="arm64-16k"), "builtin"
+    )
     assert matrix.find_entry("6.12-builtin-distro") == matrix.Entry(
         KernelId("6.12", "distro"), "builtin"
     )
@@ -233,6 +251,7 @@ def test_list_as_json(capsys: pytest.CaptureFixture[str]) -> None:
         "kernel": "6.1",
         "allocator": "upstream",
         "variant": "distro",
+        "machine": "x86_64",
         "tree": None,
     }
     assert cli.main(["matrix", "--list", "--config", str(REPO / "configs/debug_defconfig")]) == 0
