@@ -47,7 +47,8 @@ class Kernel:
 
     @classmethod
     def load(cls, path: Path) -> Kernel | None:
-        """The manifest's kernel, or None when it is from an older zskit or damaged."""
+        """The manifest's kernel, or None when there is none, or it is from an older zskit
+        or damaged."""
         try:
             data = json.loads(path.read_text())
 
@@ -68,7 +69,7 @@ class Kernel:
                 make_vars=tuple(data.get("make_vars", ())),
                 arch=data.get("arch", HOST_ARCH),
             )
-        except (KeyError, ValueError, TypeError):
+        except (OSError, KeyError, ValueError, TypeError):
             return None
 
     def is_complete(self) -> bool:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pyharness.check.driver import BENCH_TIMES
-from pyharness.commands import compare
+from pyharness.commands import compare, run
 from pyharness.commands.config import Config
 from pyharness.progress import Progress
 from pyharness.report import RunResult
@@ -94,3 +94,13 @@ def test_run_with_baseline_checks_both_suites_in_one_boot(
     ours = [n for n in names if n == "geometry" or n.startswith("batch-")]
     assert [n for n in names if n.startswith("upstream/")] == [f"upstream/{n}" for n in ours]
     assert not (tmp_path / "compare.json").exists()
+
+
+def test_distro_zram_needs_only_zsmalloc_and_its_crcs_are_read(prepared: run.Prepared) -> None:
+    files, why = compare.zram_modules(prepared.kernel)
+    assert why == "" and [f.name for f in files] == ["zram.ko"]
+    crcs = compare.imported_crcs(files[-1])
+    # zram's imports, with the CRCs the distribution's own zsmalloc.ko exports.
+    exported = compare.symbol_crcs(prepared.kernel.kdir / "Module.symvers")
+    assert {"zs_malloc", "zs_free", "zs_map_object", "zs_compact"} <= set(crcs)
+    assert all(exported[s] == crc for s, crc in crcs.items())

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import errno
 
-import pytest
-
 from pyharness.check.driver import ANY, BENCH_TIMES, DriverModel, check_commands
 from pyharness.commands import compare, perf
 from pyharness.guest.zstest import parse_result
 from pyharness.kernel.api import api_for
-from pyharness.kernel.manifest import Kernel
-from pyharness.paths import cache_dir
 
 API61 = api_for("6.1")
 
@@ -78,21 +74,3 @@ def test_ratios_of_pages_and_of_times() -> None:
     c.workload["own"] = [13]
     assert c.worse() == ["workload_peak: 13 pages, upstream 12"]
     assert "| bench_full pages | 90 | 100 | 0.9 |" in c.markdown()
-
-
-def _cached_61() -> Kernel:
-    kernel = Kernel.load(cache_dir() / "debian" / "6.1" / "kernel.json")
-    if kernel is None or kernel.modules is None:
-        pytest.skip("Debian 6.1 is not provisioned in the cache yet (`zskit provision`)")
-    return kernel
-
-
-def test_distro_zram_needs_only_zsmalloc_and_its_crcs_are_read() -> None:
-    kernel = _cached_61()
-    files, why = compare.zram_modules(kernel)
-    assert why == "" and [f.name for f in files] == ["zram.ko"]
-    crcs = compare.imported_crcs(files[-1])
-    # zram's imports, with the CRCs the distribution's own zsmalloc.ko exports.
-    exported = compare.symbol_crcs(kernel.kdir / "Module.symvers")
-    assert {"zs_malloc", "zs_free", "zs_map_object", "zs_compact"} <= set(crcs)
-    assert all(exported[s] == crc for s, crc in crcs.items())
