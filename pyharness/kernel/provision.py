@@ -25,7 +25,7 @@ from .archive import ArchiveIndex, newest_suite
 from .debian import DebianDistroKernel, DebianForeignKernel, DebianSuiteKernel
 from .identity import DISTRO, HOST_ARCH, VARIANTS, KernelId, series_key
 from .manifest import Kernel, KernelSource
-from .source import VARIANT_FRAGMENTS, SourceBuiltKernel
+from .source import MACHINE_FRAGMENTS, VARIANT_FRAGMENTS, SourceBuiltKernel
 from .tree import TreeKernel, holding
 
 # The distribution kernels of trixie and sid; zsmalloc is built in on both.
@@ -55,11 +55,20 @@ def foreign_source(kernel: KernelId) -> KernelSource:
     target = TARGETS.get(kernel.arch)
     if target is None:
         raise StageError(f"unknown machine {kernel.arch!r}; known: {', '.join(TARGETS)}")
-    if kernel.tree is not None or kernel.variant != DISTRO:
-        raise StageError(
-            f"{kernel.arch} kernels are Debian's packages only so far (variant distro): "
-            "source-built variants and trees are built for x86_64"
-        )
+    if kernel.tree is not None:
+        raise StageError(f"trees are built for x86_64 only so far, not {kernel.arch}")
+    if kernel.variant != DISTRO:
+        if kernel.arch not in MACHINE_FRAGMENTS:
+            raise StageError(
+                f"{kernel.arch} kernels are Debian's packages only so far (variant distro); "
+                f"source-built variants are built for x86_64, {', '.join(MACHINE_FRAGMENTS)}"
+            )
+        if kernel.series not in FOREIGN_BUILTIN:
+            raise StageError(
+                f"no linux-source-{kernel.series} in the host's Debian suites to build a "
+                f"{kernel.arch} kernel from; they carry {' and '.join(FOREIGN_BUILTIN)}"
+            )
+        return SourceBuiltKernel(kernel.series, kernel.variant, target=target)
     if kernel.series not in target.debian_series:
         raise StageError(
             f"no Linux {kernel.series} for {kernel.arch}: the host's Debian suites carry "

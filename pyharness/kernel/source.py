@@ -38,7 +38,9 @@ from ..locking import locked
 from ..paths import CONFIGS
 from ..progress import CommandError, Progress, StageError
 from . import fragments, toolchain
+from .arch import HOST, Target
 from .debian import DebianSuiteKernel, apt_show
+from .foreign import require_host_packages
 from .fragments import Setting
 from .manifest import Kernel, cached, config_value
 
@@ -47,6 +49,11 @@ VARIANT_FRAGMENTS = {
     "debug": ("base.config", "debug.config"),
     "kcsan": ("base.config", "kcsan.config"),
     "nocompaction": ("base.config", "nocompaction.config"),
+}
+# What another machine adds after base.config (its boot, console and page size).
+MACHINE_FRAGMENTS = {
+    "arm64": ("arm64.config",),
+    "arm64-16k": ("arm64.config", "arm64-16k.config"),
 }
 # Bump when the way a kernel is built changes: every cached build is then redone.
 RECIPE = 1
@@ -73,6 +80,7 @@ class Toolchain:
     ident: str  # the compiler's version text: part of the cache key
     make_vars: tuple[str, ...]  # e.g. CC=x86_64-linux-gnu-gcc-14, for every make
     root: toolchain.Root | None = None
+    target: Target = HOST  # the machine it builds for (ARCH=, a cross compiler)
 
     def run(
         self,
@@ -107,6 +115,17 @@ def host_toolchain(progress: Progress) -> Toolchain:
         )
     version = progress.run(["gcc", "--version"], what="asking gcc its version")
     return Toolchain(ident=f"host {version.splitlines()[0]}", make_vars=())
+
+
+def cross_toolchain(target: Target, progress: Progress) -> Toolchain:
+    """The host's cross gcc for another machine (Debian's crossbuild-essential-<arch>)."""
+    host_toolchain(progress)  # make, flex, bison, bc, libelf for the host tools
+    require_host_packages(target.host_packages, f"a {target.name} kernel", progress)
+    cc = f"{target.triplet}-gcc"
+    version = progress.run([cc, "--version"], what=f"asking {cc} its version")
+    return Toolchain(
+        ident=f"host {version.splitlines()[0]}", make_vars=target.make_vars, target=target
+    )
 
 
 def root_toolchain(
@@ -175,7 +194,9 @@ class Kbuild:
     binds: tuple[Path, ...] = ()  # host directories a toolchain root needs to see
 
     def make(self, progress: Progress, *targets: str, heartbeat: float | None = None) -> str:
-        argv: list[str | Path] = ["make", "-C", self.srctree, f"O={self.out}", "ARCH=x86_64"]
+        argv: list[str | Path] = ["make", "-C", self.srctree, f"O={self.out}"]
+        if not self.tools.target.cross:  # a cross toolchain's make_vars say ARCH=
+            argv.append(f"ARCH={self.tools.target.kbuild_arch}")
         argv += [*self.tools.make_vars, *targets]
         return self.tools.run(
             argv,
@@ -253,25 +274,35 @@ class SourceBuiltKernel:
     # The config fragments merged onto tinyconfig, in order; default: the variant's.
     fragment_files: tuple[Path, ...] = ()
     zsmalloc_builtin: bool = False  # base.config asks CONFIG_ZSMALLOC=m
+    # The machine: another than x86_64 is cross-built with the host's gcc and the source
+    # of the host's suites (6.1, and 6.12 from bookworm-security).
+    target: Target = HOST
 
     def fragments(self) -> list[Path]:
         if self.fragment_files:
             return list(self.fragment_files)
-        return [CONFIGS / name for name in VARIANT_FRAGMENTS[self.variant]]
+        base, *variant = VARIANT_FRAGMENTS[self.variant]
+        names = [base, *MACHINE_FRAGMENTS.get(self.target.name, ()), *variant]
+        return [CONFIGS / name for name in names]
 
     def provision(self, cache: Path, progress: Progress, refresh: bool = False) -> Kernel:
         settings = fragments.merge(self.fragments())  # a conflict stops before any work
-        if self.distro is None:
+        if self.target.cross:
+            tools = cross_toolchain(self.target, progress)
+        elif self.distro is None:
             tools = host_toolchain(progress)
         else:
             tools = root_toolchain(self.distro, cache, progress, refresh)
         tree = self._source(cache, tools, progress, refresh)
         request = fragments.text(settings)
         targets = self._extra_targets(settings)
-        key = hashlib.sha256(
-            json.dumps([RECIPE, self.series, tree.version, tools.ident, targets, request]).encode()
-        ).hexdigest()[:12]
-        name = f"{self.series}-{self.variant}-{key}"
+        recipe: list[object] = [RECIPE, self.series, tree.version, tools.ident, targets, request]
+        machine = ""
+        if self.target.cross:
+            recipe.append(self.target.name)
+            machine = f"-{self.target.name}"
+        key = hashlib.sha256(json.dumps(recipe).encode()).hexdigest()[:12]
+        name = f"{self.series}-{self.variant}{machine}-{key}"
         top = cache / "built"
         if kernel := cached(top / name / "kernel.json", progress):
             return kernel
@@ -281,6 +312,8 @@ class SourceBuiltKernel:
             return self._build(top / name, tree, tools, settings, progress)
 
     def _extra_targets(self, settings: dict[str, Setting]) -> list[str]:
+        if self.target.kbuild_arch == "arm64":
+            return ["Image"]  # what QEMU's virt machine boots
         return extra_targets(settings)
 
     # --- the source tree ------------------------------------------------------
@@ -290,7 +323,10 @@ class SourceBuiltKernel:
     ) -> SourceTree:
         """The unpacked linux-source-X: the one recorded in the cache, else the archive's."""
         top = cache / "src" / self.series
-        record = top / "source.json"
+        # A cross build takes the host's suites' source (6.12: bookworm-security's), which
+        # another machine's record keeps apart from the x86_64 build's (trixie's).
+        cross = self.target.cross
+        record = top / (f"source-{self.target.name}.json" if cross else "source.json")
         with locked(cache / "locks" / f"src-{self.series}.lock"):
             if not refresh and (tree := _recorded(record)):
                 return tree
@@ -384,7 +420,9 @@ class SourceBuiltKernel:
         (tmp / "request.config").write_text(fragments.text(settings))
         kbuild.configure(settings, self.fragments(), progress)
         # QEMU boots vmlinux through its PVH note: nothing to compress, no decompressor.
-        bzimage = "bzImage" in self._extra_targets(settings)
+        image = {"bzImage": "arch/x86/boot/bzImage", "Image": "arch/arm64/boot/Image"}.get(
+            next(iter(self._extra_targets(settings)), ""), "vmlinux"
+        )
         release = kbuild.build(
             ["vmlinux", "modules", *self._extra_targets(settings)],
             tmp / "staging",
@@ -397,7 +435,7 @@ class SourceBuiltKernel:
         tmp.rename(dest)
         _rehome(dest / "build" / "Makefile", tmp, dest)
         kernel = built_kernel(
-            self.series, self.variant, tree.version, dest, tree.path, tools, release, bzimage
+            self.series, self.variant, tree.version, dest, tree.path, tools, release, image
         )
         if not kernel.is_complete():
             raise StageError(f"the build of {what} in {dest} lacks vmlinux; delete it and retry")
@@ -425,10 +463,10 @@ def built_kernel(
     source: Path,
     tools: Toolchain,
     release: str,
-    bzimage: bool,
+    boots: str,  # the image QEMU boots, in the build tree: vmlinux, arch/x86/boot/bzImage
 ) -> Kernel:
     """The kernel built in `top`: `build/` the O= tree, `staging/` its installed modules."""
-    image = top / "build" / ("arch/x86/boot/bzImage" if bzimage else "vmlinux")
+    image = top / "build" / boots
     return Kernel(
         series=series,
         release=release,
@@ -441,6 +479,7 @@ def built_kernel(
         toolchain=tools.root.path if tools.root else None,
         variant=variant,
         make_vars=tools.make_vars,
+        arch=tools.target.name,
     )
 
 
@@ -468,13 +507,13 @@ def _recorded(record: Path) -> SourceTree | None:
 
 def _kconfig_env(srctree: Path, tools: Toolchain) -> dict[str, str]:
     """What the kernel's Kconfig expects in the environment (as the top Makefile exports it)."""
-    cc = next((v.split("=", 1)[1] for v in tools.make_vars if v.startswith("CC=")), "gcc")
+    cc = next((v.split("=", 1)[1] for v in tools.make_vars if v.startswith("CC=")), tools.target.cc)
     if shutil.which(cc) is None:  # the root's compiler: the host's stands in for kconfiglib
         cc = "gcc"
     return {
         "srctree": str(srctree),
-        "ARCH": "x86_64",
-        "SRCARCH": "x86",
+        "ARCH": tools.target.kbuild_arch,
+        "SRCARCH": tools.target.srcarch,
         "CC": cc,
         "HOSTCC": "gcc",
         "LD": "ld",

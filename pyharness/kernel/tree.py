@@ -311,7 +311,7 @@ class TreeKernel:
             configured.write_text(fragments.text(settings))
         else:
             progress.say(f"{what}: configured in {out}; Kbuild rebuilds what changed")
-        bzimage = "bzImage" in extra_targets(settings)
+        image = "arch/x86/boot/bzImage" if "bzImage" in extra_targets(settings) else "vmlinux"
         release = kbuild.build(
             ["vmlinux", "modules", *extra_targets(settings)],
             dest / "staging",
@@ -322,7 +322,7 @@ class TreeKernel:
         kbuild.check(settings)  # Kconfig edits in the tree rerun Kconfig during the build
         announce(release, self.variant, out, progress)
         kernel = built_kernel(
-            self.series, self.variant, f"tree {self.tree}", dest, self.tree, tools, release, bzimage
+            self.series, self.variant, f"tree {self.tree}", dest, self.tree, tools, release, image
         )
         if not kernel.is_complete():
             raise StageError(f"the build of {what} in {dest} lacks vmlinux; rerun to continue it")
