@@ -50,7 +50,7 @@ VARIANT_FRAGMENTS = {
     "kcsan": ("base.config", "kcsan.config"),
     "nocompaction": ("base.config", "nocompaction.config"),
 }
-# What another machine adds after base.config (its boot, console and page size).
+# What another machine adds after the variant's fragments (its boot, console, page size).
 MACHINE_FRAGMENTS = {
     "arm64": ("arm64.config",),
     "arm64-16k": ("arm64.config", "arm64-16k.config"),
@@ -281,8 +281,7 @@ class SourceBuiltKernel:
     def fragments(self) -> list[Path]:
         if self.fragment_files:
             return list(self.fragment_files)
-        base, *variant = VARIANT_FRAGMENTS[self.variant]
-        names = [base, *MACHINE_FRAGMENTS.get(self.target.name, ()), *variant]
+        names = [*VARIANT_FRAGMENTS[self.variant], *MACHINE_FRAGMENTS.get(self.target.name, ())]
         return [CONFIGS / name for name in names]
 
     def provision(self, cache: Path, progress: Progress, refresh: bool = False) -> Kernel:
