@@ -45,9 +45,7 @@ TARGETS = [
 def test_both_allocators_agree_with_the_model(
     default_config: config.Config, series: str, name: str, variant: str, theirs: str
 ) -> None:
-    cfg = default_config.with_overrides(
-        kernel=series, arch=name, variant=variant, allocator="own"
-    )
+    cfg = default_config.with_overrides(kernel=series, arch=name, variant=variant, allocator="own")
     result, _ = compare.compare(cfg, Progress(), compare.Plan(measure=False))
     assert result.passed, result.first_failure
     doc = json.loads((result.directory / "results.json").read_text())

@@ -96,3 +96,17 @@ def test_a_guest_gone_before_init_is_booted_once_more_then_reported(
         "kernel message: booting again" in out.getvalue()
     )
     assert not qemu_running(str(tmp_path / "console.log"))
+
+
+def test_a_qemu_that_says_why_it_cannot_start_is_not_booted_again(
+    default_config: config.Config, prepared: run.Prepared, tmp_path: Path
+) -> None:
+    # A petabyte of guest memory: QEMU refuses it with a message before the kernel starts.
+    cfg = default_config.with_overrides(memory_mb=1 << 30)
+    out = io.StringIO()
+    with (tmp_path / "session.log").open("w") as transcript, pytest.raises(GuestError) as e:
+        run.boot(cfg, Progress(out=out), prepared, tmp_path / "console.log", transcript)
+    assert e.value.kind == "exited"
+    assert "qemu-system-x86_64: " in str(e.value)  # QEMU's own words, in the failure
+    assert out.getvalue().count("booting Linux") == 1
+    assert not qemu_running(str(tmp_path / "console.log"))
