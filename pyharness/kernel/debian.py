@@ -525,8 +525,10 @@ class DebianForeignKernel:
         for old in top.iterdir():  # the kernels of earlier ABIs, replaced by this one
             if old.is_dir() and old.name.startswith("root-") and old != root:
                 shutil.rmtree(old)
-        # ppc64el's image is an ELF vmlinux; the others' a vmlinuz (arm64: an Image).
-        image = next(root.glob(f"boot/vmlinu[xz]-{release}"))
+        # An ELF vmlinux where there is one: ppc64el's image, or the PVH kernel unpacked
+        # from i386's bzImage (a second faster to boot); else the vmlinuz (arm64: an Image).
+        vmlinux = root / "boot" / f"vmlinux-{release}"
+        image = vmlinux if vmlinux.exists() else root / "boot" / f"vmlinuz-{release}"
         kernel = Kernel(
             series=self.series,
             release=release,
