@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pyharness.commands import config, matrix
-from pyharness.kernel import fragments, source, toolchain
+from pyharness.kernel import arch, fragments, source, toolchain
 from pyharness.kernel.api import api_for, tabled
 from pyharness.kernel.fragments import FragmentError, Setting
 from pyharness.kernel.identity import DISTRO, KernelId
@@ -92,6 +92,29 @@ def test_the_shipped_fragments_do_not_conflict(variant: str) -> None:
     for name in ("MODULES", "MODULE_UNLOAD", "PVH", "SERIAL_8250_CONSOLE", "DEVTMPFS"):
         assert merged[name].value == "y", name
     assert (merged["ZRAM"].value, merged["ZSMALLOC"].value) == ("m", "m")
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANT_FRAGMENTS))
+@pytest.mark.parametrize("machine", ["arm64", "arm64-16k"])
+def test_another_machine_s_fragments_follow_the_variant_s(variant: str, machine: str) -> None:
+    kernel = source.SourceBuiltKernel("6.12", variant, target=arch.TARGETS[machine])
+    names = [p.name for p in kernel.fragments()]
+    assert names == [*VARIANT_FRAGMENTS[variant], *source.MACHINE_FRAGMENTS[machine]]
+    merged = fragments.merge(kernel.fragments())
+    # x86's boot gives way to arm64's, the virtio console and channel are built in.
+    assert {merged[n].value for n in ("ACPI", "PVH", "HYPERVISOR_GUEST", "KERNEL_GZIP")} <= {"n"}
+    assert all(merged[n].value == "y" for n in ("SERIAL_AMBA_PL011_CONSOLE", "VIRTIO_CONSOLE"))
+    assert ("ARM64_16K_PAGES" in merged) == (machine == "arm64-16k")
+    assert (merged["ZRAM"].value, merged["ZSMALLOC"].value) == ("m", "m")
+
+
+def test_source_built_kernels_of_other_machines() -> None:
+    kernel = source_for(KernelId("6.12", "minimal", arch="arm64-16k"))
+    assert isinstance(kernel, source.SourceBuiltKernel) and kernel.target.name == "arm64-16k"
+    with pytest.raises(StageError, match="ppc64el kernels are Debian's packages only so far"):
+        source_for(KernelId("6.1", "minimal", arch="ppc64el"))
+    with pytest.raises(StageError, match="no linux-source-7.2 in the host's Debian suites"):
+        source_for(KernelId("7.2", "minimal", arch="arm64"))
 
 
 def test_minimal_and_debug_together_conflict_naming_both() -> None:
