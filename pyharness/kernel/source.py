@@ -54,6 +54,7 @@ VARIANT_FRAGMENTS = {
 MACHINE_FRAGMENTS = {
     "arm64": ("arm64.config",),
     "arm64-16k": ("arm64.config", "arm64-16k.config"),
+    "ppc64el": ("ppc64el.config",),
 }
 # Bump when the way a kernel is built changes: every cached build is then redone.
 RECIPE = 1
@@ -313,6 +314,8 @@ class SourceBuiltKernel:
     def _extra_targets(self, settings: dict[str, Setting]) -> list[str]:
         if self.target.kbuild_arch == "arm64":
             return ["Image"]  # what QEMU's virt machine boots
+        if self.target.srcarch != "x86":
+            return []  # pseries boots the ELF vmlinux
         return extra_targets(settings)
 
     # --- the source tree ------------------------------------------------------

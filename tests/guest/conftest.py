@@ -14,7 +14,7 @@ from pyharness.check.driver import DriverModel
 from pyharness.commands import config, run
 from pyharness.guest.qemu import Guest
 from pyharness.guest.zstest import ZsTest
-from pyharness.model import Policy, policy
+from pyharness.model import Policy
 from pyharness.progress import Progress
 
 
@@ -68,8 +68,7 @@ def new_driver(suite_prepared: run.Prepared) -> Callable[[], DriverModel]:
 @pytest.fixture(scope="module")
 def suite_policy(suite_prepared: run.Prepared) -> Policy:
     """The model policy of the allocator in the module's guest."""
-    api = suite_prepared.api
-    return suite_prepared.sources.policy or policy(api.model_policy, chain_size=api.chain_size)
+    return suite_prepared.sources.policy or suite_prepared.api.upstream_policy()
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,11 @@ BASE = 1_000_000
 
 def test_stress_keeps_data_and_counters(guest: Guest, zstest: ZsTest, suite_policy: Policy) -> None:
     assert guest.run("grep -c ^processor /proc/cpuinfo").strip() == "2"
+    stress_holds(zstest, suite_policy)
+
+
+def stress_holds(zstest: ZsTest, suite_policy: Policy) -> None:
+    """Two workers and a compactor on pool `st`, then the survivors and counters checked."""
     result = zstest.batch(["create st", "stress 4 2 7 1000000"])
     assert result.failures == ()
     values = dict(v for v in result.values if v[0] != "stress_obj")

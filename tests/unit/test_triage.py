@@ -1,6 +1,7 @@
 """Tests for pyharness.triage: finding the first kernel failure report in a console log.
 
-The recorded logs in tests/data come from real 6.1 boots under QEMU; the short snippets below
+The recorded logs in tests/data come from real boots under QEMU (x86_64 6.1, and arm64,
+i386 and ppc64el guests); the short snippets below
 follow the kernel's own report formats, with the `\\r\\r\\n` line ends a serial console gives.
 """
 
@@ -347,3 +348,31 @@ def test_real_arm64_oops_is_found_at_its_first_line() -> None:
     assert any("Internal error: Oops: 0000000096000045 [#1] SMP" in line for line in excerpt)
     # zstest writes through the mapping it got, into a page past the zspage's.
     assert any("pc : zt_fill+0xb0/0xc8 [zstest]" in line for line in excerpt)
+
+
+@pytest.mark.parametrize(
+    "log, first, then",
+    [
+        (
+            "console-6.1-i386-oops.log",
+            "BUG: kernel NULL pointer dereference, address: 00000010",
+            "Oops: 0002 [#1] PREEMPT SMP PTI",
+        ),
+        (
+            "console-6.1-ppc64el-oops.log",
+            "BUG: Kernel NULL pointer dereference on write at 0x00000010",
+            "Oops: Kernel access of bad area, sig: 11 [#1]",
+        ),
+    ],
+)
+def test_real_i386_and_ppc64el_oopses_are_found_at_their_first_line(
+    log: str, first: str, then: str
+) -> None:
+    """A test module (`zskit run --module`) writing to address 16 on Debian's 686-pae and
+    ppc64el 6.1 kernels: each names the fault first, then its Oops line."""
+    crash = find_crash(raw(DATA / log))
+    assert crash is not None and crash.kind == "bug"
+    excerpt = crash.excerpt.splitlines()
+    assert excerpt[0].endswith(first)
+    assert any(line.endswith(then) for line in excerpt)
+    assert any("zs_oops_init" in line for line in excerpt)
