@@ -1,8 +1,8 @@
 """Tests for pyharness.triage: finding the first kernel failure report in a console log.
 
 The recorded logs in tests/data come from real boots under QEMU (x86_64 6.1, and arm64,
-i386 and ppc64el guests); the short snippets below
-follow the kernel's own report formats, with the `\\r\\r\\n` line ends a serial console gives.
+i386 and ppc64el guests); the short snippets below follow the kernel's own report formats,
+with the `\\r\\r\\n` line ends a serial console gives.
 """
 
 from __future__ import annotations
