@@ -26,8 +26,7 @@ class Target:
     # powerpc64le has 64 KiB pages, 6.12's 4 KiB ones beside a powerpc64le-64k.
     flavours: tuple[str, ...]
     kbuild_arch: str  # ARCH= for Kbuild
-    triplet: str  # the GNU triplet of its compiler (aarch64-linux-gnu-gcc-12)
-    machine: str  # `uname -m` of the guest
+    triplet: str  # the GNU triplet of its cross compiler: aarch64-linux-gnu-gcc-12
     profile: str  # qemu/<profile>.toml
     qemu_package: str  # the Debian package of the profile's QEMU binary
     # The series of Debian's kernels for it in the host's suites (bookworm: 6.1, and 6.12
@@ -118,28 +117,28 @@ def page_size_of(config: dict[str, str], kbuild_arch: str) -> int:
 _ALL = (
     Target(
         arch="x86_64", page_size="4k", debian_arch="amd64", flavours=("amd64",),
-        kbuild_arch="x86_64", triplet="x86_64-linux-gnu", machine="x86_64",
+        kbuild_arch="x86_64", triplet="x86_64-linux-gnu",
         profile="x86_64", qemu_package="qemu-system-x86",
     ),
     Target(
         arch="arm64", page_size="4k", debian_arch="arm64", flavours=("arm64",),
-        kbuild_arch="arm64", triplet="aarch64-linux-gnu", machine="aarch64",
+        kbuild_arch="arm64", triplet="aarch64-linux-gnu",
         profile="arm64", qemu_package="qemu-system-arm", debian_series=("6.1", "6.12"),
     ),
     Target(
         arch="arm64", page_size="16k", debian_arch="arm64", flavours=("arm64-16k",),
-        kbuild_arch="arm64", triplet="aarch64-linux-gnu", machine="aarch64",
+        kbuild_arch="arm64", triplet="aarch64-linux-gnu",
         profile="arm64", qemu_package="qemu-system-arm", debian_series=("6.12",),
     ),
     Target(
         arch="ppc64el", page_size="64k", debian_arch="ppc64el",
         flavours=("powerpc64le-64k", "powerpc64le"),
-        kbuild_arch="powerpc", triplet="powerpc64le-linux-gnu", machine="ppc64le",
+        kbuild_arch="powerpc", triplet="powerpc64le-linux-gnu",
         profile="ppc64el", qemu_package="qemu-system-ppc", debian_series=("6.1", "6.12"),
     ),
     Target(
         arch="i386", page_size="4k", debian_arch="i386", flavours=("686-pae",),
-        kbuild_arch="i386", triplet="i686-linux-gnu", machine="i686",
+        kbuild_arch="i386", triplet="i686-linux-gnu",
         profile="i386", qemu_package="qemu-system-x86", debian_series=("6.1",),
     ),
 )  # fmt: skip
