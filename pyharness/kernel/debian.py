@@ -33,6 +33,7 @@ from . import toolchain
 from .arch import Target, page_size_of
 from .foreign import ForeignApt, require_host_packages
 from .manifest import Kernel, cached, config_value, config_values
+from .toolchain import apt_show
 
 # Files taken from linux-source-X: the upstream allocator, its header, and checkpatch.
 SOURCE_MEMBERS = (
@@ -42,26 +43,6 @@ SOURCE_MEMBERS = (
     "scripts/spelling.txt",
     "scripts/const_structs.checkpatch",
 )
-
-
-def apt_show(names: list[str], progress: Progress) -> dict[str, str]:
-    """Candidate version of each package apt knows (unknown names are left out)."""
-    if not names:
-        return {}
-    proc = subprocess.run(
-        ["apt-cache", "show", "--no-all-versions", *names],
-        capture_output=True,
-        text=True,
-    )
-    progress.detail(f"$ apt-cache show --no-all-versions {' '.join(names)}")
-    versions: dict[str, str] = {}
-    for para in proc.stdout.split("\n\n"):
-        fields = dict(
-            line.split(": ", 1) for line in para.splitlines() if ": " in line and line[0] != " "
-        )
-        if "Package" in fields and "Version" in fields:
-            versions[fields["Package"]] = fields["Version"]
-    return versions
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 from ..locking import locked
 from ..paths import cache_dir
 from ..progress import Progress, StageError
-from .toolchain import archive_for, fetching, host_codename, host_sources
+from .toolchain import apt_show, archive_for, fetching, host_codename, host_sources
 
 MAX_AGE = 24 * 3600.0  # seconds before the lists are fetched again
 
@@ -81,22 +81,7 @@ class ForeignApt:
 
     def versions(self, names: Sequence[str], p: Progress) -> dict[str, str]:
         """The candidate version of each package (unknown names are left out)."""
-        if not names:
-            return {}
-        proc = subprocess.run(
-            ["apt-cache", *self._options(), "show", "--no-all-versions", *names],
-            capture_output=True,
-            text=True,
-        )
-        p.detail(f"$ apt-cache show --no-all-versions {' '.join(names)} ({self.debian_arch})")
-        found: dict[str, str] = {}
-        for para in proc.stdout.split("\n\n"):
-            fields = dict(
-                line.split(": ", 1) for line in para.splitlines() if ": " in line and line[0] != " "
-            )
-            if "Package" in fields and "Version" in fields:
-                found[fields["Package"]] = fields["Version"]
-        return found
+        return apt_show(names, p, self._options())
 
     def search(self, pattern: str) -> list[str]:
         """Package names matching a regular expression."""

@@ -39,10 +39,11 @@ from ..paths import CONFIGS
 from ..progress import CommandError, Progress, StageError
 from . import fragments, toolchain
 from .arch import HOST, Target
-from .debian import DebianSuiteKernel, apt_show
+from .debian import DebianSuiteKernel
 from .foreign import require_host_packages
 from .fragments import Setting
 from .manifest import Kernel, cached, config_value
+from .toolchain import apt_show
 
 VARIANT_FRAGMENTS = {
     "minimal": ("base.config", "minimal.config"),

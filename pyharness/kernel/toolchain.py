@@ -30,6 +30,7 @@ import os
 import re
 import shutil
 import socket
+import subprocess
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -267,6 +268,29 @@ def fetching(what: str, suite: str | None = None) -> Iterator[None]:
             "once: connect this machine (or set http_proxy for apt) and rerun; after that "
             "the cache serves it offline"
         ) from e
+
+
+def apt_show(
+    names: Sequence[str], progress: Progress, options: Sequence[str] = ()
+) -> dict[str, str]:
+    """Candidate version of each package apt knows (unknown names are left out); `options`
+    point apt at another state (foreign.py's, of another architecture)."""
+    if not names:
+        return {}
+    proc = subprocess.run(
+        ["apt-cache", *options, "show", "--no-all-versions", *names],
+        capture_output=True,
+        text=True,
+    )
+    progress.detail(f"$ apt-cache show --no-all-versions {' '.join(names)}")
+    versions: dict[str, str] = {}
+    for para in proc.stdout.split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in para.splitlines() if ": " in line and line[0] != " "
+        )
+        if "Package" in fields and "Version" in fields:
+            versions[fields["Package"]] = fields["Version"]
+    return versions
 
 
 def host_apt_get(args: Sequence[str], progress: Progress, *, what: str, cwd: Path) -> str:
