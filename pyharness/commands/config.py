@@ -23,7 +23,7 @@ from ..kernel.arch import TARGETS
 from ..kernel.identity import DISTRO, HOST_ARCH, KernelId, series_key
 from ..kernel.provision import known_series
 from ..kernel.tree import tree_kernel_id
-from ..kmod.own import OwnAllocator
+from ..kmod.own import KERNEL, OwnAllocator
 from ..paths import KCONFIG, REPO
 from ..progress import StageError
 
@@ -105,6 +105,11 @@ def _chosen(kconf: kconfiglib.Kconfig, prefix: str) -> tuple[str, ...]:
         if sym.name.startswith(prefix) and sym.orig_type == kconfiglib.BOOL and sym.tri_value:
             found.append(sym.name.removeprefix(prefix).lower())
     return tuple(found)
+
+
+def _class_delta(choice: str) -> int:
+    """OWN_CLASS_DELTA: bytes, or 0 for the kernel's own spacing."""
+    return 0 if choice == KERNEL else int(choice)
 
 
 def matrix_machines(value: str) -> tuple[str, ...]:
@@ -234,7 +239,7 @@ def load(kconfig: Path = KCONFIG, dotconfig: Path | None = None) -> Config:
         baseline=kconf.syms["RUN_BASELINE"].tri_value == 2,
         own=OwnAllocator(
             max_pages=num("OWN_MAX_PAGES"),
-            class_delta=int(_choice(kconf, "OWN_CLASS_DELTA")),
+            class_delta=_class_delta(_choice(kconf, "OWN_CLASS_DELTA")),
             fullness=_choice(kconf, "OWN_FULLNESS"),
             chain_rule=_choice(kconf, "OWN_CHAIN").replace("_", "-"),
             stats=kconf.syms["OWN_STATS"].tri_value == 2,

@@ -25,12 +25,13 @@ BUILTIN_PREFIX = "zsk_"
 
 @dataclass(frozen=True)
 class OwnAllocator:
-    """The choices; 0 pages and the chain rule "kernel" take the target kernel's geometry:
-    4 pages and usedpc on 6.1, CONFIG_ZSMALLOC_CHAIN_SIZE and min-waste from 6.12. With
-    the same size classes as the kernel's zsmalloc, ours is never less dense for them."""
+    """The choices; 0 pages, 0 spacing and the chain rule "kernel" take the target kernel's
+    geometry: 4 pages and usedpc on 6.1, CONFIG_ZSMALLOC_CHAIN_SIZE and min-waste from
+    6.12, classes PAGE_SIZE >> 8 apart. With the same size classes as the kernel's
+    zsmalloc, ours is never less dense for them."""
 
     max_pages: int = 0  # pages per zspage at most (4..16), 0: as the target kernel
-    class_delta: int = 16  # bytes between neighbouring size classes
+    class_delta: int = 0  # bytes between neighbouring size classes, 0: as the kernel
     fullness: str = "ratio"  # fullness groups: "ratio" (tenths) or "quarters"
     chain_rule: str = KERNEL  # "min-waste" (least tail waste), "usedpc", or as the kernel
     stats: bool = True  # debugfs `classes`
@@ -40,8 +41,12 @@ class OwnAllocator:
         problems = []
         if self.max_pages and not 4 <= self.max_pages <= 16:
             problems.append(f"max pages per zspage {self.max_pages} is not 0 or in 4..16")
-        if self.class_delta not in CLASS_DELTAS:
-            problems.append(f"class spacing {self.class_delta} is not one of {CLASS_DELTAS}")
+        # The menu's choices, or the kernel's PAGE_SIZE >> 8 that for_kernel fills in.
+        delta = self.class_delta
+        if delta and (delta < 8 or delta & (delta - 1)):
+            problems.append(
+                f"class spacing {delta} is not 0 (as the kernel) or one of {CLASS_DELTAS}"
+            )
         if self.fullness not in FULLNESS:
             problems.append(f"fullness {self.fullness!r} is not one of {', '.join(FULLNESS)}")
         if self.chain_rule not in (*CHAIN_RULES, KERNEL):
@@ -57,7 +62,9 @@ class OwnAllocator:
         if rule == KERNEL:
             rule = "usedpc" if old else "min-waste"
         pages = self.max_pages or (4 if old else api.chain_size or DEFAULT_CHAIN)
-        return dataclasses.replace(self, max_pages=pages, chain_rule=rule)
+        # ZS_SIZE_CLASS_DELTA: PAGE_SIZE >> CLASS_BITS
+        delta = self.class_delta or api.geometry.page_size >> 8
+        return dataclasses.replace(self, max_pages=pages, chain_rule=rule, class_delta=delta)
 
     def policy(self, api: KernelApi) -> Policy:
         """The model of this allocator rendered for `api`'s kernel."""
