@@ -76,8 +76,8 @@ def _arch(args: argparse.Namespace) -> str | None:
     arch, page_size = getattr(args, "arch", None), getattr(args, "page_size", None)
     if arch is None and page_size is None:
         return None
-    if arch is None:
-        arch = config_mod.load().arch.split("-")[0]
+    if arch is None:  # a page size for the configured machine's architecture
+        arch = arch_mod.TARGETS[config_mod.load().arch].arch
     return arch_mod.target(arch, page_size).name
 
 
