@@ -10,7 +10,7 @@ from typing import NoReturn
 import pytest
 
 from pyharness.guest.qemu import Guest
-from pyharness.kernel.debian import DebianDistroKernel, DebianSuiteKernel
+from pyharness.kernel.debian import DebianDistroKernel, DebianForeignKernel, DebianSuiteKernel
 from pyharness.kernel.source import SourceBuiltKernel
 from pyharness.kernel.tree import TreeKernel
 
@@ -23,6 +23,7 @@ def _refuse(*args: object, **kwargs: object) -> NoReturn:
 
 @pytest.fixture(autouse=True)
 def no_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
-    for source in (DebianDistroKernel, DebianSuiteKernel, SourceBuiltKernel, TreeKernel):
+    kinds = (DebianDistroKernel, DebianForeignKernel, DebianSuiteKernel, SourceBuiltKernel)
+    for source in (*kinds, TreeKernel):
         monkeypatch.setattr(source, "provision", _refuse)
     monkeypatch.setattr(Guest, "boot", _refuse)

@@ -3,10 +3,12 @@ headers (the rules of kernel/arch.py, each checked against what a Debian kernel 
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
+from pyharness.commands import cli
 from pyharness.kernel import arch, foreign, provision
 from pyharness.kernel.identity import KernelId
 from pyharness.model import Geometry
@@ -115,3 +117,17 @@ def test_a_missing_cross_compiler_says_what_to_install(monkeypatch: pytest.Monke
     with pytest.raises(StageError, match=rf"sudo apt-get install {missing}`, or run zskit as root"):
         foreign.require_host_packages(["dpkg", missing], "an arm64 kernel", Progress())
     foreign.require_host_packages(["dpkg"], "an arm64 kernel", Progress())  # installed: quiet
+
+
+@pytest.mark.usefixtures("isolated")  # no developer's .config: the machine is x86_64
+def test_arch_and_page_size_options_name_one_target() -> None:
+    def named(**options: str | None) -> str | None:
+        return cli._arch(argparse.Namespace(**options))
+
+    assert named(arch="arm64", page_size="16k") == "arm64-16k"
+    assert named(arch="ppc64el", page_size=None) == "ppc64el"
+    assert named(arch=None, page_size=None) is None  # the configured machine
+    with pytest.raises(StageError, match="x86_64 has no 16k page target"):
+        named(arch=None, page_size="16k")  # the configured x86_64 has 4 KiB pages only
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["run", "--arch", "sparc64"])
