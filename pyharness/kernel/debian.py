@@ -492,17 +492,21 @@ class DebianForeignKernel:
         root = _assemble(top, release, self.series, packages, progress)
         kdir = root / "usr/src" / f"linux-headers-{release}"
         built = {"y": True, "m": False}.get(config_value(kdir / ".config", "ZSMALLOC") or "")
+        pages = page_size_of(config_values(kdir / ".config"), self.target.kbuild_arch)
+        wrong = ""
         if built is not self.zsmalloc_builtin:
-            raise StageError(
+            wrong = (
                 f"Linux {release} does not configure zsmalloc as kernel/provision.py says "
                 f"(zsmalloc_builtin={self.zsmalloc_builtin}); fix that entry"
             )
-        pages = page_size_of(config_values(kdir / ".config"), self.target.kbuild_arch)
-        if pages != PAGE_SIZES[self.target.page_size]:
-            raise StageError(
+        elif pages != PAGE_SIZES[self.target.page_size]:
+            wrong = (
                 f"Linux {release} has {pages >> 10} KiB pages, not the {self.target.page_size} "
                 f"of {self.target.name}: fix its flavours in kernel/arch.py"
             )
+        if wrong:
+            shutil.rmtree(root)  # not a kernel of this target: nothing of it stays cached
+            raise StageError(wrong)
         for old in top.iterdir():  # the kernels of earlier ABIs, replaced by this one
             if old.is_dir() and old.name.startswith("root-") and old != root:
                 shutil.rmtree(old)

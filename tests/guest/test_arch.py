@@ -9,6 +9,7 @@ Each target needs Debian's cross gcc and QEMU for it (installed as root on first
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -21,8 +22,9 @@ from pyharness.commands import compare, config, run
 from pyharness.guest.triage import find_crash
 from pyharness.guest.zstest import ZsTest
 from pyharness.kernel import arch
+from pyharness.kernel.debian import DebianForeignKernel
 from pyharness.paths import REPO
-from pyharness.progress import Progress
+from pyharness.progress import Progress, StageError
 
 from .test_stress import stress_holds
 
@@ -145,3 +147,17 @@ def test_stress_and_highmem(
     if name == "i386":
         highmem = sum(n for zone, n in per_zone.items() if zone.endswith(":HighMem"))
         assert highmem > 0.9 * sum(per_zone.values()), per_zone
+
+
+def test_a_kernel_of_other_pages_than_its_machine_is_refused_and_not_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine whose flavour list is wrong (arm64's 4 KiB pages, arm64-16k's image):
+    provisioning unpacks it, sees 16 KiB pages, says what to fix and keeps nothing."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("ZSKIT_CACHE", str(cache))
+    wrong = dataclasses.replace(arch.TARGETS["arm64"], flavours=("arm64-16k",))
+    with pytest.raises(StageError, match=r"has 16 KiB pages, not the 4k of arm64: fix its"):
+        DebianForeignKernel("6.12", wrong, zsmalloc_builtin=True).provision(cache, Progress())
+    top = cache / "debian" / "6.12-arm64"
+    assert not list(top.glob("root-*")) and not (top / "kernel.json").exists()
