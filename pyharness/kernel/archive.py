@@ -26,7 +26,7 @@ from debian.debian_support import Version
 from ..locking import locked
 from ..paths import cache_dir, lock_file
 from ..progress import Progress, StageError
-from .toolchain import archive_for, fetching, host_codename, host_sources
+from .toolchain import archive_for, fetching, host_codename, host_sources, security_uri
 
 ALIASES = ("stable", "stable-backports", "testing", "unstable", "experimental")
 MAX_AGE = 24 * 3600.0  # seconds before the index is fetched again
@@ -112,9 +112,7 @@ class ArchiveIndex:
         sources = host_sources()
         codename = host_codename()
         uri = archive_for(codename or "", sources, codename).uri
-        security = next(
-            (s.uris[0] for s in sources if any(x.endswith("-security") for x in s.suites)), None
-        )
+        security = security_uri(sources)
         (self.top / "lists" / "partial").mkdir(parents=True, exist_ok=True)
         (self.top / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
         self._fetch(suites(codename), uri, security, p)

@@ -24,7 +24,14 @@ from pathlib import Path
 from ..locking import locked
 from ..paths import cache_dir
 from ..progress import Progress, StageError
-from .toolchain import apt_show, archive_for, fetching, host_codename, host_sources
+from .toolchain import (
+    apt_show,
+    archive_for,
+    fetching,
+    host_codename,
+    host_sources,
+    security_uri,
+)
 
 MAX_AGE = 24 * 3600.0  # seconds before the lists are fetched again
 
@@ -62,10 +69,7 @@ class ForeignApt:
                     raise StageError("the host's release has no codename in /etc/os-release")
                 sources = host_sources()
                 uri = archive_for(codename, sources, codename).uri
-                security = next(
-                    (s.uris[0] for s in sources if any(x.endswith("-security") for x in s.suites)),
-                    None,
-                )
+                security = security_uri(sources)
                 lines = [f"deb {uri} {codename} main", f"deb {uri} {codename}-updates main"]
                 if security:
                     lines.append(f"deb {security} {codename}-security main")

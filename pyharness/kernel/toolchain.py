@@ -180,6 +180,13 @@ def host_codename(os_release: Path = Path("/etc/os-release")) -> str | None:
     return m[1] if m and m[1] else None
 
 
+def security_uri(sources: Sequence[AptSource]) -> str | None:
+    """The archive of the host's security updates (its `-security` suite), if it has one."""
+    return next(
+        (s.uris[0] for s in sources if any(x.endswith("-security") for x in s.suites)), None
+    )
+
+
 ARCHIVE_SCHEMES = ("http://", "https://", "file:/")  # what debootstrap can fetch from
 
 
