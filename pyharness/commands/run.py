@@ -231,6 +231,12 @@ def check_batches(
 
 def check_scenarios_runnable(options: RunOptions, kernel: Kernel, cpus: int) -> None:
     """Before booting: every scenario known, its bounds in range, its kernel options there."""
+    if options.scenarios and kernel.target.page_size != "4k":
+        raise scenarios.ScenarioError(
+            f"the scenarios assume 4 KiB pages (their object sizes, the swapper's pages), "
+            f"not {kernel.target.name}'s {kernel.target.page_size}: run them on x86_64, arm64 "
+            "or i386"
+        )
     for name in options.scenarios:
         scenario = scenarios.find(name)
         options.scenario_params(scenario, cpus)

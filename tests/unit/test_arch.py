@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pyharness.commands import cli
+from pyharness.commands import cli, run
 from pyharness.kernel import arch, foreign, provision
 from pyharness.kernel.identity import KernelId
+from pyharness.kernel.manifest import Kernel
 from pyharness.model import Geometry
 from pyharness.progress import Progress, StageError
 
@@ -131,3 +132,14 @@ def test_arch_and_page_size_options_name_one_target() -> None:
         named(arch=None, page_size="16k")  # the configured x86_64 has 4 KiB pages only
     with pytest.raises(SystemExit):
         cli.parser().parse_args(["run", "--arch", "sparc64"])
+
+
+def test_scenarios_are_refused_on_pages_they_do_not_assume(tmp_path: Path) -> None:
+    def kernel(machine: str) -> Kernel:
+        path = tmp_path / machine
+        return Kernel("6.12", "r", "v", path, path, path, None, path, arch=machine)
+
+    options = run.RunOptions(scenarios=("map-vs-compact",))
+    with pytest.raises(StageError, match="the scenarios assume 4 KiB pages .* not arm64-16k's 16k"):
+        run.check_scenarios_runnable(options, kernel("arm64-16k"), 2)
+    run.check_scenarios_runnable(options, kernel("arm64"), 2)  # 4 KiB pages: it may run
