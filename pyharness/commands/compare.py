@@ -106,7 +106,10 @@ def _word(data: bytes) -> tuple[str, str]:
 def elf_sections(ko: Path) -> dict[str, bytes]:
     """A module's ELF sections by name (a .ko.xz is decompressed first), of any word size
     and byte order."""
-    data = _elf(ko)
+    return _sections(_elf(ko))
+
+
+def _sections(data: bytes) -> dict[str, bytes]:
     order, word = _word(data)
     # e_shoff, then e_shentsize, e_shnum and e_shstrndx, where ELF32 and ELF64 put them.
     shoff_at, counts_at = (0x20, 0x2E) if word == "I" else (0x28, 0x3A)
@@ -140,9 +143,10 @@ def imported_crcs(ko: Path, prefix: str = "zs_") -> dict[str, str]:
     """The CRCs a module was built against (its __versions entries of 64 bytes: an
     unsigned long CRC, then the name), for the names with prefix, formatted as in
     Module.symvers."""
-    order, word = _word(_elf(ko))
+    data = _elf(ko)
+    order, word = _word(data)
     size = struct.calcsize(word)
-    table = elf_sections(ko).get("__versions", b"")
+    table = _sections(data).get("__versions", b"")
     crcs: dict[str, str] = {}
     for off in range(0, len(table) - 63, 64):
         (crc,) = struct.unpack_from(order + word, table, off)
