@@ -31,7 +31,7 @@ from ..model import PAGE_SIZES
 from ..progress import Progress, StageError
 from . import toolchain
 from .arch import Target, page_size_of
-from .foreign import ForeignApt, require_host_packages
+from .foreign import ForeignApt, require_host_packages, unpack
 from .manifest import Kernel, cached, config_value, config_values
 from .toolchain import apt_show
 
@@ -140,7 +140,7 @@ def _assemble(top: Path, release: str, series: str, debs: list[Path], progress: 
     tmp.mkdir(parents=True)
     progress.say(f"unpacking into {root}")
     for deb in debs:
-        progress.run(["dpkg-deb", "-x", deb, tmp], what=f"unpacking {deb.name}")
+        unpack(deb, tmp, progress)
     src_top = f"linux-source-{series}"
     tarball = tmp / "usr/src" / f"{src_top}.tar.xz"
     progress.say(f"extracting {', '.join(SOURCE_MEMBERS[:2])} and checkpatch from {tarball.name}")
@@ -393,7 +393,7 @@ def _extract_vmlinuz(deb: Path, dest: Path) -> None:
 def _extract_source(deb: Path, src_pkg: str, dest: Path, progress: Progress) -> None:
     """SOURCE_MEMBERS from the source package's tarball, into dest/<src_pkg>/."""
     scratch = dest / "deb"
-    progress.run(["dpkg-deb", "-x", deb, scratch], what=f"unpacking {deb.name}")
+    unpack(deb, scratch, progress)
     tarball = scratch / "usr/src" / f"{src_pkg}.tar.xz"
     progress.say(f"extracting {', '.join(SOURCE_MEMBERS[:2])} and checkpatch from {tarball.name}")
     progress.run(
