@@ -21,6 +21,7 @@ from ..guest.zstest import BatchResult
 from ..kernel.api import KernelApi
 from ..kmod.render import PROTOCOL_VERSION
 from ..model import ClassStats, Handle, Policy, PoolModel
+from ..model.kmalloc import KmallocPool
 from ..model.pattern import pattern, pattern_seed, xorshift32
 
 MAX_LINE = 128
@@ -31,35 +32,42 @@ MAX_LOCK_MS = 1000
 U32_MAX = 0xFFFFFFFF
 U64_MAX = 0xFFFFFFFFFFFFFFFF
 NAME = re.compile(r"[A-Za-z0-9_-]{1,31}")
-# verb -> (argument count including the verb, needs a current pool)
+# What a verb runs on: nothing, the current pool (zsmalloc or kmalloc), a zsmalloc pool.
+NONE, POOL, ZS_POOL = "none", "pool", "zs-pool"
+# verb -> (argument count including the verb, what it runs on): the driver's zt_verbs
 VERBS = {
-    "version": (1, False),
-    "create": (2, False),
-    "use": (2, False),
-    "destroy": (2, False),
-    "alloc": (3, True),
-    "write": (3, True),
-    "verify": (3, True),
-    "pwrite": (6, True),
-    "pverify": (6, True),
-    "free": (2, True),
-    "churn": (5, True),
-    "compact": (1, True),
-    "stress": (5, True),
-    "mapcompact": (6, True),
-    "lockfree": (3, True),
-    "where": (2, True),
-    "faults": (2, False),
-    "bench": (3, False),
-    "lookup": (2, True),
-    "raw": (2, True),
-    "reset": (1, True),
-    "stats": (1, True),
+    "version": (1, NONE),
+    "create": (2, NONE),
+    "kcreate": (2, NONE),
+    "use": (2, NONE),
+    "destroy": (2, NONE),
+    "alloc": (3, POOL),
+    "write": (3, ZS_POOL),
+    "verify": (3, ZS_POOL),
+    "pwrite": (6, ZS_POOL),
+    "pverify": (6, ZS_POOL),
+    "free": (2, POOL),
+    "churn": (5, ZS_POOL),
+    "compact": (1, ZS_POOL),
+    "stress": (5, ZS_POOL),
+    "mapcompact": (6, ZS_POOL),
+    "lockfree": (3, ZS_POOL),
+    "where": (2, ZS_POOL),
+    "faults": (2, NONE),
+    "bench": (3, NONE),
+    "lookup": (2, ZS_POOL),
+    "raw": (2, ZS_POOL),
+    "reset": (1, POOL),
+    "stats": (1, POOL),
+    "compressor": (2, NONE),
 }
+ALG = re.compile(r"[a-z0-9-]{1,31}")
 MODES = ("rw", "ro", "wo", "sg")  # the driver's zt_modes
 # The verbs that change which pool is current or make the model give up (`unmodelled`):
 # after a batch without them, the pool whose classes are checked is known unmodelled.
-POOL_CHANGING = frozenset({"create", "use", "destroy", "stress", "mapcompact", "lockfree"})
+POOL_CHANGING = frozenset(
+    {"create", "kcreate", "use", "destroy", "stress", "mapcompact", "lockfree"}
+)
 UNKNOWN = None  # a verify whose outcome the model cannot know (undefined bytes)
 ANY = "*"  # a value line whose value the model cannot know (bench timings)
 BENCH_TIMES = ("alloc", "write", "read", "free")
@@ -161,6 +169,7 @@ class DriverModel:
     # The allocator's model; None: the kernel's upstream zsmalloc.
     policy: Policy | None = None
     pools: dict[str, _Pool] = field(default_factory=dict)
+    slabs: dict[str, KmallocPool] = field(default_factory=dict)  # kcreate's pools
     current: str | None = None
     values: list[tuple[str, str]] = field(default_factory=list)  # `s` lines so far
     # The guest's page numbers (`where`) and the model pages they were matched with.
@@ -189,8 +198,12 @@ class DriverModel:
         verb = argv[0]
         if verb not in VERBS or len(argv) != VERBS[verb][0]:
             return -errno.EINVAL
-        if verb in ("create", "use", "destroy"):
+        if verb in ("create", "kcreate", "use", "destroy"):
             return self._pool_verb(verb, argv[1])
+        if verb == "compressor":  # assumed present: the bench checks its answer itself
+            if not self.api.acomp:
+                return -errno.EOPNOTSUPP
+            return 0 if ALG.fullmatch(argv[1]) else -errno.EINVAL
         if verb == "version":
             self.values.append(("version", str(PROTOCOL_VERSION)))
             return 0
@@ -203,6 +216,8 @@ class DriverModel:
             return bad if bad is not None else self._bench(*counts)
         if self.current is None:
             return -errno.ENOENT
+        if self.current in self.slabs:
+            return self._slab_verb(self.slabs[self.current], verb, argv[1:])
         pool = self.pools[self.current]
         nums: list[int] = []
         for arg in argv[1:]:
@@ -222,22 +237,52 @@ class DriverModel:
     def _pool_verb(self, verb: str, name: str) -> int:
         if not NAME.fullmatch(name):
             return -errno.EINVAL
-        if verb == "create":
-            if name in self.pools:
+        exists = name in self.pools or name in self.slabs
+        if verb in ("create", "kcreate"):
+            if exists:
                 return -errno.EEXIST
-            pol = self.policy or self.api.upstream_policy()
-            self.pools_created += 1
-            self.pools[name] = _Pool(PoolModel(pol), self.pools_created)
+            if verb == "kcreate":
+                self.slabs[name] = KmallocPool(self.page_size)
+            else:
+                pol = self.policy or self.api.upstream_policy()
+                self.pools_created += 1
+                self.pools[name] = _Pool(PoolModel(pol), self.pools_created)
             self.current = name
             return 0
-        if name not in self.pools:
+        if not exists:
             return -errno.ENOENT
         if verb == "use":
             self.current = name
         else:
-            del self.pools[name]
+            self.pools.pop(name, None)
+            self.slabs.pop(name, None)
             if self.current == name:
                 self.current = None
+        return 0
+
+    def _slab_verb(self, slab: KmallocPool, verb: str, args: list[str]) -> int:
+        """A verb on a kmalloc pool: alloc, free, reset and stats; EOPNOTSUPP otherwise."""
+        if VERBS[verb][1] == ZS_POOL:
+            return -errno.EOPNOTSUPP
+        nums = [kstrtou32(arg) for arg in args]
+        bad = next((n for n in nums if n < 0), None)
+        if bad is not None:
+            return bad
+        if verb == "alloc":
+            oid, size = nums
+            if size == 0 or size > self.page_size:
+                return -errno.EINVAL
+            if oid in slab.slots:
+                return -errno.EEXIST
+            slab.alloc(oid, size)
+        elif verb == "free":
+            if nums[0] not in slab.slots:
+                return -errno.ENOENT
+            slab.free(nums[0])
+        elif verb == "reset":
+            slab.reset()
+        else:
+            self.values += [("objects", str(len(slab.slots))), ("slot_bytes", str(slab.slot_bytes))]
         return 0
 
     def _alloc(self, pool: _Pool, oid: int, size: int) -> int:

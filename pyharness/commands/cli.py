@@ -19,7 +19,7 @@ from pathlib import Path
 from debian.debian_support import Version
 
 from .. import model
-from ..check import scenarios
+from ..check import corpus, scenarios
 from ..guest.triage import find_crash
 from ..kernel import arch as arch_mod
 from ..kernel.api import api_for
@@ -30,8 +30,10 @@ from ..kernel.tree import tree_api
 from ..kmod import render
 from ..kmod.external import parse_module_args
 from ..progress import Progress, StageError
-from . import bench, compare, dev, external, matrix, perf, selftest, validate
+from . import compare, dev, external, matrix, perf, selftest, validate
 from . import config as config_mod
+from .bench import density
+from .bench import loop as bench_loop
 from .run import RunOptions, read_replay, run
 
 
@@ -178,17 +180,51 @@ def cmd_dev(args: argparse.Namespace, p: Progress) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, p: Progress) -> int:
-    """The inner loop's figures on this machine: `loop` (`make bench-loop`).
+    """Figures measured on this machine: memory on real data (default), or `loop`.
 
-    Warm `zskit run` of the default target, `zskit dev`'s edit-to-verdict after an edit
-    of a template and of a tree's mm/zsmalloc.c, and a million checked operations at the
-    default churn share and at 98%: each over the fast channel and over the serial
-    shell, side by side in one run. Writes bench.json and bench.md.
+    `zskit bench` (`make qemu-bench`): the corpora (synthetic, text, binaries or a
+    directory of yours), compressed in the guest by the kernel's compressors, stored by
+    ours, the kernel's zsmalloc and kmalloc, each command checked against the model: pool
+    bytes per compressed byte, utilisation, pages by class, what freeing and compaction
+    leave, the seed's claim against kmalloc. Writes bench.json, bench.md and plots.
+    `zskit bench corpus` builds the corpora only and prints their hashes.
+
+    `zskit bench loop` (`make bench-loop`): warm `zskit run` of the default target, `zskit
+    dev`'s edit-to-verdict after an edit of a template and of a tree's mm/zsmalloc.c, and
+    a million checked operations at the default churn share and at 98%: each over the
+    fast channel and over the serial shell, side by side in one run.
     """
-    directory = bench.loop(p, repeats=args.repeats, million=not args.no_million)
-    print((directory / "bench.md").read_text(), end="")
-    print(f"results: {directory}")
-    return 0
+    if args.what == "loop":
+        directory = bench_loop.loop(p, repeats=args.repeats, million=not args.no_million)
+        print((directory / "bench.md").read_text(), end="")
+        print(f"results: {directory}")
+        return 0
+    size = corpus.parse_size(args.size)
+    names = args.corpus.split(",")
+    cfg = _config(args)
+    if args.what == "corpus":
+        with p.stage("provision"):
+            kernel = provision(cfg.kernel_id, p, args.refresh, fragments=cfg.config_fragments)
+        for name in names:
+            c = corpus.build(name, size, kernel)
+            print(f"{c.name}: {c.path} ({c.pages} pages) sha256 {c.sha256}; {c.source}")
+        return 0
+    result, measured = density.density(
+        cfg,
+        p,
+        allocators=args.allocators.split(","),
+        corpus_names=names,
+        size=size,
+        compressors=args.compressors.split(","),
+        results_dir=Path(args.results_dir) if args.results_dir else None,
+    )
+    if measured is not None:
+        print(density.markdown(measured), end="")
+    failure = result.first_failure
+    if failure is not None:
+        print(f"FAIL: {failure.name} ({failure.kind})\n{failure.failure}")
+    print(f"results: {result.directory} (bench.json, bench.md, *.png, *.svg)")
+    return 0 if failure is None else 1
 
 
 def cmd_run_module(args: argparse.Namespace, p: Progress) -> int:
@@ -680,11 +716,32 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
 
     sp = add_command(sub, "bench", cmd_bench)
-    sp.add_argument("what", choices=("loop",))
+    sp.add_argument("what", nargs="?", choices=("density", "corpus", "loop"), default="density")
+    add_kernel_opts(sp)
+    add_accel_opt(sp)
+    add_results_dir_opt(sp, "build/results/bench-<stamp>")
     sp.add_argument(
-        "--repeats", type=bounded(1, 20), default=3, help="of each figure but the 1M runs"
+        "--allocators",
+        default=",".join(density.ALLOCATORS),
+        help="comma-separated, of own, upstream (the kernel's zsmalloc), kmalloc (default all)",
     )
-    sp.add_argument("--no-million", action="store_true", help="leave out the 1M-operation runs")
+    sp.add_argument(
+        "--corpus",
+        default=",".join(corpus.NAMES),
+        help=f"comma-separated, of {', '.join(corpus.NAMES)} or directories (default all)",
+    )
+    sp.add_argument("--size", default="256M", help="of each corpus (default 256M)")
+    sp.add_argument(
+        "--compressors",
+        default=",".join(density.COMPRESSORS),
+        help="comma-separated crypto compressors, e.g. lzo-rle,lz4,zstd (default lzo-rle)",
+    )
+    sp.add_argument(
+        "--repeats", type=bounded(1, 20), default=3, help="loop: of each figure but the 1M runs"
+    )
+    sp.add_argument(
+        "--no-million", action="store_true", help="loop: leave out the 1M-operation runs"
+    )
 
     sp = add_command(sub, "dev", cmd_dev)
     add_kernel_opts(sp)

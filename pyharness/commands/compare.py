@@ -31,7 +31,7 @@ import lzma
 import statistics
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -166,14 +166,20 @@ def module_index(modules_dir: Path) -> dict[str, Path]:
 
 def zram_modules(kernel: Kernel) -> tuple[list[Path], str]:
     """zram.ko of the kernel image and what it depends on besides zsmalloc, in load order;
-    or no files and why not. There is no modules.dep in an unpacked package (depmod
-    writes it at install time), so the dependencies come from each module's modinfo."""
+    or no files and why not."""
     if kernel.config("ZSMALLOC") != "m" or kernel.modules is None:
         return [], f"Linux {kernel.release} has zsmalloc built in: zram cannot run on ours"
     zram = kernel.modules / ZRAM_PATH
     if not zram.exists():
         return [], f"{kernel.release} has no {ZRAM_PATH} (CONFIG_ZRAM={kernel.config('ZRAM')})"
-    index = module_index(kernel.modules)
+    return module_chain(kernel.modules, zram), ""
+
+
+def module_chain(modules: Path, ko: Path) -> list[Path]:
+    """A module of the image and what it depends on but zsmalloc, in load order. There is
+    no modules.dep in an unpacked package (depmod writes it at install time), so the
+    dependencies come from each module's modinfo."""
+    index = module_index(modules)
     order: list[Path] = []
 
     def visit(ko: Path, chain: tuple[str, ...]) -> None:
@@ -182,13 +188,13 @@ def zram_modules(kernel: Kernel) -> tuple[list[Path], str]:
             if not dep or dep == "zsmalloc" or dep in chain:
                 continue
             if dep not in index:
-                raise StageError(f"{ko.name} depends on {dep}, which is not in {kernel.modules}")
+                raise StageError(f"{ko.name} depends on {dep}, which is not in {modules}")
             visit(index[dep], (*chain, dep))
             if index[dep] not in order:
                 order.append(index[dep])
 
-    visit(zram, ("zram",))
-    return [*order, zram], ""
+    visit(ko, (ko.name.split(".ko")[0],))
+    return [*order, ko]
 
 
 def symbol_crcs(symvers: Path, prefix: str = "zs_") -> dict[str, str]:
@@ -208,14 +214,21 @@ def crc_mismatch(a: dict[str, str], b: dict[str, str]) -> list[str]:
 # --- preparing the pair ---------------------------------------------------------------------
 
 
-def run_target(config: Config, allocator: str) -> str:
+def run_target(config: Config, allocator: str, purpose: str = "compare") -> str:
     """`compare-6.1-own`: build directories of their own, as a run of the same target
     may be building in run.prepare's directory at the same time."""
-    return "compare-" + config.kernel_id.name(allocator)
+    return f"{purpose}-" + config.kernel_id.name(allocator)
 
 
-def prepare(config: Config, p: Progress, refresh: bool = False) -> Pair:
-    """Ours and the baseline built for one kernel, in one initramfs with zram."""
+def prepare(
+    config: Config,
+    p: Progress,
+    refresh: bool = False,
+    extra: Callable[[Kernel], Mapping[str, Path]] | None = None,
+    purpose: str = "compare",
+) -> Pair:
+    """Ours and the baseline built for one kernel, in one initramfs with zram and the
+    guest files `extra` names for the kernel (the bench's corpora), named after `purpose`."""
     config = config.with_overrides(allocator="own")
     with p.stage("provision"):
         source = source_for(config.kernel_id)
@@ -271,8 +284,14 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Pair:
                     else "the kernel image's zram.ko, built without MODVERSIONS (no CRCs)"
                 )
         own_result, own_sources = built["own"]
+        if extra is not None:
+            files.update(extra(kernel))
         image = guest_image(
-            kernel, [], BUILD / f"initramfs-{run_target(config, 'own')}.cpio", p, files=files
+            kernel,
+            [],
+            BUILD / f"initramfs-{run_target(config, 'own', purpose)}.cpio",
+            p,
+            files=files,
         )
         image = dataclasses.replace(image, modules=sides["own"])
     base_sources = built[base_name][1]

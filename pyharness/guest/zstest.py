@@ -27,7 +27,8 @@ from ..model import ClassStats
 from ..progress import StageError
 from .qemu import Guest
 
-CTL = "/sys/kernel/debug/zstest/ctl"
+ZSTEST_DIR = "/sys/kernel/debug/zstest"
+CTL = f"{ZSTEST_DIR}/ctl"
 CLASSES_DIR = "/sys/kernel/debug/zsmalloc"  # POOL/classes: upstream's statistics
 BATCH_FILE = "/tmp/zskit-batch"
 DD_ERRORS = "/tmp/zskit-dd"
@@ -275,6 +276,23 @@ class ZsTest:
                 f"zstest speaks protocol {answer}, this harness {PROTOCOL_VERSION}: "
                 "rebuild the modules (`make qemu-test` renders and builds them)"
             )
+
+    def read_file(self, name: str, timeout: float | None = None) -> str:
+        """A file of zstest's debugfs directory (its `pages`), read whole."""
+        channel = self.guest.data_channel
+        start = time.monotonic()
+        try:
+            if channel is None:
+                rc, text = self.guest.run_status(f"cat {ZSTEST_DIR}/{name}", timeout)
+                if rc:
+                    raise ProtocolError(f"reading {ZSTEST_DIR}/{name} failed: {text}")
+                return text
+            answer, err = channel.request(f"d {name}", timeout=timeout)
+            if answer is None:
+                raise ProtocolError(f"reading {ZSTEST_DIR}/{name} failed with errno {err}")
+            return answer.decode(errors="replace")
+        finally:
+            self._timed("transfer", start)
 
     def classes(self, pool: str) -> list[ClassStats]:
         return self.send_classes(pool)()

@@ -41,6 +41,9 @@ class KernelApi:
     migrate_sync_no_copy: bool = False
     # Page size, word size and physical address bits of the kernel's architecture.
     geometry: Geometry = X86_64
+    # The crypto API's compressors, which zstest's pages file compresses with
+    # (CONFIG_CRYPTO_ACOMP2=y; Debian's kernels and the source-built ones have it).
+    acomp: bool = True
 
     def upstream_policy(self) -> Policy:
         """The model of this kernel's own zsmalloc."""
@@ -96,8 +99,12 @@ def api_for(series: str) -> KernelApi:
 
 
 def tabled(kernel: Kernel) -> KernelApi:
-    """The table's facts for the kernel's series, with the zspage chain size its .config sets:
-    what detect.api_of must find in the kernel's sources."""
+    """The table's facts for the kernel's series, with the zspage chain size and the crypto
+    compressors its .config sets: what detect.api_of must find in the kernel's files."""
     api = api_for(kernel.series)
     chain = kernel.config("ZSMALLOC_CHAIN_SIZE")
-    return dataclasses.replace(api, chain_size=int(chain)) if chain else api
+    return dataclasses.replace(
+        api,
+        chain_size=int(chain) if chain else api.chain_size,
+        acomp=kernel.config("CRYPTO_ACOMP2") == "y",
+    )

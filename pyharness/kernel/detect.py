@@ -806,5 +806,8 @@ def api_of(kernel: Kernel) -> KernelApi:
     api = api_from(kernel.series, files, chain_size(kernel.kdir / ".config"))
     target = kernel.target
     arch_include = files.include.parent / "arch" / target.srcarch / "include"
-    geometry = target.geometry(config_values(kernel.kdir / ".config"), arch_include)
-    return dataclasses.replace(api, geometry=geometry)
+    config = config_values(kernel.kdir / ".config")
+    geometry = target.geometry(config, arch_include)
+    return dataclasses.replace(
+        api, geometry=geometry, acomp=config.get("CONFIG_CRYPTO_ACOMP2") == "y"
+    )

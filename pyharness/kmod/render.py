@@ -26,7 +26,7 @@ from .own import BUILTIN_PREFIX, OwnAllocator
 
 # The zstest protocol's version, rendered into the driver as ZT_PROTOCOL_VERSION; the
 # harness refuses a driver that answers another (guest/zstest.py).
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 ALLOCATORS = ("own", "upstream", "builtin")
 
 

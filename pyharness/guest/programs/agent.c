@@ -11,6 +11,8 @@
  *   b LEN\n + LEN bytes   one batch: a single write() of the bytes to CTL,
  *                         then CTL read back from offset 0
  *   c POOL\n              CLASSES_DIR/POOL/classes, read whole
+ *   d NAME\n              the file NAME beside CTL (zstest's pages), read
+ *                         whole
  *   f NAME LEN\n + LEN bytes
  *                         a file, written whole to UPLOADS/NAME (a name of
  *                         letters, digits, '.', '_' and '-', not starting
@@ -149,6 +151,23 @@ static void classes(const char *dir, const char *pool)
 	close(fd);
 }
 
+/* The file NAME in the directory of CTL. */
+static void beside(const char *ctl, const char *name)
+{
+	const char *slash = strrchr(ctl, '/');
+	char path[256];
+	int fd;
+
+	snprintf(path, sizeof(path), "%.*s/%s", (int)(slash ? slash - ctl : 1), ctl, name);
+	fd = open(path, O_RDONLY);
+	if (fd < 0) {
+		reply_errno(errno);
+		return;
+	}
+	reply_file(fd);
+	close(fd);
+}
+
 static int write_whole(const char *path, const char *data, size_t len)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -228,6 +247,9 @@ int main(int argc, char **argv)
 			batch(argv[2], len);
 		} else if (!strncmp(line, "c ", 2) && line[2] && !strchr(line + 2, '/')) {
 			classes(argv[3], line + 2);
+		} else if (!strncmp(line, "d ", 2) && line[2] &&
+			   strspn(line + 2, NAME_CHARS) == strlen(line + 2) && line[2] != '.') {
+			beside(argv[2], line + 2);
 		} else if (!strncmp(line, "f ", 2)) {
 			int err = upload(line + 2);
 

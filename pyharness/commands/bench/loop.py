@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..paths import REPO, cache_dir
-from ..progress import Progress, StageError
-from ..report import new_results_dir
+from ...paths import REPO, cache_dir
+from ...progress import Progress, StageError
+from ...report import new_results_dir
 
 TRANSPORTS = ("auto", "serial")
 TARGETS = {"qemu-test": 6.0, "dev-template": 3.0, "dev-tree": 3.0, "1M-default": 30.0}
