@@ -14,7 +14,7 @@ ALLOCATOR ?=
 KERNEL ?=
 RUN_ARGS := $(if $(ALLOCATOR),--allocator $(ALLOCATOR)) $(if $(KERNEL),--kernel $(KERNEL))
 
-.PHONY: setup host-deps qemu-test qemu-compare bench-loop qemu-matrix test test-scenarios unit lint menuconfig defconfig \
+.PHONY: setup host-deps qemu-test qemu-compare qemu-bench bench-loop qemu-matrix test test-scenarios unit lint menuconfig defconfig \
 	savedefconfig olddefconfig clean
 
 setup: host-deps $(VENV)/.installed
@@ -54,6 +54,12 @@ qemu-test: setup
 # (build/results/latest-compare/compare.md).
 qemu-compare: setup
 	$(ZSKIT) compare $(if $(KERNEL),--kernel $(KERNEL)) $(ZSKIT_ARGS)
+
+# Memory on real data: the corpora through ours, the kernel's zsmalloc and kmalloc
+# (build/results/latest-bench/bench.md and plots); BENCH_SIZE per corpus.
+BENCH_SIZE ?= 256M
+qemu-bench: setup
+	$(ZSKIT) bench $(if $(KERNEL),--kernel $(KERNEL)) --size $(BENCH_SIZE) $(ZSKIT_ARGS)
 
 # The inner loop's figures (warm run, zskit dev's edit-to-verdict, 1M operations), fast
 # channel against serial shell side by side: build/results/latest-bench-loop/bench.md.

@@ -332,6 +332,8 @@ def density(
 ) -> tuple[RunResult, Bench | None]:
     """Build the corpora and both zsmalloc modules, boot once, bench every allocator."""
     allocators = check_allocators(allocators)
+    need = guest_memory_mb(len(corpus_names) * size)
+    check_memory(need)
     started = time.monotonic()
     built: dict[str, corpora.Corpus] = {}
     modules: dict[str, list[Path]] = {}
@@ -350,8 +352,6 @@ def density(
     config = config.with_overrides(allocator="own")
     results_dir = results_dir or new_results_dir("bench")
     pair = prepare(config, p, extra=extra, purpose="bench")
-    need = guest_memory_mb(sum(c.pages * c.page_size for c in built.values()))
-    check_memory(need)
     api = pair.prepared.api
     page = api.geometry.page_size
     bench = Bench(config.kernel, pair.prepared.kernel.release, page, pair.baseline.name)
@@ -431,10 +431,13 @@ def markdown(bench: Bench) -> str:
         f"# zskit bench: Linux {bench.release}, {bench.page_size}-byte pages",
         "",
         "Pool bytes per compressed byte (lower is better; utilisation in brackets). "
-        "zsmalloc: its pages; kmalloc: the slots its objects take (ksize).",
+        "zsmalloc: its pages; kmalloc: the slots its objects take (ksize), and in the last "
+        "column the pages the kmalloc caches grew by (slabinfo).",
         "",
-        "| corpus | compressor | objects | compressed MiB | " + " | ".join(names) + " |",
-        "|---|---|---|---|" + "---|" * len(names),
+        "| corpus | compressor | objects | compressed MiB | "
+        + " | ".join(names)
+        + " | kmalloc slabs |",
+        "|---|---|---|---|" + "---|" * (len(names) + 1),
     ]
     for s in bench.series:
         cells = []
@@ -445,15 +448,16 @@ def markdown(bench: Bench) -> str:
                 continue
             d = f.as_dict()
             cells.append(f"{d['bytes_per_compressed_byte']} ({d['utilisation']:.1%})")
+        k = s.fills.get("kmalloc")
+        cells.append(f"{k.slab_bytes['filled'] / k.compressed_bytes:.5f}" if k else "-")
         out.append(
             f"| {s.corpus['name']} | {s.compressor} | {len(s.lengths)} | "
             f"{sum(s.lengths) / MIB:.1f} | " + " | ".join(cells) + " |"
         )
     out += [
         "",
-        "After freeing half the objects: pool MiB before / after compaction "
-        "(kmalloc cannot compact; its slab pages, which the frees leave partly empty, are in "
-        "bench.json as slab_bytes).",
+        "After freeing half the objects: pool MiB before / after compaction; kmalloc, which "
+        "cannot compact: its slots / the slab pages the frees leave (partly empty slabs stay).",
         "",
         "| corpus | pattern | " + " | ".join(names) + " |",
         "|---|---|" + "---|" * len(names),
@@ -464,11 +468,14 @@ def markdown(bench: Bench) -> str:
             for n in names:
                 f = s.fills.get(n)
                 freed = f.freed[pattern] if f else None
-                cells.append(
-                    f"{freed['before'] / MIB:.2f} / {freed['after_compaction'] / MIB:.2f}"
-                    if freed
-                    else "-"
-                )
+                if f is None or freed is None:
+                    cells.append("-")
+                elif n == "kmalloc":
+                    slabs = f.slab_bytes[pattern]
+                    cells.append(f"{freed['before'] / MIB:.2f} / {slabs / MIB:.2f} slabs")
+                else:
+                    after = freed["after_compaction"]
+                    cells.append(f"{freed['before'] / MIB:.2f} / {after / MIB:.2f}")
             out.append(f"| {s.corpus['name']} | {pattern} | " + " | ".join(cells) + " |")
     out += [
         "",
