@@ -165,15 +165,17 @@ def run_zram(
     data: DataSet,
     page_size: int,
     timeout: float | None = None,
+    writeback: bool = True,
 ) -> ZramRun:
     """Load zram (modules: what it needs, then zram.ko) on the loaded zsmalloc, send the
-    data set through /dev/zram0 with scripts/zram.sh, and unload zram again.
+    data set through /dev/zram0 with scripts/zram.sh, and unload zram again; with
+    `writeback`, onto a ramdisk too where the kernel has brd.ko.
 
     A failed insmod, rmmod or script step is in the result; a crash or a timeout raises
     (the guest is gone)."""
     script = guest.send_script(ZRAM_SCRIPT)
     env = data.env(page_size)
-    if guest.run_status(f"test -e {KERNEL_BRD}")[0] == 0:
+    if writeback and guest.run_status(f"test -e {KERNEL_BRD}")[0] == 0:
         modules = [KERNEL_BRD, *modules]  # its first ramdisk backs zram's writeback
         env["BACKING"] = BACKING
     try:

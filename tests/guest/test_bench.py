@@ -62,6 +62,10 @@ def test_every_allocator_stores_every_corpus_as_the_model_says(
         own = s["fills"]["own"]["freed"]["random-half"]
         assert own["after_compaction"] <= own["before"]
         assert sum(r["objects"] for r in s["fills"]["own"]["classes"]) == s["stored"]
+        # zram read the corpus back identical on both (zram.sh's cmp), and stored it all.
+        assert set(s["zram"]) == {"own", "upstream"}
+        written = s["zram"]["own"]["written"]
+        assert written["orig_data_size"] == SIZE and written["same_pages"] == s["same_filled"]
     assert "The seed's claim" in (out / "bench.md").read_text()
     for name in ("density", "sizes", "classes"):
         assert (out / f"{name}.png").stat().st_size > 1000

@@ -6,7 +6,10 @@ the same objects, of those lengths and in the same order, go to every allocator:
 ours, the kernel's zsmalloc (upstream as a module, or the built-in one), and a
 kmalloc pool of zstest, the slab allocator the seed compares zsmalloc with. Every
 command is checked against the model as in a run (kmalloc's against
-model/kmalloc.py), so each figure is also a verdict.
+model/kmalloc.py), so each figure is also a verdict. Where zsmalloc is a module
+(Debian's 6.1, the source-built kernels) each corpus then goes through the kernel's
+zram.ko on ours and on upstream, read back identical (scripts/zram.sh), with zram's
+own rule for what it stores whole.
 
 Per corpus, compressor and allocator: pool bytes per compressed and per original
 byte and their inverse, utilisation; pages and compressed bytes by class; what is
@@ -30,7 +33,7 @@ from pathlib import Path
 
 from ...check import corpus as corpora
 from ...check.driver import DriverModel, check_classes, check_commands
-from ...guest import qemu
+from ...guest import clients, qemu
 from ...guest.modules import load_modules
 from ...guest.zstest import ZsTest
 from ...kernel.api import KernelApi
@@ -38,7 +41,7 @@ from ...kernel.manifest import Kernel
 from ...model import class_table
 from ...progress import Progress, StageError
 from ...report import Case, RunResult, new_results_dir
-from ..compare import GUEST_DIR, Side, module_chain, prepare
+from ..compare import GUEST_DIR, Pair, Side, module_chain, prepare
 from ..config import Config
 from ..run import RunOptions, run
 from . import plots
@@ -93,6 +96,9 @@ class Series:
     same_filled: int  # pages zram would keep out of zsmalloc: not stored here either
     lengths: list[int] = field(repr=False)  # compressed length of each stored page
     fills: dict[str, Fill] = field(default_factory=dict)
+    # Through zram on each zsmalloc: its mm_stat after the writes, after discarding every
+    # other 32 KiB and after compacting (zram's own huge-page rule decides the sizes).
+    zram: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         sizes = Counter(n // HISTOGRAM_STEP * HISTOGRAM_STEP for n in self.lengths)
@@ -105,6 +111,7 @@ class Series:
             "compressed_bytes": sum(self.lengths),
             "size_histogram": {str(k): v for k, v in sorted(sizes.items())},
             "fills": {name: f.as_dict() for name, f in self.fills.items()},
+            "zram": self.zram,
         }
 
 
@@ -295,6 +302,46 @@ def _measure(
     )
 
 
+def _zram(
+    guest: qemu.Guest,
+    pair: Pair,
+    series: Series,
+    allocator: str,
+    page_size: int,
+    result: RunResult,
+    p: Progress,
+) -> None:
+    """The corpus through the kernel's zram.ko on the loaded zsmalloc, read back identical
+    after the discards and the compaction (scripts/zram.sh; no writeback)."""
+    assert pair.zram is not None
+    start = time.monotonic()
+    name = str(series.corpus["name"])
+    pages = series.pages
+    data = clients.DataSet(
+        name,
+        f"{CORPUS_DIR}/{Path(str(series.corpus['path'])).name}",
+        -(-pages * page_size // MIB) * 4096 // page_size,
+        {"COMP": series.compressor},
+    )
+    run = clients.run_zram(
+        guest,
+        [*pair.zram_deps, pair.zram],
+        data,
+        page_size,
+        timeout=max(300, pages // 50),
+        writeback=False,
+    )
+    case = f"zram/{name}/{series.compressor}/{allocator}"
+    failure = None if run.ok else (run.failed or run.protocol or "\n".join(run.lines[-5:]))
+    result.cases.append(Case(case, time.monotonic() - start, failure, None if run.ok else "zram"))
+    if failure:
+        p.say(f"FAIL {case}: {failure}")
+        return
+    series.zram[allocator] = run.mm_stat
+    w = run.mm_stat["written"]
+    p.say(f"{case}: {w['mem_used_total'] / max(w['compr_data_size'], 1):.4f} pool per compressed")
+
+
 def _compress(
     guest: qemu.Guest, corpus: corpora.Corpus, alg: str, page_size: int
 ) -> tuple[list[int], int]:
@@ -402,6 +449,8 @@ def density(
                     f"{case}: {fill.pool_bytes / max(fill.compressed_bytes, 1):.4f} bytes per "
                     "compressed byte"
                 )
+                if side is not None and pair.zram is not None:
+                    _zram(guest, pair, series, target.name, page, result, p)
         loaded.unload(guest)
 
     result = run(
@@ -420,6 +469,36 @@ def write(bench: Bench, directory: Path) -> None:
     (directory / "bench.json").write_text(json.dumps(bench.as_dict(), indent=2) + "\n")
     (directory / "bench.md").write_text(markdown(bench))
     plots.draw(bench.as_dict(), directory)
+
+
+def _zram_table(bench: Bench) -> list[str]:
+    names = list(dict.fromkeys(a for s in bench.series for a in s.zram))
+    if not names:
+        return []
+    out = [
+        "",
+        "Through zram (the kernel's zram.ko on each zsmalloc, its own huge-page rule): "
+        "mem_used_total per compr_data_size after the writes, and pool MiB after "
+        "discarding every other 32 KiB and compacting.",
+        "",
+        "| corpus | compressor | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for s in bench.series:
+        cells = []
+        for n in names:
+            stat = s.zram.get(n)
+            if stat is None:
+                cells.append("-")
+                continue
+            w, c = stat["written"], stat["compacted"]
+            ratio = w["mem_used_total"] / max(w["compr_data_size"], 1)
+            cells.append(
+                f"{ratio:.5f}, {c['mem_used_total'] / MIB:.2f} MiB after "
+                f"({c['pages_compacted']} pages compacted)"
+            )
+        out.append(f"| {s.corpus['name']} | {s.compressor} | " + " | ".join(cells) + " |")
+    return out
 
 
 def markdown(bench: Bench) -> str:
@@ -454,6 +533,7 @@ def markdown(bench: Bench) -> str:
             f"| {s.corpus['name']} | {s.compressor} | {len(s.lengths)} | "
             f"{sum(s.lengths) / MIB:.1f} | " + " | ".join(cells) + " |"
         )
+    out += _zram_table(bench)
     out += [
         "",
         "After freeing half the objects: pool MiB before / after compaction; kmalloc, which "

@@ -19,7 +19,10 @@
 # at the end, or `zram-fail: what` (exit status 1).
 #
 # Usage: DATA=pages|image FILE=PATH DISKSIZE=SIZE CHUNK_PAGES=N PAGE=PAGE_SIZE
-#        [BACKING=DEV] [VAR=N of the set...] sh zram.sh
+#        [BACKING=DEV] [COMP=ALGORITHM] [VAR=N of the set...] sh zram.sh
+#   FILE        the set: made once (DATA says how) unless it exists, as the
+#               bench's corpora do
+#   COMP        zram's comp_algorithm (default: the kernel's)
 #   DATA=pages  generated pages, in this order (the zero pages stay in the first
 #               chunk, which is kept): ZERO_PAGES zero pages (zram keeps
 #               same-filled pages out of zsmalloc), TEXT_PAGES of text,
@@ -99,6 +102,9 @@ room=$(blockdev --getsize64 "${BACKING:-/nonexistent}" 2>/dev/null || echo 0)
 if [ -n "${BACKING:-}" ] && [ -e $sys/backing_dev ] && [ "$room" -ge $((pages * PAGE)) ]; then
     echo "$BACKING" > $sys/backing_dev || fail "setting backing_dev to $BACKING"
     wb=1
+fi
+if [ -n "${COMP:-}" ]; then
+    echo "$COMP" > $sys/comp_algorithm || fail "zram has no compressor $COMP"
 fi
 echo "$DISKSIZE" > $sys/disksize || fail "setting disksize"
 dd if="$FILE" of=$dev bs="$PAGE" 2>/dev/null || fail "writing $dev"
