@@ -55,6 +55,7 @@ POOL = "bench"
 BATCH_LINES = 16384
 SEED = 20261202
 MIB = 1 << 20
+ROOT_SHARE = 90  # percent of the guest's memory its root tmpfs may take
 BASE_MEMORY_MB = 512  # the kernel, the image's other files, the model's headroom
 HISTOGRAM_STEP = 32  # bytes per bucket of the size distribution
 SLAB_PAGES = "awk '/^kmalloc-/ && !/^kmalloc-cg-/ {s += $15 * $6} END {print s + 0}' /proc/slabinfo"
@@ -153,8 +154,8 @@ def check_allocators(names: Sequence[str]) -> tuple[str, ...]:
 
 
 def guest_memory_mb(corpus_bytes: int) -> int:
-    """The initramfs is in memory twice while it unpacks, and the pool holds at most one
-    more copy of the data."""
+    """The initramfs is in memory twice while it unpacks; then the corpora, zram.sh's copy
+    of one and a pool of at most its size."""
     return BASE_MEMORY_MB + 3 * corpus_bytes // MIB
 
 
@@ -417,6 +418,8 @@ def density(
 
     def step(guest: qemu.Guest, result: RunResult, p: Progress) -> None:
         loaded = pair.own
+        # The root is a tmpfs of half the memory; zram.sh keeps a copy of a corpus there.
+        guest.run_status(f"mount -o remount,size={ROOT_SHARE}% /")
         needed = (f"{GUEST_DIR}/crypto/{ko.name}" for chain in modules.values() for ko in chain)
         load_modules(guest, list(dict.fromkeys(needed)))
         for c in built.values():

@@ -114,7 +114,7 @@ dd if=$dev bs="$PAGE" count=$pages 2>/dev/null | cmp - "$FILE" || fail "read bac
 echo "mm_stat written $(cat $sys/mm_stat)"
 
 exp=$FILE.expected
-cp "$FILE" "$exp"
+cp "$FILE" "$exp" || fail "no room for a copy of the set in the guest's memory"
 chunk=$((CHUNK_PAGES * PAGE))
 c=1
 while [ $(((c + 1) * CHUNK_PAGES)) -le $pages ]; do
