@@ -153,6 +153,20 @@ BAD_INPUT = [
         [ENOENT, EINVAL, ERANGE, EINVAL, 0, 0, 0],
         id="where-arguments",
     ),
+    # A kmalloc pool takes alloc, free, reset and stats; the rest fail before their arguments.
+    pytest.param(
+        ["kcreate kp", "create kp", "alloc 1 100", "write 1 1", "compact", "churn x 1 1 1"]
+        + ["alloc 1 5", "alloc 2 0", "alloc 2 4097", "free 3", "stats", "reset", "free 1"]
+        + ["destroy kp", "use bad"],
+        [0, EEXIST, 0, EOPNOTSUPP, EOPNOTSUPP, EOPNOTSUPP, EEXIST, EINVAL, EINVAL, ENOENT]
+        + [0, 0, ENOENT, 0, 0],
+        id="kmalloc-pool",
+    ),
+    pytest.param(
+        ["compressor LZO", "compressor lzo/rle", "compressor", "compressor " + "z" * 32],
+        [EINVAL] * 4,
+        id="compressor-names",
+    ),
 ]
 
 
@@ -432,6 +446,25 @@ def test_checker_catches_a_wrong_model(zstest: ZsTest, driver: DriverModel) -> N
     assert found[0].kind == "huge_class_size"
     assert "3257" in found[0].detail and "3625" in found[0].detail
     assert {d.kind for d in found} >= {"class-stats", "huge_class_size", "pages"}
+
+
+def test_the_pages_file_takes_whole_pages_once_a_compressor_is_chosen(
+    guest: Guest, zstest: ZsTest
+) -> None:
+    pages = "/sys/kernel/debug/zstest/pages"
+    rc, out = guest.run_status(f"dd if=/dev/zero of={pages} bs=4096 count=1 2>&1")
+    assert rc != 0 and "No such file" in out  # ENOENT: no compressor yet
+    missing = zstest.batch(["compressor nosuchalg"]).failures
+    assert [f.errno for f in missing] == [ENOENT]
+    assert zstest.batch(["compressor lzo-rle"]).failures == ()
+    rc, out = guest.run_status(f"dd if=/dev/urandom of={pages} bs=100 count=1 2>&1")
+    assert rc != 0 and "Invalid argument" in out
+    guest.run(f"dd if=/dev/zero of={pages} bs=4096 count=2 2>/dev/null")
+    guest.run(f"dd if=/dev/urandom of={pages} bs=4096 count=1 2>/dev/null")
+    zero, same, random = (int(n) for n in zstest.read_file("pages").split())
+    assert (zero, same) == (0, 0) and random > 4096  # lzo-rle grows random data
+    assert zstest.batch(["compressor lzo-rle"]).failures == ()  # which forgets the lengths
+    assert zstest.read_file("pages") == ""
 
 
 def test_kernel_log_is_clean(guest: Guest) -> None:
