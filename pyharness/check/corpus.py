@@ -13,7 +13,8 @@ in the results with its SHA-256 and where its bytes came from:
   scripts), concatenated; passes over them in a new seeded order until the size
   is reached, so that pages of later passes are cut at other offsets.
 - binaries: the kernel image's modules (ELF code and data), in path order, .xz
-  ones decompressed, until the size is reached.
+  ones decompressed, then its vmlinux; Debian's 6.12 and 7.2 are provisioned
+  without their modules, so there it is the vmlinux alone.
 - DIR: the regular files under a directory of the user's, in path order.
 
 Nothing is taken from the host beyond the kernel zskit provisioned for the run:
@@ -116,15 +117,21 @@ def _common_headers(kernel: Kernel) -> Path:
 
 
 def _binaries(kernel: Kernel) -> Iterator[bytes]:
-    if kernel.modules is None or not (kernel.modules / "kernel").is_dir():
-        raise StageError(
-            f"Linux {kernel.release} has no modules tree here: the binaries corpus needs a "
-            "kernel with modules (a Debian package); use --corpus synthetic or text"
-        )
-    for path in _files(kernel.modules / "kernel"):
-        if ".ko" in path.name:
-            yield _contents(path)
-    raise StageError(f"the modules of Linux {kernel.release} are smaller than the size asked")
+    total = 0
+    if kernel.modules is not None and (kernel.modules / "kernel").is_dir():
+        for path in _files(kernel.modules / "kernel"):
+            if ".ko" in path.name:
+                data = _contents(path)
+                total += len(data)
+                yield data
+    if kernel.boot_image.read_bytes()[:4] == b"\x7fELF":
+        data = kernel.boot_image.read_bytes()
+        total += len(data)
+        yield data
+    raise StageError(
+        f"the binaries of Linux {kernel.release} here (its modules, its vmlinux) are "
+        f"{total >> 20} MiB, fewer than the size asked: lower --size for this corpus"
+    )
 
 
 def _directory(root: Path) -> Iterator[bytes]:
@@ -143,7 +150,7 @@ def _source(name: str, kernel: Kernel) -> tuple[Iterator[bytes], str]:
     if name == "text":
         return _text(kernel), f"the headers tree of {package}"
     if name == "binaries":
-        return _binaries(kernel), f"the modules of {package}"
+        return _binaries(kernel), f"the modules and vmlinux of {package}"
     root = Path(name)
     if root.is_dir():
         return _directory(root), f"the files under {root.resolve()}"

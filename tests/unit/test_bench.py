@@ -107,7 +107,9 @@ def fake_kernel(tmp_path: Path, config: str = "") -> Kernel:
     modules = tmp_path / "modules"
     (modules / "kernel" / "crypto").mkdir(parents=True)
     (modules / "kernel" / "m.ko").write_bytes(bytes(range(256)) * 64)
-    return Kernel("6.1", "1-amd64", "1-1", kdir, kdir, kdir, modules, kdir)
+    vmlinux = tmp_path / "vmlinux"
+    vmlinux.write_bytes(b"\x7fELF" + bytes(2 * 4096))
+    return Kernel("6.1", "1-amd64", "1-1", vmlinux, vmlinux, kdir, modules, kdir)
 
 
 def test_corpora_are_reproducible_cached_and_recorded(
@@ -128,9 +130,11 @@ def test_corpora_are_reproducible_cached_and_recorded(
     assert b"#define A 1" in text.path.read_bytes() and "headers tree" in text.source
     # Later passes over the tree cut pages at other offsets: more text than the tree holds.
     assert corpus.build("text", 20 * 4096, kernel).pages == 20
-    with pytest.raises(StageError, match="smaller than the size asked"):
+    with pytest.raises(StageError, match="are 0 MiB, fewer than the size asked"):
         corpus.build("binaries", 8 * 4096, kernel)
-    assert corpus.build("binaries", 4 * 4096, kernel).source.startswith("the modules")
+    binaries = corpus.build("binaries", 6 * 4096, kernel).path.read_bytes()
+    assert binaries[:16384] == bytes(range(256)) * 64 and binaries[16384:16388] == b"\x7fELF"
+    assert corpus.build("binaries", 4 * 4096, kernel).source.startswith("the modules and")
     assert not list((tmp_path / "cache").rglob(".*"))  # no half-written file left
 
 
