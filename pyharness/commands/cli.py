@@ -212,7 +212,7 @@ def cmd_bench(args: argparse.Namespace, p: Progress) -> int:
     result, measured = density.density(
         cfg,
         p,
-        allocators=args.allocators.split(","),
+        allocators=args.allocators.split(",") if args.allocators else None,
         corpus_names=names,
         size=size,
         compressors=args.compressors.split(","),
@@ -722,8 +722,8 @@ def parser() -> argparse.ArgumentParser:
     add_results_dir_opt(sp, "build/results/bench-<stamp>")
     sp.add_argument(
         "--allocators",
-        default=",".join(density.ALLOCATORS),
-        help="comma-separated, of own, upstream (the kernel's zsmalloc), kmalloc (default all)",
+        help="comma-separated, of own, upstream (the kernel's zsmalloc), kmalloc, zbud, "
+        "z3fold (through zswap, where the kernel has them); default: every one it has",
     )
     sp.add_argument(
         "--corpus",

@@ -19,7 +19,10 @@ kernels), so a patched mm/zswap.c can only run in a rebuilt kernel, which
 takes minutes per patch. What validate does instead is a compile check:
 `make M=DIR zswap.o` against the headers of Debian's kernel of the series,
 whose configuration has zswap on, with the patched mm/ headers beside it. It
-is never run.
+is never run. The bench runs the kernel's own zswap (`run_zswap`,
+scripts/zswap.sh): a file's pages pushed through it on each zpool the kernel
+has (zbud, z3fold, and the loaded zsmalloc.ko where zswap still takes a
+zpool, as on 6.1), and read back intact.
 """
 
 from __future__ import annotations
@@ -303,3 +306,67 @@ def zram_round_trip(
             f"; {run.bd_stat['bd_writes']} pages written back to {BACKING}, read back identical"
         )
     return ZramResult(True, summary, [], None, stats)
+
+
+# --- zswap, in the guest -----------------------------------------------------------
+
+ZSWAP_SCRIPT = "zswap.sh"
+ZSWAP_FIELDS = (
+    "pool_total_size",
+    "stored_pages",
+    "same_filled_pages",
+    "reject_compress_poor",
+    "reject_alloc_fail",
+    "written_back_pages",
+)
+
+
+@dataclass
+class ZswapRun:
+    """What one run of scripts/zswap.sh printed, parsed: zswap's counters by zpool while
+    the file's pages were out, and each pageout's own count of them."""
+
+    rc: int
+    lines: list[str]
+    pools: dict[str, dict[str, int]] = field(default_factory=dict)
+    failed: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and self.failed is None and "zswap-ok" in self.lines
+
+
+def run_zswap(
+    guest: qemu.Guest,
+    file: str,
+    zpools: Sequence[str],
+    compressor: str,
+    swap_kb: int,
+    timeout: float | None = None,
+) -> ZswapRun:
+    """Push the guest file's pages through zswap on each zpool in turn (their modules
+    loaded by the caller), the kernel's brd.ko as the swap device behind it."""
+    script = guest.send_script(ZSWAP_SCRIPT)
+    env = {
+        "FILE": file,
+        "ZPOOLS": " ".join(zpools),
+        "COMP": compressor,
+        "SWAP_KB": swap_kb,
+        "BRD": KERNEL_BRD,
+    }
+    rc, output = guest.run_status(qemu.script_command(script, env), timeout)
+    run = ZswapRun(rc, output.splitlines())
+    for line in run.lines:
+        words = line.split()
+        if len(words) == 2 + len(ZSWAP_FIELDS) and words[0] == "zswap":
+            try:
+                run.pools[words[1]] = dict(zip(ZSWAP_FIELDS, map(int, words[2:]), strict=True))
+            except ValueError:
+                run.failed = run.failed or f"zswap counters that are not numbers: {line}"
+        elif m := re.match(r"^pageout pages (\d+) swapped (\d+)$", line):
+            last = list(run.pools.values())[-1] if run.pools else None
+            if last is not None:
+                last["paged_out"] = int(m[2])
+        elif line.startswith("zswap-fail: "):
+            run.failed = line.removeprefix("zswap-fail: ")
+    return run

@@ -98,7 +98,7 @@ def test_compressor_names_are_checked_before_the_crypto_api_sees_them() -> None:
 
 def fake_kernel(tmp_path: Path, config: str = "") -> Kernel:
     kdir = tmp_path / "linux-headers-1-amd64"
-    kdir.mkdir()
+    kdir.mkdir(parents=True)
     (kdir / ".config").write_text(config)
     (kdir / "Makefile").write_text("# a Makefile\n" * 500)
     common = tmp_path / "linux-headers-1-common"
@@ -152,8 +152,8 @@ def test_bad_corpus_sizes_and_names_are_refused(tmp_path: Path) -> None:
 
 def test_bad_bench_options_say_what_to_choose(tmp_path: Path) -> None:
     assert density.check_allocators(["own", "builtin", "upstream"]) == ("own", "upstream")
-    with pytest.raises(StageError, match="choose from own, upstream, kmalloc"):
-        density.check_allocators(["zbud"])
+    with pytest.raises(StageError, match="choose from own, upstream, kmalloc, zbud, z3fold"):
+        density.check_allocators(["slab"])
     with pytest.raises(StageError, match="need a guest of .* MiB"):
         density.check_memory(density.guest_memory_mb(1 << 50))
     kernel = fake_kernel(tmp_path, "CONFIG_CRYPTO_LZO=y\n# CONFIG_CRYPTO_842 is not set\n")
@@ -197,3 +197,15 @@ def test_the_tables_and_plots_hold_every_measure(tmp_path: Path) -> None:
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert ET.parse(tmp_path / f"{name}.svg").getroot().tag.endswith("svg")
     assert len(plots.draw(bench.as_dict(), tmp_path)) == 6
+
+
+def test_zswap_runs_on_the_zpools_the_kernel_has(tmp_path: Path) -> None:
+    old = fake_kernel(tmp_path / "6.1", "CONFIG_ZSWAP=y\nCONFIG_ZPOOL=y\nCONFIG_ZBUD=y\n")
+    assert density.zswap_zpools(old, density.ALLOCATORS, explicit=False) == (
+        ["zbud"],
+        "z3fold: not in Linux 1-amd64",
+    )
+    new = fake_kernel(tmp_path / "7.2", "CONFIG_ZSWAP=y\n# CONFIG_ZPOOL is not set\n")
+    assert density.zswap_zpools(new, ["own", "kmalloc"], explicit=True) == ([], "")
+    with pytest.raises(StageError, match="has no zbud for zswap .* leave them out"):
+        density.zswap_zpools(new, ["own", "zbud"], explicit=True)

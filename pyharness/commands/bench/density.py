@@ -46,7 +46,8 @@ from ..config import Config
 from ..run import RunOptions, run
 from . import plots
 
-ALLOCATORS = ("own", "upstream", "kmalloc")
+ALLOCATORS = ("own", "upstream", "kmalloc", "zbud", "z3fold")
+ZPOOLS = ("zbud", "z3fold")  # through zswap, where the kernel still has them (6.1)
 COMPRESSORS = ("lzo-rle",)
 # crypto/<module>.ko of a compressor, where it is a module; its CONFIG_CRYPTO_<option>.
 COMPRESSOR_MODULES = {"lzo-rle": "lzo", "lzo": "lzo", "lz4": "lz4", "lz4hc": "lz4hc"}
@@ -100,6 +101,8 @@ class Series:
     # Through zram on each zsmalloc: its mm_stat after the writes, after discarding every
     # other 32 KiB and after compacting (zram's own huge-page rule decides the sizes).
     zram: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
+    # Through zswap, by zpool: its counters while the corpus's pages were out.
+    zswap: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         sizes = Counter(n // HISTOGRAM_STEP * HISTOGRAM_STEP for n in self.lengths)
@@ -113,6 +116,7 @@ class Series:
             "size_histogram": {str(k): v for k, v in sorted(sizes.items())},
             "fills": {name: f.as_dict() for name, f in self.fills.items()},
             "zram": self.zram,
+            "zswap": self.zswap,
         }
 
 
@@ -151,6 +155,28 @@ def check_allocators(names: Sequence[str]) -> tuple[str, ...]:
             "(upstream means the kernel's own zsmalloc, a module or built in)"
         )
     return tuple(dict.fromkeys("upstream" if n == "builtin" else n for n in names))
+
+
+def zswap_zpools(kernel: Kernel, asked: Sequence[str], explicit: bool) -> tuple[list[str], str]:
+    """The zpools zswap is run on (zsmalloc beside them), the modules they need, and a
+    note; a zpool asked for by name that the kernel lacks is refused."""
+    wanted = [z for z in ZPOOLS if z in asked]
+    missing = [
+        z
+        for z in wanted
+        if kernel.config("ZSWAP") != "y"
+        or kernel.config("ZPOOL") != "y"
+        or kernel.config(z.upper()) not in ("y", "m")
+    ]
+    if missing and explicit:
+        raise StageError(
+            f"Linux {kernel.release} has no {', '.join(missing)} for zswap (CONFIG_ZSWAP, "
+            f"CONFIG_ZPOOL, CONFIG_{missing[0].upper()}: zbud and z3fold left the kernel in "
+            "6.15-6.16); leave them out of --allocators"
+        )
+    kept = [z for z in wanted if z not in missing]
+    note = f"{', '.join(missing)}: not in Linux {kernel.release}" if missing else ""
+    return kept, note
 
 
 def guest_memory_mb(corpus_bytes: int) -> int:
@@ -343,6 +369,49 @@ def _zram(
     p.say(f"{case}: {w['mem_used_total'] / max(w['compr_data_size'], 1):.4f} pool per compressed")
 
 
+def _zswap(
+    guest: qemu.Guest,
+    series: Series,
+    zpools: Sequence[str],
+    page_size: int,
+    result: RunResult,
+    p: Progress,
+) -> None:
+    """The corpus's pages through the kernel's zswap on each zpool, read back intact."""
+    start = time.monotonic()
+    name = str(series.corpus["name"])
+    run = clients.run_zswap(
+        guest,
+        f"{CORPUS_DIR}/{Path(str(series.corpus['path'])).name}",
+        zpools,
+        series.compressor,
+        series.pages * page_size // 1024 + 4096,
+        timeout=max(300, series.pages // 20),
+    )
+    case = f"zswap/{name}/{series.compressor}"
+    failure = None if run.ok else (run.failed or "\n".join(run.lines[-5:]))
+    result.cases.append(Case(case, time.monotonic() - start, failure, None if run.ok else "zswap"))
+    if failure:
+        p.say(f"FAIL {case}: {failure}")
+        return
+    # zswap refuses a page by its compressed length, what its zpool cannot hold (above
+    # a page, or a page less its header on zbud and z3fold): the pages it stored (its
+    # count has the same-filled ones too) are the shortest.
+    fit = sorted(n for n in series.lengths if n <= page_size)
+    for counters in run.pools.values():
+        stored = counters["stored_pages"] - counters["same_filled_pages"]
+        if 0 <= stored <= len(fit):
+            counters["compressed_bytes"] = sum(fit[:stored])
+    series.zswap = run.pools
+    p.say(
+        f"{case}: "
+        + ", ".join(
+            f"{z} {c['pool_total_size'] / max(c.get('compressed_bytes', 0), 1):.4f}"
+            for z, c in run.pools.items()
+        )
+    )
+
+
 def _compress(
     guest: qemu.Guest, corpus: corpora.Corpus, alg: str, page_size: int
 ) -> tuple[list[int], int]:
@@ -372,19 +441,22 @@ def _compress(
 def density(
     config: Config,
     p: Progress,
-    allocators: Sequence[str] = ALLOCATORS,
+    allocators: Sequence[str] | None = None,  # None: every one the kernel has
     corpus_names: Sequence[str] = corpora.NAMES,
     size: int = 256 * MIB,
     compressors: Sequence[str] = COMPRESSORS,
     results_dir: Path | None = None,
 ) -> tuple[RunResult, Bench | None]:
     """Build the corpora and both zsmalloc modules, boot once, bench every allocator."""
-    allocators = check_allocators(allocators)
+    explicit = allocators is not None
+    allocators = check_allocators(allocators or ALLOCATORS)
     need = guest_memory_mb(len(corpus_names) * size)
     check_memory(need)
     started = time.monotonic()
     built: dict[str, corpora.Corpus] = {}
     modules: dict[str, list[Path]] = {}
+    zpools: list[str] = []
+    notes: list[str] = []
 
     def extra(kernel: Kernel) -> Mapping[str, Path]:
         with p.stage("corpus"):
@@ -392,6 +464,12 @@ def density(
                 built[name] = c = corpora.build(name, size, kernel)
                 p.say(f"corpus {name}: {c.pages} pages, sha256 {c.sha256[:16]}, {c.source}")
         modules.update(compressor_modules(kernel, compressors))
+        kept, note = zswap_zpools(kernel, allocators, explicit)
+        zpools.extend(kept)
+        notes.extend([note] if note else [])
+        for z in kept:
+            if kernel.config(z.upper()) == "m" and kernel.modules is not None:
+                modules[z] = module_chain(kernel.modules, kernel.modules / f"kernel/mm/{z}.ko")
         files = {f"{CORPUS_DIR}/{c.path.name}": c.path for c in built.values()}
         for paths in modules.values():
             files.update({f"{GUEST_DIR}/crypto/{ko.name}": ko for ko in paths})
@@ -403,7 +481,7 @@ def density(
     api = pair.prepared.api
     page = api.geometry.page_size
     bench = Bench(config.kernel, pair.prepared.kernel.release, page, pair.baseline.name)
-    bench.notes.append(f"guest memory {max(need, config.memory_mb)} MiB")
+    bench.notes += [f"guest memory {max(need, config.memory_mb)} MiB", *notes]
     targets = {
         "own": Target("own", pair.own, "create"),
         "upstream": Target(pair.baseline.name, pair.baseline, "create"),
@@ -454,6 +532,13 @@ def density(
                 )
                 if side is not None and pair.zram is not None:
                     _zram(guest, pair, series, target.name, page, result, p)
+        if zpools:
+            # zsmalloc beside them where it is a module that registered its zpool.
+            with_zs = (
+                [*zpools, "zsmalloc"] if loaded is pair.baseline and loaded.modules[:-1] else zpools
+            )
+            for series in bench.series:
+                _zswap(guest, series, with_zs, page, result, p)
         loaded.unload(guest)
 
     result = run(
@@ -472,6 +557,32 @@ def write(bench: Bench, directory: Path) -> None:
     (directory / "bench.json").write_text(json.dumps(bench.as_dict(), indent=2) + "\n")
     (directory / "bench.md").write_text(markdown(bench))
     plots.draw(bench.as_dict(), directory)
+
+
+def _zswap_table(bench: Bench) -> list[str]:
+    names = list(dict.fromkeys(z for s in bench.series for z in s.zswap))
+    if not names:
+        return []
+    out = [
+        "",
+        "Through zswap (the kernel's, the same pages paged out on each zpool, a ramdisk "
+        "behind it): pool_total_size per compressed byte of the pages it stored (the "
+        "shortest: it refuses by length what the zpool cannot hold), and how many.",
+        "",
+        "| corpus | compressor | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for s in bench.series:
+        cells = []
+        for n in names:
+            c = s.zswap.get(n)
+            if c is None or not c.get("compressed_bytes"):
+                cells.append("-")
+                continue
+            ratio = c["pool_total_size"] / c["compressed_bytes"]
+            cells.append(f"{ratio:.5f} ({c['stored_pages']} stored)")
+        out.append(f"| {s.corpus['name']} | {s.compressor} | " + " | ".join(cells) + " |")
+    return out
 
 
 def _zram_table(bench: Bench) -> list[str]:
@@ -537,6 +648,7 @@ def markdown(bench: Bench) -> str:
             f"{sum(s.lengths) / MIB:.1f} | " + " | ".join(cells) + " |"
         )
     out += _zram_table(bench)
+    out += _zswap_table(bench)
     out += [
         "",
         "After freeing half the objects: pool MiB before / after compaction; kmalloc, which "

@@ -20,7 +20,7 @@ from ...progress import StageError
 
 CC = "gcc"
 CFLAGS = ("-static", "-O2", "-s", "-Wall", "-Wextra", "-Werror")
-PROGRAMS = ("agent", "swapper", "sysfs")  # every program of the guest image
+PROGRAMS = ("agent", "pageout", "swapper", "sysfs")  # every program of the guest image
 
 
 def guest_path(name: str) -> str:
