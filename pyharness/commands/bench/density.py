@@ -250,7 +250,7 @@ class Target:
     """An allocator as the bench drives it."""
 
     name: str
-    policy_side: Side | None  # the zsmalloc side; None for kmalloc
+    side: Side | None  # the zsmalloc module loaded for it; None for kmalloc
     create: str  # create or kcreate
 
 
@@ -259,11 +259,11 @@ def _measure(
 ) -> Fill:
     page = api.geometry.page_size
     zstest = ZsTest(guest)
-    side = target.policy_side
+    side = target.side
     driver = DriverModel(api, side.policy if side else None)
     sizes = [min(n, page) for n in lengths]
     zs = side is not None
-    what = f"{target.name}"
+    what = target.name
 
     def fill(chosen: Sequence[int]) -> list[str]:
         return [f"{target.create} {POOL}", *(f"alloc {i} {s}" for i, s in enumerate(chosen))]
@@ -275,7 +275,7 @@ def _measure(
     filled = _program(zstest, driver, [*fill(sizes), "stats"], f"{what} fill")
     slab = {"filled": _slab_bytes(guest, page) - slab_before}
     classes: list[dict[str, int]] = []
-    if side is not None:
+    if side is not None:  # zs, spelled so that mypy knows side
         model = driver.model(POOL)
         if side.classes:
             problems = check_classes(0, zstest.classes(POOL), model)
@@ -489,7 +489,7 @@ def density(
     }
     for name in ("own", "upstream"):
         if name in allocators:
-            side = targets[name].policy_side
+            side = targets[name].side
             assert side is not None
             pol = side.policy or api.upstream_policy()
             bench.class_sizes[targets[name].name] = [c.size for c in class_table(pol)]
@@ -510,7 +510,7 @@ def density(
         order = [a for a in ("own", "kmalloc", "upstream") if a in allocators]
         for name in order:
             target = targets[name]
-            side = target.policy_side
+            side = target.side
             if side is not None and side is not loaded:
                 loaded.unload(guest)
                 side.load(guest)
