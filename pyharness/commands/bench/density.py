@@ -27,7 +27,7 @@ import os
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -559,60 +559,40 @@ def write(bench: Bench, directory: Path) -> None:
     plots.draw(bench.as_dict(), directory)
 
 
-def _zswap_table(bench: Bench) -> list[str]:
-    names = list(dict.fromkeys(z for s in bench.series for z in s.zswap))
+def _client_table(
+    bench: Bench,
+    caption: str,
+    names: Sequence[str],
+    cell: Callable[[Series, str], str | None],
+) -> list[str]:
+    """A table of an in-kernel client's figures: a row per series, a column per name."""
     if not names:
         return []
-    out = [
-        "",
-        "Through zswap (the kernel's, the same pages paged out on each zpool, a ramdisk "
-        "behind it): pool_total_size per compressed byte of the pages it stored (the "
-        "shortest: it refuses by length what the zpool cannot hold), and how many.",
-        "",
-        "| corpus | compressor | " + " | ".join(names) + " |",
-        "|---|---|" + "---|" * len(names),
-    ]
+    out = ["", caption, "", "| corpus | compressor | " + " | ".join(names) + " |"]
+    out.append("|---|---|" + "---|" * len(names))
     for s in bench.series:
-        cells = []
-        for n in names:
-            c = s.zswap.get(n)
-            if c is None or not c.get("compressed_bytes"):
-                cells.append("-")
-                continue
-            ratio = c["pool_total_size"] / c["compressed_bytes"]
-            cells.append(f"{ratio:.5f} ({c['stored_pages']} stored)")
+        cells = [cell(s, n) or "-" for n in names]
         out.append(f"| {s.corpus['name']} | {s.compressor} | " + " | ".join(cells) + " |")
     return out
 
 
-def _zram_table(bench: Bench) -> list[str]:
-    names = list(dict.fromkeys(a for s in bench.series for a in s.zram))
-    if not names:
-        return []
-    out = [
-        "",
-        "Through zram (the kernel's zram.ko on each zsmalloc, its own huge-page rule): "
-        "mem_used_total per compr_data_size after the writes, and pool MiB after "
-        "discarding every other 32 KiB and compacting.",
-        "",
-        "| corpus | compressor | " + " | ".join(names) + " |",
-        "|---|---|" + "---|" * len(names),
-    ]
-    for s in bench.series:
-        cells = []
-        for n in names:
-            stat = s.zram.get(n)
-            if stat is None:
-                cells.append("-")
-                continue
-            w, c = stat["written"], stat["compacted"]
-            ratio = w["mem_used_total"] / max(w["compr_data_size"], 1)
-            cells.append(
-                f"{ratio:.5f}, {c['mem_used_total'] / MIB:.2f} MiB after "
-                f"({c['pages_compacted']} pages compacted)"
-            )
-        out.append(f"| {s.corpus['name']} | {s.compressor} | " + " | ".join(cells) + " |")
-    return out
+def _zswap_cell(s: Series, zpool: str) -> str | None:
+    c = s.zswap.get(zpool)
+    if c is None or not c.get("compressed_bytes"):
+        return None
+    return f"{c['pool_total_size'] / c['compressed_bytes']:.5f} ({c['stored_pages']} stored)"
+
+
+def _zram_cell(s: Series, allocator: str) -> str | None:
+    stat = s.zram.get(allocator)
+    if stat is None:
+        return None
+    w, c = stat["written"], stat["compacted"]
+    ratio = w["mem_used_total"] / max(w["compr_data_size"], 1)
+    return (
+        f"{ratio:.5f}, {c['mem_used_total'] / MIB:.2f} MiB after "
+        f"({c['pages_compacted']} pages compacted)"
+    )
 
 
 def markdown(bench: Bench) -> str:
@@ -647,8 +627,22 @@ def markdown(bench: Bench) -> str:
             f"| {s.corpus['name']} | {s.compressor} | {len(s.lengths)} | "
             f"{sum(s.lengths) / MIB:.1f} | " + " | ".join(cells) + " |"
         )
-    out += _zram_table(bench)
-    out += _zswap_table(bench)
+    out += _client_table(
+        bench,
+        "Through zram (the kernel's zram.ko on each zsmalloc, its own huge-page rule): "
+        "mem_used_total per compr_data_size after the writes, and pool MiB after "
+        "discarding every other 32 KiB and compacting.",
+        list(dict.fromkeys(a for s in bench.series for a in s.zram)),
+        _zram_cell,
+    )
+    out += _client_table(
+        bench,
+        "Through zswap (the kernel's, the same pages paged out on each zpool, a ramdisk "
+        "behind it): pool_total_size per compressed byte of the pages it stored (the "
+        "shortest: it refuses by length what the zpool cannot hold), and how many.",
+        list(dict.fromkeys(z for s in bench.series for z in s.zswap)),
+        _zswap_cell,
+    )
     out += [
         "",
         "After freeing half the objects: pool MiB before / after compaction; kmalloc, which "

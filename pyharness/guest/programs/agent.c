@@ -136,13 +136,10 @@ static void batch(const char *ctl, size_t len)
 	close(fd);
 }
 
-static void classes(const char *dir, const char *pool)
+static void reply_path(const char *path)
 {
-	char path[256];
-	int fd;
+	int fd = open(path, O_RDONLY);
 
-	snprintf(path, sizeof(path), "%s/%s/classes", dir, pool);
-	fd = open(path, O_RDONLY);
 	if (fd < 0) {
 		reply_errno(errno);
 		return;
@@ -151,21 +148,22 @@ static void classes(const char *dir, const char *pool)
 	close(fd);
 }
 
+static void classes(const char *dir, const char *pool)
+{
+	char path[256];
+
+	snprintf(path, sizeof(path), "%s/%s/classes", dir, pool);
+	reply_path(path);
+}
+
 /* The file NAME in the directory of CTL. */
 static void beside(const char *ctl, const char *name)
 {
 	const char *slash = strrchr(ctl, '/');
 	char path[256];
-	int fd;
 
 	snprintf(path, sizeof(path), "%.*s/%s", (int)(slash ? slash - ctl : 1), ctl, name);
-	fd = open(path, O_RDONLY);
-	if (fd < 0) {
-		reply_errno(errno);
-		return;
-	}
-	reply_file(fd);
-	close(fd);
+	reply_path(path);
 }
 
 static int write_whole(const char *path, const char *data, size_t len)
