@@ -5,8 +5,8 @@
  *
  * Usage: zskit-pageout FILE DONE
  *
- * Maps anonymous memory of FILE's size, copies FILE into it and
- * madvise(MADV_PAGEOUT)s all of it: reclaim compresses every page into
+ * Maps anonymous memory of FILE's size (base pages, no THP), copies FILE
+ * into it and madvise(MADV_PAGEOUT)s all of it: reclaim compresses every page into
  * zswap's pool (or writes it to the swap device when zswap refuses it).
  * It then prints how many pages are out (VmSwap) and creates the file DONE,
  * so that the caller reads zswap's counters while the pages are out, and
@@ -83,6 +83,10 @@ int main(int argc, char **argv)
 	mem = mmap(NULL, pages * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (!pages || file == MAP_FAILED || mem == MAP_FAILED)
 		return fail("mmap");
+	/* zswap takes base pages only: 6.1's frontswap_store refuses a THP, which then
+	 * goes to the swap device whole. */
+	if (madvise(mem, pages * page, MADV_NOHUGEPAGE))
+		return fail("madvise(MADV_NOHUGEPAGE)");
 	memcpy(mem, file, pages * page);
 	if (madvise(mem, pages * page, MADV_PAGEOUT))
 		return fail("madvise(MADV_PAGEOUT)");
