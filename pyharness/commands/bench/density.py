@@ -172,7 +172,7 @@ def zswap_zpools(kernel: Kernel, asked: Sequence[str], explicit: bool) -> tuple[
         raise StageError(
             f"Linux {kernel.release} has no {', '.join(missing)} for zswap (CONFIG_ZSWAP, "
             f"CONFIG_ZPOOL, CONFIG_{missing[0].upper()}: zbud and z3fold left the kernel in "
-            "6.15-6.16); leave them out of --allocators"
+            "6.15); leave them out of --allocators"
         )
     kept = [z for z in wanted if z not in missing]
     note = f"{', '.join(missing)}: not in Linux {kernel.release}" if missing else ""
