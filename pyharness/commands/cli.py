@@ -32,7 +32,7 @@ from ..kmod.external import parse_module_args
 from ..progress import Progress, StageError
 from . import compare, dev, external, matrix, perf, selftest, validate
 from . import config as config_mod
-from .bench import density
+from .bench import density, figures
 from .bench import loop as bench_loop
 from .run import RunOptions, read_replay, run
 
@@ -219,7 +219,7 @@ def cmd_bench(args: argparse.Namespace, p: Progress) -> int:
         results_dir=Path(args.results_dir) if args.results_dir else None,
     )
     if measured is not None:
-        print(density.markdown(measured), end="")
+        print(figures.markdown(measured), end="")
     failure = result.first_failure
     if failure is not None:
         print(f"FAIL: {failure.name} ({failure.kind})\n{failure.failure}")

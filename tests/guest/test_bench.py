@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pyharness.commands.bench import density
+from pyharness.commands.bench import density, figures
 from pyharness.commands.config import Config
 from pyharness.kmod.own import OwnAllocator
 from pyharness.model.kmalloc import kmalloc_sizes, slot_size
@@ -25,7 +25,7 @@ from pyharness.report import RunResult
 SIZE = 4 << 20  # 1024 pages of each corpus: room for THPs, which zswap must not be given
 
 
-def bench(config: Config, out: Path) -> tuple[RunResult, density.Bench]:
+def bench(config: Config, out: Path) -> tuple[RunResult, figures.Bench]:
     result, measured = density.density(config, Progress(), size=SIZE, results_dir=out)
     assert measured is not None, [c.failure for c in result.cases if c.failure]
     return result, measured
@@ -34,14 +34,14 @@ def bench(config: Config, out: Path) -> tuple[RunResult, density.Bench]:
 @pytest.fixture(scope="module")
 def benched(
     default_config: Config, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[RunResult, density.Bench, Path]:
+) -> tuple[RunResult, figures.Bench, Path]:
     out = tmp_path_factory.mktemp("bench")
     return (*bench(default_config.with_overrides(kernel="6.1"), out), out)
 
 
 @pytest.mark.qemu
 def test_every_allocator_stores_every_corpus_as_the_model_says(
-    benched: tuple[RunResult, density.Bench, Path],
+    benched: tuple[RunResult, figures.Bench, Path],
 ) -> None:
     result, measured, out = benched
     assert [c.failure for c in result.cases if c.failure] == []
@@ -91,7 +91,7 @@ def test_every_allocator_stores_every_corpus_as_the_model_says(
 @pytest.mark.qemu
 def test_a_planted_wasteful_chain_costs_memory(
     default_config: Config,
-    benched: tuple[RunResult, density.Bench, Path],
+    benched: tuple[RunResult, figures.Bench, Path],
     tmp_path: Path,
 ) -> None:
     wasteful = default_config.with_overrides(kernel="6.1", own=OwnAllocator(max_pages=16))

@@ -12,7 +12,7 @@ import pytest
 
 from pyharness.check import corpus
 from pyharness.check.driver import DriverModel
-from pyharness.commands.bench import density, plots
+from pyharness.commands.bench import density, figures, plots
 from pyharness.kernel.api import api_for
 from pyharness.kernel.manifest import Kernel
 from pyharness.model.kmalloc import KmallocPool, kmalloc_sizes, slot_size
@@ -162,12 +162,12 @@ def test_bad_bench_options_say_what_to_choose(tmp_path: Path) -> None:
         density.compressor_modules(kernel, ["842"])
 
 
-def small_bench() -> density.Bench:
-    bench = density.Bench("6.1", "6.1.0-57-amd64", 4096, "upstream")
+def small_bench() -> figures.Bench:
+    bench = figures.Bench("6.1", "6.1.0-57-amd64", 4096, "upstream")
     bench.class_sizes = {"upstream": [32, 48, 4096], "own": [32, 48, 4096]}
-    series = density.Series({"name": "text"}, "lzo-rle", 4, 1, [100, 3000, 2500])
+    series = figures.Series({"name": "text"}, "lzo-rle", 4, 1, [100, 3000, 2500])
     for name, pool in (("upstream", 12288), ("own", 12288), ("kmalloc", 8320)):
-        series.fills[name] = density.Fill(
+        series.fills[name] = figures.Fill(
             allocator=name,
             objects=3,
             compressed_bytes=5600,
@@ -190,9 +190,9 @@ def test_the_tables_and_plots_hold_every_measure(tmp_path: Path) -> None:
     fills = bench.as_dict()["series"][0]["fills"]  # type: ignore[index]
     assert fills["kmalloc"]["bytes_per_compressed_byte"] == round(8320 / 5600, 5)
     assert fills["own"]["utilisation"] == round(5600 / 12288, 5)
-    text = density.markdown(bench)
+    text = figures.markdown(bench)
     assert "| text | lzo-rle | 3 |" in text and "| text | 2 | 0.01 |" in text
-    density.write(bench, tmp_path)
+    figures.write(bench, tmp_path)
     for name in ("density", "sizes", "classes"):
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert ET.parse(tmp_path / f"{name}.svg").getroot().tag.endswith("svg")
