@@ -184,9 +184,11 @@ def cmd_bench(args: argparse.Namespace, p: Progress) -> int:
 
     `zskit bench` (`make qemu-bench`): the corpora (synthetic, text, binaries or a
     directory of yours), compressed in the guest by the kernel's compressors, stored by
-    ours, the kernel's zsmalloc and kmalloc, each command checked against the model: pool
-    bytes per compressed byte, utilisation, pages by class, what freeing and compaction
-    leave, the seed's claim against kmalloc. Writes bench.json, bench.md and plots.
+    ours, the kernel's zsmalloc and kmalloc, each command checked against the model, then
+    through the kernel's zram on both zsmalloc and its zswap on zbud, z3fold and zsmalloc
+    where it has them: pool bytes per compressed byte, utilisation, pages by class, what
+    freeing and compaction leave, the seed's claim against kmalloc. Writes bench.json,
+    bench.md and plots.
     `zskit bench corpus` builds the corpora only and prints their hashes.
 
     `zskit bench loop` (`make bench-loop`): warm `zskit run` of the default target, `zskit
