@@ -25,6 +25,7 @@ one boot, so the host's drift cancels mostly, and are reported, never judged.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import lzma
@@ -237,10 +238,27 @@ def prepare(
         )
         api = api_of(kernel)
     base_name = "builtin" if source.zsmalloc_builtin else "upstream"
+    with contextlib.ExitStack() as held:
+        return _prepared(config, p, kernel, api, base_name, held, extra, purpose)
+
+
+def _prepared(
+    config: Config,
+    p: Progress,
+    kernel: Kernel,
+    api: KernelApi,
+    base_name: str,
+    held: contextlib.ExitStack,
+    extra: Callable[[Kernel], Mapping[str, Path]] | None,
+    purpose: str,
+) -> Pair:
+    """prepare's stages after provisioning, each build directory held (`held`) until the
+    image of its modules is made."""
     built: dict[str, tuple[build.BuildResult, render.RenderedSources]] = {}
     for allocator in ("own", base_name):
+        out = BUILD / "kmod" / run_target(config, allocator)
+        held.enter_context(build.building(out, p))
         with p.stage("render"):
-            out = BUILD / "kmod" / run_target(config, allocator)
             sources = render.render(kernel, api, allocator, out, config.own)
         with p.stage("build"):
             built[allocator] = (build.build(kernel, sources, p), sources)

@@ -358,23 +358,26 @@ def prepare(config: Config, p: Progress, refresh: bool = False) -> Prepared:
 def prepare_modules(config: Config, kernel: Kernel, p: Progress) -> Prepared:
     """The stages after provisioning: what an edit of the templates or of a tree's
     mm/zsmalloc.c makes stale, and `zskit dev` redoes."""
-    with p.stage("render"):
-        api = api_of(kernel)
-        target = config.kernel_id.name(config.allocator)  # 6.1-upstream, 6.1-upstream-minimal
-        sources = render.render(kernel, api, config.allocator, BUILD / "kmod" / target, config.own)
-    with p.stage("build"):
-        built = build.build(kernel, sources, p)
-    with p.stage("initramfs"):
-        found = find_tree_tests(config.tree, kernel.modules) if config.tree else TreeTests()
-        executables, files = tree_tests.image_files(found)
-        image = guest_image(
-            kernel,
-            built.modules,
-            BUILD / f"initramfs-{target}.cpio",
-            p,
-            files=files,
-            executables=executables,
-        )
+    target = config.kernel_id.name(config.allocator)  # 6.1-upstream, 6.1-upstream-minimal
+    with build.building(BUILD / "kmod" / target, p):
+        with p.stage("render"):
+            api = api_of(kernel)
+            sources = render.render(
+                kernel, api, config.allocator, BUILD / "kmod" / target, config.own
+            )
+        with p.stage("build"):
+            built = build.build(kernel, sources, p)
+        with p.stage("initramfs"):
+            found = find_tree_tests(config.tree, kernel.modules) if config.tree else TreeTests()
+            executables, files = tree_tests.image_files(found)
+            image = guest_image(
+                kernel,
+                built.modules,
+                BUILD / f"initramfs-{target}.cpio",
+                p,
+                files=files,
+                executables=executables,
+            )
     return Prepared(kernel, api, sources, built, image, found)
 
 

@@ -13,12 +13,14 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from ..kernel.manifest import Kernel
 from ..kernel.toolchain import Root
+from ..locking import locked
 from ..progress import CommandError, Progress, StageError
 from .render import RenderedSources
 
@@ -118,6 +120,18 @@ def _up_to_date(stamp: Path, key: str, directory: Path) -> tuple[str, ...] | Non
         return tuple(data["warnings"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+@contextmanager
+def building(directory: Path, progress: Progress) -> Iterator[None]:
+    """Hold a build directory from its render to the image made of its modules: another
+    zskit of the same target (other choices of ours, say) waits, so that neither boots
+    modules the other rendered."""
+    with locked(
+        directory.with_name(directory.name + ".lock"),
+        lambda: progress.say(f"waiting for another zskit building in {directory}"),
+    ):
+        yield
 
 
 def build(
