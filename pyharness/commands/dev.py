@@ -19,6 +19,7 @@ console and session logs.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -216,6 +217,9 @@ def dev(
     """The session, until interrupted (130). `make_config` reads the configuration as it
     is now (the .config, and the command line's choices over it); `refresh` refetches
     the kernel at the start."""
+    # Ctrl-C ends the session even when it was started with SIGINT ignored, as a
+    # shell without job control starts a background job (`make test &`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     directory = results_dir or new_results_dir("dev")
     directory.mkdir(parents=True, exist_ok=True)
     session = Session(out, directory)
