@@ -124,8 +124,8 @@ def _binaries(kernel: Kernel) -> Iterator[bytes]:
                 data = _contents(path)
                 total += len(data)
                 yield data
-    if kernel.boot_image.read_bytes()[:4] == b"\x7fELF":
-        data = kernel.boot_image.read_bytes()
+    data = kernel.boot_image.read_bytes()
+    if data[:4] == b"\x7fELF":
         total += len(data)
         yield data
     raise StageError(

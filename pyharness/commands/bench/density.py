@@ -62,6 +62,11 @@ SLAB_PAGES = "awk '/^kmalloc-/ && !/^kmalloc-cg-/ {s += $15 * $6} END {print s +
 # --- the host's side: what to build, and how much guest it needs ---------------------
 
 
+def guest_file(corpus: Path) -> str:
+    """Where the image puts a corpus file of the cache."""
+    return f"{CORPUS_DIR}/{corpus.name}"
+
+
 def check_allocators(names: Sequence[str]) -> tuple[str, ...]:
     unknown = [n for n in names if n not in (*ALLOCATORS, "builtin")]
     if unknown or not names:
@@ -261,7 +266,7 @@ def _zram(
     pages = series.pages
     data = clients.DataSet(
         name,
-        f"{CORPUS_DIR}/{Path(str(series.corpus['path'])).name}",
+        guest_file(Path(str(series.corpus["path"]))),
         -(-pages * page_size // MIB) * 4096 // page_size,
         {"COMP": series.compressor},
     )
@@ -297,7 +302,7 @@ def _zswap(
     name = str(series.corpus["name"])
     run = clients.run_zswap(
         guest,
-        f"{CORPUS_DIR}/{Path(str(series.corpus['path'])).name}",
+        guest_file(Path(str(series.corpus["path"]))),
         zpools,
         series.compressor,
         series.pages * page_size // 1024 + 4096,
@@ -339,7 +344,7 @@ def _compress(
         raise StageError(f"compressor {alg}: zstest says {f.reason} ({f.errno})")
     bs = max(page_size, 256 << 10)
     rc, out = guest.run_status(
-        f"dd if={CORPUS_DIR}/{corpus.path.name} of=/sys/kernel/debug/zstest/pages bs={bs} "
+        f"dd if={guest_file(corpus.path)} of=/sys/kernel/debug/zstest/pages bs={bs} "
         "2>/tmp/zskit-dd || { cat /tmp/zskit-dd; false; }",
         timeout=max(120, corpus.pages // 100),
     )
@@ -385,7 +390,7 @@ def density(
         for z in kept:
             if kernel.config(z.upper()) == "m" and kernel.modules is not None:
                 modules[z] = module_chain(kernel.modules, kernel.modules / f"kernel/mm/{z}.ko")
-        files = {f"{CORPUS_DIR}/{c.path.name}": c.path for c in built.values()}
+        files = {guest_file(c.path): c.path for c in built.values()}
         for paths in modules.values():
             files.update({f"{GUEST_DIR}/crypto/{ko.name}": ko for ko in paths})
         return files
