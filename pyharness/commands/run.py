@@ -468,12 +468,18 @@ def _booted(
     try:
         guest.boot(initramfs.READY_MARKER, config.boot_timeout)
     except qemu.GuestError as e:
-        # Nothing of zskit's runs before /init: an exit there with no kernel message
-        # (a reset under TCG, seen once in CI) earns one more boot; one where QEMU
-        # said why (a bad option) does not.
-        if e.kind != "exited" or guest.init_started or "".join(guest.session).strip():
+        # Nothing of zskit's runs before /init: a guest gone or hung there with no
+        # kernel report (under TCG, seen in CI: a reset once, a hang after SMP bring-up
+        # once in some thousand boots) earns one more boot; one where QEMU said why (a
+        # bad option) or the kernel crashed does not. The first console is kept.
+        if e.kind not in ("exited", "timeout") or guest.init_started:
             raise
-        p.say(f"QEMU exited before /init ({guest.ended}) with no kernel message: booting again")
+        if "".join(guest.session).strip():
+            raise
+        first = console_log.with_name(f"{console_log.stem}-first-boot.log")
+        shutil.copyfile(console_log, first)
+        how = f"exited ({guest.ended})" if e.kind == "exited" else "hung"
+        p.say(f"the guest {how} before /init with no kernel report: booting again ({first})")
         guest, socket = start()
         guest.boot(initramfs.READY_MARKER, config.boot_timeout)
     return guest, socket

@@ -1,5 +1,5 @@
 """Whole runs on the 6.1 kernel: the default workload passes, a crash and a hang fail it,
-a guest gone before /init is booted once more.
+a guest gone or hung before /init is booted once more.
 
 Each test boots its own guest through `run.run`, exactly as `make qemu-test`
 does, and checks the verdict and the files the run leaves behind.
@@ -92,9 +92,27 @@ def test_a_guest_gone_before_init_is_booted_once_more_then_reported(
     )
     assert out.getvalue().count("booting Linux") == 2
     assert (
-        "QEMU exited before /init (exit status 0: the guest reset or powered off) with no "
-        "kernel message: booting again" in out.getvalue()
+        "the guest exited (exit status 0: the guest reset or powered off) before /init with "
+        "no kernel report: booting again" in out.getvalue()
     )
+    assert (tmp_path / "console-first-boot.log").exists()
+    assert not qemu_running(str(tmp_path / "console.log"))
+
+
+def test_a_guest_hung_before_init_is_booted_once_more_then_reported(
+    default_config: config.Config, prepared: run.Prepared, tmp_path: Path
+) -> None:
+    # busybox as the first program, told to sleep: no ready marker, no kernel report.
+    hang = ("rdinit=/bin/busybox", "--", "sleep", "100000")
+    cfg = default_config.with_overrides(boot_timeout=15)
+    out = io.StringIO()
+    with (tmp_path / "session.log").open("w") as transcript, pytest.raises(GuestError) as e:
+        run.boot(cfg, Progress(out=out), prepared, tmp_path / "console.log", transcript, hang)
+    assert e.value.kind == "timeout"
+    assert "booting to /init: no answer within 15 s, QEMU killed" in str(e.value)
+    assert out.getvalue().count("booting Linux") == 2
+    assert "the guest hung before /init with no kernel report: booting again" in out.getvalue()
+    assert (tmp_path / "console-first-boot.log").stat().st_size > 0
     assert not qemu_running(str(tmp_path / "console.log"))
 
 
