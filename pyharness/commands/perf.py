@@ -14,14 +14,21 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from ..check.counts import Loaded, attribute, parse_sections, read_dumps
 from ..check.driver import BENCH_TIMES, DriverModel, check_commands
 from ..guest.zstest import ZsTest
+from ..kmod.elf import module_code
 from ..progress import StageError
 
 BENCH_N = 20000  # objects per bench: about 0.5 s per load under TCG
 BENCH_SEED = 20251125
 BENCH_REPEATS = 5  # bench runs per load (about 0.1 s each); the fastest counts
+COUNT_N = 2000  # objects per counted bench: counts are exact, a small bench suffices
+# Counted benches per load. The first warms up: an instruction that faults on a first
+# touch runs, and is counted, twice. The others must give the same counts.
+COUNT_REPEATS = 3
 
 
 @dataclass
@@ -39,8 +46,8 @@ class Bench:
         return sum(self.ns.values())
 
 
-def bench_lines(n: int = BENCH_N) -> list[str]:
-    return [f"bench {n} {BENCH_SEED}"] * BENCH_REPEATS
+def bench_lines(n: int = BENCH_N, repeats: int = BENCH_REPEATS) -> list[str]:
+    return [f"bench {n} {BENCH_SEED}"] * repeats
 
 
 def bench(
@@ -86,3 +93,66 @@ def base_drift(timeline: Sequence[Bench], base: str) -> float:
     (the same code measured twice; under TCG on a busy host it is tens of percent)."""
     times = [run.total_ns for run in timeline if run.allocator == base]
     return max((abs(b / a - 1) for a, b in zip(times, times[1:], strict=False)), default=0.0)
+
+
+@dataclass
+class Instructions:
+    """A load's counted benches: the allocator's instructions per call of each phase (the
+    second bench's), whether the benches after the first gave the same counts, and
+    where they went."""
+
+    allocator: str
+    per_call: dict[str, float]
+    totals: dict[str, int]
+    calls: dict[str, int]
+    functions: dict[str, dict[str, int]]
+    repeatable: bool
+
+
+def bench_calls(n: int, map_api: bool) -> dict[str, int]:
+    """How often one `bench N` calls the allocator in each phase (zt_cmd_bench): every
+    object is read twice over (all, then the even ones after compaction)."""
+    reads = n + (n + 1) // 2
+    calls = {"alloc": n, "write_begin": n, "read_begin": reads, "read_end": reads}
+    calls |= {"free": n, "compact": 1, "create": 1, "destroy": 1}
+    if map_api:
+        calls["write_end"] = n
+    return calls
+
+
+def count(
+    zstest: ZsTest,
+    counted: Path,  # the counting plugin's output file
+    name: str,
+    module: str,  # the allocator's module name in the guest
+    ko: Path,  # and its file on the host
+    map_api: bool,
+    n: int = COUNT_N,
+) -> Instructions:
+    """Counted benches on the loaded allocator (the guest booted with the plugin)."""
+    before = len(read_dumps(counted.read_text()))
+    answer = zstest.batch(bench_lines(n, COUNT_REPEATS))
+    if answer.failures:
+        f = answer.failures[0]
+        raise StageError(f"counted bench on {name} failed: {f.errno} {f.reason}")
+    listing = zstest.guest.run(
+        f"for f in /sys/module/{module}/sections/.*text*; do echo $f $(cat $f); done"
+    )
+    loaded = Loaded(module_code(ko), parse_sections(listing))
+    dumps = read_dumps(counted.read_text())[before:]
+    if len(dumps) != COUNT_REPEATS:
+        raise StageError(
+            f"the counting plugin wrote {len(dumps)} dumps for {COUNT_REPEATS} benches on "
+            f"{name}: is zstest's marker code in this build? ({counted})"
+        )
+    runs = [attribute(d, loaded) for d in dumps[1:]]
+    calls = bench_calls(n, map_api)
+    counts = runs[0]
+    return Instructions(
+        allocator=name,
+        per_call={k: counts.phases.get(k, 0) / c for k, c in calls.items()},
+        totals={k: counts.phases.get(k, 0) for k in calls},
+        calls=calls,
+        functions=counts.functions,
+        repeatable=all(r.phases == counts.phases for r in runs),
+    )

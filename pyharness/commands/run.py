@@ -412,10 +412,11 @@ def boot(
     console_log: Path,
     transcript: TextIO,
     kernel_args: tuple[str, ...] = (),  # beyond the kernel's own (scenarios' boot_args)
+    counter: tuple[Path, Path] | None = None,  # the counting plugin and its output (TCG)
 ) -> qemu.Guest:
     """Boot the guest to its shell and load the modules; the caller closes it."""
     with p.stage("boot"):
-        guest, socket = _booted(config, p, prepared, console_log, transcript, kernel_args)
+        guest, socket = _booted(config, p, prepared, console_log, transcript, kernel_args, counter)
         try:
             p.say(f"guest shell up after {guest.boot_seconds:.2f} s")
             guest.check_cpus()
@@ -439,6 +440,7 @@ def _booted(
     console_log: Path,
     transcript: TextIO,
     kernel_args: tuple[str, ...],
+    counter: tuple[Path, Path] | None,
 ) -> tuple[qemu.Guest, Path]:
     """A guest at /init's shell, and its channel's socket."""
 
@@ -457,8 +459,10 @@ def _booted(
             extra_kernel_args=(*prepared.kernel.boot_args, *kernel_args),
             kcsan=prepared.kernel.config("KCSAN") == "y",
             channel_socket=socket,
+            counter=counter,
         )
-        spec = dataclasses.replace(spec, accel=choose_accel(config, profile, spec, p))
+        if counter is None:
+            spec = dataclasses.replace(spec, accel=choose_accel(config, profile, spec, p))
         p.say(f"booting Linux {prepared.kernel.release} ({spec.accel}, {config.cpus} CPUs)")
         guest = qemu.Guest(spec, profile, transcript, p, command_timeout=config.command_timeout)
         guest.on_close.append(lambda: shutil.rmtree(socket.parent, ignore_errors=True))

@@ -146,6 +146,8 @@ class BootSpec:
     # The Unix socket of the fast channel's port (guest/channel.py); None: no port. Short:
     # a socket's path has at most 107 bytes.
     channel_socket: Path | None = None
+    # The counting plugin (guest/plugin.py) and the file it writes its dumps to; TCG only.
+    counter: tuple[Path, Path] | None = None
 
     def argv(self, profile: Profile) -> list[str]:
         cpu = profile.kvm_cpu if self.accel == "kvm" else profile.tcg_cpu
@@ -155,10 +157,15 @@ class BootSpec:
         console = str(self.console_log).replace(",", ",,")  # QEMU's option escaping
         channel = str(self.channel_socket).replace(",", ",,")
         port = profile.channel_args if self.channel_socket is not None else ()
+        plugin: tuple[str, ...] = ()
+        if self.counter is not None and self.accel == "tcg":
+            so, out = (str(path).replace(",", ",,") for path in self.counter)
+            plugin = ("-plugin", f"file={so},out={out}")
         return [
             profile.binary,
             *(arg.replace("{console}", console) for arg in profile.args),
             *(arg.replace("{channel}", channel) for arg in port),
+            *plugin,
             "-accel",
             self.accel,
             "-cpu",
