@@ -72,9 +72,22 @@ def _sources_list() -> str:
     return "\n".join(lines) + "\n"
 
 
-def fetch_header(package: str, version: str, into: Path, p: Progress) -> Path:
-    """qemu-plugin.h of that source package version, unpacked into `into`."""
+def plugin_header(package: str, version: str, p: Progress) -> Path:
+    """qemu-plugin.h of that source package version, fetched once into the cache."""
     top = cache_dir() / "qemu-source"
+    header = top / f"{package}-{version.replace(':', '_')}" / "qemu-plugin.h"
+    if header.exists():
+        return header
+    top.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=top, prefix=".fetching-") as tmp:
+        found = _fetch_header(package, version, top, Path(tmp), p)
+        header.parent.mkdir(exist_ok=True)
+        found.rename(header)
+    return header
+
+
+def _fetch_header(package: str, version: str, top: Path, into: Path, p: Progress) -> Path:
+    """qemu-plugin.h of that source package version, unpacked into `into`."""
     (top / "lists" / "partial").mkdir(parents=True, exist_ok=True)
     (top / "cache" / "archives" / "partial").mkdir(parents=True, exist_ok=True)
     (top / "sources.list").write_text(_sources_list())
@@ -118,13 +131,13 @@ def counting_plugin(binary: str, p: Progress) -> Path:
     digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
     home = cache_dir() / "plugins" / f"{package}-{version.replace(':', '_')}-{digest}"
     plugin = home / "zscount.so"
-    with locked(lock_file("plugins")):
+    with locked(lock_file("plugin")):
         if plugin.exists():
             return plugin
         home.parent.mkdir(parents=True, exist_ok=True)
+        header = plugin_header(package, version, p)
         with tempfile.TemporaryDirectory(dir=home.parent, prefix=".building-") as tmp:
             work = Path(tmp)
-            header = fetch_header(package, version, work, p)
             built = work / "zscount.so"
             cmd = ["gcc", "-O2", "-Wall", "-Werror", "-Wno-unused-parameter", "-shared",
                    "-fPIC", f"-I{header.parent}", str(SOURCE), "-o", str(built)]  # fmt: skip
@@ -138,7 +151,7 @@ def counting_plugin(binary: str, p: Progress) -> Path:
             (work / "plugin.json").write_text(json.dumps(record, indent=2) + "\n")
             final = work / "done"
             final.mkdir()
-            for name in ("zscount.so", "plugin.json", "qemu-plugin.h"):
+            for name in ("zscount.so", "plugin.json"):
                 (work / name).rename(final / name)
             final.rename(home)
     return plugin

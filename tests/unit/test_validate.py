@@ -541,7 +541,12 @@ def test_the_report_says_what_happened(tmp_path: Path) -> None:
         found["zswap"] = validate.Check("skip", "not compiled: untouched")
         return found
 
-    good = validate.Step(1, checks("pass"), perf=validate.Perf(100, 100, 90, 90, 500, 500, 1.0, 2))
+    good = validate.Step(
+        1,
+        checks("pass"),
+        perf=validate.Perf(100, 100, 90, 90, 500, 500, 1.0, 2),
+        cost=validate.Cost({"alloc": 250.0, "free": 100.0}, {"alloc": 200.0, "free": 100.0}, 5, 4),
+    )
     bad = validate.Step(2, checks("skip"))
     bad.checks["apply"] = validate.Check(
         "fail", "does not apply: mm/zsmalloc.c: hunk #2 rejected", details=["@@ -1 +1 @@", "-a"]
@@ -569,8 +574,16 @@ def test_the_report_says_what_happened(tmp_path: Path) -> None:
         in (report)
     )
     assert (
-        "| 2 | mm/zsmalloc: y | 6.1 | distro | FAIL | ok | ok | ok | ok | - | - | - | - | FAIL |"
-        in (report)
+        "| 2 | mm/zsmalloc: y | 6.1 | distro | FAIL | ok | ok | ok | ok | - | - | - | - | - "
+        "| FAIL |" in (report)
+    )
+    assert (
+        "| 1 | mm/zsmalloc: x | 6.1 | distro | ok | ok | ok | ok | ok | ok | - | 1.000 | 1.000 "
+        "| 1.250 | PASS |" in report
+    )
+    assert (
+        "- instructions 1.2500 of the base's: alloc 200.0 -> 250.0 (1.250), "
+        "free 100.0 -> 100.0 (1.000)" in report
     )
     assert "| 2 | mm/zsmalloc: y | 6.12 | minimal | ok | ok | ok | ok | ok | FAIL | - |" in report
     assert "**[2/2] mm/zsmalloc: y**: **FAIL**: on 6.1: does not apply" in report
@@ -584,6 +597,7 @@ def test_the_report_says_what_happened(tmp_path: Path) -> None:
         ("6.12", "minimal", "6.12-minimal"),
     ]
     assert doc["kernels"][0]["steps"][0]["perf"]["density"] == 1.0
+    assert doc["kernels"][0]["steps"][0]["cost"]["ratios"] == {"alloc": 1.25, "free": 1.0}
     assert doc["kernels"][1]["steps"][1]["checks"]["zram"]["status"] == "fail"
     summary = (tmp_path / "summary.txt").read_text()
     assert "1/2 PASS: mm/zsmalloc: x" in summary

@@ -64,7 +64,7 @@ from .pristine import (
     tree_source,
 )
 from .report import as_json, markdown, summary, write
-from .results import CHECKS, Check, KernelResult, Perf, Step, Validation
+from .results import CHECKS, Check, Cost, KernelResult, Perf, Step, Validation
 from .series import FileChange, Patch, Series, ValidateError, parse_diff, read_series
 from .steps import MODEL_KINDS, attribute, not_built_note
 from .validation import Target, targets, tree_targets, validate
@@ -86,6 +86,7 @@ __all__ = [
     "KernelResult",
     "Patch",
     "Perf",
+    "Cost",
     "Plan",
     "Series",
     "SourceTree",

@@ -12,25 +12,35 @@ from pathlib import Path
 
 from ...guest import initramfs, qemu
 from ...guest.modules import load_modules, unload_modules
+from ...guest.plugin import counting_plugin
 from ...guest.zstest import ZsTest
 from ...kmod import build, render
 from ...progress import Progress, StageError
 from .. import run
-from ..perf import BENCH_N, BENCH_REPEATS, Bench, base_drift, bench, bench_lines, paired_ratios
+from ..perf import (
+    BENCH_N,
+    BENCH_REPEATS,
+    COUNT_N,
+    COUNT_REPEATS,
+    Bench,
+    Instructions,
+    base_drift,
+    bench,
+    bench_lines,
+    count,
+    paired_ratios,
+)
 from .builder import Built
-from .results import KernelResult, Perf
+from .results import Cost, KernelResult, Perf
 from .steps import MODEL_KINDS, Context
 
 PERF_ROUNDS = 2  # loads of each variant, each between two loads of the base
 ALLOCATOR = ("zsmalloc", "zstest")  # the modules of a variant, in load order
 
 
-def _perf(
-    ctx: Context, variants: dict[str, Built], rounds: int
-) -> tuple[list[Bench], dict[str, str]]:
-    """The bench on every variant in one boot: its loads in order, and errors."""
-    out = ctx.directory / "perf"
-    out.mkdir(parents=True, exist_ok=True)
+def _staged(ctx: Context, variants: dict[str, Built]) -> run.Prepared:
+    """Every variant's modules in one image, as `<variant>-<module>.ko`, none loaded at boot:
+    each measurement loads its own pair and unloads it."""
     staged = ctx.tmp / "perf-modules"
     staged.mkdir(exist_ok=True)
     files: list[Path] = []
@@ -41,16 +51,22 @@ def _perf(
             files.append(staged / f"{name}-{ko.name}")
             shutil.copy2(ko, files[-1])
     image = run.guest_image(ctx.kernel, files, ctx.tmp / "perf.cpio", ctx.p)
-    # Nothing loads at boot: each measurement loads its own pair and unloads it.
-    image = dataclasses.replace(image, modules=())
     any_built = next(iter(variants.values()))
-    prepared = run.Prepared(
+    return run.Prepared(
         ctx.kernel,
         ctx.api,
         render.RenderedSources(staged, (), ()),
         build.BuildResult(any_built.modules, ()),
-        image,
+        dataclasses.replace(image, modules=()),
     )
+
+
+def _perf(
+    ctx: Context, variants: dict[str, Built], prepared: run.Prepared, rounds: int
+) -> tuple[list[Bench], dict[str, str]]:
+    """The bench on every variant in one boot: its loads in order, and errors."""
+    out = ctx.directory / "perf"
+    out.mkdir(parents=True, exist_ok=True)
     timeline: list[Bench] = []
     errors: dict[str, str] = {}
     with (out / "zskit.log").open("w") as log, (out / "session.log").open("w") as transcript:
@@ -132,7 +148,9 @@ def perf_steps(ctx: Context, result: KernelResult, base: Built, rounds: int) -> 
         f"{ctx.label}: density and speed of {len(variants) - 1} variant(s) against the "
         f"base, {rounds} round(s) in one boot"
     )
-    timeline, errors = _perf(ctx, variants, rounds)
+    prepared = _staged(ctx, variants)
+    _cost_steps(ctx, result, keys, _count(ctx, variants, prepared))
+    timeline, errors = _perf(ctx, variants, prepared, rounds)
     if "base" in errors:
         result.perf_note = f"not measured: {errors['base']}"
         return
@@ -166,4 +184,82 @@ def perf_steps(ctx: Context, result: KernelResult, base: Built, rounds: int) -> 
             base_ns=statistics.median(b.total_ns for b in base_runs),
             speed=statistics.median(ratios[name]) if name != "base" else 1.0,
             pairs=len(ratios.get(name, [])),
+        )
+
+
+def _count(
+    ctx: Context, variants: dict[str, Built], prepared: run.Prepared
+) -> tuple[dict[str, Instructions], str]:
+    """The counted bench on every variant, in one boot with the counting plugin: the counts,
+    and how they were made or why they were not."""
+    profile = qemu.Profile.load(ctx.kernel.target.profile)
+    if ctx.kernel.target.profile != "x86_64":
+        return {}, f"zstest's phase markers exist on x86_64 only, not {ctx.kernel.target.profile}"
+    try:
+        plugin = counting_plugin(profile.binary, ctx.p)
+    except StageError as e:
+        return {}, f"the counting plugin is not available: {str(e).splitlines()[0]}"
+    out = ctx.directory / "cost"
+    out.mkdir(parents=True, exist_ok=True)
+    counted = out / "counts.txt"
+    found: dict[str, Instructions] = {}
+    staged = prepared.sources.directory
+    with (out / "zskit.log").open("w") as log, (out / "session.log").open("w") as transcript:
+        progress = Progress(verbose=ctx.p.verbose, out=ctx.p.out if ctx.p.verbose else log)
+        config = ctx.config.with_overrides(accel="tcg")
+        try:
+            with run.boot(
+                config,
+                progress,
+                prepared,
+                out / "console.log",
+                transcript,
+                counter=(plugin, counted),
+            ) as guest:
+                for name in variants:
+                    prefix = f"/{initramfs.MODULE_DIR}/{name}"
+                    load_modules(guest, [f"{prefix}-{module}.ko" for module in ALLOCATOR])
+                    ko = staged / f"{name}-{ALLOCATOR[0]}.ko"
+                    found[name] = count(
+                        ZsTest(guest), counted, name, ALLOCATOR[0], ko, ctx.api.map_object
+                    )
+                    unload_modules(guest, ALLOCATOR)
+                guest.poweroff()
+        except StageError as e:
+            return found, f"counting failed: {str(e).splitlines()[0]} (logs in {out})"
+        finally:
+            doc = {name: asdict(i) for name, i in found.items()}
+            (out / "cost.json").write_text(json.dumps(doc, indent=2) + "\n")
+    unstable = [name for name, i in found.items() if not i.repeatable]
+    note = (
+        f"instructions counted under TCG by zskit's QEMU plugin, in zsmalloc.ko's code only, "
+        f"per call of each phase of bench {COUNT_N}"
+    )
+    if unstable:
+        return found, note + f"; the counts of {', '.join(unstable)} changed between runs"
+    return found, note + f" (its {COUNT_REPEATS - 1} runs after a warm-up agree to the instruction)"
+
+
+def _cost_steps(
+    ctx: Context,
+    result: KernelResult,
+    keys: dict[str, str],
+    counted: tuple[dict[str, Instructions], str],
+) -> None:
+    found, note = counted
+    result.cost_note = note
+    base = found.get("base")
+    for step in result.steps:
+        name = keys.get(step.built.key) if step.built is not None else None
+        if name is None:
+            continue
+        mine = found.get(name)
+        if mine is None or base is None:
+            step.cost_note = f"not counted: {note}"
+            continue
+        step.cost = Cost(
+            per_call=mine.per_call,
+            base_per_call=base.per_call,
+            total=sum(mine.totals.values()),
+            base_total=sum(base.totals.values()),
         )

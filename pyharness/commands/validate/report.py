@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from ...kernel.identity import DISTRO
-from .results import CHECKS, KernelResult, Validation
+from .results import CHECKS, Cost, KernelResult, Validation
 
 
 def _ratio(value: float | None) -> str:
@@ -29,13 +29,16 @@ def _rows(v: Validation) -> list[tuple[str, ...]]:
                     *(s.checks[c].cell for c in CHECKS),
                     _ratio(s.perf.density if s.perf else None),
                     _ratio(s.perf.speed if s.perf else None),
+                    _ratio(s.cost.ratio if s.cost else None),
                     s.verdict,
                 )
             )
     return rows
 
 
-HEADER_ROW = ("#", "patch", "kernel", "variant", *CHECKS, "density", "speed", "verdict")
+HEADER_ROW = (
+    "#", "patch", "kernel", "variant", *CHECKS, "density", "speed", "instructions", "verdict"
+)  # fmt: skip
 
 
 def summary(v: Validation) -> str:
@@ -50,9 +53,11 @@ def summary(v: Validation) -> str:
         lines.append(f"{patch.number}/{total} {verdict}: {patch.subject}: {why}")
     lines.append("")
     lines.append("density: pool pages patched/base after the bench's writes (below 1: denser);")
-    lines.append("speed: its time patched/base (below 1: faster).")
+    lines.append("speed: its time patched/base (below 1: faster);")
+    lines.append("instructions: the allocator's instructions patched/base, exact.")
     for k in v.kernels:
         lines.append(f"{k.kernel.label}: {k.perf_note}")
+        lines.append(f"{k.kernel.label}: {k.cost_note}")
         lines += [f"{k.kernel.label}: {said}" for said in k.clients]
     failed = sum(1 for p in v.series.patches if not v.verdict(p.number)[0].startswith("PASS"))
     lines.append(
@@ -60,6 +65,16 @@ def summary(v: Validation) -> str:
         f"in {v.seconds:.0f} s"
     )
     return "\n".join(lines)
+
+
+def _phases(cost: Cost) -> str:
+    """Per call of each phase: base -> patched (ratio)."""
+    ratios = cost.ratios()
+    return ", ".join(
+        f"{phase} {cost.base_per_call[phase]:.1f} -> {n:.1f}"
+        + (f" ({ratios[phase]:.3f})" if phase in ratios else "")
+        for phase, n in cost.per_call.items()
+    )
 
 
 def _quote(lines: Sequence[str], limit: int = 40) -> list[str]:
@@ -117,10 +132,12 @@ def markdown(v: Validation) -> str:
     out += [
         "",
         "density = pool pages patched/base (below 1: denser); "
-        "speed = time patched/base (below 1: faster).",
+        "speed = time patched/base (below 1: faster); "
+        "instructions = the allocator's instructions patched/base (exact counts).",
     ]
     for k in v.kernels:
         out.append(f"Measured on {k.kernel.label}: {k.perf_note}.")
+        out.append(f"Counted on {k.kernel.label}: {k.cost_note}.")
         out += [f"On {k.kernel.label}, {said}." for said in k.clients]
     out += ["", "## Verdicts", ""]
     total = len(s.patches)
@@ -158,6 +175,12 @@ def markdown(v: Validation) -> str:
                 )
             elif step.perf_note:
                 out.append(f"- density and speed: {step.perf_note}")
+            if step.cost:
+                out.append(
+                    f"- instructions {step.cost.ratio:.4f} of the base's: {_phases(step.cost)}"
+                )
+            elif step.cost_note:
+                out.append(f"- instructions: {step.cost_note}")
             for note in step.notes:
                 out.append(f"- note: {note}")
     if s.notes:
@@ -198,6 +221,14 @@ def as_json(v: Validation) -> dict[str, object]:
                     "checks": {name: asdict(c) for name, c in step.checks.items()},
                     "perf": perf,
                     "perf_note": step.perf_note,
+                    "cost": None
+                    if step.cost is None
+                    else {
+                        **asdict(step.cost),
+                        "ratio": step.cost.ratio,
+                        "ratios": step.cost.ratios(),
+                    },
+                    "cost_note": step.cost_note,
                     "notes": step.notes,
                     "directory": step.directory,
                 }
@@ -216,6 +247,7 @@ def as_json(v: Validation) -> dict[str, object]:
                 "base_suite": k.base_suite,
                 "perf_note": k.perf_note,
                 "perf_noise": round(k.perf_noise, 3),
+                "cost_note": k.cost_note,
                 "clients": k.clients,
                 "same_boot": True,
                 "seconds": round(k.seconds, 1),

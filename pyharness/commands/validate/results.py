@@ -39,6 +39,28 @@ class Perf:
         return self.pages / self.base_pages if self.base_pages else float("nan")
 
 
+@dataclass
+class Cost:
+    """The allocator's instructions per call of each phase of the counted bench, patched
+    and base (exact: the counting plugin's counts do not depend on time)."""
+
+    per_call: dict[str, float]
+    base_per_call: dict[str, float]
+    total: int  # all phases of one bench
+    base_total: int
+
+    @property
+    def ratio(self) -> float:
+        return self.total / self.base_total if self.base_total else float("nan")
+
+    def ratios(self) -> dict[str, float]:
+        return {
+            phase: n / self.base_per_call[phase]
+            for phase, n in self.per_call.items()
+            if self.base_per_call.get(phase)
+        }
+
+
 CHECKS = ("apply", "build", "checkpatch", "load", "suite", "zram", "zswap")
 # zram: the patched zram.ko round-trips data on the patched zsmalloc in the suite's boot;
 # zswap: the patched mm/zswap.c compiles (zswap is in vmlinux: never run).
@@ -52,6 +74,8 @@ class Step:
     checks: dict[str, Check]
     perf: Perf | None = None
     perf_note: str = ""
+    cost: Cost | None = None
+    cost_note: str = ""
     notes: list[str] = field(default_factory=list)
     directory: str = ""  # relative to the validation's directory
     built: Built | None = None
@@ -94,6 +118,7 @@ class KernelResult:
     steps: list[Step]
     perf_note: str = ""
     perf_noise: float = 0.0  # the base's own spread of times: speed nearer 1 is no change
+    cost_note: str = ""  # how instructions were counted, or why they were not
     base_suite: str | None = None  # the base's suite verdict, when it was run
     seconds: float = 0.0
     clients: list[str] = field(default_factory=list)  # what of zram and zswap ran, and why
