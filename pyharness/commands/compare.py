@@ -39,6 +39,7 @@ from pathlib import Path
 from ..check.driver import BENCH_TIMES, DriverModel
 from ..guest import clients, qemu
 from ..guest.modules import load_modules, unload_modules
+from ..guest.plugin import counting_plugin
 from ..guest.zstest import ZsTest
 from ..kernel.api import KernelApi
 from ..kernel.detect import api_of
@@ -50,8 +51,8 @@ from ..paths import BUILD
 from ..progress import Progress, StageError
 from ..report import Case, RunResult, new_results_dir, new_run
 from .config import Config
-from .perf import BENCH_N, BENCH_REPEATS, BENCH_SEED, Bench, bench
-from .run import Prepared, RunOptions, check_batches, default_batches, guest_image, run
+from .perf import BENCH_N, BENCH_REPEATS, BENCH_SEED, COUNT_N, Bench, Instructions, bench, count
+from .run import Prepared, RunOptions, boot, check_batches, default_batches, guest_image, run
 
 GUEST_DIR = "/lib/modules/zskit"
 SPEED_LOADS = 5  # own, baseline, own, baseline, own
@@ -67,6 +68,7 @@ class Side:
     modules: tuple[str, ...]  # guest paths in load order; () for the built-in zsmalloc
     policy: Policy | None  # its model; None: the kernel's upstream policy
     classes: bool  # has the debugfs `classes` file
+    allocator_ko: Path | None = None  # its allocator module on the host; None: built in
 
     def load(self, guest: qemu.Guest) -> None:
         load_modules(guest, self.modules)
@@ -316,8 +318,20 @@ def _prepared(
     prepared = Prepared(kernel, api, own_sources, own_result, image)
     return Pair(
         prepared=prepared,
-        baseline=Side(base_name, sides[base_name], base_sources.policy, base_sources.classes_file),
-        own=Side("own", sides["own"], own_sources.policy, own_sources.classes_file),
+        baseline=Side(
+            base_name,
+            sides[base_name],
+            base_sources.policy,
+            base_sources.classes_file,
+            _allocator_ko(built[base_name][0]),
+        ),
+        own=Side(
+            "own",
+            sides["own"],
+            own_sources.policy,
+            own_sources.classes_file,
+            _allocator_ko(own_result),
+        ),
         zram=zram,
         zram_deps=tuple(deps),
         zram_note=zram_note,
@@ -398,7 +412,20 @@ class Comparison:
     benches: list[Bench] = field(default_factory=list)  # in load order
     zram: dict[str, ZramSet] = field(default_factory=dict)
     workload: dict[str, list[int]] = field(default_factory=dict)  # pages after each batch
+    instructions: dict[str, Instructions] = field(default_factory=dict)  # counted boot's
+    instructions_note: str = ""
     notes: list[str] = field(default_factory=list)
+
+    def instruction_ratios(self) -> dict[str, float]:
+        """own / baseline instructions per call of each phase both ran (exact)."""
+        own, base = self.instructions.get("own"), self.instructions.get(self.baseline)
+        if own is None or base is None:
+            return {}
+        return {
+            k: round(n / base.per_call[k], 4)
+            for k, n in own.per_call.items()
+            if base.per_call.get(k)
+        }
 
     def _first(self, allocator: str) -> Bench | None:
         return next((b for b in self.benches if b.allocator == allocator), None)
@@ -491,6 +518,9 @@ class Comparison:
             "loads": [dataclasses.asdict(b) for b in self.benches],
             "zram": {a: dataclasses.asdict(z) for a, z in self.zram.items()},
             "workload_pages": self.workload,
+            "instructions": {a: dataclasses.asdict(i) for a, i in self.instructions.items()},
+            "instruction_ratios": self.instruction_ratios(),
+            "instructions_note": self.instructions_note,
             "worse": self.worse(),
             "notes": self.notes,
         }
@@ -560,6 +590,15 @@ class Comparison:
         for k, r in self.speed().items():
             own, base = self.best("own").get(k), self.best(self.baseline).get(k)
             lines.append(f"| {k} ns/op | {own} | {base} | {r} |")
+        ratios = self.instruction_ratios()
+        if ratios:
+            mine, theirs = self.instructions["own"], self.instructions[self.baseline]
+            lines += ["", f"| instructions per call | own | {self.baseline} | ratio |"]
+            lines.append("|---|---|---|---|")
+            for k, r in ratios.items():
+                lines.append(f"| {k} | {mine.per_call[k]:.1f} | {theirs.per_call[k]:.1f} | {r} |")
+        if self.instructions_note:
+            lines += ["", f"Instructions: {self.instructions_note}."]
         worse = self.worse()
         if worse:
             lines += ["", "Where ours needs more pages than " + self.baseline + ":", ""]
@@ -695,13 +734,17 @@ def after_suite(
             # a run that measured it correctly has done its job.
             for line in comparison.worse():
                 p.say(f"DENSITY: ours is worse on {line}")
-            result.info["comparison"] = comparison.as_dict()
-            (result.directory / "compare.json").write_text(
-                json.dumps(comparison.as_dict(), indent=2) + "\n"
-            )
-            (result.directory / "compare.md").write_text(comparison.markdown())
+            _write(comparison, result)
 
     return step
+
+
+def _write(comparison: Comparison, result: RunResult) -> None:
+    result.info["comparison"] = comparison.as_dict()
+    (result.directory / "compare.json").write_text(
+        json.dumps(comparison.as_dict(), indent=2) + "\n"
+    )
+    (result.directory / "compare.md").write_text(comparison.markdown())
 
 
 def compare(
@@ -738,4 +781,73 @@ def compare(
         results_dir=results_dir, after=after_suite(pair, config, batches, plan, comparison)
     )
     result = run(config, p, options, prepared=pair.prepared)
+    if plan.measure:
+        found, comparison.instructions_note = count_sides(pair, config, result.directory, p)
+        comparison.instructions = found
+        for k, r in comparison.instruction_ratios().items():
+            p.say(f"instructions per {k}: own/{pair.baseline.name} {r}")
+        _write(comparison, result)
+        result.write()
     return result, comparison if plan.measure else None
+
+
+def _allocator_ko(built: build.BuildResult) -> Path | None:
+    return next((ko for ko in built.modules if ko.stem != "zstest"), None)
+
+
+def count_sides(
+    pair: Pair, config: Config, directory: Path, p: Progress
+) -> tuple[dict[str, Instructions], str]:
+    """The counted bench on both allocators in one boot with the counting plugin (TCG):
+    their instructions per call, and how they were counted or why they were not."""
+    kernel = pair.prepared.kernel
+    if kernel.target.profile != "x86_64":
+        return {}, "not counted: zstest's phase markers exist on x86_64 only"
+    try:
+        plugin = counting_plugin(qemu.Profile.load(kernel.target.profile).binary, p)
+    except StageError as e:
+        return {}, f"not counted: the counting plugin is not available: {str(e).splitlines()[0]}"
+    out = directory / "counted"
+    out.mkdir(exist_ok=True)
+    counted = out / "counts.txt"
+    # Nothing loads at boot: each side is loaded for its count.
+    image = dataclasses.replace(pair.prepared.image, modules=())
+    prepared = dataclasses.replace(pair.prepared, image=image)
+    found: dict[str, Instructions] = {}
+    skipped = [s.name for s in (pair.own, pair.baseline) if s.allocator_ko is None]
+    with (out / "session.log").open("w") as transcript:
+        try:
+            with boot(
+                config.with_overrides(accel="tcg"),
+                p,
+                prepared,
+                out / "console.log",
+                transcript,
+                counter=(plugin, counted),
+            ) as guest:
+                for side in (pair.own, pair.baseline):
+                    if side.allocator_ko is None:
+                        continue
+                    side.load(guest)
+                    found[side.name] = count(
+                        ZsTest(guest),
+                        counted,
+                        side.name,
+                        side.allocator_ko.stem,
+                        side.allocator_ko,
+                        pair.prepared.api.map_object,
+                    )
+                    side.unload(guest)
+                guest.poweroff()
+        except StageError as e:
+            return found, f"counting failed: {str(e).splitlines()[0]} (logs in {out})"
+    note = (
+        f"counted under TCG by zskit's QEMU plugin in each allocator module's code, per call "
+        f"of each phase of bench {COUNT_N}"
+    )
+    if skipped:
+        note += f"; {', '.join(skipped)} not counted: built into the kernel, not in module space"
+    unstable = [name for name, i in found.items() if not i.repeatable]
+    if unstable:
+        note += f"; the counts of {', '.join(unstable)} changed between runs"
+    return found, note

@@ -62,6 +62,13 @@ def test_comparison_gives_ratios(compared: tuple[RunResult, compare.Comparison])
     speed = c.speed()
     assert set(speed) == {*BENCH_TIMES, "total"}
     assert all(r is not None and r > 0 for r in speed.values())
+    # Instructions from the counted boot: exact, both allocators, every phase of the bench.
+    ratios = c.instruction_ratios()
+    assert set(ratios) >= {"alloc", "free", "write_begin", "read_begin", "read_end"}, (
+        c.instructions_note
+    )
+    assert all(c.instructions[a].repeatable for a in ("own", "upstream"))
+    assert "| instructions per call | own | upstream | ratio |" in c.markdown()
 
 
 @pytest.mark.qemu

@@ -67,14 +67,15 @@ def test_counts_are_the_same_on_every_boot_and_a_slowdown_shows_exactly(
     (tmp_path / "slow").mkdir()
     first = counted(default_config, own, tmp_path / "a")
     second = counted(default_config, own, tmp_path / "b")
-    assert first.repeatable and second.repeatable
-    assert first.totals == second.totals and first.functions == second.functions
+    assert first.repeatable and second.repeatable, (first.runs, second.runs)
+    assert first.totals == second.totals, (first.functions, second.functions)
+    assert first.functions == second.functions
     for phase in ("alloc", "free", "write_begin", "write_end", "read_begin", "read_end"):
         assert first.per_call[phase] > 10, (phase, first.per_call)
     assert first.functions["alloc"]["zs_malloc"] > 0
 
     slow = counted(default_config, slowed(own, tmp_path / "slow"), tmp_path / "slow")
-    assert slow.repeatable
+    assert slow.repeatable, slow.runs
     for phase, n in first.totals.items():
         extra = NOPS * first.calls[phase] if phase in ("write_begin", "read_begin") else 0
         assert slow.totals[phase] == n + extra, (phase, n, slow.totals[phase])

@@ -194,6 +194,10 @@ def test_a_good_series_passes(
     assert [s.verdict for s in steps] == ["PASS"] * 5
     for step in steps:
         assert step.perf is not None and step.perf.density == 1.0, step.perf_note
+    # Renames and comments: the same instructions, counted exactly (not one more or less).
+    costs = [step.cost for step in steps if step.cost is not None]
+    assert costs, [step.cost_note for step in steps]
+    assert all(c.total == c.base_total and c.per_call == c.base_per_call for c in costs)
     # Both modules compiled against the patched header (patch 3 changed it).
     deps = (validate.WORK / "6.1" / "step" / ".zstest.o.cmd").read_text()
     assert str(validate.WORK / "6.1" / "step" / "include" / "linux" / "zsmalloc.h") in deps
@@ -212,6 +216,7 @@ def test_a_change_of_class_sizing_is_caught_by_the_model(
     assert "the base passed, so this patch brings the failure" in step.checks["suite"].summary
     # The model disagrees, yet the modules are sound: their density is still measured.
     assert step.perf is not None and step.perf.density != 1.0
+    assert step.cost is not None and step.cost.total != step.cost.base_total, step.cost_note
 
 
 @pytest.mark.qemu
