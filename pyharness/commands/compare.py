@@ -796,10 +796,12 @@ def _allocator_ko(built: build.BuildResult) -> Path | None:
 
 
 def count_sides(
-    pair: Pair, config: Config, directory: Path, p: Progress
+    pair: Pair, config: Config, directory: Path, p: Progress, names: Sequence[str] = ()
 ) -> tuple[dict[str, Instructions], str]:
-    """The counted bench on both allocators in one boot with the counting plugin (TCG):
-    their instructions per call, and how they were counted or why they were not."""
+    """The counted bench on both allocators (or those `names` names) in one boot with the
+    counting plugin (TCG): their instructions per call, and how they were counted or why
+    they were not."""
+    sides = [s for s in (pair.own, pair.baseline) if not names or s.name in names]
     kernel = pair.prepared.kernel
     if kernel.target.profile != "x86_64":
         return {}, "not counted: zstest's phase markers exist on x86_64 only"
@@ -814,7 +816,7 @@ def count_sides(
     image = dataclasses.replace(pair.prepared.image, modules=())
     prepared = dataclasses.replace(pair.prepared, image=image)
     found: dict[str, Instructions] = {}
-    skipped = [s.name for s in (pair.own, pair.baseline) if s.allocator_ko is None]
+    skipped = [s.name for s in sides if s.allocator_ko is None]
     with (out / "session.log").open("w") as transcript:
         try:
             with boot(
@@ -825,7 +827,7 @@ def count_sides(
                 transcript,
                 counter=(plugin, counted),
             ) as guest:
-                for side in (pair.own, pair.baseline):
+                for side in sides:
                     if side.allocator_ko is None:
                         continue
                     side.load(guest)

@@ -80,6 +80,11 @@ def test_every_allocator_stores_every_corpus_as_the_model_says(
             assert stored == len(fit) or zpool != "zsmalloc"
             assert counters["compressed_bytes"] == sum(fit[:stored])
     assert "The seed's claim" in (out / "bench.md").read_text()
+    # Instructions per call from the counted boot, for both zsmalloc modules.
+    counted = saved["instructions_per_call"]
+    assert set(counted) == {"own", "upstream"}, saved["instructions_note"]
+    assert all(counted[a]["alloc"] > 0 and counted[a]["free"] > 0 for a in counted)
+    assert "| phase | own | upstream |" in (out / "bench.md").read_text()
     for name in ("density", "sizes", "classes"):
         assert (out / f"{name}.png").stat().st_size > 1000
         assert (out / f"{name}.svg").read_text().lstrip().startswith("<?xml")

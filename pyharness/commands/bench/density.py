@@ -40,7 +40,7 @@ from ...kernel.manifest import Kernel
 from ...model import class_table
 from ...progress import Progress, StageError
 from ...report import Case, RunResult, new_results_dir
-from ..compare import GUEST_DIR, Pair, Side, module_chain, prepare
+from ..compare import GUEST_DIR, Pair, Side, count_sides, module_chain, prepare
 from ..config import Config
 from ..run import RunOptions, run
 from .figures import MIB, Bench, Fill, Series, write
@@ -467,6 +467,10 @@ def density(
         RunOptions(results_dir=results_dir, after=step),
         prepared=pair.prepared,
     )
+    counted = [targets[a].name for a in ("own", "upstream") if a in allocators]
+    if bench.series and counted:
+        found, bench.instructions_note = count_sides(pair, config, results_dir, p, counted)
+        bench.instructions = {name: i.per_call for name, i in found.items()}
     bench.seconds = time.monotonic() - started
     if bench.series:
         write(bench, results_dir)

@@ -82,6 +82,9 @@ class Bench:
     class_sizes: dict[str, list[int]] = field(default_factory=dict)  # by allocator
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the whole bench, under TCG
+    # allocator -> phase -> instructions per call (the counted boot's); how, or why not
+    instructions: dict[str, dict[str, float]] = field(default_factory=dict)
+    instructions_note: str = ""
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -92,6 +95,8 @@ class Bench:
             "wall_seconds": round(self.seconds, 1),
             "class_sizes": self.class_sizes,
             "notes": self.notes,
+            "instructions_per_call": self.instructions,
+            "instructions_note": self.instructions_note,
             "series": [s.as_dict() for s in self.series],
         }
 
@@ -233,6 +238,21 @@ def markdown(bench: Bench) -> str:
             + " | ".join(cells)
             + " |"
         )
+    if bench.instructions:
+        counted = list(bench.instructions)
+        out += [
+            "",
+            "Instructions per call in the allocator's own code (counted, exact: "
+            f"{bench.instructions_note}).",
+            "",
+            "| phase | " + " | ".join(counted) + " |",
+            "|---|" + "---|" * len(counted),
+        ]
+        for phase in bench.instructions[counted[0]]:
+            cells = [f"{bench.instructions[a].get(phase, 0):.1f}" for a in counted]
+            out.append(f"| {phase} | " + " | ".join(cells) + " |")
+    elif bench.instructions_note:
+        out += ["", f"Instructions: {bench.instructions_note}."]
     out += ["", f"Wall time of the bench (TCG, not a cost figure): {bench.seconds:.0f} s."]
     out += [f"- {n}" for n in bench.notes]
     return "\n".join(out) + "\n"
