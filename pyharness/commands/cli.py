@@ -356,6 +356,7 @@ def cmd_validate(args: argparse.Namespace, p: Progress) -> int:
         cc=args.cc,
         scenarios=tuple(args.scenario or ()),
         scenario_seconds=args.scenario_seconds,
+        revision=args.revision,
     )
     print(validate.summary(result))
     print(f"report: {result.directory / 'report.md'} (and results.json)")
@@ -844,6 +845,13 @@ def parser() -> argparse.ArgumentParser:
     )
     sp.add_argument(
         "--base", metavar="REV", help="with --tree: apply the series on this commit of the tree"
+    )
+    sp.add_argument(
+        "--revision",
+        type=int,
+        metavar="N",
+        help="of an input that holds several revisions, validate vN (default: the newest "
+        "complete one)",
     )
     add_build_opts(sp)
     add_results_dir_opt(sp, "build/results/validate-<stamp>")

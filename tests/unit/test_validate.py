@@ -58,9 +58,10 @@ def make_series(
     files: tuple[str, ...] = validate.BUILT,
     cover: bool = False,
     hidden: Edit | None = None,
+    version: int = 1,
 ) -> Path:
     """git format-patch of the edits on top of `files` from root; `hidden` is committed first
-    and left out of the series (a series made on another base)."""
+    and left out of the series (a series made on another base); `version`: its vN."""
     repo = out.with_name(out.name + "-repo")
     for path in files:
         (repo / path).parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +81,7 @@ def make_series(
         git(repo, "commit", "-q", "-m", message)
     since = f"HEAD~{len(edits)}"
     extra = ["--cover-letter"] if cover else []
+    extra += [f"-v{version}"] if version > 1 else []
     git(repo, "format-patch", "-q", *extra, f"--base={since}", "-o", str(out), since)
     return out
 
@@ -180,6 +182,48 @@ def test_a_directory_of_patches(toy: SourceTree, tmp_path: Path) -> None:
     series = validate.read_series([directory])
     assert [p.subject for p in series.patches] == [e.subject for e in edits]
     assert series.cover == series.title == "zsmalloc: tidy up"
+
+
+def revisions(toy: SourceTree, tmp: Path, complete: tuple[bool, ...]) -> Path:
+    """One mbox of v1 (one patch), v2, v3... (two patches each), each complete or missing
+    its last patch."""
+    data = b""
+    for v, whole in enumerate(complete, 1):
+        edits = [RENAME] if v == 1 else [RENAME, HEADER_EDIT]
+        directory = make_series(toy.root, edits, tmp / f"v{v}", cover=v > 1, version=v)
+        patches = sorted(directory.glob("*.patch"))
+        data += b"".join(p.read_bytes() for p in (patches if whole else patches[:-1]))
+    path = tmp / "thread.mbox"
+    path.write_bytes(data)
+    return path
+
+
+def test_the_newest_complete_revision_is_taken_and_said(toy: SourceTree, tmp_path: Path) -> None:
+    path = revisions(toy, tmp_path, (True, True, False))
+    series = validate.read_series([path])
+    assert [p.raw_subject for p in series.patches] == [
+        f"[PATCH v2 1/2] {RENAME.subject}",
+        f"[PATCH v2 2/2] {HEADER_EDIT.subject}",
+    ]
+    assert [p.number for p in series.patches] == [1, 2]
+    assert (
+        "the input holds v1, v2, v3: validating v2 (the newest complete: v3 lacks 2; "
+        "--revision N for another)" in series.notes
+    )
+    (only,) = validate.read_series([path], revision=1).patches
+    assert only.raw_subject == f"[PATCH] {RENAME.subject}"
+    third = validate.read_series([path], revision=3)
+    assert len(third.patches) == 1 and "v3 lacks patch(es) 2" in "; ".join(third.notes)
+    with pytest.raises(validate.ValidateError, match=r"no patch of v4 \(it holds v1, v2, v3\)"):
+        validate.read_series([path], revision=4)
+
+
+def test_a_series_whose_revisions_are_all_incomplete_is_refused(
+    toy: SourceTree, tmp_path: Path
+) -> None:
+    path = revisions(toy, tmp_path, (False, False, False))  # v2 and v3 each lack 2/2
+    with pytest.raises(validate.ValidateError, match="no revision of the series is complete"):
+        validate.read_series([path])
 
 
 def test_a_reply_in_an_mbox_is_skipped(toy: SourceTree, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import os
@@ -250,19 +251,98 @@ def _mailinfo(mail: bytes, origin: str, tmp: Path) -> tuple[dict[str, str], str,
     return info, msg.read_text(errors="replace"), diff.read_text(errors="replace")
 
 
-def read_series(inputs: Sequence[Path]) -> Series:
-    """Every patch of the inputs, in order; a cover letter and replies are set aside."""
-    patches: list[Patch] = []
-    notes: list[str] = []
+@dataclass(frozen=True)
+class _Mail:
+    """One parsed message of the input: a patch (its Patch, numbered later), or a cover."""
+
+    revision: int  # the N of [PATCH vN ...], 1 without one
+    numbering: tuple[int, int] | None
+    patch: Patch | None  # None: a cover letter
     cover: str | None = None
+
+
+def revision_of(raw_subject: str) -> int:
+    """The N of `[PATCH vN n/m]` (`[RFC PATCH v2]`, `[PATCH net-next v3 0/5]`); 1 without."""
+    prefix = re.match(r"^\s*(?:re:\s*)?\[([^\]]*)\]", raw_subject, re.I)
+    found = re.search(r"(?:^|\s)v(\d+)(?:\s|$)", prefix[1], re.I) if prefix else None
+    return int(found[1]) if found else 1
+
+
+def _missing(mails: Sequence[_Mail]) -> list[int]:
+    """The [PATCH n/m] numbers a revision's patches lack (none when unnumbered)."""
+    numbered = [m.numbering for m in mails if m.patch is not None and m.numbering]
+    if not numbered:
+        return []
+    total = max(t for _, t in numbered)
+    have = {n for n, _ in numbered}
+    return [n for n in range(1, total + 1) if n not in have]
+
+
+def choose_revision(
+    mails: Sequence[_Mail], wanted: int | None
+) -> tuple[int, list[_Mail], str | None]:
+    """The revision to validate: `wanted`, else the newest complete one; and a note saying
+    which was taken when the input holds several (or lacks patches of it)."""
+    by_revision: dict[int, list[_Mail]] = {}
+    for m in mails:
+        by_revision.setdefault(m.revision, []).append(m)
+    with_patches = sorted(r for r, ms in by_revision.items() if any(m.patch for m in ms))
+    names = ", ".join(f"v{r}" for r in with_patches)
+    if wanted is not None:
+        if wanted not in with_patches:
+            raise ValidateError(
+                f"the input holds no patch of v{wanted} (it holds {names or 'no patch'})"
+            )
+        gaps = _missing(by_revision[wanted])
+        note = f"validating v{wanted} (--revision), of {names}" if len(with_patches) > 1 else None
+        if gaps:
+            lacks = ", ".join(map(str, gaps))
+            note = (note + "; " if note else "") + f"v{wanted} lacks patch(es) {lacks}"
+        return wanted, by_revision[wanted], note
+    complete = [r for r in with_patches if not _missing(by_revision[r])]
+    if len(with_patches) <= 1:
+        chosen = with_patches[0] if with_patches else 1
+        gaps = _missing(by_revision.get(chosen, []))
+        lacks = ", ".join(map(str, gaps))
+        return (
+            chosen,
+            by_revision.get(chosen, []),
+            f"v{chosen} lacks patch(es) {lacks}" if gaps else None,
+        )
+    if not complete:
+        lacking = "; ".join(
+            f"v{r} lacks {', '.join(map(str, _missing(by_revision[r])))}" for r in with_patches
+        )
+        raise ValidateError(
+            f"no revision of the series is complete ({lacking}): add the missing patches, "
+            "or name one with --revision N to validate what it has"
+        )
+    chosen, newest = complete[-1], with_patches[-1]
+    why = "the newest"
+    if chosen != newest:
+        why = f"the newest complete: v{newest} lacks " + ", ".join(
+            map(str, _missing(by_revision[newest]))
+        )
+    return (
+        chosen,
+        by_revision[chosen],
+        f"the input holds {names}: validating v{chosen} ({why}; --revision N for another)",
+    )
+
+
+def read_series(inputs: Sequence[Path], revision: int | None = None) -> Series:
+    """Every patch of one revision of the inputs, in order (the newest complete revision, or
+    `revision`); cover letters and replies are set aside."""
+    mails: list[_Mail] = []
+    notes: list[str] = []
     base: str | None = None
     prerequisites: list[str] = []
     with tempfile.TemporaryDirectory(prefix="zskit-mail-") as tmpdir:
         tmp = Path(tmpdir)
         for path in _input_files(inputs):
-            mails = _split(path, tmp)
-            for n, mail in enumerate(mails, 1):
-                origin = str(path) if len(mails) == 1 else f"{path} (message {n})"
+            split = _split(path, tmp)
+            for n, mail in enumerate(split, 1):
+                origin = str(path) if len(split) == 1 else f"{path} (message {n})"
                 info, message, diff = _mailinfo(mail, origin, tmp)
                 headers = email.message_from_bytes(mail, policy=email.policy.default)
                 raw_subject = " ".join(str(headers.get("Subject") or "").split())
@@ -275,10 +355,12 @@ def read_series(inputs: Sequence[Path]) -> Series:
                 for pid in PREREQUISITE.findall(message + diff):
                     if pid not in prerequisites:
                         prerequisites.append(pid)
+                version = revision_of(raw_subject)
                 if not diff.strip():
                     if numbering and numbering[0] == 0:
                         # git format-patch's placeholder, when nobody wrote a cover letter
                         cover = None if "*** SUBJECT HERE ***" in subject else subject
+                        mails.append(_Mail(version, numbering, None, cover))
                     elif raw_subject.lower().startswith("re:"):
                         notes.append(f"skipped {origin}: a reply ({raw_subject!r}), not a patch")
                     else:
@@ -295,22 +377,27 @@ def read_series(inputs: Sequence[Path]) -> Series:
                         "`git format-patch`"
                     )
                 author = f"{info.get('Author') or info['Email']} <{info['Email']}>"
-                patches.append(
-                    Patch(
-                        number=len(patches) + 1,
-                        subject=subject,
-                        raw_subject=raw_subject,
-                        author=author,
-                        date=info.get("Date", ""),
-                        message_id=str(headers.get("Message-ID") or "").strip("<> "),
-                        origin=origin,
-                        mail=mail,
-                        files=changes,
-                        numbering=numbering,
-                    )
+                patch = Patch(
+                    number=0,  # its place in the chosen revision, below
+                    subject=subject,
+                    raw_subject=raw_subject,
+                    author=author,
+                    date=info.get("Date", ""),
+                    message_id=str(headers.get("Message-ID") or "").strip("<> "),
+                    origin=origin,
+                    mail=mail,
+                    files=changes,
+                    numbering=numbering,
                 )
+                mails.append(_Mail(version, numbering, patch))
+    _, kept, note = choose_revision(mails, revision)
+    if note:
+        notes.append(note)
+    chosen = [m.patch for m in kept if m.patch is not None]
+    patches = [dataclasses.replace(patch, number=i) for i, patch in enumerate(chosen, 1)]
+    cover = next((m.cover for m in kept if m.patch is None and m.cover), None)
     if not patches:
-        what = "only a cover letter" if cover else "no patch"
+        what = "only a cover letter" if any(m.patch is None for m in mails) else "no patch"
         raise ValidateError(f"{', '.join(map(str, inputs))} holds {what}: nothing to validate")
     numbers = [p.numbering[0] for p in patches if p.numbering]
     if numbers and numbers != sorted(numbers):

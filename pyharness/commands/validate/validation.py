@@ -272,6 +272,7 @@ def validate(
     cc: str | None = None,
     scenarios: Sequence[str] = (),
     scenario_seconds: int | None = None,
+    revision: int | None = None,
 ) -> Validation:
     """Validate a series on each kernel; bad input raises ValidateError before any build.
 
@@ -283,7 +284,8 @@ def validate(
     series' base-commit where the tree has it, else on its HEAD. `fragments` and `cc`
     change how the kernels are built (provision.with_build): source-built ones and trees.
     `scenarios` (check/scenarios) run after the suite in each patch's boot, with
-    `scenario_seconds` as their deadline where given.
+    `scenario_seconds` as their deadline where given. `revision`: the series' vN to take
+    from an input that holds several (default: the newest complete one).
     """
     with contextlib.ExitStack() as held:  # each tree's lock, for the whole validation
         for tree in dict.fromkeys(trees):
@@ -303,6 +305,7 @@ def validate(
             cc,
             scenarios,
             scenario_seconds,
+            revision,
         )
 
 
@@ -320,6 +323,7 @@ def _validate(
     cc: str | None,
     scenarios: Sequence[str],
     scenario_seconds: int | None,
+    revision: int | None,
 ) -> Validation:
     started = time.monotonic()
     for name in scenarios:  # an unknown name is refused before any build
@@ -330,7 +334,7 @@ def _validate(
     wanted = targets(kernel_names or ([] if trees else [config.kernel]), chosen)
     wanted += tree_targets(trees, chosen)
     with p.stage("parse"):
-        series = read_series(inputs)
+        series = read_series(inputs, revision)
         p.say(f"{len(series.patches)} patch(es): {series.title}")
         for note in series.notes:
             p.say(note)
