@@ -357,9 +357,10 @@ def cmd_validate(args: argparse.Namespace, p: Progress) -> int:
         scenarios=tuple(args.scenario or ()),
         scenario_seconds=args.scenario_seconds,
         revision=args.revision,
+        tester=args.tested_by or validate.git_identity(),
     )
     print(validate.summary(result))
-    print(f"report: {result.directory / 'report.md'} (and results.json)")
+    print(f"report: {result.directory / 'report.md'} (report.txt, results.json)")
     return 0 if result.passed else 1
 
 
@@ -852,6 +853,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="of an input that holds several revisions, validate vN (default: the newest "
         "complete one)",
+    )
+    sp.add_argument(
+        "--tested-by",
+        metavar="'NAME <EMAIL>'",
+        help="report.txt's Tested-by: line when every check passes (default: git config "
+        "user.name and user.email; none without them)",
     )
     add_build_opts(sp)
     add_results_dir_opt(sp, "build/results/validate-<stamp>")

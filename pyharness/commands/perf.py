@@ -69,6 +69,26 @@ def bench(
     return Bench(name, load, pages_full, pages_half, ns), problems
 
 
+# Two-sided 95% critical values of Student's t by degrees of freedom (1..30); 1.96 above.
+T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+       2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+       2.060, 2.056, 2.052, 2.048, 2.045, 2.042)  # fmt: skip
+
+
+def significant(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Whether the means of two samples differ at 95% confidence (Welch's t-test), as
+    ministat would claim a difference; samples of one value each can claim nothing."""
+    if len(a) < 2 or len(b) < 2:
+        return False
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    diff = abs(statistics.mean(a) - statistics.mean(b))
+    if va + vb == 0:
+        return diff > 0
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    critical = T95[int(df) - 1] if int(df) <= len(T95) else 1.96
+    return diff / (va + vb) ** 0.5 > critical
+
+
 def paired_ratios(timeline: Sequence[Bench], base: str) -> dict[str, list[float]]:
     """Each other allocator's time over the mean of the base's loads right before and after it.
 

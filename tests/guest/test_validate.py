@@ -203,6 +203,9 @@ def test_a_good_series_passes(
     assert str(validate.WORK / "6.1" / "step" / "include" / "linux" / "zsmalloc.h") in deps
     report = (tmp_path / "results" / "report.md").read_text()
     assert "PASS" in report and "density" in report
+    text = (tmp_path / "results" / "report.txt").read_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "instructions/alloc" in text and "ns/object (wall, TCG)" in text
 
 
 @pytest.mark.qemu

@@ -774,3 +774,60 @@ def test_base_without_a_tree_is_refused(tmp_path: Path, capsys: pytest.CaptureFi
     assert "--base REV names a commit of a tree: it goes with --tree DIR" in capsys.readouterr().err
     assert cli.main(["validate", "--tree", str(tmp_path / "none"), str(tmp_path)]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+# report.txt: plain text for a reply, the cost in LKP's layout, Tested-by only on all-pass.
+
+
+def passing(n: int, **kw: object) -> validate.Step:
+    found = {name: validate.Check("pass", f"{name} ok") for name in validate.CHECKS}
+    found["zram"] = validate.Check("skip", "not run: the series does not reach zram")
+    return validate.Step(n, found, **kw)  # type: ignore[arg-type]
+
+
+def a_validation(tmp_path: Path, second: validate.Step, tester: str | None) -> validate.Validation:
+    title = "mm/zsmalloc: a rather long subject that goes on and on past the width of a mail"
+    series = validate.Series((patch(1, title), patch(2, "mm/zsmalloc: y")), "the cover")
+    perf = validate.Perf(
+        100, 100, 90, 90, 500, 520, 0.96, 2, [500.0, 505.0, 498.0], [520.0, 523.0, 518.0]
+    )
+    cost = validate.Cost({"alloc": 250.0, "free": 100.0}, {"alloc": 200.0, "free": 100.0}, 5, 4)
+    first = passing(1, perf=perf, cost=cost)
+    k = validate.KernelResult(KernelId("6.1"), "6.1.0-57-amd64", "6.1.192-3", "src", {}, [], [])
+    k.steps = [first, second]
+    return validate.Validation(tmp_path, series, [k], seconds=3.0, tester=tester)
+
+
+def test_the_text_report_fits_a_mail_and_says_the_cost(tmp_path: Path) -> None:
+    v = a_validation(tmp_path, passing(2), "Jane Doe <jane@example.org>")
+    validate.write(v)
+    text = (tmp_path / "report.txt").read_text()
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert "[1/2] mm/zsmalloc: a rather long subject" in text
+    assert "Cost of patch 1 on 6.1, against the base:" in text
+    assert "        base %stddev   %change      patched %stddev\n" in text
+    assert "       200.0            +25.0%        250.0          instructions/alloc" in text
+    assert "       100.0              0.0%        100.0          instructions/free" in text
+    # 500/505/498 against 520/523/518: a real difference at 95%, with each one's spread.
+    assert "         520   ±0.5%     -3.7%          501   ±0.7%  ns/object (wall, TCG)" in text
+    assert "6.1 #1 zram: not run: the series does not reach zram" in text
+    assert text.rstrip().endswith("Tested-by: Jane Doe <jane@example.org>")
+
+
+def test_no_tested_by_unless_every_check_passed_and_a_name_is_known(tmp_path: Path) -> None:
+    failed = passing(2)
+    failed.checks["suite"] = validate.Check("fail", "suite fails: data")
+    text = validate.text(a_validation(tmp_path, failed, "Jane Doe <jane@example.org>"), "J <j@x>")
+    assert "\nTested-by:" not in text and "Not every check passed" in text
+    text = validate.text(a_validation(tmp_path, passing(2), None), None)
+    assert "\nTested-by:" not in text
+    assert "without a name (git config user.name" in text
+
+
+def test_a_difference_is_claimed_only_at_95_percent() -> None:
+    from pyharness.commands.perf import significant
+
+    assert significant([500.0, 505.0, 498.0], [520.0, 523.0, 518.0])
+    assert not significant([500.0, 560.0, 450.0], [520.0, 470.0, 540.0])  # the noise
+    assert not significant([500.0], [900.0])  # one run each claims nothing
+    assert significant([100.0, 100.0], [101.0, 101.0])  # exact counts: any change

@@ -67,6 +67,7 @@ from .report import as_json, markdown, summary, write
 from .results import CHECKS, Check, Cost, KernelResult, Perf, Step, Validation
 from .series import FileChange, Patch, Series, ValidateError, parse_diff, read_series
 from .steps import MODEL_KINDS, attribute, not_built_note
+from .text import git_identity, text
 from .validation import Target, targets, tree_targets, validate
 
 __all__ = [
@@ -106,6 +107,8 @@ __all__ = [
     "not_built_note",
     "parse_diff",
     "read_series",
+    "git_identity",
+    "text",
     "source_tree",
     "summary",
     "targets",

@@ -184,6 +184,8 @@ def perf_steps(ctx: Context, result: KernelResult, base: Built, rounds: int) -> 
             base_ns=statistics.median(b.total_ns for b in base_runs),
             speed=statistics.median(ratios[name]) if name != "base" else 1.0,
             pairs=len(ratios.get(name, [])),
+            samples=[b.total_ns for b in runs],
+            base_samples=[b.total_ns for b in base_runs],
         )
 
 

@@ -8,6 +8,7 @@ from dataclasses import asdict
 
 from ...kernel.identity import DISTRO
 from .results import CHECKS, Cost, KernelResult, Validation
+from .text import text
 
 
 def _ratio(value: float | None) -> str:
@@ -270,5 +271,6 @@ def as_json(v: Validation) -> dict[str, object]:
 
 def write(v: Validation) -> None:
     (v.directory / "report.md").write_text(markdown(v))
+    (v.directory / "report.txt").write_text(text(v, v.tester))
     (v.directory / "results.json").write_text(json.dumps(as_json(v), indent=2) + "\n")
     (v.directory / "summary.txt").write_text(summary(v) + "\n")

@@ -33,6 +33,8 @@ class Perf:
     base_ns: float
     speed: float  # the median of time / time of the base runs next to it
     pairs: int  # how many such comparisons
+    samples: list[float] = field(default_factory=list)  # each load's time per object
+    base_samples: list[float] = field(default_factory=list)
 
     @property
     def density(self) -> float:
@@ -130,6 +132,7 @@ class Validation:
     series: Series
     kernels: list[KernelResult]
     seconds: float = 0.0
+    tester: str | None = None  # "Name <email>" of report.txt's Tested-by: line
 
     @property
     def passed(self) -> bool:

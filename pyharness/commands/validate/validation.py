@@ -273,6 +273,7 @@ def validate(
     scenarios: Sequence[str] = (),
     scenario_seconds: int | None = None,
     revision: int | None = None,
+    tester: str | None = None,
 ) -> Validation:
     """Validate a series on each kernel; bad input raises ValidateError before any build.
 
@@ -285,7 +286,8 @@ def validate(
     change how the kernels are built (provision.with_build): source-built ones and trees.
     `scenarios` (check/scenarios) run after the suite in each patch's boot, with
     `scenario_seconds` as their deadline where given. `revision`: the series' vN to take
-    from an input that holds several (default: the newest complete one).
+    from an input that holds several (default: the newest complete one). `tester`: the
+    "Name <email>" of report.txt's Tested-by: line, written only when every check passed.
     """
     with contextlib.ExitStack() as held:  # each tree's lock, for the whole validation
         for tree in dict.fromkeys(trees):
@@ -306,6 +308,7 @@ def validate(
             scenarios,
             scenario_seconds,
             revision,
+            tester,
         )
 
 
@@ -324,6 +327,7 @@ def _validate(
     scenarios: Sequence[str],
     scenario_seconds: int | None,
     revision: int | None,
+    tester: str | None,
 ) -> Validation:
     started = time.monotonic()
     for name in scenarios:  # an unknown name is refused before any build
@@ -383,7 +387,7 @@ def _validate(
         for mail in mails:
             saved.append(directory / "patches" / mail.name)
             shutil.copy2(mail, saved[-1])
-    validation = Validation(directory, series, [])
+    validation = Validation(directory, series, [], tester=tester)
     for target, kernel, applied, plan in provisioned:
         # The suite runs on the kernel provisioned above, whatever .config says.
         cfg = config.with_overrides(
