@@ -30,7 +30,7 @@ from ..kernel.tree import tree_api
 from ..kmod import render
 from ..kmod.external import parse_module_args
 from ..progress import Progress, StageError
-from . import compare, dev, external, matrix, perf, selftest, validate
+from . import b4check, compare, dev, external, matrix, perf, selftest, validate
 from . import config as config_mod
 from .bench import density, figures
 from .bench import loop as bench_loop
@@ -362,6 +362,30 @@ def cmd_validate(args: argparse.Namespace, p: Progress) -> int:
     print(validate.summary(result))
     print(f"report: {result.directory / 'report.md'} (report.txt, results.json)")
     return 0 if result.passed else 1
+
+
+def cmd_b4_check(args: argparse.Namespace, p: Progress) -> int:
+    """Validate the message on standard input as a b4 review check command.
+
+    b4 (review-perpatch-check-cmd, review-series-check-cmd) pipes one message: a
+    patch (`patch`), or a series' cover letter or first patch (`series`). The
+    answer on standard output is the JSON array b4 reads: one result per check
+    (apply, build, checkpatch, suite, zram, zswap, cost), bad input included.
+    Exit status 1 when a check failed. Progress goes to standard error.
+    """
+    cfg = config_mod.load().with_overrides(accel=args.accel)
+    results = b4check.check(
+        args.mode,
+        sys.stdin.buffer.read(),
+        cfg,
+        p,
+        kernels=args.kernel or (),
+        trees=[Path(t) for t in args.tree or ()],
+        variant=args.variant,
+        perf=not args.no_perf,
+    )
+    sys.stdout.write(json.dumps(results, indent=2) + "\n")
+    return b4check.exit_status(results)
 
 
 def cmd_selftest(args: argparse.Namespace, p: Progress) -> int:
@@ -865,6 +889,16 @@ def parser() -> argparse.ArgumentParser:
     add_accel_opt(sp)
     add_workload_opts(sp)
     sp.add_argument("--no-perf", action="store_true", help="skip the density and speed runs")
+
+    sp = add_command(sub, "b4-check", cmd_b4_check)
+    sp.add_argument("mode", choices=["patch", "series"], help="what b4 pipes: see above")
+    sp.add_argument(
+        "--kernel", action="append", help="kernel series, repeatable (default: KERNEL in .config)"
+    )
+    sp.add_argument("--variant", choices=list(VARIANTS), help="as for validate")
+    sp.add_argument("--tree", action="append", metavar="DIR", help="as for validate")
+    sp.add_argument("--no-perf", action="store_true", help="skip the density and cost runs")
+    add_accel_opt(sp)
 
     sp = add_command(sub, "selftest", cmd_selftest)
     sp.add_argument("suite", choices=["historical"], help="the corpus to run")

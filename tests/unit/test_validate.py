@@ -59,9 +59,11 @@ def make_series(
     cover: bool = False,
     hidden: Edit | None = None,
     version: int = 1,
+    thread: bool = False,
 ) -> Path:
     """git format-patch of the edits on top of `files` from root; `hidden` is committed first
-    and left out of the series (a series made on another base); `version`: its vN."""
+    and left out of the series (a series made on another base); `version`: its vN;
+    `thread`: with Message-ID, In-Reply-To and References, as sent to a list."""
     repo = out.with_name(out.name + "-repo")
     for path in files:
         (repo / path).parent.mkdir(parents=True, exist_ok=True)
@@ -82,6 +84,7 @@ def make_series(
     since = f"HEAD~{len(edits)}"
     extra = ["--cover-letter"] if cover else []
     extra += [f"-v{version}"] if version > 1 else []
+    extra += ["--thread"] if thread else []
     git(repo, "format-patch", "-q", *extra, f"--base={since}", "-o", str(out), since)
     return out
 
