@@ -31,6 +31,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ..kernel.manifest import Kernel
 from ..progress import StageError
 from . import qemu
 from .initramfs import BUILT_ZRAM, KERNEL_BRD, KERNEL_ZRAM
@@ -370,3 +371,57 @@ def run_zswap(
         elif line.startswith("zswap-fail: "):
             run.failed = line.removeprefix("zswap-fail: ")
     return run
+
+
+ZSWAP_DATA = "/tmp/zskit-zswap-data"  # the round trip's data: the image's own binaries
+
+
+def zswap_runnable(kernel: Kernel) -> str | None:
+    """Why zswap cannot run on the zsmalloc.ko under test on this kernel, or None: zswap
+    must be built in over zpool with zsmalloc a module (which registers the zpool
+    driver "zsmalloc"), and brd a module for the swap device."""
+    if kernel.config("ZSWAP") != "y":
+        return "the kernel has no zswap (CONFIG_ZSWAP)"
+    if kernel.config("ZPOOL") != "y":
+        return (
+            "zswap calls zsmalloc directly here (no zpool), so only a kernel rebuilt with the "
+            "patched zsmalloc built in could run it"
+        )
+    if kernel.config("ZSMALLOC") != "m":
+        return "zsmalloc is built in: the patched zsmalloc.ko cannot serve zswap"
+    if kernel.config("BLK_DEV_RAM") != "m":
+        return "no brd.ko for zswap's swap device (CONFIG_BLK_DEV_RAM=m)"
+    return None
+
+
+def zswap_round_trip(guest: qemu.Guest, page_size: int) -> ZramResult:
+    """The image's binaries paged out through zswap on the loaded zsmalloc.ko (its zpool
+    driver), zswap's counters read while they are out, read back and compared."""
+    guest.run(f"cat /lib/modules/zskit/*.ko /bin/busybox > {ZSWAP_DATA}")
+    size = int(guest.run(f"wc -c < {ZSWAP_DATA}").strip())
+    compressor = guest.run("cat /sys/module/zswap/parameters/compressor").strip()
+    run = run_zswap(guest, ZSWAP_DATA, ["zsmalloc"], compressor, 2 * size // 1024 + 1024)
+    pool = run.pools.get("zsmalloc", {})
+    bad = [
+        m for line in run.lines if (m := re.match(r"^pageout verified \d+ mismatches (\d+)$", line))
+    ]
+    if bad and int(bad[-1][1]):
+        what = f"{bad[-1][1]} page(s) read back from zswap differ from what was paged out"
+        return ZramResult(
+            False, f"zswap on zsmalloc corrupts data: {what}", run.lines[-30:], "data"
+        )
+    if not run.ok:
+        what = run.failed or f"zswap.sh exited {run.rc}"
+        return ZramResult(False, f"zswap on zsmalloc fails: {what}", run.lines[-30:], "command")
+    stored = pool.get("stored_pages", 0) - pool.get("same_filled_pages", 0)
+    if stored <= 0:
+        return ZramResult(
+            False, f"zswap stored no page in zsmalloc ({pool})", run.lines[-30:], "zswap"
+        )
+    pages = size // page_size
+    return ZramResult(
+        True,
+        f"zswap round trip: {pool.get('paged_out', pages)} of {pages} pages paged out, "
+        f"{stored} stored in zsmalloc ({pool['pool_total_size']} bytes, {compressor}), read "
+        "back identical",
+    )

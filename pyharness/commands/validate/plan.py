@@ -34,6 +34,9 @@ class Plan:
     zram_why: str = ""  # why zram is not built (said in its check)
     zswap_why: str = ""
     zswap_kernel: Kernel | None = None  # the kernel zswap.o is compiled against
+    # Why the kernel's zswap cannot run on each state's zsmalloc.ko; "": it runs
+    # (clients.zswap_round_trip, in the suite's boot).
+    zswap_run_why: str = ""
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -107,4 +110,13 @@ def make_plan(
         )
         zswap = tuple(dict.fromkeys([clients.ZSWAP, *mm]))
         zswap_why = ""
-    return Plan(sources, overlay, zram, zswap, zram_why, zswap_why, zswap_kernel if zswap else None)
+    return Plan(
+        sources,
+        overlay,
+        zram,
+        zswap,
+        zram_why,
+        zswap_why,
+        zswap_kernel if zswap else None,
+        clients.zswap_runnable(kernel) or "",
+    )

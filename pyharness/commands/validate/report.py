@@ -121,8 +121,10 @@ def markdown(v: Validation) -> str:
         "the class table and the data checked against a reference model, with crash "
         "triage), zram (where the series changes it or a header it includes: the patched "
         "zram.ko on the patched zsmalloc.ko, data written through /dev/zram0 and read back, "
-        "before and after compaction), zswap (the same rule: mm/zswap.c compiled, never "
-        "run), and the density and speed of the driver's bench against the base. "
+        "before and after compaction), zswap (mm/zswap.c compiled by the same rule; and "
+        "where zswap is built in over zpool with zsmalloc a module, the kernel's zswap run "
+        "on each state's zsmalloc.ko: pages out through it, read back, its counters read), "
+        "and the density, speed and instructions of the driver's bench against the base. "
         "A `-` is a check that was not run; the reasons are below.",
         "",
         "| " + " | ".join(HEADER_ROW) + " |",

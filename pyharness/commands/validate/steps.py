@@ -7,6 +7,7 @@ import concurrent.futures
 import dataclasses
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,19 +89,28 @@ def _build_check(built: Built, base: Built) -> Check:
     return Check("pass", "builds without new warnings")
 
 
+CLIENTS = ("zram", "zswap")  # the suite's boot's round trips: cases of their own
+
+
+def client_check(result: RunResult, name: str) -> Check | None:
+    """The check of a round trip (zram, zswap) from its case, None when it did not run."""
+    case = next((c for c in result.cases if c.name == name), None)
+    if case is None:
+        return None
+    info = result.info.get(name)
+    summary = str(info.get("summary")) if isinstance(info, dict) else f"{name} round trip"
+    details = [str(d) for d in info.get("details", [])] if isinstance(info, dict) else []
+    if case.failure is None:
+        return Check("pass", summary)
+    return Check("fail", summary, details=details or case.failure.splitlines())
+
+
 def _suite_checks(result: RunResult) -> tuple[Check, Check, Check | None, str | None]:
     """(load, suite, zram or None when it did not run, failure kind) from a run of the suite."""
-    zram_case = next((c for c in result.cases if c.name == "zram"), None)
-    zram: Check | None = None
-    if zram_case is not None:
-        info = result.info.get("zram")
-        summary = str(info.get("summary")) if isinstance(info, dict) else "zram round trip"
-        details = [str(d) for d in info.get("details", [])] if isinstance(info, dict) else []
-        if zram_case.failure is None:
-            zram = Check("pass", summary)
-        else:
-            zram = Check("fail", summary, details=details or zram_case.failure.splitlines())
-    failure = next((c for c in result.cases if c.failure is not None and c.name != "zram"), None)
+    zram = client_check(result, "zram")
+    failure = next(
+        (c for c in result.cases if c.failure is not None and c.name not in CLIENTS), None
+    )
     if failure is None:
         batches = sum(1 for c in result.cases if c.name.startswith("batch-"))
         ops = result.info.get("operations", 0)
@@ -154,19 +164,40 @@ class Context:
     scenario_seconds: int | None = None  # their deadline; None: each one's own
 
 
-def _zram_after(page_size: int, guest: qemu.Guest, result: RunResult, p: Progress) -> None:
-    """The zram round trip, in the suite's boot after its workload: a case of its own."""
-    start = time.monotonic()
-    got = clients.zram_round_trip(guest, initramfs.BUILT_ZRAM, page_size)
-    failure = None if got.ok else got.summary + "".join(f"\n{d}" for d in got.details)
-    result.cases.append(Case("zram", time.monotonic() - start, failure, got.kind))
-    result.info["zram"] = {"summary": got.summary, "details": got.details, "mm_stat": got.mm_stat}
-    p.say(got.summary)
+def _clients_after(
+    page_size: int, zram: bool, zswap: bool, guest: qemu.Guest, result: RunResult, p: Progress
+) -> None:
+    """The zram and zswap round trips, in the suite's boot after its workload: a case each."""
+    trips: list[tuple[str, Callable[[], clients.ZramResult]]] = []
+    if zram:
+        trips.append(
+            ("zram", lambda: clients.zram_round_trip(guest, initramfs.BUILT_ZRAM, page_size))
+        )
+    if zswap:
+        trips.append(("zswap", lambda: clients.zswap_round_trip(guest, page_size)))
+    for name, trip in trips:
+        if guest.child is None:  # an earlier round trip crashed the guest
+            break
+        start = time.monotonic()
+        try:
+            got = trip()
+        except StageError as e:  # the guest crashed or hung: the case says so
+            kind = getattr(e, "kind", "error")
+            lines = str(e).splitlines()
+            got = clients.ZramResult(False, f"{name} round trip: {kind}: {lines[0]}", lines, kind)
+        failure = None if got.ok else got.summary + "".join(f"\n{d}" for d in got.details)
+        result.cases.append(Case(name, time.monotonic() - start, failure, got.kind))
+        info: dict[str, object] = {"summary": got.summary, "details": got.details}
+        if name == "zram":
+            info["mm_stat"] = got.mm_stat
+        result.info[name] = info
+        p.say(got.summary)
 
 
-def _run_suite(ctx: Context, built: Built, out: Path) -> RunResult:
+def _run_suite(ctx: Context, built: Built, out: Path, zswap: bool) -> RunResult:
     """The default suite on these modules, through run.run (its own results directory);
-    then, with a zram.ko, the zram round trip in the same boot."""
+    then, with a zram.ko, the zram round trip in the same boot, and with `zswap` the
+    kernel's zswap on the patched zsmalloc.ko."""
     image = run.guest_image(ctx.kernel, built.modules, ctx.tmp / f"{out.parent.name}.cpio", ctx.p)
     allocator = [m for m in built.modules if m.name in ("zsmalloc.ko", "zstest.ko")]
     # zram.ko is in the image, loaded by the round trip, not at boot.
@@ -177,8 +208,11 @@ def _run_suite(ctx: Context, built: Built, out: Path) -> RunResult:
     prepared = run.Prepared(
         ctx.kernel, ctx.api, sources, build.BuildResult(tuple(allocator), built.warnings), image
     )
+    zram = built.module("zram") is not None
     after = (
-        functools.partial(_zram_after, ctx.api.geometry.page_size) if built.module("zram") else None
+        functools.partial(_clients_after, ctx.api.geometry.page_size, zram, zswap)
+        if zram or zswap
+        else None
     )
     with (out.parent / "zskit.log").open("w") as log:
         progress = Progress(verbose=ctx.p.verbose, out=ctx.p.out if ctx.p.verbose else log)
@@ -250,8 +284,11 @@ def check_step(
         return
     with ctx.p.stage("suite"):
         ctx.p.say(f"{ctx.label} #{i}: booting the suite ({step.directory}/suite)")
-        run_result = _run_suite(ctx, built, ctx.directory / f"{i:02d}" / "suite")
+        run_result = _run_suite(
+            ctx, built, ctx.directory / f"{i:02d}" / "suite", not plan.zswap_run_why
+        )
     load, suite, zram, kind = _suite_checks(run_result)
+    step.checks["zswap"] = _zswap_check(built, plan, client_check(run_result, "zswap"))
     step.checks["load"], step.checks["suite"] = load, suite
     if zram is not None:
         step.checks["zram"] = zram
@@ -261,16 +298,32 @@ def check_step(
     ctx.p.say(f"{ctx.label} #{i}: {suite.summary}")
 
 
-def _zswap_check(built: Built | None, plan: Plan) -> Check:
-    if not plan.zswap or plan.zswap_kernel is None:
-        return Check("skip", plan.zswap_why)
-    if built is None or not built.ok:
-        return Check("skip", "not compiled: the modules' build failed first")
-    against = f"against Linux {plan.zswap_kernel.release} (CONFIG_ZSWAP=y)"
-    if built.zswap == "ok":
-        return Check("pass", f"mm/zswap.c compiles {against}; not run (zswap is in vmlinux)", "cc")
-    lines = built.zswap.splitlines()
-    return Check("fail", f"mm/zswap.c does not compile {against}: {lines[0]}", details=lines)
+def _zswap_check(built: Built | None, plan: Plan, ran: Check | None = None) -> Check:
+    """mm/zswap.c compiled (when the series touches it) and the kernel's zswap run on the
+    patched zsmalloc.ko (where the kernel lets it: `ran`, None before the suite's boot)."""
+    compiled: Check | None = None
+    if plan.zswap and plan.zswap_kernel is not None:
+        against = f"against Linux {plan.zswap_kernel.release} (CONFIG_ZSWAP=y)"
+        if built is None or not built.ok:
+            compiled = Check("skip", "not compiled: the modules' build failed first")
+        elif built.zswap == "ok":
+            compiled = Check("pass", f"mm/zswap.c compiles {against}", "cc")
+        else:
+            lines = built.zswap.splitlines()
+            compiled = Check(
+                "fail", f"mm/zswap.c does not compile {against}: {lines[0]}", details=lines
+            )
+    if compiled is not None and compiled.status == "fail":
+        return compiled
+    if ran is not None and ran.status == "fail":
+        return ran
+    if ran is not None:
+        also = f"; {compiled.summary}" if compiled is not None and compiled.status == "pass" else ""
+        return Check("pass", ran.summary + also, "run")
+    not_run = plan.zswap_run_why or "the suite's boot ended before it"
+    if compiled is not None and compiled.status == "pass":
+        return Check("pass", f"{compiled.summary}; not run: {not_run}", "cc")
+    return Check("skip", f"{plan.zswap_why}; not run: {not_run}")
 
 
 def attribute(ctx: Context, result: KernelResult, base: Built) -> None:
@@ -288,7 +341,7 @@ def attribute(ctx: Context, result: KernelResult, base: Built) -> None:
         if not passed and base_passes is None:
             with ctx.p.stage("suite"):
                 ctx.p.say(f"{ctx.label}: running the base's suite, to compare")
-                base_run = _run_suite(ctx, base, ctx.directory / "base" / "suite")
+                base_run = _run_suite(ctx, base, ctx.directory / "base" / "suite", False)
             _, base_suite, _, kind = _suite_checks(base_run)
             result.base_suite = base_suite.summary
             base_passes = kind is None

@@ -210,15 +210,23 @@ def _clients_said(plan: Plan, label: str) -> list[str]:
         )
     else:
         said.append(f"zram: {plan.zram_why}")
+    if not plan.zswap_run_why:
+        run = (
+            f"the kernel's own zswap runs on each state's zsmalloc.ko (its zpool driver) in the "
+            f"suite's boot on Linux {label}: the image's binaries paged out through it and "
+            "read back"
+        )
+    else:
+        run = f"not run on Linux {label}: {plan.zswap_run_why}"
     if plan.zswap and plan.zswap_kernel is not None:
         z = plan.zswap_kernel
         said.append(
-            f"zswap: mm/zswap.c is compiled only (zswap.o against Linux {z.release}, Debian's "
-            f"{z.package_version} configuration with CONFIG_ZSWAP=y); it is part of vmlinux, "
-            "so it is neither loaded nor run"
+            f"zswap: mm/zswap.c is compiled (zswap.o against Linux {z.release}, Debian's "
+            f"{z.package_version} configuration with CONFIG_ZSWAP=y), its patched code is "
+            f"never run (it is part of vmlinux); {run}"
         )
     else:
-        said.append(f"zswap: {plan.zswap_why}")
+        said.append(f"zswap: {plan.zswap_why}; {run}")
     return said
 
 
