@@ -411,6 +411,7 @@ class Comparison:
     suites: dict[str, str] = field(default_factory=dict)  # allocator -> pass or the failure
     benches: list[Bench] = field(default_factory=list)  # in load order
     zram: dict[str, ZramSet] = field(default_factory=dict)
+    zswap: dict[str, str] = field(default_factory=dict)  # allocator -> its round trip, said
     workload: dict[str, list[int]] = field(default_factory=dict)  # pages after each batch
     instructions: dict[str, Instructions] = field(default_factory=dict)  # counted boot's
     instructions_note: str = ""
@@ -517,6 +518,7 @@ class Comparison:
             "speed_paired": self.speed_paired(),
             "loads": [dataclasses.asdict(b) for b in self.benches],
             "zram": {a: dataclasses.asdict(z) for a, z in self.zram.items()},
+            "zswap": self.zswap,
             "workload_pages": self.workload,
             "instructions": {a: dataclasses.asdict(i) for a, i in self.instructions.items()},
             "instruction_ratios": self.instruction_ratios(),
@@ -607,6 +609,8 @@ class Comparison:
             lines += ["", f"zram on {a}: {z.summary}"]
             if z.round_trip:
                 lines.append(f"zram round trip on {a}: {z.round_trip}")
+        for a, said in self.zswap.items():
+            lines += ["", f"zswap on {a}: {said}"]
         if self.notes:
             lines += ["", *(f"- {n}" for n in self.notes)]
         return "\n".join(lines) + "\n"
@@ -670,6 +674,24 @@ def _zram(guest: qemu.Guest, pair: Pair, side: Side, result: RunResult, p: Progr
     return z
 
 
+def _serves_zswap(pair: Pair, side: Side) -> bool:
+    """Whether the kernel's zswap can run on this side's zsmalloc.ko (its zpool driver)."""
+    ko = side.allocator_ko
+    if ko is None or clients.zswap_runnable(pair.prepared.kernel) is not None:
+        return False
+    api = pair.prepared.api
+    return ko.stem == "zsmalloc" and (side is pair.baseline or render.registers_zpool(api, ko.stem))
+
+
+def _zswap(guest: qemu.Guest, pair: Pair, side: Side, result: RunResult, p: Progress) -> str:
+    start = time.monotonic()
+    got = clients.zswap_round_trip(guest, pair.prepared.api.geometry.page_size)
+    failure = None if got.ok else "\n".join([got.summary, *got.details])
+    result.cases.append(Case(f"zswap/{side.name}", time.monotonic() - start, failure, got.kind))
+    p.say(f"zswap on {side.name}: {got.summary}")
+    return got.summary
+
+
 def after_suite(
     pair: Pair, config: Config, batches: list[list[str]], plan: Plan, comparison: Comparison
 ) -> Callable[[qemu.Guest, RunResult, Progress], None]:
@@ -724,6 +746,8 @@ def after_suite(
                 )
                 if plan.zram and pair.zram is not None:
                     comparison.zram[side.name] = _zram(guest, pair, side, result, p)
+                if plan.zram and _serves_zswap(pair, side):
+                    comparison.zswap[side.name] = _zswap(guest, pair, side, result, p)
         loaded.unload(guest)
         if plan.measure:
             # The workload's pages, not the probes': those are checks, fragmentation made

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from ..kernel.manifest import Kernel
 from ..progress import StageError
 from . import qemu
-from .initramfs import BUILT_ZRAM, KERNEL_BRD, KERNEL_ZRAM
+from .initramfs import BUILT_ZRAM, KERNEL_BRD, KERNEL_ZRAM, MODULE_DIR
 from .modules import ModuleError, load_modules, unload_modules
 
 ZRAM_DIR = "drivers/block/zram/"
@@ -397,7 +397,8 @@ def zswap_runnable(kernel: Kernel) -> str | None:
 def zswap_round_trip(guest: qemu.Guest, page_size: int) -> ZramResult:
     """The image's binaries paged out through zswap on the loaded zsmalloc.ko (its zpool
     driver), zswap's counters read while they are out, read back and compared."""
-    guest.run(f"cat /lib/modules/zskit/*.ko /bin/busybox > {ZSWAP_DATA}")
+    modules = f"find /{MODULE_DIR} -name '*.ko' | sort"
+    guest.run(f"{{ {modules} | xargs cat; cat /bin/busybox; }} > {ZSWAP_DATA}")
     size = int(guest.run(f"wc -c < {ZSWAP_DATA}").strip())
     compressor = guest.run("cat /sys/module/zswap/parameters/compressor").strip()
     run = run_zswap(guest, ZSWAP_DATA, ["zsmalloc"], compressor, 2 * size // 1024 + 1024)

@@ -44,6 +44,10 @@ class KernelApi:
     # The crypto API's compressors, which zstest's pages file compresses with
     # (CONFIG_CRYPTO_ACOMP2=y; Debian's kernels and the source-built ones have it).
     acomp: bool = True
+    # include/linux/zpool.h has the driver interface of 6.1 (our allocator registers
+    # "zsmalloc" with it), and CONFIG_ZPOOL=y: zswap reaches zsmalloc through zpool.
+    zpool_driver: bool = False
+    zpool: bool = False
 
     def upstream_policy(self) -> Policy:
         """The model of this kernel's own zsmalloc."""
@@ -62,6 +66,7 @@ APIS = {
         shrinker_alloc=False,
         ratio_stats=False,
         migrate_sync_no_copy=True,
+        zpool_driver=True,
     ),
     "6.12": KernelApi(
         series="6.12",
@@ -107,4 +112,5 @@ def tabled(kernel: Kernel) -> KernelApi:
         api,
         chain_size=int(chain) if chain else api.chain_size,
         acomp=kernel.config("CRYPTO_ACOMP2") == "y",
+        zpool=kernel.config("ZPOOL") == "y",
     )

@@ -660,6 +660,16 @@ def movable_ops(migrate: str) -> bool:
     return declares(migrate, "__SetPageMovable")
 
 
+def zpool_driver(zpool_h: str | None) -> bool:
+    """Whether include/linux/zpool.h has the driver interface our allocator registers with
+    (6.1's: create() given zpool_ops, total_size() in bytes); later kernels changed it,
+    and 6.18 removed zpool."""
+    if zpool_h is None:
+        return False
+    flat = " ".join(zpool_h.split())
+    return "const struct zpool_ops *ops," in flat and "u64 (*total_size)(void *pool);" in flat
+
+
 def migrate_sync_no_copy(migrate_mode: str, path: Path) -> bool:
     """Whether enum migrate_mode still has MIGRATE_SYNC_NO_COPY (6.1; gone by 6.12)."""
     found = enum_members(migrate_mode, "migrate_mode", path)
@@ -796,6 +806,11 @@ def api_from(series: str, files: KernelFiles, chain: int | None) -> KernelApi:
         migrate_sync_no_copy=migrate_sync_no_copy(
             read(include / "linux" / "migrate_mode.h"), include / "linux" / "migrate_mode.h"
         ),
+        zpool_driver=zpool_driver(
+            read(include / "linux" / "zpool.h")
+            if (include / "linux" / "zpool.h").exists()
+            else None
+        ),
     )
 
 
@@ -809,5 +824,8 @@ def api_of(kernel: Kernel) -> KernelApi:
     config = config_values(kernel.kdir / ".config")
     geometry = target.geometry(config, arch_include)
     return dataclasses.replace(
-        api, geometry=geometry, acomp=config.get("CONFIG_CRYPTO_ACOMP2") == "y"
+        api,
+        geometry=geometry,
+        acomp=config.get("CONFIG_CRYPTO_ACOMP2") == "y",
+        zpool=config.get("CONFIG_ZPOOL") == "y",
     )

@@ -114,6 +114,13 @@ def _pad(prefix: str) -> str:
     return " " * (len(prefix) - len("zs_"))
 
 
+def registers_zpool(api: KernelApi, module: str) -> bool:
+    """Whether our allocator, built as `module`, is zswap's zpool back end "zsmalloc":
+    where zswap reaches zsmalloc through zpool of 6.1's interface, and ours takes
+    zsmalloc's place (the module zsmalloc.ko, with the zs_ names)."""
+    return api.zpool and api.zpool_driver and api.map_object and module == "zsmalloc"
+
+
 def own_sources(api: KernelApi, own: OwnAllocator, prefix: str = "zs_") -> dict[str, str]:
     """The own allocator's C (and, under a prefix, its header): file name -> text."""
     header = _header(prefix)
@@ -124,6 +131,7 @@ def own_sources(api: KernelApi, own: OwnAllocator, prefix: str = "zs_") -> dict[
         "zs_header": header,
         "zs_pad": _pad(prefix),
         "migration": own.migration and api.movable_ops,
+        "zpool": registers_zpool(api, "zsmalloc" if prefix == "zs_" else prefix.rstrip("_")),
     }
     sources = {"zsmalloc.c": _render_text("zsmalloc.c.j2", context)}
     if header:

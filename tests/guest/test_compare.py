@@ -46,6 +46,9 @@ def test_both_allocators_pass_their_suites_and_carry_zram(
         == c.zram["upstream"].mm_stat["written"]["orig_data_size"]
     )
     assert (Path(result.directory) / "compare.md").is_file()
+    # The kernel's zswap on each allocator's zpool driver "zsmalloc": ours registers one too.
+    assert set(c.zswap) == {"own", "upstream"}
+    assert all("read back identical" in said for said in c.zswap.values()), c.zswap
 
 
 @pytest.mark.qemu

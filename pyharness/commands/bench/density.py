@@ -37,6 +37,7 @@ from ...guest.modules import load_modules
 from ...guest.zstest import ZsTest
 from ...kernel.api import KernelApi
 from ...kernel.manifest import Kernel
+from ...kmod.render import registers_zpool
 from ...model import class_table
 from ...progress import Progress, StageError
 from ...report import Case, RunResult, new_results_dir
@@ -296,6 +297,7 @@ def _zswap(
     page_size: int,
     result: RunResult,
     p: Progress,
+    label: str | None = None,  # the name the zsmalloc zpool is recorded by (ours: "own")
 ) -> None:
     """The corpus's pages through the kernel's zswap on each zpool, read back intact."""
     start = time.monotonic()
@@ -308,7 +310,7 @@ def _zswap(
         series.pages * page_size // 1024 + 4096,
         timeout=max(300, series.pages // 20),
     )
-    case = f"zswap/{name}/{series.compressor}"
+    case = f"zswap/{name}/{series.compressor}" + (f"/{label}" if label else "")
     failure = None if run.ok else (run.failed or "\n".join(run.lines[-5:]))
     result.cases.append(Case(case, time.monotonic() - start, failure, None if run.ok else "zswap"))
     if failure:
@@ -322,7 +324,9 @@ def _zswap(
         stored = counters["stored_pages"] - counters["same_filled_pages"]
         if 0 <= stored <= len(fit):
             counters["compressed_bytes"] = sum(fit[:stored])
-    series.zswap = run.pools
+    if label is not None and "zsmalloc" in run.pools:
+        run.pools[label] = run.pools.pop("zsmalloc")
+    series.zswap.update(run.pools)
     p.say(
         f"{case}: "
         + ", ".join(
@@ -414,6 +418,9 @@ def density(
             pol = side.policy or api.upstream_policy()
             bench.class_sizes[targets[name].name] = [c.size for c in class_table(pol)]
 
+    ko = pair.own.allocator_ko
+    own_zpool = ko is not None and registers_zpool(api, ko.stem)
+
     def step(guest: qemu.Guest, result: RunResult, p: Progress) -> None:
         loaded = pair.own
         # The root is a tmpfs of half the memory; zram.sh keeps a copy of a corpus there.
@@ -452,6 +459,9 @@ def density(
                 )
                 if side is not None and pair.zram is not None:
                     _zram(guest, pair, series, target.name, page, result, p)
+            if name == "own" and zpools and own_zpool:
+                for series in bench.series:
+                    _zswap(guest, series, ["zsmalloc"], page, result, p, label="own")
         if zpools:
             # zsmalloc beside them where it is a module that registered its zpool.
             with_zs = (
