@@ -94,8 +94,11 @@ def parse_mail(raw: bytes) -> Mail:
         )
     references = str(msg.get("References") or msg.get("In-Reply-To") or "").split()
     root = references[0].strip("<>") if references else message_id
-    body = msg.get_body(preferencelist=("plain",))
-    text = body.get_content() if body is not None else ""
+    try:
+        body = msg.get_body(preferencelist=("plain",))
+        text = body.get_content() if body is not None else ""
+    except (LookupError, ValueError):  # a charset or transfer encoding Python lacks
+        text = raw.decode(errors="replace")
     numbering = None
     if m := NUMBERING.search(subject):
         numbering = (int(m[1]), int(m[2]))

@@ -39,7 +39,6 @@ from pathlib import Path
 from ..check.driver import BENCH_TIMES, DriverModel
 from ..guest import clients, qemu
 from ..guest.modules import load_modules, unload_modules
-from ..guest.plugin import counting_plugin
 from ..guest.zstest import ZsTest
 from ..kernel.api import KernelApi
 from ..kernel.detect import api_of
@@ -51,8 +50,8 @@ from ..paths import BUILD
 from ..progress import Progress, StageError
 from ..report import Case, RunResult, new_results_dir, new_run
 from .config import Config
-from .perf import BENCH_N, BENCH_REPEATS, BENCH_SEED, COUNT_N, Bench, Instructions, bench, count
-from .run import Prepared, RunOptions, boot, check_batches, default_batches, guest_image, run
+from .perf import BENCH_N, BENCH_REPEATS, BENCH_SEED, Bench, Instructions, Load, bench, counted_boot
+from .run import Prepared, RunOptions, check_batches, default_batches, guest_image, run
 
 GUEST_DIR = "/lib/modules/zskit"
 SPEED_LOADS = 5  # own, baseline, own, baseline, own
@@ -823,57 +822,20 @@ def count_sides(
     pair: Pair, config: Config, directory: Path, p: Progress, names: Sequence[str] = ()
 ) -> tuple[dict[str, Instructions], str]:
     """The counted bench on both allocators (or those `names` names) in one boot with the
-    counting plugin (TCG): their instructions per call, and how they were counted or why
-    they were not."""
+    counting plugin: their instructions per call, and how they were counted or why not."""
     sides = [s for s in (pair.own, pair.baseline) if not names or s.name in names]
-    kernel = pair.prepared.kernel
-    if kernel.target.profile != "x86_64":
-        return {}, "not counted: zstest's phase markers exist on x86_64 only"
-    try:
-        plugin = counting_plugin(qemu.Profile.load(kernel.target.profile).binary, p)
-    except StageError as e:
-        return {}, f"not counted: the counting plugin is not available: {str(e).splitlines()[0]}"
-    out = directory / "counted"
-    out.mkdir(exist_ok=True)
-    counted = out / "counts.txt"
+    loads = [
+        Load(s.name, s.modules, s.allocator_ko.stem, s.allocator_ko)
+        for s in sides
+        if s.allocator_ko is not None
+    ]
     # Nothing loads at boot: each side is loaded for its count.
     image = dataclasses.replace(pair.prepared.image, modules=())
     prepared = dataclasses.replace(pair.prepared, image=image)
-    found: dict[str, Instructions] = {}
-    skipped = [s.name for s in sides if s.allocator_ko is None]
-    with (out / "session.log").open("w") as transcript:
-        try:
-            with boot(
-                config.with_overrides(accel="tcg"),
-                p,
-                prepared,
-                out / "console.log",
-                transcript,
-                counter=(plugin, counted),
-            ) as guest:
-                for side in sides:
-                    if side.allocator_ko is None:
-                        continue
-                    side.load(guest)
-                    found[side.name] = count(
-                        ZsTest(guest),
-                        counted,
-                        side.name,
-                        side.allocator_ko.stem,
-                        side.allocator_ko,
-                        pair.prepared.api.map_object,
-                    )
-                    side.unload(guest)
-                guest.poweroff()
-        except StageError as e:
-            return found, f"counting failed: {str(e).splitlines()[0]} (logs in {out})"
-    note = (
-        f"counted under TCG by zskit's QEMU plugin in each allocator module's code, per call "
-        f"of each phase of bench {COUNT_N}"
+    found, note = counted_boot(
+        config, p, prepared, directory / "counted", loads, pair.prepared.api.map_object
     )
+    skipped = [s.name for s in sides if s.allocator_ko is None]
     if skipped:
         note += f"; {', '.join(skipped)} not counted: built into the kernel, not in module space"
-    unstable = [name for name, i in found.items() if not i.repeatable]
-    if unstable:
-        note += f"; the counts of {', '.join(unstable)} changed between runs"
     return found, note

@@ -64,6 +64,18 @@ def load_modules(guest: Guest, paths: Sequence[str]) -> None:
             raise ModuleError("arming KCSAN's report filter", rc, output)
 
 
+RMMOD_WAIT = 10  # seconds a module that is still referenced gets to become free
+
+
+def _rmmod_waiting(name: str) -> str:
+    tries = RMMOD_WAIT * 5
+    return (
+        f"i=0; until rmmod {name} 2>/tmp/zskit-rmmod.err; do i=$((i + 1)); "
+        f"if [ $i -ge {tries} ]; then cat /tmp/zskit-rmmod.err; lsmod; break; fi; "
+        f"sleep 0.2; done; [ $i -lt {tries} ]"
+    )
+
+
 def unload_modules(guest: Guest, paths: Sequence[str], check: bool = True) -> None:
     """rmmod the modules of paths (or names) in reverse order: users before what they use.
 
@@ -77,5 +89,9 @@ def unload_modules(guest: Guest, paths: Sequence[str], check: bool = True) -> No
     for name in names:
         command = f"rmmod {name}"
         rc, output = guest.run_status(command)
+        if rc != 0 and "temporarily unavailable" in output:
+            # A reference that deferred work still holds (zswap releases a pool's zpool
+            # from a work item): tried again for RMMOD_WAIT s, then lsmod says who holds.
+            rc, output = guest.run_status(_rmmod_waiting(name))
         if rc != 0:
             raise ModuleError(command, rc, output)

@@ -8,6 +8,7 @@ run to fail with the divergence kind the bug should produce.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -50,21 +51,28 @@ BUGS = {
 }
 
 
-def with_bug(prepared: run.Prepared, name: str, tmp: Path) -> run.Prepared:
-    """Copy the rendered sources, plant the bug, build and pack the modules."""
-    old, new, _ = BUGS[name]
+def edited(prepared: run.Prepared, edit: Callable[[str], str], tmp: Path) -> run.Prepared:
+    """Copy the rendered sources, edit zsmalloc.c, build and pack the modules."""
     for path in prepared.sources.files:
         text = path.read_text()
-        if path.name == "zsmalloc.c":
-            assert text.count(old) == 1, f"the edit for {name} no longer applies"
-            text = text.replace(old, new)
-        (tmp / path.name).write_text(text)
+        (tmp / path.name).write_text(edit(text) if path.name == "zsmalloc.c" else text)
     sources = RenderedSources(
         tmp, tuple(tmp / f.name for f in prepared.sources.files), prepared.sources.modules
     )
     built = build.build(prepared.kernel, sources, Progress())
     image = run.guest_image(prepared.kernel, built.modules, tmp / "initramfs.cpio", Progress())
     return dataclasses.replace(prepared, sources=sources, built=built, image=image)
+
+
+def with_bug(prepared: run.Prepared, name: str, tmp: Path) -> run.Prepared:
+    """The modules with a bug of BUGS planted."""
+    old, new, _ = BUGS[name]
+
+    def plant(text: str) -> str:
+        assert text.count(old) == 1, f"the edit for {name} no longer applies"
+        return text.replace(old, new)
+
+    return edited(prepared, plant, tmp)
 
 
 @pytest.mark.parametrize("name", sorted(BUGS))

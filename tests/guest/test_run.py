@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pyharness.commands import config, run
+from pyharness.guest.modules import unload_modules
 from pyharness.guest.qemu import GuestError
 from pyharness.progress import Progress
 
@@ -128,3 +129,18 @@ def test_a_qemu_that_says_why_it_cannot_start_is_not_booted_again(
     assert "qemu-system-x86_64: " in str(e.value)  # QEMU's own words, in the failure
     assert out.getvalue().count("booting Linux") == 1
     assert not qemu_running(str(tmp_path / "console.log"))
+
+
+def test_a_module_held_for_a_moment_is_unloaded_once_free(
+    default_config: config.Config, prepared: run.Prepared, tmp_path: Path
+) -> None:
+    # An open debugfs file of zstest holds the module for two seconds, as deferred work
+    # may (zswap releases a pool's zpool from a work item): rmmod waits for it.
+    with (tmp_path / "session.log").open("w") as transcript:
+        with run.boot(
+            default_config, Progress(), prepared, tmp_path / "console.log", transcript
+        ) as guest:
+            guest.run("(sleep 2 < /sys/kernel/debug/zstest/ctl) > /dev/null 2>&1 &")
+            guest.run("sleep 0.3")
+            unload_modules(guest, prepared.image.modules)
+            assert "zstest" not in guest.run("cat /proc/modules")

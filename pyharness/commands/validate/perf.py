@@ -12,7 +12,6 @@ from pathlib import Path
 
 from ...guest import initramfs, qemu
 from ...guest.modules import load_modules, unload_modules
-from ...guest.plugin import counting_plugin
 from ...guest.zstest import ZsTest
 from ...kmod import build, render
 from ...progress import Progress, StageError
@@ -20,14 +19,13 @@ from .. import run
 from ..perf import (
     BENCH_N,
     BENCH_REPEATS,
-    COUNT_N,
-    COUNT_REPEATS,
     Bench,
     Instructions,
+    Load,
     base_drift,
     bench,
     bench_lines,
-    count,
+    counted_boot,
     paired_ratios,
 )
 from .builder import Built
@@ -149,7 +147,7 @@ def perf_steps(ctx: Context, result: KernelResult, base: Built, rounds: int) -> 
         f"base, {rounds} round(s) in one boot"
     )
     prepared = _staged(ctx, variants)
-    _cost_steps(ctx, result, keys, _count(ctx, variants, prepared))
+    _cost_steps(result, keys, _count(ctx, variants, prepared))
     timeline, errors = _perf(ctx, variants, prepared, rounds)
     if "base" in errors:
         result.perf_note = f"not measured: {errors['base']}"
@@ -192,58 +190,26 @@ def perf_steps(ctx: Context, result: KernelResult, base: Built, rounds: int) -> 
 def _count(
     ctx: Context, variants: dict[str, Built], prepared: run.Prepared
 ) -> tuple[dict[str, Instructions], str]:
-    """The counted bench on every variant, in one boot with the counting plugin: the counts,
-    and how they were made or why they were not."""
-    profile = qemu.Profile.load(ctx.kernel.target.profile)
-    if ctx.kernel.target.profile != "x86_64":
-        return {}, f"zstest's phase markers exist on x86_64 only, not {ctx.kernel.target.profile}"
-    try:
-        plugin = counting_plugin(profile.binary, ctx.p)
-    except StageError as e:
-        return {}, f"the counting plugin is not available: {str(e).splitlines()[0]}"
+    """The counted bench on every variant, in one boot with the counting plugin."""
+    staged = prepared.sources.directory
+    prefix = f"/{initramfs.MODULE_DIR}"
+    loads = [
+        Load(
+            name,
+            [f"{prefix}/{name}-{module}.ko" for module in ALLOCATOR],
+            ALLOCATOR[0],
+            staged / f"{name}-{ALLOCATOR[0]}.ko",
+        )
+        for name in variants
+    ]
     out = ctx.directory / "cost"
     out.mkdir(parents=True, exist_ok=True)
-    counted = out / "counts.txt"
-    found: dict[str, Instructions] = {}
-    staged = prepared.sources.directory
-    with (out / "zskit.log").open("w") as log, (out / "session.log").open("w") as transcript:
+    with (out / "zskit.log").open("w") as log:
         progress = Progress(verbose=ctx.p.verbose, out=ctx.p.out if ctx.p.verbose else log)
-        config = ctx.config.with_overrides(accel="tcg")
-        try:
-            with run.boot(
-                config,
-                progress,
-                prepared,
-                out / "console.log",
-                transcript,
-                counter=(plugin, counted),
-            ) as guest:
-                for name in variants:
-                    prefix = f"/{initramfs.MODULE_DIR}/{name}"
-                    load_modules(guest, [f"{prefix}-{module}.ko" for module in ALLOCATOR])
-                    ko = staged / f"{name}-{ALLOCATOR[0]}.ko"
-                    found[name] = count(
-                        ZsTest(guest), counted, name, ALLOCATOR[0], ko, ctx.api.map_object
-                    )
-                    unload_modules(guest, ALLOCATOR)
-                guest.poweroff()
-        except StageError as e:
-            return found, f"counting failed: {str(e).splitlines()[0]} (logs in {out})"
-        finally:
-            doc = {name: asdict(i) for name, i in found.items()}
-            (out / "cost.json").write_text(json.dumps(doc, indent=2) + "\n")
-    unstable = [name for name, i in found.items() if not i.repeatable]
-    note = (
-        f"instructions counted under TCG by zskit's QEMU plugin, in zsmalloc.ko's code only, "
-        f"per call of each phase of bench {COUNT_N}"
-    )
-    if unstable:
-        return found, note + f"; the counts of {', '.join(unstable)} changed between runs"
-    return found, note + f" (its {COUNT_REPEATS - 1} runs after a warm-up agree to the instruction)"
+        return counted_boot(ctx.config, progress, prepared, out, loads, ctx.api.map_object)
 
 
 def _cost_steps(
-    ctx: Context,
     result: KernelResult,
     keys: dict[str, str],
     counted: tuple[dict[str, Instructions], str],
@@ -257,7 +223,7 @@ def _cost_steps(
             continue
         mine = found.get(name)
         if mine is None or base is None:
-            step.cost_note = f"not counted: {note}"
+            step.cost_note = note if not found else f"not counted: {note}"
             continue
         step.cost = Cost(
             per_call=mine.per_call,
