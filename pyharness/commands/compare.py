@@ -825,7 +825,7 @@ def count_sides(
     counting plugin: their instructions per call, and how they were counted or why not."""
     sides = [s for s in (pair.own, pair.baseline) if not names or s.name in names]
     loads = [
-        Load(s.name, s.modules, s.allocator_ko.stem, s.allocator_ko)
+        Load(s.name, s.modules, s.modules, s.allocator_ko.stem, s.allocator_ko)
         for s in sides
         if s.allocator_ko is not None
     ]

@@ -206,11 +206,13 @@ def count(
 
 @dataclass(frozen=True)
 class Load:
-    """An allocator to count: its modules' guest paths in load order, its allocator
-    module's name in the guest and its file on the host."""
+    """An allocator to count: its modules' guest paths in load order, their names in the
+    guest (for rmmod: a file's name may not be its module's), its allocator module's
+    name and its file on the host."""
 
     name: str
     modules: Sequence[str]
+    names: Sequence[str]
     module: str
     ko: Path
 
@@ -251,7 +253,7 @@ def counted_boot(
                     found[load.name] = count(
                         ZsTest(guest), counts, load.name, load.module, load.ko, map_api
                     )
-                    unload_modules(guest, load.modules)
+                    unload_modules(guest, load.names)
                 guest.poweroff()
         except StageError as e:
             return found, f"counting failed: {str(e).splitlines()[0]} (logs in {out})"

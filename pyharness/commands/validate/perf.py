@@ -197,6 +197,7 @@ def _count(
         Load(
             name,
             [f"{prefix}/{name}-{module}.ko" for module in ALLOCATOR],
+            ALLOCATOR,
             ALLOCATOR[0],
             staged / f"{name}-{ALLOCATOR[0]}.ko",
         )
