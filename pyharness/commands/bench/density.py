@@ -471,12 +471,9 @@ def density(
                 _zswap(guest, series, with_zs, page, result, p)
         loaded.unload(guest)
 
-    result = run(
-        config.with_overrides(memory_mb=max(need, config.memory_mb)),
-        p,
-        RunOptions(results_dir=results_dir, after=step),
-        prepared=pair.prepared,
-    )
+    # The corpora are in the image: every boot of this bench needs their memory.
+    config = config.with_overrides(memory_mb=max(need, config.memory_mb))
+    result = run(config, p, RunOptions(results_dir=results_dir, after=step), prepared=pair.prepared)
     counted = [targets[a].name for a in ("own", "upstream") if a in allocators]
     if bench.series and counted:
         found, bench.instructions_note = count_sides(pair, config, results_dir, p, counted)
