@@ -133,23 +133,21 @@ class Instructions:
 
     allocator: str
     per_call: dict[str, float]
-    totals: dict[str, int]
+    totals: dict[str, int]  # the fewest of each phase over `runs`
     calls: dict[str, int]
     functions: dict[str, dict[str, int]]
     runs: list[dict[str, int]]  # each counted bench's instructions per phase of `calls`
 
     @property
     def repeatable(self) -> bool:
-        """At least two benches ran exactly the fewest instructions of every phase."""
-        return sum(r == self.fewest() for r in self.runs) >= 2
+        """At least two benches ran exactly the fewest instructions (`totals`) of every
+        phase."""
+        return sum(r == self.totals for r in self.runs) >= 2
 
     @property
     def disturbed(self) -> int:
         """How many benches ran more than the fewest in some phase."""
-        return sum(r != self.fewest() for r in self.runs)
-
-    def fewest(self) -> dict[str, int]:
-        return {k: min(r.get(k, 0) for r in self.runs) for k in self.runs[0]}
+        return sum(r != self.totals for r in self.runs)
 
 
 def bench_calls(n: int, map_api: bool) -> dict[str, int]:
