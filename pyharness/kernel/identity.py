@@ -10,7 +10,7 @@ from pathlib import Path
 DISTRO = "distro"  # the variant of Debian's packaged kernels
 # Where kernels come from: Debian's packages, or built from linux-source-X with
 # the config fragments of qemu/configs/ (source.py), or from the user's tree (tree.py).
-VARIANTS = (DISTRO, "minimal", "debug", "kcsan", "nocompaction")
+VARIANTS = (DISTRO, "minimal", "debug", "kcsan", "nocompaction", "zswap")
 TREE_VARIANT = "minimal"  # a tree's variant unless one is asked for
 HOST_ARCH = "x86_64"
 

@@ -50,7 +50,10 @@ VARIANT_FRAGMENTS = {
     "debug": ("base.config", "debug.config"),
     "kcsan": ("base.config", "kcsan.config"),
     "nocompaction": ("base.config", "nocompaction.config"),
+    "zswap": ("base.config", "zswap.config"),
 }
+# The variants whose fragments build zsmalloc into the kernel (CONFIG_ZSMALLOC=y).
+ZSMALLOC_BUILTIN_VARIANTS = ("zswap",)
 # What another machine adds after the variant's fragments (its boot, console, page size).
 MACHINE_FRAGMENTS = {
     "arm64": ("arm64.config",),
@@ -275,10 +278,13 @@ class SourceBuiltKernel:
     distro: DebianSuiteKernel | None = None
     # The config fragments merged onto tinyconfig, in order; default: the variant's.
     fragment_files: tuple[Path, ...] = ()
-    zsmalloc_builtin: bool = False  # base.config asks CONFIG_ZSMALLOC=m
     # The machine: another than x86_64 is cross-built with the host's gcc and the source
     # of the host's suites (6.1, and 6.12 from bookworm-security).
     target: Target = HOST
+
+    @property
+    def zsmalloc_builtin(self) -> bool:
+        return self.variant in ZSMALLOC_BUILTIN_VARIANTS
 
     def fragments(self) -> list[Path]:
         if self.fragment_files:

@@ -207,14 +207,14 @@ def test_a_kernel_without_a_source_still_gets_entries() -> None:
 
 def test_entry_lookup() -> None:
     # The own allocator runs everywhere; upstream where zsmalloc is a module, builtin
-    # where it is built in: every source-built kernel has it as a module.
+    # where it is built in: every source-built kernel but zswap's has it as a module.
     distro = ["6.1-own-distro", "6.1-upstream-distro", "6.12-own-distro", "6.12-builtin-distro"]
     distro += ["7.2-own-distro", "7.2-builtin-distro"]
     built = [
         f"{k}-{a}-{v}"
-        for v in ("minimal", "debug", "kcsan", "nocompaction")
+        for v in ("minimal", "debug", "kcsan", "nocompaction", "zswap")
         for k in ("6.1", "6.12", "7.2")
-        for a in ("own", "upstream")
+        for a in (("own", "builtin") if v == "zswap" else ("own", "upstream"))
     ]
     assert [e.name for e in matrix.known_entries()] == distro + built + MACHINES
     assert matrix.find_entry("6.12-builtin-distro-arm64-16k") == matrix.Entry(

@@ -91,7 +91,17 @@ def test_the_shipped_fragments_do_not_conflict(variant: str) -> None:
     merged = fragments.merge(paths)
     for name in ("MODULES", "MODULE_UNLOAD", "PVH", "SERIAL_8250_CONSOLE", "DEVTMPFS"):
         assert merged[name].value == "y", name
-    assert (merged["ZRAM"].value, merged["ZSMALLOC"].value) == ("m", "m")
+    zsmalloc = "y" if variant in source.ZSMALLOC_BUILTIN_VARIANTS else "m"
+    assert (merged["ZRAM"].value, merged["ZSMALLOC"].value) == ("m", zsmalloc)
+    assert source.SourceBuiltKernel("6.12", variant).zsmalloc_builtin is (zsmalloc == "y")
+
+
+def test_the_zswap_variant_builds_zsmalloc_and_zswap_in_and_says_so() -> None:
+    merged = fragments.merge([CONFIGS / n for n in VARIANT_FRAGMENTS["zswap"]])
+    assert (merged["ZSWAP"].value, merged["BLK_DEV_RAM"].value) == ("y", "m")
+    assert [line.split(": ", 1)[1] for line in fragments.overrides(merged)] == [
+        "CONFIG_ZSMALLOC m -> y"
+    ]
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANT_FRAGMENTS))
@@ -105,7 +115,8 @@ def test_another_machine_s_fragments_follow_the_variant_s(variant: str, machine:
     assert {merged[n].value for n in ("ACPI", "PVH", "HYPERVISOR_GUEST", "KERNEL_GZIP")} <= {"n"}
     assert all(merged[n].value == "y" for n in ("SERIAL_AMBA_PL011_CONSOLE", "VIRTIO_CONSOLE"))
     assert ("ARM64_16K_PAGES" in merged) == (machine == "arm64-16k")
-    assert (merged["ZRAM"].value, merged["ZSMALLOC"].value) == ("m", "m")
+    zsmalloc = "y" if variant in source.ZSMALLOC_BUILTIN_VARIANTS else "m"
+    assert (merged["ZRAM"].value, merged["ZSMALLOC"].value) == ("m", zsmalloc)
 
 
 def test_source_built_kernels_of_other_machines() -> None:
