@@ -52,6 +52,7 @@ from .manifest import Kernel
 from .source import (
     RECIPE,
     VARIANT_FRAGMENTS,
+    ZSMALLOC_BUILTIN_VARIANTS,
     Kbuild,
     Toolchain,
     announce,
@@ -217,10 +218,13 @@ class TreeKernel:
     series: str
     variant: str = TREE_VARIANT
     fragment_files: tuple[Path, ...] = ()  # default: the variant's
-    zsmalloc_builtin: bool = False  # base.config asks CONFIG_ZSMALLOC=m
     # Debian's kernel of the series, whose suite's root builds it; None: the host's gcc (6.1).
     distro: DebianSuiteKernel | None = None
     cc: str | None = None  # --cc: the compiler asked for (else $CC, else the series')
+
+    @property
+    def zsmalloc_builtin(self) -> bool:
+        return self.variant in ZSMALLOC_BUILTIN_VARIANTS
 
     @classmethod
     def of(cls, kernel: KernelId, suites: Mapping[str, DebianSuiteKernel]) -> TreeKernel:
